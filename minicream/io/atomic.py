@@ -1,0 +1,69 @@
+"""Atomic file replacement, so a crash or Ctrl-C mid-save never leaves a half-written checkpoint or image.
+
+The new content goes to a temporary file in the same directory (same filesystem, so `os.replace` is an
+atomic rename), is fsynced, then renamed over the target; the directory is fsynced so the rename itself
+survives a power cut. Readers see either the old file or the new one, never a mix.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from pathlib import Path
+from typing import Iterator
+
+from minicream.errors import MinicreamError
+
+
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush a file's data to disk (opened read-only: fsync works on any descriptor of the file)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Directories cannot be opened on Windows and some filesystems refuse fsync on them; the rename
+    # is still atomic there, only its durability across a power cut is weaker.
+    with contextlib.suppress(OSError):
+        fsync_path(directory)
+
+
+def _create_temp(directory: Path, name: str) -> Path:
+    """Create an empty, uniquely named sibling file with normal (umask-respecting) permissions.
+
+    Not `tempfile.mkstemp`: that makes the file mode 0600, which the final file would inherit.
+    """
+    while True:
+        tmp = directory / f".{name}.{secrets.token_hex(4)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise MinicreamError(f"{directory / name}: cannot write: {exc.strerror}") from None
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it is fsynced and renamed onto `path`.
+
+    On any exception the temporary file is removed and `path` is left untouched.
+    """
+    target = Path(path)
+    directory = target.parent if str(target.parent) else Path(".")
+    if not directory.is_dir():
+        raise MinicreamError(f"{target}: cannot write, directory {directory} does not exist")
+    tmp = _create_temp(directory, target.name)
+    try:
+        yield tmp
+        fsync_path(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(directory)

@@ -1,0 +1,170 @@
+"""Generation parameters stored inside the PNGs we write, so every image says how to reproduce it.
+
+Two text chunks, for two audiences:
+  * `parameters`: the AUTOMATIC1111 "infotext", which A1111, ComfyUI, Civitai and most image viewers
+    already display:  prompt / "Negative prompt: ..." / "Steps: 20, Sampler: dpmpp_2m, CFG scale: 5.0,
+    Seed: 1, Size: 64x64, Model hash: abcd012345, Model: name".
+  * `minicream`: the full params dict as JSON, lossless (types, nested values, keys A1111 has no name for).
+
+Params use these keys (others are kept too): prompt, negative_prompt, steps, sampler, cfg_scale, seed,
+width, height, model_hash, model.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, PngImagePlugin
+
+from minicream.errors import MinicreamError
+from minicream.io.atomic import atomic_path
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+A1111_KEY = "parameters"
+JSON_KEY = "minicream"
+
+# Our key -> A1111 label, in A1111's order. width/height become one "Size: WxH" field.
+_LABELS = {
+    "steps": "Steps",
+    "sampler": "Sampler",
+    "cfg_scale": "CFG scale",
+    "seed": "Seed",
+    "size": "Size",
+    "model_hash": "Model hash",
+    "model": "Model",
+}
+_KEYS = {label: key for key, label in _LABELS.items()}
+_TEXT_KEYS = ("prompt", "negative_prompt", "width", "height")
+_NEG_PREFIX = "Negative prompt:"
+# One "Label: value" pair; a value is either a JSON-quoted string or runs to the next comma.
+_PAIR_RE = r'\s*(\w[\w \-/]*):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)'
+_PAIR = re.compile(_PAIR_RE)
+_PAIRS_LINE = re.compile(f"(?:{_PAIR_RE})+")
+
+
+def _quote(value: Any) -> str:
+    """A1111's quoting: values containing the field separators are written as JSON strings."""
+    text = str(value)
+    return json.dumps(text) if any(c in text for c in ",:\n\"") else text
+
+
+def _label(key: str) -> str:
+    return _LABELS.get(key) or key.replace("_", " ").capitalize()
+
+
+def format_a1111(params: dict) -> str:
+    """Render params as an AUTOMATIC1111 infotext string."""
+    lines = [str(params.get("prompt", ""))]
+    if params.get("negative_prompt"):
+        lines.append(f"{_NEG_PREFIX} {params['negative_prompt']}")
+    fields = dict(params)
+    if "width" in fields and "height" in fields:
+        fields["size"] = f"{fields['width']}x{fields['height']}"
+    ordered = [k for k in _LABELS if k in fields]
+    ordered += [k for k in fields if k not in _LABELS and k not in _TEXT_KEYS]
+    pairs = [f"{_label(k)}: {_quote(fields[k])}" for k in ordered if fields[k] is not None]
+    if pairs:
+        lines.append(", ".join(pairs))
+    return "\n".join(lines)
+
+
+def _convert(key: str, text: str) -> Any:
+    if text.startswith('"'):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return text
+    if key in ("sampler", "model", "model_hash"):
+        return text
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_a1111(text: str) -> dict:
+    """Parse an AUTOMATIC1111 infotext back into params (best effort, as A1111 itself does)."""
+    lines = text.strip("\n").split("\n")
+    last = lines[-1] if lines else ""
+    pairs = _PAIR.findall(last)
+    # Like A1111: the last line holds the settings if it is entirely "Label: value" pairs and is
+    # not the only line (a lone prompt may contain a colon), or if it has at least three pairs.
+    is_settings = (
+        bool(pairs)
+        and not last.startswith(_NEG_PREFIX)
+        and _PAIRS_LINE.fullmatch(last) is not None
+        and (len(lines) > 1 or len(pairs) >= 3)
+    )
+    if is_settings:
+        lines = lines[:-1]
+    else:
+        pairs = []
+    params: dict[str, Any] = {}
+    prompt, negative, in_negative = [], [], False
+    for line in lines:
+        if line.startswith(_NEG_PREFIX):
+            in_negative = True
+            line = line[len(_NEG_PREFIX):].lstrip()
+        (negative if in_negative else prompt).append(line)
+    params["prompt"] = "\n".join(prompt)
+    if in_negative:
+        params["negative_prompt"] = "\n".join(negative)
+    for label, value in pairs:
+        label = label.strip()
+        key = _KEYS.get(label) or label.lower().replace(" ", "_")
+        params[key] = _convert(key, value.strip())
+    size = params.pop("size", None)
+    if isinstance(size, str) and re.fullmatch(r"\d+x\d+", size):
+        w, h = size.split("x")
+        params["width"], params["height"] = int(w), int(h)
+    elif size is not None:
+        params["size"] = size
+    return params
+
+
+def save_png(image: Image.Image, path: str | os.PathLike, params: dict) -> None:
+    """Write `image` as PNG at `path` (atomically) with params in `parameters` and `minicream` chunks.
+
+    `params` must be JSON-serialisable: it is stored losslessly and read back by `read_png_params`.
+    """
+    info = PngImagePlugin.PngInfo()
+    # add_text writes tEXt when the text is Latin-1, else iTXt (UTF-8); the JSON is ASCII-escaped,
+    # so it is always tEXt. Prompts with emoji make `parameters` an iTXt chunk, as A1111 does too.
+    info.add_text(A1111_KEY, format_a1111(params))
+    info.add_text(JSON_KEY, json.dumps(params, ensure_ascii=True, sort_keys=True))
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG", pnginfo=info)
+
+
+def read_png_params(path: str | os.PathLike) -> dict:
+    """Generation params of a PNG written by `save_png` (or by A1111: parsed from its infotext)."""
+    p = Path(path)
+    if not p.is_file():
+        raise MinicreamError(f"{p}: file not found" if not p.exists() else f"{p}: is not a regular file")
+    with open(p, "rb") as f:
+        if f.read(8) != PNG_SIGNATURE:
+            raise MinicreamError(f"{p}: is not a PNG file")
+    try:
+        with Image.open(p) as im:
+            im.load()  # text chunks after the image data are only read on load
+            text = dict(getattr(im, "text", {}) or {})
+    except (OSError, SyntaxError, ValueError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise MinicreamError(f"{p}: corrupt PNG ({reason})") from None
+    if JSON_KEY in text:
+        try:
+            params = json.loads(text[JSON_KEY])
+        except json.JSONDecodeError:
+            params = None
+        if isinstance(params, dict):
+            return params
+        if A1111_KEY not in text:
+            raise MinicreamError(f"{p}: the '{JSON_KEY}' PNG chunk is not a JSON object")
+    if A1111_KEY in text:
+        return parse_a1111(text[A1111_KEY])
+    raise MinicreamError(f"{p}: PNG has no generation parameters (no '{JSON_KEY}' or '{A1111_KEY}' text chunk)")

@@ -1,0 +1,122 @@
+"""The denoiser: a text-conditioned UNet with a routed mixture-of-experts feed-forward in its mid block.
+
+    latents (B,4,16,16) --conv_in--> level 0 (16x16, ResBlocks only)
+        --down--> level 1 (8x8, ResBlock + transformer) --down--> level 2 (4x4, ResBlock + transformer)
+        --> mid (ResBlock, transformer whose FF is the MoE, ResBlock) --> mirrored up path with skips --> conv_out
+
+Conditioning is one dict: `emb` (timestep embedding + projected pooled text embedding, drives every
+ResBlock's scale/shift and the timestep router), `context`/`mask` (per-token text states for
+cross-attention). The pooled path gives every block the prompt from step one, which is what makes a
+small model learn *which* object to draw within a CPU-sized budget.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import PretrainedMixin
+from .layers import Downsample, FeedForward, ResBlock, TransformerBlock, Upsample, group_norm, timestep_embedding, zero_init
+from .moe import MoEFeedForward
+
+
+@dataclass
+class UNetConfig:
+    in_channels: int = 4
+    sample_size: int = 16
+    channels: tuple[int, ...] = (128, 256, 256)
+    layers_per_block: int = 2
+    attention: tuple[bool, ...] = (False, True, True)  # per level; attention is only worth it at low resolution
+    head_dim: int = 64
+    context_dim: int = 384  # text encoder hidden size
+    pooled_dim: int = 384
+    ff_mult: int = 4
+    moe: str = "token"  # "token" | "timestep" | "none" (dense FF with the same active parameters)
+    num_experts: int = 4
+    top_k: int = 1
+
+    def __post_init__(self):
+        self.channels, self.attention = tuple(self.channels), tuple(self.attention)
+        if len(self.channels) != len(self.attention):
+            raise ValueError("channels and attention must have one entry per level")
+        if self.moe not in ("token", "timestep", "none"):
+            raise ValueError(f"moe must be 'token', 'timestep' or 'none', got {self.moe!r}")
+
+
+class Stage(nn.Module):
+    """One ResBlock optionally followed by a transformer block."""
+
+    def __init__(self, cin: int, cout: int, emb_dim: int, cfg: UNetConfig, attn: bool):
+        super().__init__()
+        self.res = ResBlock(cin, cout, emb_dim)
+        ff = FeedForward(cout, cfg.ff_mult * cout)
+        self.attn = TransformerBlock(cout, cfg.context_dim, cout // cfg.head_dim, ff) if attn else None
+
+    def forward(self, x, cond):
+        x = self.res(x, cond["emb"])
+        return self.attn(x, cond) if self.attn is not None else x
+
+
+class MoEUNet(nn.Module, PretrainedMixin):
+    config_class = UNetConfig
+
+    def __init__(self, config: UNetConfig):
+        super().__init__()
+        self.config = cfg = config
+        ch = cfg.channels
+        emb_dim = 4 * ch[0]
+        self.time_mlp = nn.Sequential(nn.Linear(ch[0], emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.text_mlp = nn.Sequential(nn.Linear(cfg.pooled_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.conv_in = nn.Conv2d(cfg.in_channels, ch[0], 3, padding=1)
+
+        self.down, skip_ch, c = nn.ModuleList(), [ch[0]], ch[0]
+        for i, (cout, attn) in enumerate(zip(ch, cfg.attention)):
+            for _ in range(cfg.layers_per_block):
+                self.down.append(Stage(c, cout, emb_dim, cfg, attn))
+                c = cout
+                skip_ch.append(c)
+            if i < len(ch) - 1:
+                self.down.append(Downsample(c, c))
+                skip_ch.append(c)
+
+        c_mid = ch[-1]
+        self.mid_res1 = ResBlock(c_mid, c_mid, emb_dim)
+        hidden = cfg.ff_mult * c_mid
+        if cfg.moe == "none":
+            mid_ff = FeedForward(c_mid, cfg.top_k * hidden)  # dense twin: same active parameters per token
+        else:
+            mid_ff = MoEFeedForward(c_mid, hidden, cfg.num_experts, cfg.top_k, cfg.moe, emb_dim)
+        self.mid_attn = TransformerBlock(c_mid, cfg.context_dim, c_mid // cfg.head_dim, mid_ff)
+        self.mid_res2 = ResBlock(c_mid, c_mid, emb_dim)
+
+        self.up = nn.ModuleList()
+        for i in reversed(range(len(ch))):
+            for _ in range(cfg.layers_per_block + 1):
+                self.up.append(Stage(c + skip_ch.pop(), ch[i], emb_dim, cfg, cfg.attention[i]))
+                c = ch[i]
+            if i > 0:
+                self.up.append(Upsample(c, c))
+        self.norm_out = group_norm(c)
+        self.conv_out = zero_init(nn.Conv2d(c, cfg.in_channels, 3, padding=1))
+
+    @property
+    def moe_layers(self) -> list[MoEFeedForward]:
+        return [m for m in self.modules() if isinstance(m, MoEFeedForward)]
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, mask: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        """x (B,C,H,W) noisy latents; t (B,) timesteps in [0,1000); context (B,T,D); mask (B,T) bool; pooled (B,D)."""
+        if t.ndim == 0:
+            t = t.expand(x.shape[0])
+        emb = self.time_mlp(timestep_embedding(t, self.config.channels[0]).to(x.dtype)) + self.text_mlp(pooled.to(x.dtype))
+        cond = {"emb": emb, "context": context.to(x.dtype), "mask": mask}
+        h = self.conv_in(x)
+        skips = [h]
+        for block in self.down:
+            h = block(h) if isinstance(block, Downsample) else block(h, cond)
+            skips.append(h)
+        h = self.mid_res2(self.mid_attn(self.mid_res1(h, emb), cond), emb)
+        for block in self.up:
+            h = block(h) if isinstance(block, Upsample) else block(torch.cat([h, skips.pop()], dim=1), cond)
+        return self.conv_out(F.silu(self.norm_out(h)))

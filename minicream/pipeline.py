@@ -1,0 +1,151 @@
+"""Text-to-image pipeline: `Pipeline.from_pretrained(dir)(prompt, ...)` -> list of PIL images.
+
+Stages (as in diffusers' StableDiffusionPipeline.__call__):
+    1. check inputs   2. encode prompt and negative prompt   3. draw the initial noise, one CPU
+    generator per image   4. denoise in fixed-size chunks with classifier-free guidance   5. decode
+    6. attach the generation parameters (written into the PNG by `save_png`)
+Chunks always have the same size (the last one is padded), so an image depends only on its own seed and
+settings, never on how many images were asked for together.
+"""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from PIL import Image
+
+from .diffusion.samplers import available_samplers, cfg_model_fn, sample
+from .errors import MinicreamError
+from .io.weights import short_hash
+from .models.autoencoder import decode, load_autoencoder
+from .models.base import WEIGHTS_NAME
+from .models.unet import MoEUNet
+from .text.encoder import TextEncoder
+from .training.recipe import MODEL_INDEX
+
+MAX_STEPS, MAX_GUIDANCE, MAX_IMAGES = 500, 50.0, 256
+PARAMS_KEY = "minicream"  # PIL image.info key holding the generation parameters
+
+
+def default_model_dir() -> Path:
+    """The shipped reference model, inside the installed package."""
+    return Path(__file__).parent / "reference"
+
+
+class Pipeline:
+    def __init__(self, unet: MoEUNet, vae, text_encoder: TextEncoder, index: dict, model_dir: Path, device: str = "cpu"):
+        self.unet, self.vae, self.text_encoder, self.index = unet, vae, text_encoder, index
+        self.model_dir, self.device = Path(model_dir), torch.device(device)
+        self.model_hash = short_hash(self.model_dir / "unet" / WEIGHTS_NAME)
+        self.latent_shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+        self.image_size = int(index["image_size"])
+        self.defaults = index.get("sample", {})
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path | None = None, device: str = "cpu") -> "Pipeline":
+        model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
+        index_path = model_dir / MODEL_INDEX
+        if not index_path.is_file():
+            raise MinicreamError(f"{model_dir}: not a minicream model directory (missing {MODEL_INDEX})")
+        try:
+            index = json.loads(index_path.read_text())
+        except json.JSONDecodeError as e:
+            raise MinicreamError(f"{index_path}: not valid JSON ({e})") from None
+        unet = MoEUNet.from_pretrained(model_dir / "unet").to(device, memory_format=torch.channels_last)
+        vae = load_autoencoder(model_dir / "vae").to(device)
+        te = index["text_encoder"]
+        encoder = TextEncoder.load(None if te["name"] == "minilm" else te["name"], max_length=te["max_length"], device=device)
+        return cls(unet, vae, encoder, index, model_dir, device)
+
+    @property
+    def samplers(self) -> list[str]:
+        return available_samplers(self.index["objective"]["prediction_type"])
+
+    # 1. -------------------------------------------------------------------------------------------
+    def _check(self, prompt: str, num_images: int, steps: int, guidance: float, sampler: str, batch_size: int) -> None:
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise MinicreamError("prompt is empty; describe what to draw, e.g. \"red apple\"")
+        if not 1 <= num_images <= MAX_IMAGES:
+            raise MinicreamError(f"num_images must be in 1..{MAX_IMAGES}, got {num_images}")
+        if not 1 <= steps <= MAX_STEPS:
+            raise MinicreamError(f"steps must be in 1..{MAX_STEPS}, got {steps}")
+        if not 0.0 <= guidance <= MAX_GUIDANCE:
+            raise MinicreamError(f"guidance must be in 0..{MAX_GUIDANCE}, got {guidance}")
+        if sampler not in self.samplers:
+            raise MinicreamError(f"unknown sampler {sampler!r}; choose one of: {', '.join(self.samplers)}")
+        if not 1 <= batch_size <= 256:
+            raise MinicreamError(f"batch_size must be in 1..256, got {batch_size}")
+
+    def _model_fn(self, cond, uncond, guidance: float) -> Callable:
+        def unet_fn(x, t, emb):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                return self.unet(x.contiguous(memory_format=torch.channels_last), t, emb.hidden, emb.mask, emb.pooled).float()
+
+        if guidance == 1.0:
+            return lambda x, t: unet_fn(x, t, cond)
+        both = _cat_embeddings(uncond, cond)
+        return cfg_model_fn(lambda x, t: unet_fn(x, t, both), guidance)
+
+    @torch.no_grad()
+    def __call__(self, prompt: str, negative_prompt: str = "", num_images: int = 1, steps: int | None = None,
+                 guidance: float | None = None, sampler: str | None = None, seed: int | Sequence[int] | None = None,
+                 batch_size: int = 8, progress: bool = False, callback: Callable[[int, int], None] | None = None) -> list[Image.Image]:
+        steps = int(steps if steps is not None else self.defaults.get("steps", 20))
+        guidance = float(guidance if guidance is not None else self.defaults.get("guidance", 4.0))
+        sampler = sampler or self.defaults.get("sampler", "dpmpp_2m")
+        self._check(prompt, num_images, steps, guidance, sampler, batch_size)
+        seeds = _seeds(seed, num_images)
+
+        # 2. Encode prompt and negative prompt (the negative replaces the unconditional branch of guidance).
+        cond = self.text_encoder.encode([prompt]).to(self.device)
+        uncond = self.text_encoder.encode([negative_prompt or ""]).to(self.device)
+
+        # 3.-4. Per-image noise; denoise in fixed-size chunks.
+        chunk = min(batch_size, num_images)
+        latents = []
+        for start in range(0, num_images, chunk):
+            chunk_seeds = seeds[start:start + chunk]
+            pad = chunk - len(chunk_seeds)
+            gens = [torch.Generator("cpu").manual_seed(s) for s in chunk_seeds] + [torch.Generator("cpu").manual_seed(0) for _ in range(pad)]
+            x = torch.stack([torch.randn(self.latent_shape, generator=g) for g in gens]).to(self.device)
+            c, u = cond[[0] * chunk], uncond[[0] * chunk]
+            out = sample(self._model_fn(c, u, guidance), x, sampler, steps, self.index["objective"], gens,
+                         progress=progress, callback=callback)
+            latents.append(out[:len(chunk_seeds)])
+        latents = torch.cat(latents)
+
+        # 5. Decode.
+        pixels = decode(self.vae, latents).cpu()
+
+        # 6. Images with their parameters.
+        images = []
+        for img, s in zip(pixels, seeds):
+            im = Image.fromarray(img.permute(1, 2, 0).numpy(), "RGB")
+            im.info[PARAMS_KEY] = {
+                "prompt": prompt, "negative_prompt": negative_prompt, "steps": steps, "sampler": sampler,
+                "cfg_scale": guidance, "seed": s, "width": self.image_size, "height": self.image_size,
+                "model_hash": self.model_hash, "model": self.model_dir.name,
+            }
+            images.append(im)
+        return images
+
+
+def _seeds(seed, n: int) -> list[int]:
+    if seed is None:
+        base = random.randrange(2**31)
+        return [base + i for i in range(n)]
+    if isinstance(seed, int):
+        return [seed + i for i in range(n)]
+    seeds = [int(s) for s in seed]
+    if len(seeds) != n:
+        raise MinicreamError(f"got {len(seeds)} seeds for {n} images")
+    return seeds
+
+
+def _cat_embeddings(a, b):
+    from .text.encoder import TextEmbeddings
+
+    return TextEmbeddings(*(torch.cat([getattr(a, f), getattr(b, f)]) for f in ("hidden", "mask", "pooled", "truncated")))

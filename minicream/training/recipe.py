@@ -1,0 +1,217 @@
+"""The from-scratch recipe as numbered stages. Each stage records its result in the run directory, so a
+stopped run resumes at the stage (and, for training, the step) where it stopped.
+
+    1. data         build/load the image-caption dataset (+ synthetic multi-object scenes)
+    2. text         encode every caption once with the frozen text encoder (cached)
+    3. autoencoder  train the KL autoencoder, measure the latent scaling factor and reconstruction PSNR
+    4. latents      encode the training images once (memory-mapped cache)
+    5. unet         train the MoE UNet on cached latents and text embeddings
+    6. export       write the model directory (config.json + safetensors, bf16) loadable by Pipeline
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import RecipeConfig, config_to_dict, to_toml
+from ..data.folder import Example, images_to_tensor, load_caption_folder
+from ..diffusion.objectives import make_objective
+from ..errors import MinicreamError
+from ..models.autoencoder import build_autoencoder, decode, encode, psnr, save_autoencoder
+from ..models.unet import MoEUNet
+from ..text.encoder import TextEncoder
+from .tasks import autoencoder_loss, unet_loss
+from .trainer import Trainer
+
+MODEL_INDEX = "model_index.json"
+
+
+class RunLog:
+    """Plain-text training log (committed with the reference weights) next to the TensorBoard logs."""
+
+    def __init__(self, path: Path):
+        self.path, self.t0 = path, time.time()
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, msg: str) -> None:
+        line = f"[{time.strftime('%Y-%m-%d %H:%M:%S')} +{time.time() - self.t0:7.1f}s] {msg}"
+        print(line, flush=True)
+        with open(self.path, "a") as f:
+            f.write(line + "\n")
+
+
+def _stage_done(run: Path, name: str) -> dict | None:
+    p = run / "stages" / f"{name}.json"
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def _mark_done(run: Path, name: str, result: dict) -> None:
+    (run / "stages").mkdir(parents=True, exist_ok=True)
+    (run / "stages" / f"{name}.json").write_text(json.dumps(result, indent=1))
+
+
+# 1. ------------------------------------------------------------------------------------------------
+def load_training_data(cfg: RecipeConfig, log) -> tuple[list[Example], list[Example]]:
+    d = cfg.data
+    if d.source == "emoji":
+        root = Path(d.root)
+        if not (root / "train" / "metadata.jsonl").is_file():
+            from ..data.emoji import build_emoji_dataset
+
+            log(f"building the emoji dataset in {root}")
+            build_emoji_dataset(root, size=d.size, skin_tones=d.skin_tones)
+    else:
+        root = Path(d.source)
+    examples = load_caption_folder(root, size=d.size, split="train")
+    if not d.skin_tones:
+        examples = [e for e in examples if not e.meta.get("skin_tone")]
+    if d.limit:
+        examples = examples[: d.limit]
+    scenes: list[Example] = []
+    if d.scene_ratio > 0 and d.source == "emoji":
+        from ..data.scenes import make_scene_dataset
+
+        n = round(len(examples) * d.scene_ratio / (1 - d.scene_ratio))
+        scenes = make_scene_dataset(examples, n, size=d.size, seed=cfg.unet.train.seed)
+    return examples, scenes
+
+
+def caption_variants(example: Example, cfg: RecipeConfig) -> list[str]:
+    texts = [example.text]
+    concept = example.meta.get("concept")
+    if cfg.data.concept_captions and concept and concept != example.text:
+        texts.append(concept)
+    return texts
+
+
+# 5. ------------------------------------------------------------------------------------------------
+def _unet_trainer(cfg: RecipeConfig, run: Path, latents, caption_choices, text, empty_id, log, cpu):
+    u = cfg.unet
+    model = MoEUNet(u.model)
+    objective = make_objective(u.objective, u.min_snr_gamma or None)
+    loss_fn = unet_loss(latents, caption_choices, text, empty_id, objective, u.cfg_dropout, model.moe_layers,
+                        u.moe_aux_weight, u.moe_z_weight)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"unet: {n_params / 1e6:.2f} M parameters, moe={u.model.moe}, experts={u.model.num_experts}, top_k={u.model.top_k}, objective={u.objective}")
+
+    def log_step(step, rec):
+        usage = [f"{x:.2f}" for m in model.moe_layers for x in m.pop_usage()]
+        log(f"unet step {step}/{u.train.steps} loss {rec['loss_avg']:.4f} {rec['samples_per_s']:.0f} samples/s"
+            + (f" expert usage [{' '.join(usage)}]" if usage else ""))
+
+    return Trainer(model, loss_fn, len(latents), u.train, run, "unet", cpu=cpu, log_fn=log_step), objective
+
+
+def run_recipe(cfg: RecipeConfig, run_dir: str | Path, resume: bool = False, cpu: bool | None = None) -> Path:
+    run = Path(run_dir)
+    if run.exists() and any(run.iterdir()) and not resume:
+        raise MinicreamError(f"{run} is not empty; pass --resume to continue that run or choose another --out")
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.toml").write_text(to_toml(cfg))
+    log = RunLog(run / "train_log.txt")
+    t_total = time.time()
+    log(f"recipe start (resume={resume}) torch {torch.__version__}, threads {torch.get_num_threads()}")
+
+    # 1. Data
+    t0 = time.time()
+    examples, scenes = load_training_data(cfg, log)
+    all_examples = examples + scenes
+    log(f"1. data: {len(examples)} images + {len(scenes)} scenes ({time.time() - t0:.1f}s)")
+
+    # 2. Text embeddings, once for every caption variant (+ the empty prompt for guidance)
+    t0 = time.time()
+    encoder = TextEncoder.load(None if cfg.text.encoder == "minilm" else cfg.text.encoder, max_length=cfg.text.max_length)
+    variants = [caption_variants(e, cfg) for e in all_examples]
+    unique = sorted({t for v in variants for t in v} | {""})
+    index = {t: i for i, t in enumerate(unique)}
+    text = encoder.encode_cached(unique, run / "cache" / "text.safetensors")
+    caption_choices = [[index[t] for t in v] for v in variants]
+    log(f"2. text: {len(unique)} unique captions encoded by {encoder.id} ({time.time() - t0:.1f}s)")
+
+    # 3. Autoencoder
+    images = images_to_tensor(all_examples)
+    ae_dir = run / "vae"
+    done = _stage_done(run, "autoencoder")
+    if done is None:
+        t0 = time.time()
+        a = cfg.autoencoder
+        trainer = Trainer(build_autoencoder(a.model), autoencoder_loss(images, a.kl_weight), len(images), a.train, run,
+                          "autoencoder", cpu=cpu, log_fn=lambda s, r: log(f"autoencoder step {s}/{a.train.steps} loss {r['loss_avg']:.4f} {r['samples_per_s']:.0f} samples/s"))
+        if resume and trainer.resume():
+            log(f"autoencoder: resumed at step {trainer.step}")
+        trainer.train()
+        vae = trainer.final_model().float()
+        if trainer.acc.is_main_process:
+            raw = encode(vae, images)
+            vae.register_to_config(scaling_factor=float(1.0 / raw.std()))
+            test = _heldout_images(cfg)
+            rec = decode(vae, encode(vae, test))
+            result = {"psnr_heldout_db": round(psnr(test, rec), 2), "n_heldout": len(test),
+                      "scaling_factor": vae.config.scaling_factor, "seconds": round(time.time() - t0, 1)}
+            save_autoencoder(vae, ae_dir)
+            _mark_done(run, "autoencoder", result)
+            log(f"3. autoencoder: {result}")
+        trainer.acc.wait_for_everyone()
+    from ..models.autoencoder import load_autoencoder
+
+    vae = load_autoencoder(ae_dir)
+
+    # 4. Latents, memory-mapped
+    lat_path = run / "cache" / "latents.npy"
+    if _stage_done(run, "latents") is None:
+        t0 = time.time()
+        lat = encode(vae, images).numpy().astype(np.float32)
+        np.save(lat_path, lat)
+        _mark_done(run, "latents", {"shape": list(lat.shape), "std": float(lat.std()), "seconds": round(time.time() - t0, 1)})
+        log(f"4. latents: {lat.shape}, std {lat.std():.3f} ({time.time() - t0:.1f}s)")
+    latents = torch.from_numpy(np.load(lat_path, mmap_mode="r").copy())
+
+    # 5. UNet
+    t0 = time.time()
+    trainer, objective = _unet_trainer(cfg, run, latents, caption_choices, text, index[""], log, cpu)
+    if resume and trainer.resume():
+        log(f"unet: resumed at step {trainer.step}")
+    stats = trainer.train()
+    unet = trainer.final_model()
+    log(f"5. unet: {stats['steps']} steps in {stats['seconds']:.0f}s")
+
+    # 6. Export
+    model_dir = run / "model"
+    if trainer.acc.is_main_process:
+        export_model(model_dir, cfg, unet, vae, objective, encoder, sorted({e.text for e in examples}))
+        log(f"6. export: {model_dir} ({_dir_mb(model_dir):.1f} MB); total {(time.time() - t_total) / 60:.1f} min")
+    return model_dir
+
+
+def _heldout_images(cfg: RecipeConfig) -> torch.Tensor:
+    root = Path(cfg.data.root) if cfg.data.source == "emoji" else Path(cfg.data.source)
+    try:
+        test = load_caption_folder(root, size=cfg.data.size, split="test")
+    except MinicreamError:
+        test = load_caption_folder(root, size=cfg.data.size, split="train")
+    return images_to_tensor(test[:512])
+
+
+def _dir_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+
+
+def export_model(model_dir: Path, cfg: RecipeConfig, unet, vae, objective, encoder, vocabulary: list[str]) -> None:
+    """The model directory: bf16 safetensors + configs, everything Pipeline.from_pretrained needs."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    unet.float().save_pretrained(model_dir / "unet", dtype=torch.bfloat16)
+    save_autoencoder(vae, model_dir / "vae", dtype=torch.bfloat16)
+    index = {
+        "format": "minicream", "version": 1,
+        "image_size": cfg.data.size,
+        "objective": objective.scheduler_config(),
+        "text_encoder": {"name": cfg.text.encoder, "max_length": cfg.text.max_length, "id": encoder.id},
+        "sample": config_to_dict(cfg.sample),
+        "recipe": config_to_dict(cfg),
+    }
+    (model_dir / MODEL_INDEX).write_text(json.dumps(index, indent=1))
+    (model_dir / "vocabulary.json").write_text(json.dumps(vocabulary, ensure_ascii=False, indent=0))

@@ -1,0 +1,58 @@
+"""Loss functions the Trainer calls: autoencoder reconstruction and UNet denoising.
+
+Each is built from tensors held in memory (images, cached latents, cached text embeddings) and returns
+`loss_fn(model, batch_indices, generator) -> (loss, logs)`.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..models.autoencoder import to_unit_range
+from ..models.moe import MoEFeedForward
+
+
+def autoencoder_loss(images_uint8: torch.Tensor, kl_weight: float):
+    """L1 + L2 reconstruction with a small KL term (no perceptual/GAN loss: those need downloaded nets)."""
+
+    def loss_fn(vae, idx, gen):
+        x = to_unit_range(images_uint8[idx]).contiguous(memory_format=torch.channels_last)
+        posterior = vae.encode(x).latent_dist
+        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen).to(x.device, posterior.mean.dtype)
+        rec = vae.decode(z).sample.float()
+        l1, l2 = (rec - x).abs().mean(), (rec - x).pow(2).mean()
+        kl = posterior.kl().mean() / x[0].numel()
+        return l1 + l2 + kl_weight * kl, {"l1": l1.item(), "mse": l2.item(), "kl": kl.item()}
+
+    return loss_fn
+
+
+def unet_loss(latents: torch.Tensor, caption_choices: list[list[int]], text, empty_id: int, objective,
+              cfg_dropout: float, moe_layers: list[MoEFeedForward], aux_weight: float, z_weight: float):
+    """Denoising loss. caption_choices[i]: indices into the cached text table usable for example i."""
+    n_choices = torch.tensor([len(c) for c in caption_choices])
+    table = torch.full((len(caption_choices), int(n_choices.max())), -1, dtype=torch.long)
+    for i, c in enumerate(caption_choices):
+        table[i, :len(c)] = torch.tensor(c)
+
+    def loss_fn(model, idx, gen):
+        B = len(idx)
+        pick = (torch.rand(B, generator=gen) * n_choices[idx]).long()
+        tid = table[idx, pick]
+        tid = torch.where(torch.rand(B, generator=gen) < cfg_dropout, torch.full_like(tid, empty_id), tid)
+        device = next(model.parameters()).device
+        ctx, mask, pooled = text.hidden[tid].to(device), text.mask[tid].to(device), text.pooled[tid].to(device)
+        x0 = latents[idx].to(device).contiguous(memory_format=torch.channels_last)
+        loss = objective(lambda x_t, t: model(x_t, t, ctx, mask, pooled), x0, gen).mean()
+        logs = {"denoise": loss.item()}
+        if moe_layers:
+            aux = sum(m.aux_loss for m in moe_layers) / len(moe_layers)
+            z = sum(m.z_loss for m in moe_layers) / len(moe_layers)
+            loss = loss + aux_weight * aux + z_weight * z
+            logs.update({"moe_balance": aux.item(), "moe_z": z.item()})
+            usage = torch.stack([m.last_counts for m in moe_layers]).sum(0)
+            for e, frac in enumerate((usage / usage.sum().clamp(min=1)).tolist()):
+                logs[f"moe_expert{e}"] = frac
+        return loss, logs
+
+    return loss_fn

@@ -1,0 +1,178 @@
+"""One training loop for every model we train (autoencoder, UNet), on top of Hugging Face Accelerate.
+
+The same code runs on one CPU, one GPU, or many processes (`accelerate launch` / `torchrun`; gloo on CPU).
+Batches are a pure function of (seed, step): each step's indices come from a permutation seeded by the
+epoch, and every process takes its own slice. Together with the saved RNG state this makes `--resume`
+continue exactly, and `--deterministic` runs reproducible.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from tqdm.auto import tqdm
+
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .ema import EMA
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000  # optimizer steps
+    batch_size: int = 64  # global batch per optimizer step (split across processes and accumulation)
+    grad_accum: int = 1  # gradient accumulation micro-steps per optimizer step
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    decay_to: float = 0.1  # cosine decay of the learning rate down to lr * decay_to
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999  # 0 disables EMA
+    checkpoint_every: int = 500
+    log_every: int = 25
+    seed: int = 0
+    mixed_precision: str = "bf16"  # "bf16" | "no"
+    deterministic: bool = False
+    max_minutes: float = 0.0  # stop (with a checkpoint) after this much training time; 0 = no limit
+
+
+# loss_fn(model, batch_indices, generator) -> (loss scalar, dict of floats to log)
+LossFn = Callable[[torch.nn.Module, torch.Tensor, torch.Generator], tuple[torch.Tensor, dict]]
+
+
+def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        p = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return cfg.decay_to + (1 - cfg.decay_to) * 0.5 * (1 + math.cos(math.pi * min(1.0, p)))
+    return f
+
+
+def batch_indices(step: int, micro: int, n: int, cfg: TrainConfig, rank: int, world: int) -> torch.Tensor:
+    """Indices of one process's micro-batch: a pure function of (seed, step, micro, rank)."""
+    per_opt_step = cfg.batch_size
+    per_epoch = max(1, n // per_opt_step)
+    epoch, pos = divmod(step, per_epoch)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
+    if n < per_opt_step:  # tiny datasets: repeat the permutation to fill a batch
+        perm = perm.repeat(math.ceil(per_opt_step / n))
+    batch = perm[pos * per_opt_step:(pos + 1) * per_opt_step]
+    micro_size = per_opt_step // cfg.grad_accum
+    batch = batch[micro * micro_size:(micro + 1) * micro_size]
+    return batch[rank::world]
+
+
+class Trainer:
+    def __init__(self, model: torch.nn.Module, loss_fn: LossFn, num_examples: int, cfg: TrainConfig,
+                 run_dir: str | Path, name: str, cpu: bool | None = None, log_fn: Callable | None = None):
+        self.cfg, self.loss_fn, self.n, self.name = cfg, loss_fn, num_examples, name
+        self.run_dir = Path(run_dir)
+        self.log_fn = log_fn
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        self.acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=bool(cpu) if cpu is not None else not torch.cuda.is_available(),
+                               log_with="tensorboard", project_dir=str(self.run_dir / "logs"),
+                               # MoE experts that receive no token in a step have no gradient there.
+                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+        set_seed(cfg.seed)
+        if self.acc.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        model = model.to(self.acc.device, memory_format=torch.channels_last)
+        fused = self.acc.device.type == "cuda"
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99),
+                                fused=fused, foreach=not fused)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+        self.model, self.opt, self.sched = self.acc.prepare(model, opt, sched)
+        self.ema = EMA(self.acc.unwrap_model(self.model), cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.gen = torch.Generator().manual_seed(cfg.seed * 7919 + self.acc.process_index)
+        self.step = 0
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def save(self, extra: dict | None = None) -> None:
+        self.acc.wait_for_everyone()
+        if self.acc.is_main_process:
+            rng = {"torch": torch.get_rng_state(), "noise": self.gen.get_state()}
+            ema = self.ema.state_dict() if self.ema else None
+            save_checkpoint(self.run_dir / self.name, self.step, self.acc.unwrap_model(self.model).state_dict(), ema,
+                            self.opt, rng, {"ema_updates": self.ema.num_updates if self.ema else 0, **(extra or {})})
+        self.acc.wait_for_everyone()
+
+    def resume(self) -> bool:
+        ckpt = latest_checkpoint(self.run_dir / self.name)
+        if ckpt is None:
+            return False
+        state = load_checkpoint(ckpt)
+        self.acc.unwrap_model(self.model).load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        if self.ema and state["ema"] is not None:
+            self.ema.load_state_dict(state["ema"], state["extra"].get("ema_updates", 0))
+        torch.set_rng_state(state["rng"]["torch"])
+        if self.acc.num_processes == 1:  # each process's noise stream is re-derived from its rank otherwise
+            self.gen.set_state(state["rng"]["noise"])
+        else:
+            self.gen.manual_seed(self.cfg.seed * 7919 + self.acc.process_index + 104729 * state["step"])
+        self.step = state["step"]
+        for _ in range(self.step):
+            self.sched.step()
+        return True
+
+    # -- loop --------------------------------------------------------------------------------------
+    def train(self) -> dict:
+        cfg, acc = self.cfg, self.acc
+        acc.init_trackers(self.name)
+        model = self.model
+        model.train()
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {self.name}", disable=not acc.is_local_main_process,
+                   unit="step", dynamic_ncols=True)
+        t_start, samples, t_last, ema_loss = time.time(), 0, time.time(), None
+        history = []
+        while self.step < cfg.steps:
+            logs = {}
+            for micro in range(cfg.grad_accum):
+                idx = batch_indices(self.step, micro, self.n, cfg, acc.process_index, acc.num_processes)
+                with acc.autocast():
+                    loss, logs = self.loss_fn(model, idx, self.gen)
+                acc.backward(loss / cfg.grad_accum)
+                samples += len(idx) * acc.num_processes
+            if cfg.grad_clip > 0:
+                acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            self.opt.step()
+            self.sched.step()
+            self.opt.zero_grad(set_to_none=True)
+            if self.ema:
+                self.ema.update(acc.unwrap_model(model))
+            self.step += 1
+            lval = loss.item()
+            ema_loss = lval if ema_loss is None else 0.95 * ema_loss + 0.05 * lval
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                dt = time.time() - t_last
+                rate = samples / max(dt, 1e-9)
+                record = {"loss": lval, "loss_avg": ema_loss, "lr": self.sched.get_last_lr()[0], "samples_per_s": rate, **logs}
+                acc.log(record, step=self.step)
+                history.append({"step": self.step, "time_s": round(time.time() - t_start, 1), **{k: round(v, 5) for k, v in record.items() if isinstance(v, float)}})
+                if self.log_fn and acc.is_main_process:
+                    self.log_fn(self.step, history[-1])
+                bar.set_postfix(loss=f"{ema_loss:.4f}", sps=f"{rate:.0f}")
+                samples, t_last = 0, time.time()
+            bar.update(1)
+            out_of_time = cfg.max_minutes > 0 and (time.time() - t_start) > cfg.max_minutes * 60
+            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps or out_of_time:
+                self.save()
+            if out_of_time:
+                break
+        bar.close()
+        acc.end_training()
+        return {"steps": self.step, "seconds": time.time() - t_start, "history": history}
+
+    def final_model(self, use_ema: bool = True) -> torch.nn.Module:
+        model = self.acc.unwrap_model(self.model)
+        if use_ema and self.ema:
+            self.ema.copy_to(model)
+        return model.eval()

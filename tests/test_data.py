@@ -1,0 +1,217 @@
+"""Tests for minicream.data: emoji build, folder loading, compositional scenes."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from minicream.data.emoji import build_emoji_dataset, split_of
+from minicream.data.folder import Example, images_to_tensor, load_caption_folder
+from minicream.data.scene_layout import NUMBER_WORDS, plural, with_article
+from minicream.data.scenes import SceneGenerator, make_scene_dataset, scene_prompts
+from minicream.errors import MinicreamError
+
+SMALL_CONCEPTS = {"red apple", "dog face", "cat face", "rocket", "pizza", "banana", "sun", "thumbs up"}
+SIZE = 32
+
+
+def _read_jsonl(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture(scope="module")
+def emoji_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("emoji") / "ds"
+    stats = build_emoji_dataset(out, size=SIZE, concepts=SMALL_CONCEPTS, heldout_fraction=0.3, progress=False)
+    return out, stats
+
+
+@pytest.fixture(scope="module")
+def emoji_examples(emoji_dir):
+    return load_caption_folder(emoji_dir[0], size=SIZE)
+
+
+# --- emoji build ---------------------------------------------------------------------------
+
+
+def test_emoji_layout_and_stats(emoji_dir):
+    out, stats = emoji_dir
+    for name in ("train/metadata.jsonl", "test/metadata.jsonl", "ATTRIBUTION.md", "dataset_info.json"):
+        assert (out / name).is_file(), name
+    assert not out.with_name(out.name + ".partial").exists()
+    info = json.loads((out / "dataset_info.json").read_text())
+    assert info["images"] == stats["images"] == stats["train"] + stats["test"]
+    assert stats["test"] > 0 and stats["skin_tone_images"] == 10  # 5 tones x 2 styles of thumbs up
+    text = (out / "ATTRIBUTION.md").read_text()
+    assert "CC-BY 4.0" in text and "CC BY-SA 4.0" in text
+    for split in ("train", "test"):
+        for row in _read_jsonl(out / split / "metadata.jsonl"):
+            assert (out / split / row["file_name"]).is_file()
+
+
+def test_emoji_captions(emoji_dir):
+    out, _ = emoji_dir
+    rows = _read_jsonl(out / "train" / "metadata.jsonl") + _read_jsonl(out / "test" / "metadata.jsonl")
+    apples = [r for r in rows if r["concept"] == "red apple"]
+    assert {r["style"] for r in apples} == {"twemoji", "openmoji"}
+    for row in apples:
+        assert row["text"] == f"red apple, {row['style']}"
+        assert row["name_ru"] == "красное яблоко"
+        assert row["emoji"] == "🍎" and row["skin_tone"] is None and "apple" in row["aliases"]
+    toned = [r for r in rows if r["skin_tone"] == "medium"]
+    assert toned and all("medium skin tone" in r["text"] and r["base_concept"] == "thumbs up" for r in toned)
+
+
+def test_emoji_images_white_and_sized(emoji_dir):
+    out, _ = emoji_dir
+    for path in sorted((out / "train").glob("*.png"))[:6]:
+        image = Image.open(path)
+        assert image.mode == "RGB" and image.size == (SIZE, SIZE)
+        assert image.getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_emoji_split_is_deterministic(emoji_dir, tmp_path):
+    out, _ = emoji_dir
+    again = tmp_path / "again"
+    build_emoji_dataset(again, size=SIZE, concepts=SMALL_CONCEPTS, heldout_fraction=0.3, progress=False)
+    for split in ("train", "test"):
+        assert _read_jsonl(out / split / "metadata.jsonl") == _read_jsonl(again / split / "metadata.jsonl")
+    assert split_of("twemoji_1f34e.png", 0, 0.3) == split_of("twemoji_1f34e.png", 0, 0.3)
+    assert {split_of(f"x{i}.png", 0, 0.5) for i in range(50)} == {"train", "test"}
+
+
+def test_emoji_limit_and_errors(tmp_path):
+    stats = build_emoji_dataset(tmp_path / "lim", size=16, styles=("twemoji",), limit=3, progress=False)
+    assert stats["images"] == 3
+    with pytest.raises(MinicreamError, match="not empty"):
+        build_emoji_dataset(tmp_path / "lim", size=16, limit=1, progress=False)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "keep.txt").write_text("user file")
+    with pytest.raises(MinicreamError, match="refusing to overwrite"):
+        build_emoji_dataset(tmp_path / "other", limit=1, overwrite=True, progress=False)
+    with pytest.raises(MinicreamError, match="unknown emoji style"):
+        build_emoji_dataset(tmp_path / "x", styles=("noto",), progress=False)
+    stats = build_emoji_dataset(tmp_path / "lim", size=16, styles=("openmoji",), limit=2, skin_tones=False,
+                                overwrite=True, progress=False)
+    assert stats["images"] == 2
+
+
+# --- folder loading ------------------------------------------------------------------------
+
+
+def test_load_imagefolder_splits(emoji_dir, emoji_examples):
+    out, stats = emoji_dir
+    assert len(emoji_examples) == stats["train"]
+    test = load_caption_folder(out, size=SIZE, split="test")
+    assert len(test) == stats["test"]
+    direct = load_caption_folder(out / "test", size=SIZE)  # a split folder itself works too
+    assert [e.text for e in direct] == [e.text for e in test]
+    example = emoji_examples[0]
+    assert example.image.size == (SIZE, SIZE) and example.image.mode == "RGB"
+    assert example.meta["concept"] and example.meta["style"] in ("twemoji", "openmoji")
+
+
+def _sidecar_folder(tmp_path):
+    folder = tmp_path / "side"
+    folder.mkdir()
+    Image.new("RGB", (40, 20), (255, 0, 0)).save(folder / "wide.jpg")
+    (folder / "wide.txt").write_text("  a red rectangle \n")
+    transparent = Image.new("RGBA", (16, 16), (0, 0, 0, 0))
+    transparent.putpixel((8, 8), (0, 0, 255, 255))
+    transparent.save(folder / "dot.png")
+    (folder / "dot.txt").write_text("a blue dot")
+    (folder / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
+    (folder / "bad.txt").write_text("broken")
+    Image.new("RGB", (8, 8)).save(folder / "nocaption.png")
+    return folder
+
+
+def test_load_sidecar_folder(tmp_path):
+    folder = _sidecar_folder(tmp_path)
+    with pytest.warns(UserWarning) as record:
+        examples = load_caption_folder(folder, size=16)
+    messages = [str(w.message) for w in record]
+    assert "skipped 1 unreadable images: bad.png" in messages
+    assert any("nocaption.png" in m for m in messages)
+    by_text = {e.text: e for e in examples}
+    assert set(by_text) == {"a red rectangle", "a blue dot"}
+    assert all(e.image.size == (16, 16) and e.image.mode == "RGB" for e in examples)
+    assert by_text["a blue dot"].image.getpixel((0, 0)) == (255, 255, 255)
+    tensor = images_to_tensor(examples)
+    assert tensor.dtype == torch.uint8 and tuple(tensor.shape) == (2, 3, 16, 16)
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(MinicreamError, match="does not exist"):
+        load_caption_folder(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MinicreamError, match="no captioned images"):
+        load_caption_folder(tmp_path / "empty")
+    with pytest.raises(MinicreamError, match="no 'test' split"):
+        load_caption_folder(tmp_path / "empty", split="test")
+    with pytest.raises(MinicreamError):
+        images_to_tensor([])
+
+
+# --- scenes --------------------------------------------------------------------------------
+
+
+def test_caption_grammar():
+    assert plural("red apple") == "red apples" and plural("fox") == "foxes"
+    assert plural("strawberry") == "strawberries" and plural("fish") == "fish"
+    assert with_article("umbrella") == "an umbrella" and with_article("rocket") == "a rocket"
+
+
+def test_position_scenes_match_layout(emoji_examples):
+    generator = SceneGenerator(emoji_examples, size=SIZE, seed=1, kinds=["position"])
+    rng = random.Random(0)
+    for _ in range(20):
+        scene = generator.sample(rng)
+        first, second = scene.layout
+        assert scene.text.startswith(f"a {first.concept} ") and scene.text.endswith(f" {second.concept}")
+        (ax, ay), (bx, by) = first.center, second.center
+        if "to the left of" in scene.text:
+            assert ax < bx
+        elif "to the right of" in scene.text:
+            assert ax > bx
+        elif " above " in scene.text:
+            assert ay < by
+        else:
+            assert " below " in scene.text and ay > by
+        pixels = np.asarray(scene.image)
+        for obj in scene.layout:  # each object actually drawn in its box
+            x0, y0, x1, y1 = obj.bbox
+            assert (pixels[y0:y1, x0:x1] < 200).any()
+
+
+def test_counting_scenes(emoji_examples):
+    generator = SceneGenerator(emoji_examples, size=SIZE, seed=2, kinds=["counting"])
+    counts = set()
+    for _ in range(10):
+        scene = generator.sample()
+        number = scene.text.split()[0]
+        assert number == NUMBER_WORDS[len(scene.layout)]
+        assert len({obj.concept for obj in scene.layout}) == 1
+        counts.add(len(scene.layout))
+    assert counts == {2, 3}
+
+
+def test_scene_dataset_deterministic_and_prompts(emoji_examples):
+    first = make_scene_dataset(emoji_examples, 8, size=SIZE, seed=5)
+    again = make_scene_dataset(emoji_examples, 8, size=SIZE, seed=5)
+    assert [e.text for e in first] == [e.text for e in again]
+    assert all(np.array_equal(np.asarray(a.image), np.asarray(b.image)) for a, b in zip(first, again))
+    assert all(isinstance(e, Example) and e.meta["source"] == "scene" for e in first)
+    prompts = scene_prompts(8, seed=5, size=SIZE, examples=emoji_examples)
+    assert [p.text for p in prompts] == [e.text for e in first]
+
+
+def test_scene_needs_concepts():
+    lone = [Example(Image.new("RGB", (8, 8), "white"), "x", {"concept": "red apple", "skin_tone": None})]
+    with pytest.raises(MinicreamError, match="at least 2"):
+        SceneGenerator(lone)
