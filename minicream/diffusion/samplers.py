@@ -7,6 +7,7 @@ image depends only on its own seed, never on the batch it was drawn in.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Sequence
 
 import torch
@@ -84,10 +85,12 @@ def sample(model_fn: Callable, x: torch.Tensor, sampler: str, steps: int, object
     x = x * scheduler.init_noise_sigma
     gens = list(generators) if generators is not None else None
     timesteps = scheduler.timesteps
+    # Only stochastic schedulers take a generator (deterministic ones such as Heun refuse the argument).
+    step_kwargs = {"generator": gens} if "generator" in inspect.signature(scheduler.step).parameters else {}
     for i, t in enumerate(tqdm(timesteps, desc=f"sampling ({sampler})", disable=not progress, leave=False)):
         inp = scheduler.scale_model_input(x, t) if hasattr(scheduler, "scale_model_input") else x
         out = model_fn(inp, t.expand(x.shape[0]).float())
-        x = scheduler.step(out, t, x, generator=gens).prev_sample
+        x = scheduler.step(out, t, x, **step_kwargs).prev_sample
         if callback is not None:
             callback(i + 1, len(timesteps))
     return x

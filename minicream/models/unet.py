@@ -1,8 +1,9 @@
 """The denoiser: a text-conditioned UNet with a routed mixture-of-experts feed-forward in its mid block.
 
-    latents (B,4,16,16) --conv_in--> level 0 (16x16, ResBlocks only)
-        --down--> level 1 (8x8, ResBlock + transformer) --down--> level 2 (4x4, ResBlock + transformer)
-        --> mid (ResBlock, transformer whose FF is the MoE, ResBlock) --> mirrored up path with skips --> conv_out
+    latents (B,4,16,16) --2x2 patches--> level 0 (8x8, ResBlock + transformer)
+        --down--> level 1 (4x4, ResBlock + transformer)
+        --> mid (ResBlock, transformer whose FF is the MoE, ResBlock) --> mirrored up path with skips
+        --> conv_out + pixel shuffle back to (B,4,16,16)
 
 Conditioning is one dict: `emb` (timestep embedding + projected pooled text embedding, drives every
 ResBlock's scale/shift and the timestep router), `context`/`mask` (per-token text states for
@@ -26,9 +27,10 @@ from .moe import MoEFeedForward
 class UNetConfig:
     in_channels: int = 4
     sample_size: int = 16
-    channels: tuple[int, ...] = (128, 256, 256)
+    patch_size: int = 2  # 2x2 latent patches -> the UNet's top level is 8x8 (as DiT's patch 2); 1 = none
+    channels: tuple[int, ...] = (128, 256)
     layers_per_block: int = 2
-    attention: tuple[bool, ...] = (False, True, True)  # per level; attention is only worth it at low resolution
+    attention: tuple[bool, ...] = (True, True)  # per level; attention is only worth it at low resolution
     head_dim: int = 64
     context_dim: int = 384  # text encoder hidden size
     pooled_dim: int = 384
@@ -69,7 +71,9 @@ class MoEUNet(nn.Module, PretrainedMixin):
         emb_dim = 4 * ch[0]
         self.time_mlp = nn.Sequential(nn.Linear(ch[0], emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.text_mlp = nn.Sequential(nn.Linear(cfg.pooled_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        self.conv_in = nn.Conv2d(cfg.in_channels, ch[0], 3, padding=1)
+        p = cfg.patch_size
+        self.context_norm = nn.LayerNorm(cfg.context_dim)
+        self.conv_in = nn.Conv2d(cfg.in_channels, ch[0], 3, padding=1) if p == 1 else nn.Conv2d(cfg.in_channels, ch[0], p, stride=p)
 
         self.down, skip_ch, c = nn.ModuleList(), [ch[0]], ch[0]
         for i, (cout, attn) in enumerate(zip(ch, cfg.attention)):
@@ -99,7 +103,7 @@ class MoEUNet(nn.Module, PretrainedMixin):
             if i > 0:
                 self.up.append(Upsample(c, c))
         self.norm_out = group_norm(c)
-        self.conv_out = zero_init(nn.Conv2d(c, cfg.in_channels, 3, padding=1))
+        self.conv_out = zero_init(nn.Conv2d(c, cfg.in_channels * p * p, 3, padding=1))
 
     @property
     def moe_layers(self) -> list[MoEFeedForward]:
@@ -109,8 +113,11 @@ class MoEUNet(nn.Module, PretrainedMixin):
         """x (B,C,H,W) noisy latents; t (B,) timesteps in [0,1000); context (B,T,D); mask (B,T) bool; pooled (B,D)."""
         if t.ndim == 0:
             t = t.expand(x.shape[0])
+        # The pooled sentence embedding has unit norm, i.e. ~0.05 per element: rescale it to unit variance per
+        # element, or the prompt is a whisper next to the timestep signal and the model learns to ignore it.
+        pooled = F.normalize(pooled.float(), dim=-1) * pooled.shape[-1] ** 0.5
         emb = self.time_mlp(timestep_embedding(t, self.config.channels[0]).to(x.dtype)) + self.text_mlp(pooled.to(x.dtype))
-        cond = {"emb": emb, "context": context.to(x.dtype), "mask": mask}
+        cond = {"emb": emb, "context": self.context_norm(context.to(x.dtype)), "mask": mask}
         h = self.conv_in(x)
         skips = [h]
         for block in self.down:
@@ -119,4 +126,4 @@ class MoEUNet(nn.Module, PretrainedMixin):
         h = self.mid_res2(self.mid_attn(self.mid_res1(h, emb), cond), emb)
         for block in self.up:
             h = block(h) if isinstance(block, Upsample) else block(torch.cat([h, skips.pop()], dim=1), cond)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return F.pixel_shuffle(self.conv_out(F.silu(self.norm_out(h))), self.config.patch_size)

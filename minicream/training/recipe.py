@@ -69,6 +69,7 @@ def load_training_data(cfg: RecipeConfig, log) -> tuple[list[Example], list[Exam
     examples = load_caption_folder(root, size=d.size, split="train")
     if not d.skin_tones:
         examples = [e for e in examples if not e.meta.get("skin_tone")]
+    pool = examples  # scenes draw objects from the whole dataset, even when `limit` trims the single images
     if d.limit:
         examples = examples[: d.limit]
     scenes: list[Example] = []
@@ -76,7 +77,7 @@ def load_training_data(cfg: RecipeConfig, log) -> tuple[list[Example], list[Exam
         from ..data.scenes import make_scene_dataset
 
         n = round(len(examples) * d.scene_ratio / (1 - d.scene_ratio))
-        scenes = make_scene_dataset(examples, n, size=d.size, seed=cfg.unet.train.seed)
+        scenes = make_scene_dataset(pool, n, size=d.size, seed=cfg.unet.train.seed)
     return examples, scenes
 
 
@@ -111,6 +112,7 @@ def run_recipe(cfg: RecipeConfig, run_dir: str | Path, resume: bool = False, cpu
     if run.exists() and any(run.iterdir()) and not resume:
         raise MinicreamError(f"{run} is not empty; pass --resume to continue that run or choose another --out")
     run.mkdir(parents=True, exist_ok=True)
+    (run / "cache").mkdir(parents=True, exist_ok=True)
     (run / "config.toml").write_text(to_toml(cfg))
     log = RunLog(run / "train_log.txt")
     t_total = time.time()

@@ -76,7 +76,9 @@ class Trainer:
         self.log_fn = log_fn
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
-        self.acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=bool(cpu) if cpu is not None else not torch.cuda.is_available(),
+        # step_scheduler_with_optimizer=False: our schedule counts optimizer steps of the global batch,
+        # not per-process steps (Accelerate would otherwise step it once per process).
+        self.acc = Accelerator(mixed_precision=cfg.mixed_precision, step_scheduler_with_optimizer=False, cpu=bool(cpu) if cpu is not None else not torch.cuda.is_available(),
                                log_with="tensorboard", project_dir=str(self.run_dir / "logs"),
                                # MoE experts that receive no token in a step have no gradient there.
                                kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
@@ -101,7 +103,8 @@ class Trainer:
             rng = {"torch": torch.get_rng_state(), "noise": self.gen.get_state()}
             ema = self.ema.state_dict() if self.ema else None
             save_checkpoint(self.run_dir / self.name, self.step, self.acc.unwrap_model(self.model).state_dict(), ema,
-                            self.opt, rng, {"ema_updates": self.ema.num_updates if self.ema else 0, **(extra or {})})
+                            self.opt, rng, {"ema_updates": self.ema.num_updates if self.ema else 0,
+                                            "lr_scheduler": self.sched.scheduler.state_dict(), **(extra or {})})
         self.acc.wait_for_everyone()
 
     def resume(self) -> bool:
@@ -119,8 +122,7 @@ class Trainer:
         else:
             self.gen.manual_seed(self.cfg.seed * 7919 + self.acc.process_index + 104729 * state["step"])
         self.step = state["step"]
-        for _ in range(self.step):
-            self.sched.step()
+        self.sched.scheduler.load_state_dict(state["extra"]["lr_scheduler"])
         return True
 
     # -- loop --------------------------------------------------------------------------------------

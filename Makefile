@@ -1,0 +1,36 @@
+# minicream: `make demo` sets up from nothing and draws a sample grid with the shipped model;
+# `make test` runs the whole test suite. Both create/refresh the virtual environment first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MC := $(VENV)/bin/minicream
+
+.PHONY: setup demo test train bench clean
+
+setup: $(VENV)/.installed
+
+# torch is installed first and pinned: an open range would pull a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+data/emoji/train/metadata.jsonl: | setup
+	$(MC) data emoji data/emoji
+
+demo: setup data/emoji/train/metadata.jsonl
+	$(MC) grid --out outputs/demo_grid.png
+	@echo "sample grid: outputs/demo_grid.png"
+
+test: setup
+	$(PY) -m pytest -q
+
+train: setup data/emoji/train/metadata.jsonl
+	$(MC) train --config reference --out runs/reference
+
+bench: setup
+	$(PY) bench/train_step.py
+
+clean:
+	rm -rf outputs runs .pytest_cache

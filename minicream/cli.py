@@ -1,0 +1,216 @@
+"""Command line: `minicream data | train | generate | info | samplers`. A thin layer over the library.
+
+Errors caused by the user (MinicreamError) print one line and exit with status 2; no tracebacks.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from .errors import MinicreamError
+
+
+def _one_line_warnings() -> None:
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {str(message).splitlines()[0]}\n"
+
+
+# -- data -----------------------------------------------------------------------------------------------
+def cmd_data(args) -> None:
+    from .data.emoji import build_emoji_dataset
+
+    stats = build_emoji_dataset(args.out, size=args.size, skin_tones=not args.no_skin_tones, heldout_fraction=args.heldout,
+                                seed=args.seed, overwrite=args.overwrite, limit=args.limit or None)
+    print(f"wrote {stats['train']} train + {stats['test']} test images ({stats['concepts']} concepts) to {args.out}")
+
+
+# -- train ----------------------------------------------------------------------------------------------
+TRAIN_FLAGS = {  # flag -> config field (every flag is a config field; anything else goes through --set)
+    "data": "data.source", "steps": "unet.train.steps", "batch_size": "unet.train.batch_size", "lr": "unet.train.lr",
+    "moe": "unet.model.moe", "objective": "unet.objective", "seed": "unet.train.seed", "max_minutes": "unet.train.max_minutes",
+    "grad_accum": "unet.train.grad_accum",
+}
+
+
+def cmd_train(args) -> None:
+    from .config import load_config, to_toml
+
+    overrides = list(args.set or [])
+    for flag, key in TRAIN_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}")
+    if args.deterministic:
+        overrides += ["unet.train.deterministic=true", "autoencoder.train.deterministic=true"]
+    cfg = load_config(args.config, overrides)
+    if args.dry_run:
+        print(to_toml(cfg))
+        return
+    from .training.recipe import run_recipe
+
+    out = args.out or f"runs/{Path(str(args.config)).stem}"
+    model_dir = run_recipe(cfg, out, resume=args.resume)
+    print(f"model written to {model_dir}")
+
+
+# -- generate -------------------------------------------------------------------------------------------
+def cmd_generate(args) -> None:
+    from .io.pngmeta import read_png_params, save_png
+    from .pipeline import PARAMS_KEY, Pipeline
+
+    settings = {}
+    if args.from_image:
+        p = read_png_params(args.from_image)
+        settings = {"prompt": p.get("prompt"), "negative": p.get("negative_prompt", ""), "steps": p.get("steps"),
+                    "guidance": p.get("cfg_scale"), "sampler": p.get("sampler"), "seed": p.get("seed")}
+    for key in ("prompt", "negative", "steps", "guidance", "sampler", "seed"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    if not settings.get("prompt"):
+        raise MinicreamError("no prompt given; usage: minicream generate \"red apple\" (or --from IMAGE.png)")
+    pipe = Pipeline.from_pretrained(args.model)
+    images = pipe(settings["prompt"], negative_prompt=settings.get("negative") or "", num_images=args.num_images,
+                  steps=settings.get("steps"), guidance=settings.get("guidance"), sampler=settings.get("sampler"),
+                  seed=settings.get("seed"), batch_size=args.batch_size, progress=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "".join(c if c.isalnum() else "_" for c in settings["prompt"])[:40].strip("_") or "image"
+    for im in images:
+        path = out / f"{stem}_{im.info[PARAMS_KEY]['seed']}.png"
+        save_png(im, path, im.info[PARAMS_KEY])
+        print(path)
+    if args.grid and len(images) > 1:
+        from .io.grid import image_grid
+
+        grid = image_grid(images, cols=min(8, len(images)), labels=[str(im.info[PARAMS_KEY]["seed"]) for im in images])
+        grid.save(out / f"{stem}_grid.png")
+        print(out / f"{stem}_grid.png")
+
+
+GRID_PROMPTS = ["red apple", "tangerine", "dog face", "red heart", "rocket", "pizza"]
+GRID_STYLES = ["twemoji", "openmoji"]
+
+
+def cmd_grid(args) -> None:
+    from .io.grid import image_grid
+    from .pipeline import Pipeline
+
+    pipe = Pipeline.from_pretrained(args.model)
+    prompts = args.prompts or GRID_PROMPTS
+    images, labels = [], []
+    for prompt in prompts:
+        for style in GRID_STYLES:
+            text = f"{prompt}, {style}"
+            images += pipe(text, num_images=args.per_prompt, seed=args.seed, steps=args.steps, guidance=args.guidance, sampler=args.sampler)
+            labels += [text] + [""] * (args.per_prompt - 1)
+    grid = image_grid(images, cols=len(GRID_STYLES) * args.per_prompt, labels=labels)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(out)
+    print(out)
+
+
+def cmd_info(args) -> None:
+    from .io.pngmeta import read_png_params
+
+    for key, value in read_png_params(args.image).items():
+        print(f"{key}: {value}")
+
+
+def cmd_samplers(args) -> None:
+    from .diffusion.samplers import DDPM_SAMPLERS, FLOW_SAMPLERS
+
+    print("epsilon / v models:", ", ".join(sorted(DDPM_SAMPLERS)))
+    print("flow models:       ", ", ".join(sorted(FLOW_SAMPLERS)))
+
+
+# -- parser ---------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="minicream", description="Train a small text-to-image diffusion model from scratch on a CPU, and generate with it.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("data", help="build a dataset")
+    dsub = d.add_subparsers(dest="dataset", required=True)
+    e = dsub.add_parser("emoji", help="the embedded default: Twemoji + OpenMoji with English/Russian captions")
+    e.add_argument("out", help="output folder (Hugging Face imagefolder layout)")
+    e.add_argument("--size", type=int, default=64, help="image size in pixels")
+    e.add_argument("--no-skin-tones", action="store_true", help="leave out skin-tone variants")
+    e.add_argument("--heldout", type=float, default=0.05, help="fraction of images in the test split")
+    e.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
+    e.add_argument("--limit", type=int, default=0, help="at most this many images per style (0 = all)")
+    e.add_argument("--overwrite", action="store_true", help="replace an earlier build in OUT")
+    e.set_defaults(func=cmd_data)
+
+    t = sub.add_parser("train", help="train autoencoder + MoE UNet from scratch (the recipe's stages)")
+    t.add_argument("--config", default="reference", help="preset name (reference, tiny) or a TOML file")
+    t.add_argument("--out", help="run directory (default runs/<config>)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field, e.g. unet.model.top_k=2")
+    t.add_argument("--data", help="training data: 'emoji' or a folder with metadata.jsonl / .txt captions")
+    t.add_argument("--steps", type=int, help="UNet optimizer steps")
+    t.add_argument("--batch-size", type=int, help="UNet global batch size")
+    t.add_argument("--lr", type=float, help="UNet learning rate")
+    t.add_argument("--moe", choices=["token", "timestep", "none"], help="mid-block router (none = dense twin)")
+    t.add_argument("--objective", choices=["epsilon", "v", "flow"], help="training objective")
+    t.add_argument("--seed", type=int, help="training seed")
+    t.add_argument("--max-minutes", type=float, help="stop UNet training after this many minutes")
+    t.add_argument("--grad-accum", type=int, help="gradient accumulation steps")
+    t.add_argument("--deterministic", action="store_true", help="deterministic algorithms for reproducible runs")
+    t.set_defaults(func=cmd_train)
+
+    g = sub.add_parser("generate", help="generate images from a prompt")
+    g.add_argument("prompt", nargs="?", help="what to draw")
+    g.add_argument("--model", help="model directory (default: the shipped reference model)")
+    g.add_argument("-n", "--num-images", type=int, default=4, help="number of images")
+    g.add_argument("--negative", help="negative prompt")
+    g.add_argument("--steps", type=int, help="sampling steps (default from the model)")
+    g.add_argument("--guidance", type=float, help="classifier-free guidance scale")
+    g.add_argument("--sampler", help="ddim, ddpm, dpmpp_2m, euler, euler_a, heun, plms (see `minicream samplers`)")
+    g.add_argument("--seed", type=int, help="seed of the first image (the others use seed+1, seed+2, ...)")
+    g.add_argument("--batch-size", type=int, default=8, help="images denoised together")
+    g.add_argument("--out", default="outputs", help="output folder")
+    g.add_argument("--grid", action="store_true", help="also write a grid of all images")
+    g.add_argument("--from", dest="from_image", metavar="IMAGE.png", help="re-run the settings stored in a generated PNG")
+    g.set_defaults(func=cmd_generate)
+
+    gr = sub.add_parser("grid", help="a labelled sample grid: each prompt in both emoji styles")
+    gr.add_argument("prompts", nargs="*", help=f"prompts (default: {', '.join(GRID_PROMPTS)})")
+    gr.add_argument("--model", help="model directory (default: the shipped reference model)")
+    gr.add_argument("--per-prompt", type=int, default=2, help="images per prompt and style")
+    gr.add_argument("--seed", type=int, default=0, help="seed of the first image of each prompt")
+    gr.add_argument("--steps", type=int, help="sampling steps")
+    gr.add_argument("--guidance", type=float, help="guidance scale")
+    gr.add_argument("--sampler", help="sampler name")
+    gr.add_argument("--out", default="outputs/grid.png", help="output PNG")
+    gr.set_defaults(func=cmd_grid)
+
+    i = sub.add_parser("info", help="print the generation settings stored in a PNG")
+    i.add_argument("image")
+    i.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("samplers", help="list the samplers")
+    s.set_defaults(func=cmd_samplers)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    _one_line_warnings()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except MinicreamError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted (a training run continues with --resume)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Shared fixtures: a small emoji dataset and a model trained once with the `tiny` recipe.
+
+Nothing here depends on data/emoji (git-ignored): the dataset is rendered into a temp dir from the
+emoji packages, restricted to a few concepts so it builds in seconds.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Tiny models: one thread is as fast as two, and far faster when the cores are shared with another job
+# (with oversubscribed cores every OpenMP barrier waits for a time slice: ~100x slower forward passes).
+# Subprocesses (CLI, torchrun) inherit the variable.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
+
+# Scene rendering needs >= 2 concepts of scene_layout.DEFAULT_CONCEPTS; these six all are.
+TEST_CONCEPTS = frozenset({"red apple", "dog face", "rocket", "pizza", "banana", "cat face"})
+
+
+@pytest.fixture(scope="session")
+def emoji_root(tmp_path_factory) -> Path:
+    from minicream.data.emoji import build_emoji_dataset
+
+    root = tmp_path_factory.mktemp("emoji_data") / "emoji"
+    build_emoji_dataset(root, size=64, limit=40, concepts=TEST_CONCEPTS, skin_tones=False,
+                        heldout_fraction=0.2, progress=False)
+    return root
+
+
+def tiny_config(emoji_root: Path, *overrides: str):
+    from minicream.config import load_config
+
+    return load_config("tiny", [f"data.root={str(emoji_root)!r}", *overrides])
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, emoji_root) -> Path:
+    """Run directory of one complete tiny-recipe training (data, text, autoencoder, latents, UNet, export)."""
+    from minicream.training.recipe import run_recipe
+
+    run = tmp_path_factory.mktemp("tiny_run") / "run"
+    run_recipe(tiny_config(emoji_root), run, cpu=True)
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_run) -> Path:
+    """The exported model directory (model_index.json, unet/, vae/, vocabulary.json)."""
+    model = tiny_run / "model"
+    assert (model / "model_index.json").is_file()
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_pipe(tiny_model):
+    from minicream.pipeline import Pipeline
+
+    return Pipeline.from_pretrained(tiny_model)
