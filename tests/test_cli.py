@@ -238,7 +238,31 @@ def test_train_refuses_a_non_empty_run_dir(capsys, tmp_path):
 # --- help / argparse -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sub", [[], ["data"], ["data", "emoji"], ["train"], ["generate"], ["info"], ["samplers"]])
+def _subcommands() -> list[list[str]]:
+    """Every (nested) subcommand of the parser, e.g. [], ["train"], ["data", "emoji"]."""
+    import argparse
+
+    from minicream.cli import build_parser
+
+    found = []
+
+    def walk(parser, prefix):
+        found.append(prefix)
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, prefix + [name])
+
+    walk(build_parser(), [])
+    return found
+
+
+def test_subcommands_are_known():
+    names = {" ".join(s) for s in _subcommands()}
+    assert {"", "data", "data emoji", "train", "generate", "info", "samplers"} <= names
+
+
+@pytest.mark.parametrize("sub", _subcommands(), ids=lambda s: " ".join(s) or "minicream")
 def test_help_for_every_subcommand(capsys, sub):
     code, out, err = call(capsys, *sub, "--help")
     assert code == 0
@@ -250,6 +274,16 @@ def test_argparse_errors_exit_2(capsys):
     assert code == 2 and "invalid int value" in err
     code, _, err = call(capsys)
     assert code == 2 and "usage:" in err
+
+
+def test_grid_command(tiny_model, tmp_path, capsys):
+    out = tmp_path / "g" / "grid.png"
+    code, stdout, err = call(capsys, "grid", "red apple", "pizza", "--model", str(tiny_model), "--per-prompt", "1",
+                             "--steps", "1", "--out", str(out))
+    assert code == 0, err
+    assert nonempty_lines(stdout) == [str(out)]
+    with Image.open(out) as im:
+        assert im.width >= 2 * 64 and im.height >= 2 * 64  # 2 prompts x 2 styles, 64 px each
 
 
 def test_samplers_lists_both_families(capsys):

@@ -261,42 +261,68 @@ def test_lr_schedule_known_values():
 # --- 2 processes ------------------------------------------------------------------------------------
 
 DDP_SCRIPT = textwrap.dedent('''
-    import hashlib, os, sys
+    import hashlib, json, os, sys
     import torch
     sys.path.insert(0, {tests_dir!r})
     from test_training import make_trainer, tiny_unet, train_config, state_of
 
-    trainer = make_trainer({run_dir!r}, tiny_unet(), train_config(steps=3, checkpoint_every=3, batch_size=4))
-    assert trainer.acc.num_processes == 2, trainer.acc.num_processes
-    assert trainer.acc.distributed_type.value == "MULTI_CPU", trainer.acc.distributed_type
+    trainer = make_trainer({run_dir!r}, tiny_unet(), train_config(steps=3, checkpoint_every=3, batch_size=4, warmup_steps=3))
     init = state_of(trainer)
-    trainer.train()
+    stats = trainer.train()
     final = state_of(trainer)
-    assert any(not torch.equal(init[k], final[k]) for k in final)
     h = hashlib.sha256()
     for k in sorted(final):
         h.update(k.encode()); h.update(final[k].float().numpy().tobytes())
     rank = trainer.acc.process_index
-    with open(os.path.join({out_dir!r}, f"rank{{rank}}.txt"), "w") as f:
-        f.write(h.hexdigest())
+    with open(os.path.join({out_dir!r}, f"rank{{rank}}.json"), "w") as f:
+        json.dump({{"checksum": h.hexdigest(), "num_processes": trainer.acc.num_processes,
+                   "distributed_type": str(trainer.acc.distributed_type),
+                   "changed": any(not torch.equal(init[k], final[k]) for k in final),
+                   "lr": [r["lr"] for r in stats["history"]]}}, f)
 ''')
 
 
-def test_two_process_gloo_training_keeps_replicas_identical(tmp_path):
-    script = tmp_path / "ddp_train.py"
-    out = tmp_path / "out"
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory):
+    """One `torchrun --nproc_per_node 2` training of 3 steps on CPU (gloo); each rank reports its weights' hash."""
+    tmp = tmp_path_factory.mktemp("ddp")
+    script, out = tmp / "ddp_train.py", tmp / "out"
     out.mkdir()
-    script.write_text(DDP_SCRIPT.format(tests_dir=str(Path(__file__).parent), run_dir=str(tmp_path / "run"),
-                                        out_dir=str(out)))
+    script.write_text(DDP_SCRIPT.format(tests_dir=str(Path(__file__).parent), run_dir=str(tmp / "run"), out_dir=str(out)))
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(script)],
-                          capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path)
+                          capture_output=True, text=True, timeout=180, env=env, cwd=tmp)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    sums = [(out / f"rank{r}.txt").read_text() for r in (0, 1)]
-    assert len(sums[0]) == 64 and sums[0] == sums[1]
+    reports = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    return SimpleNamespace(run=tmp / "run", reports=reports)
+
+
+def test_two_process_gloo_training_keeps_replicas_identical(ddp_run):
+    r0, r1 = ddp_run.reports
+    assert r0["num_processes"] == r1["num_processes"] == 2
+    assert "MULTI_CPU" in r0["distributed_type"]
+    assert r0["changed"] and r1["changed"]
+    assert len(r0["checksum"]) == 64 and r0["checksum"] == r1["checksum"]
     # Only the main process writes checkpoints.
-    assert [p.name for p in (tmp_path / "run" / "unet" / "checkpoints").iterdir()] == ["step_0000003"]
+    assert [p.name for p in (ddp_run.run / "unet" / "checkpoints").iterdir()] == ["step_0000003"]
+
+
+def test_two_process_lr_schedule_matches_one_process(ddp_run):
+    """batch_size is global, so the LR schedule counts optimizer steps, however many processes share a step
+    (Accelerate's default would step the schedule once per process)."""
+    cfg = train_config(steps=3, warmup_steps=3)
+    expected = [cfg.lr * lr_lambda(cfg)(s) for s in (1, 2, 3)]  # lr after optimizer steps 1..3: 2/3, 1, 1 of lr
+    assert make_trainer_lrs(cfg) == pytest.approx(expected, abs=1e-5)  # history rounds to 5 decimals
+    assert ddp_run.reports[0]["lr"] == pytest.approx(expected, abs=1e-5)
+
+
+def make_trainer_lrs(cfg: TrainConfig) -> list[float]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        stats = make_trainer(Path(d), tiny_unet(), cfg).train()
+    return [h["lr"] for h in stats["history"]]
 
 
 # --- the recipe: stage resume -----------------------------------------------------------------------
