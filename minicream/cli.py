@@ -73,7 +73,7 @@ def cmd_generate(args) -> None:
     pipe = Pipeline.from_pretrained(args.model)
     images = pipe(settings["prompt"], negative_prompt=settings.get("negative") or "", num_images=args.num_images,
                   steps=settings.get("steps"), guidance=settings.get("guidance"), sampler=settings.get("sampler"),
-                  seed=settings.get("seed"), batch_size=args.batch_size, progress=True)
+                  seed=settings.get("seed"), batch_size=args.batch_size, size=args.size, progress=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = "".join(c if c.isalnum() else "_" for c in settings["prompt"])[:40].strip("_") or "image"
@@ -171,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sampler", help="ddim, ddpm, dpmpp_2m, euler, euler_a, heun, plms (see `minicream samplers`)")
     g.add_argument("--seed", type=int, help="seed of the first image (the others use seed+1, seed+2, ...)")
     g.add_argument("--batch-size", type=int, default=8, help="images denoised together")
+    g.add_argument("--size", type=int, help="image size in pixels (must be the model's native size)")
     g.add_argument("--out", default="outputs", help="output folder")
     g.add_argument("--grid", action="store_true", help="also write a grid of all images")
     g.add_argument("--from", dest="from_image", metavar="IMAGE.png", help="re-run the settings stored in a generated PNG")

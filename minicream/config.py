@@ -55,6 +55,7 @@ class UNetSection:
     model: UNetConfig = field(default_factory=UNetConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     objective: str = "v"  # "epsilon" | "v" | "flow"
+    beta_schedule: str = "scaled_linear"  # noise schedule of epsilon/v (SD's; its sigma_max ~15 keeps every sampler stable)
     min_snr_gamma: float = 5.0  # 0 disables min-SNR weighting
     cfg_dropout: float = 0.1  # probability of training on the empty prompt (for classifier-free guidance)
     moe_aux_weight: float = 0.01  # load-balancing loss weight

@@ -92,11 +92,14 @@ class Pipeline:
     @torch.no_grad()
     def __call__(self, prompt: str, negative_prompt: str = "", num_images: int = 1, steps: int | None = None,
                  guidance: float | None = None, sampler: str | None = None, seed: int | Sequence[int] | None = None,
-                 batch_size: int = 8, progress: bool = False, callback: Callable[[int, int], None] | None = None) -> list[Image.Image]:
+                 batch_size: int = 8, size: int | None = None, progress: bool = False,
+                 callback: Callable[[int, int], None] | None = None) -> list[Image.Image]:
         steps = int(steps if steps is not None else self.defaults.get("steps", 20))
         guidance = float(guidance if guidance is not None else self.defaults.get("guidance", 4.0))
         sampler = sampler or self.defaults.get("sampler", "dpmpp_2m")
         self._check(prompt, num_images, steps, guidance, sampler, batch_size)
+        if size is not None and size != self.image_size:
+            raise MinicreamError(f"this model draws {self.image_size}x{self.image_size} images; size {size} is not supported")
         seeds = _seeds(seed, num_images)
 
         # 2. Encode prompt and negative prompt (the negative replaces the unconditional branch of guidance).

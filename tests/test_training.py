@@ -359,11 +359,8 @@ def test_recipe_resume_continues_unet_training(tiny_run, emoji_root, tmp_path):
     assert (model / "model_index.json").is_file()
 
 
-FLOW_PIPE_BUG = ("samplers.py sample(): FlowMatch*Scheduler has no init_noise_sigma, so a model trained with "
-                 "unet.objective=\"flow\" cannot generate (AttributeError)")
 
 
-@pytest.mark.xfail(reason=FLOW_PIPE_BUG, raises=AttributeError, strict=False)
 def test_flow_recipe_model_generates(tiny_run, emoji_root, tmp_path):
     from conftest import tiny_config
     from minicream.pipeline import Pipeline

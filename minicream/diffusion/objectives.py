@@ -19,7 +19,7 @@ ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 NUM_TRAIN_TIMESTEPS = 1000
 
 
-def ddpm_alphas_cumprod(beta_schedule: str = "squaredcos_cap_v2") -> torch.Tensor:
+def ddpm_alphas_cumprod(beta_schedule: str = "scaled_linear") -> torch.Tensor:
     """alpha-bar of the 1000-step schedule, taken from diffusers so training and samplers agree exactly."""
     from diffusers import DDPMScheduler
 
@@ -31,7 +31,7 @@ def _mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 class DDPMObjective:
-    def __init__(self, prediction: str = "v", beta_schedule: str = "squaredcos_cap_v2", min_snr_gamma: float | None = 5.0):
+    def __init__(self, prediction: str = "v", beta_schedule: str = "scaled_linear", min_snr_gamma: float | None = 5.0):
         self.prediction, self.beta_schedule, self.min_snr_gamma = prediction, beta_schedule, min_snr_gamma
         self.alphas_cumprod = ddpm_alphas_cumprod(beta_schedule)
 
@@ -77,7 +77,7 @@ class FlowObjective:
         return _mse(pred, noise - x0)
 
 
-def make_objective(name: str, min_snr_gamma: float | None = 5.0, beta_schedule: str = "squaredcos_cap_v2"):
+def make_objective(name: str, min_snr_gamma: float | None = 5.0, beta_schedule: str = "scaled_linear"):
     if name in ("epsilon", "v"):
         return DDPMObjective(name, beta_schedule, min_snr_gamma)
     if name == "flow":

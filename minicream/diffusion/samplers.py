@@ -29,8 +29,8 @@ from ..errors import MinicreamError
 # name -> (scheduler class, extra config). "trailing" spacing starts sampling at the last training timestep,
 # where the latents really are pure noise (Lin et al. 2023).
 DDPM_SAMPLERS = {
-    "ddpm": (DDPMScheduler, {}),
-    "ddim": (DDIMScheduler, {"set_alpha_to_one": False}),
+    "ddpm": (DDPMScheduler, {"clip_sample": False}),  # latents are not bounded to [-1, 1]
+    "ddim": (DDIMScheduler, {"set_alpha_to_one": False, "clip_sample": False}),
     "plms": (PNDMScheduler, {"skip_prk_steps": True}),
     "dpmpp_2m": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
     "euler": (EulerDiscreteScheduler, {}),
@@ -82,7 +82,9 @@ def sample(model_fn: Callable, x: torch.Tensor, sampler: str, steps: int, object
     """Integrate from unit-variance noise `x` (B,C,H,W) to clean latents."""
     scheduler = make_scheduler(sampler, objective_config)
     scheduler.set_timesteps(steps, device=x.device)
-    x = x * scheduler.init_noise_sigma
+    if isinstance(scheduler, EulerAncestralDiscreteScheduler):
+        scheduler.sigmas = scheduler.sigmas.double()  # float32 rounding gives sqrt(<0) = NaN at some step counts
+    x = x * getattr(scheduler, "init_noise_sigma", 1.0)  # flow schedulers start from unit noise
     gens = list(generators) if generators is not None else None
     timesteps = scheduler.timesteps
     # Only stochastic schedulers take a generator (deterministic ones such as Heun refuse the argument).

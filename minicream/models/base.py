@@ -21,7 +21,10 @@ def config_from_dict(cls, data: dict, where: str):
     if unknown:
         raise MinicreamError(f"{where}: unknown key(s) {', '.join(unknown)} for {cls.__name__}; known: {', '.join(sorted(names))}")
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise MinicreamError(f"{where}: {e}") from None
 
 
 class PretrainedMixin:
@@ -48,7 +51,10 @@ class PretrainedMixin:
             raise MinicreamError(f"{cfg_path}: not valid JSON ({e})") from None
         model = cls(config_from_dict(cls.config_class, data, str(cfg_path)))
         state = load_state_dict(directory / WEIGHTS_NAME)
-        missing, unexpected = model.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}, strict=False)
+        try:
+            missing, unexpected = model.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}, strict=False)
+        except RuntimeError as e:  # tensor shapes differ from what config.json describes
+            raise MinicreamError(f"{directory / WEIGHTS_NAME}: weights do not match config.json ({str(e).splitlines()[-1].strip()})") from None
         if missing or unexpected:
             raise MinicreamError(f"{directory / WEIGHTS_NAME}: weights do not match config.json (missing {missing[:3]}, unexpected {unexpected[:3]})")
         return model.to(dtype).eval()

@@ -10,6 +10,7 @@ stopped run resumes at the stage (and, for training, the step) where it stopped.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -92,8 +93,11 @@ def caption_variants(example: Example, cfg: RecipeConfig) -> list[str]:
 # 5. ------------------------------------------------------------------------------------------------
 def _unet_trainer(cfg: RecipeConfig, run: Path, latents, caption_choices, text, empty_id, log, cpu):
     u = cfg.unet
-    model = MoEUNet(u.model)
-    objective = make_objective(u.objective, u.min_snr_gamma or None)
+    # The text encoder decides the conditioning widths (384 for MiniLM; another local encoder may differ).
+    dim = text.hidden.shape[-1]
+    model = MoEUNet(dataclasses.replace(u.model, context_dim=dim, pooled_dim=dim, in_channels=latents.shape[1],
+                                        sample_size=latents.shape[-1]))
+    objective = make_objective(u.objective, u.min_snr_gamma or None, u.beta_schedule)
     loss_fn = unet_loss(latents, caption_choices, text, empty_id, objective, u.cfg_dropout, model.moe_layers,
                         u.moe_aux_weight, u.moe_z_weight)
     n_params = sum(p.numel() for p in model.parameters())
@@ -162,15 +166,19 @@ def run_recipe(cfg: RecipeConfig, run_dir: str | Path, resume: bool = False, cpu
 
     vae = load_autoencoder(ae_dir)
 
-    # 4. Latents, memory-mapped
+    # 4. Latents, memory-mapped (written by the main process; the others wait for it)
+    from accelerate import PartialState
+
+    state = PartialState(cpu=cpu if cpu is not None else not torch.cuda.is_available())
     lat_path = run / "cache" / "latents.npy"
-    if _stage_done(run, "latents") is None:
+    if _stage_done(run, "latents") is None and state.is_main_process:
         t0 = time.time()
         lat = encode(vae, images).numpy().astype(np.float32)
         np.save(lat_path, lat)
         _mark_done(run, "latents", {"shape": list(lat.shape), "std": float(lat.std()), "seconds": round(time.time() - t0, 1)})
         log(f"4. latents: {lat.shape}, std {lat.std():.3f} ({time.time() - t0:.1f}s)")
-    latents = torch.from_numpy(np.load(lat_path, mmap_mode="r").copy())
+    state.wait_for_everyone()
+    latents = torch.from_numpy(np.load(lat_path, mmap_mode="c"))  # copy-on-write memory map: pages load on demand
 
     # 5. UNet
     t0 = time.time()

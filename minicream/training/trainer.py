@@ -122,7 +122,7 @@ class Trainer:
         else:
             self.gen.manual_seed(self.cfg.seed * 7919 + self.acc.process_index + 104729 * state["step"])
         self.step = state["step"]
-        self.sched.scheduler.load_state_dict(state["extra"]["lr_scheduler"])
+        self.sched.scheduler.load_state_dict(state["extra"]["lr_scheduler"])  # last_epoch = step
         return True
 
     # -- loop --------------------------------------------------------------------------------------
