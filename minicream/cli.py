@@ -73,7 +73,8 @@ def cmd_generate(args) -> None:
     pipe = Pipeline.from_pretrained(args.model)
     images = pipe(settings["prompt"], negative_prompt=settings.get("negative") or "", num_images=args.num_images,
                   steps=settings.get("steps"), guidance=settings.get("guidance"), sampler=settings.get("sampler"),
-                  seed=settings.get("seed"), batch_size=args.batch_size, size=args.size, progress=True)
+                  seed=settings.get("seed"), batch_size=args.batch_size, size=args.size, progress=True,
+                  num_candidates=args.candidates)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = "".join(c if c.isalnum() else "_" for c in settings["prompt"])[:40].strip("_") or "image"
@@ -126,6 +127,49 @@ def cmd_samplers(args) -> None:
     print("flow models:       ", ", ".join(sorted(FLOW_SAMPLERS)))
 
 
+# -- serve ----------------------------------------------------------------------------------------------
+def cmd_serve(args) -> None:
+    from .serve import ServeSettings, create_app
+    from .serve.server import LOOPBACK, check_settings, run
+
+    settings = ServeSettings(host=args.host, port=args.port, queue_size=args.queue_size, concurrency=args.concurrency,
+                             timeout=args.timeout, output_dir=Path(args.output_dir))
+    if args.token:
+        settings.token = args.token
+    check_settings(settings)
+    if args.host not in LOOPBACK and settings.token is None:
+        print(f"warning: serving on {args.host} without a token: anyone who can reach it can generate", file=sys.stderr)
+    app = create_app(args.model, settings)
+    print(f"minicream: serving {app.state.pipeline.model_dir} on http://{args.host}:{args.port}/"
+          + (" (bearer token required)" if settings.token else ""))
+    run(app, settings)
+
+
+# -- evaluator and evaluation ---------------------------------------------------------------------------
+def cmd_train_evaluator(args) -> None:
+    from .evaluator.train import load_recipe, train_evaluator
+
+    overrides = list(args.set or [])
+    if args.steps is not None:
+        overrides.append(f"train.steps={args.steps}")
+    res = train_evaluator(load_recipe(args.config, overrides), args.data, args.out, run_dir=args.run_dir, resume=args.resume)
+    for name in ("evaluator", "judge"):
+        held = res.get(name, {}).get("heldout", {})
+        if held:
+            print(f"{name}: held-out retrieval top-1 {held['captions']['top1']:.3f} / top-5 {held['captions']['top5']:.3f} "
+                  f"among {held['captions']['candidates']} captions")
+    print(f"evaluator written to {args.out}")
+
+
+def cmd_eval(args) -> None:
+    from .eval.runner import run_benchmark
+
+    out = args.out or f"outputs/eval/{args.benchmark}" + (f"_best{args.candidates}" if args.candidates > 1 else "")
+    run_benchmark(args.model, args.benchmark, out, samples=args.samples, candidates=args.candidates, seed=args.seed,
+                  data_root=args.data, steps=args.steps)
+    print(Path(out) / "report.md")
+
+
 # -- parser ---------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="minicream", description="Train a small text-to-image diffusion model from scratch on a CPU, and generate with it.")
@@ -175,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default="outputs", help="output folder")
     g.add_argument("--grid", action="store_true", help="also write a grid of all images")
     g.add_argument("--from", dest="from_image", metavar="IMAGE.png", help="re-run the settings stored in a generated PNG")
+    g.add_argument("--candidates", type=int, default=1, metavar="N", help="best-of-N: draw N candidates per image, keep the one the evaluator scores highest")
     g.set_defaults(func=cmd_generate)
 
     gr = sub.add_parser("grid", help="a labelled sample grid: each prompt in both emoji styles")
@@ -191,6 +236,38 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="print the generation settings stored in a PNG")
     i.add_argument("image")
     i.set_defaults(func=cmd_info)
+
+    sv = sub.add_parser("serve", help="web page + OpenAI-compatible image API (FastAPI)")
+    sv.add_argument("--model", help="model directory (default: the shipped reference model)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
+    sv.add_argument("--port", type=int, default=7860, help="TCP port")
+    sv.add_argument("--token", help="bearer token required on API routes (default: env MINICREAM_TOKEN, else none)")
+    sv.add_argument("--queue-size", type=int, default=8, help="requests that may wait; more get HTTP 429")
+    sv.add_argument("--concurrency", type=int, default=1, help="generations running at once")
+    sv.add_argument("--timeout", type=float, default=120.0, help="seconds per request before HTTP 504")
+    sv.add_argument("--output-dir", default="outputs/serve", help="where images returned as URLs are saved")
+    sv.set_defaults(func=cmd_serve)
+
+    te = sub.add_parser("train-evaluator", help="train the image evaluator (mini-CLIP) and the judge on a captioned image folder")
+    te.add_argument("--data", default="data/emoji", help="dataset folder (train/ and test/ splits)")
+    te.add_argument("--out", required=True, help="output folder, e.g. MODEL/evaluator")
+    te.add_argument("--config", default="evaluator", help="preset name or TOML file")
+    te.add_argument("--steps", type=int, help="evaluator optimizer steps")
+    te.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. judge_train.steps=100")
+    te.add_argument("--run-dir", help="checkpoints and caches (default OUT_run beside OUT)")
+    te.add_argument("--resume", action="store_true", help="continue from the checkpoints in --run-dir")
+    te.set_defaults(func=cmd_train_evaluator)
+
+    ev = sub.add_parser("eval", help="run a benchmark against a model and write report.json, report.md and grid.png")
+    ev.add_argument("--model", help="model directory (default: the shipped reference model)")
+    ev.add_argument("--benchmark", default="minicream-table", help="minicream-table, objects or scenes")
+    ev.add_argument("--out", help="report folder (default outputs/eval/BENCHMARK)")
+    ev.add_argument("--samples", type=int, help="samples per prompt (default: the benchmark's)")
+    ev.add_argument("--candidates", type=int, default=1, metavar="N", help="best-of-N with the evaluator")
+    ev.add_argument("--seed", type=int, default=0, help="base of the per-sample seeds")
+    ev.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+    ev.add_argument("--data", default="data/emoji", help="dataset with the real reference images")
+    ev.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("samplers", help="list the samplers")
     s.set_defaults(func=cmd_samplers)

@@ -1,0 +1,294 @@
+"""The FastAPI app: `create_app(pipeline_or_model_dir, settings)`.
+
+Routes (all but the page, its static files, /healthz and /openapi.json need the bearer token when one is set):
+    GET  /                          the web page          GET  /static/...        its assets
+    POST /v1/images/generations     OpenAI Images API     GET  /v1/models         OpenAI model list
+    POST /api/generate              every pipeline option GET  /api/progress/{id} progress of a request
+    GET  /api/models, /api/samplers GET  /outputs/{name}   images saved by the server
+    GET  /healthz, /metrics (Prometheus), /openapi.json
+The model loads once, here; generation runs in the bounded worker queue (queue.py).
+"""
+from __future__ import annotations
+
+import base64
+import hmac
+import inspect
+import io
+import json
+import logging
+import secrets
+import time
+import typing
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.staticfiles import StaticFiles
+from PIL import Image, PngImagePlugin
+
+from ..io.pngmeta import A1111_KEY, JSON_KEY, format_a1111, save_png
+from .errors import error_response, install_error_handlers
+from .metrics import Metrics
+from .queue import GenerationQueue
+from .schemas import (ErrorResponse, GeneratedImage, GenerateRequest, GenerateResponse, OpenAIImage,
+                      OpenAIImageRequest, OpenAIImagesResponse)
+from .settings import ServeSettings
+
+log = logging.getLogger("minicream.serve")
+STATIC_DIR = Path(__file__).parent / "static"
+OUTPUT_NAME_CHARS = set("0123456789abcdef")
+MAX_BODY_BYTES = 64 * 1024
+PARAMS_KEY = "minicream"  # image.info key of the generation parameters (as in minicream.pipeline)
+_ERRORS = {code: {"model": ErrorResponse} for code in (401, 422, 429, 504)}
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+def png_bytes(image: Image.Image, params: dict) -> bytes:
+    """The PNG as `save_png` writes it (A1111 `parameters` + lossless `minicream` JSON), in memory."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text(A1111_KEY, format_a1111(params))
+    info.add_text(JSON_KEY, json.dumps(params, ensure_ascii=True, sort_keys=True))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+def _params(image: Image.Image) -> dict:
+    # JSON round trip: the dict goes into a PNG chunk and a JSON response, so it must be plain data.
+    return json.loads(json.dumps(image.info.get(PARAMS_KEY, {}), default=str))
+
+
+def _filter_modes(pipe, parameter: inspect.Parameter | None) -> list[str]:
+    modes = getattr(pipe, "filter_modes", None)
+    if modes:
+        return [str(m) for m in modes]
+    if parameter is not None and typing.get_origin(parameter.annotation) is typing.Literal:
+        return [str(m) for m in typing.get_args(parameter.annotation)]
+    return []
+
+
+class _Features:
+    """Which optional pipeline arguments exist (other parts of minicream add them over time)."""
+
+    def __init__(self, pipe):
+        try:
+            params = inspect.signature(pipe.__call__, eval_str=True).parameters
+        except (NameError, TypeError):  # an annotation that cannot be evaluated: names are enough
+            params = inspect.signature(pipe.__call__).parameters
+        self.num_candidates = "num_candidates" in params
+        self.filter = "filter" in params
+        self.filter_modes = _filter_modes(pipe, params.get("filter")) if self.filter else []
+        default = params["filter"].default if self.filter else None
+        self.filter_default = default if isinstance(default, str) else None
+
+    def as_dict(self) -> dict:
+        return {"num_candidates": self.num_candidates, "filter": self.filter, "filter_modes": self.filter_modes,
+                "filter_default": self.filter_default}
+
+
+# -- the app --------------------------------------------------------------------------------------------
+def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None) -> FastAPI:
+    """A FastAPI app serving one pipeline (a `Pipeline`, anything callable like one, or a model directory;
+    None = the shipped reference model)."""
+    settings = settings or ServeSettings()
+    if pipeline_or_model_dir is None or isinstance(pipeline_or_model_dir, (str, Path)):
+        from ..pipeline import Pipeline
+
+        pipe = Pipeline.from_pretrained(pipeline_or_model_dir)
+    else:
+        pipe = pipeline_or_model_dir
+    features = _Features(pipe)
+    model_name = Path(getattr(pipe, "model_dir", "model")).name
+    size = int(pipe.image_size)
+    output_dir = Path(settings.output_dir).resolve()
+    queue = GenerationQueue(settings.concurrency, settings.queue_size, settings.timeout)
+    metrics = Metrics(queue)
+    started = time.time()
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        queue.shutdown()
+
+    app = FastAPI(title="minicream", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="Text-to-image generation with a small latent-diffusion model. "
+                              "Send `Authorization: Bearer TOKEN` when the server has a token.")
+    app.state.pipeline, app.state.queue, app.state.metrics, app.state.settings = pipe, queue, metrics, settings
+    install_error_handlers(app)
+    app.add_middleware(_Guard, metrics=metrics)
+
+    def require_token(request: Request) -> None:
+        if settings.token is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), settings.token.encode()):
+            from fastapi import HTTPException
+
+            raise HTTPException(401, "missing or wrong bearer token (send 'Authorization: Bearer TOKEN')",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    api = APIRouter(dependencies=[Depends(require_token)], responses=_ERRORS)
+
+    def _generate(kwargs: dict, job_id: str | None = None):
+        def job(callback):
+            return pipe(**kwargs, callback=callback)
+
+        return queue.run(job, job_id)
+
+    def _save(image: Image.Image, params: dict) -> str:
+        name = secrets.token_hex(16) + ".png"
+        output_dir.mkdir(parents=True, exist_ok=True)
+        save_png(image, output_dir / name, params)
+        return f"/outputs/{name}"
+
+    # -- OpenAI Images API ------------------------------------------------------------------------
+    @api.post("/v1/images/generations", response_model=OpenAIImagesResponse, response_model_exclude_none=True,
+              tags=["openai"], summary="Create images (OpenAI Images API)")
+    async def openai_generate(req: OpenAIImageRequest, request: Request):
+        native = f"{size}x{size}"
+        if req.size not in (None, "auto", native):
+            return error_response(422, f"size: this model draws {native} images; use size '{native}' or 'auto' "
+                                       f"(got {req.size!r})", "size")
+        images = await _generate({"prompt": req.prompt, "num_images": req.n})
+        metrics.images.inc(len(images))
+        data = []
+        for im in images:
+            params = _params(im)
+            revised = params.get("rewritten_prompt") or params.get("prompt") or req.prompt
+            if req.response_format == "url":
+                url = str(request.base_url).rstrip("/") + _save(im, params)
+                data.append(OpenAIImage(url=url, revised_prompt=revised))
+            else:
+                data.append(OpenAIImage(b64_json=base64.b64encode(png_bytes(im, params)).decode(), revised_prompt=revised))
+        return OpenAIImagesResponse(created=int(time.time()), data=data)
+
+    @api.get("/v1/models", tags=["openai"], summary="List models (OpenAI shape)")
+    async def openai_models():
+        return {"object": "list", "data": [{"id": model_name, "object": "model", "created": int(started), "owned_by": "minicream"}]}
+
+    # -- native API -------------------------------------------------------------------------------
+    @api.post("/api/generate", response_model=GenerateResponse, tags=["minicream"], summary="Generate with every option")
+    async def generate(req: GenerateRequest):
+        kwargs = {"prompt": req.prompt, "negative_prompt": req.negative_prompt, "num_images": req.num_images,
+                  "steps": req.steps, "guidance": req.guidance, "sampler": req.sampler, "seed": req.seed, "size": req.size}
+        if req.num_candidates != 1:
+            if not features.num_candidates:
+                return error_response(422, "num_candidates: this server's pipeline has no best-of-N; use 1", "num_candidates")
+            kwargs["num_candidates"] = req.num_candidates
+        if req.filter is not None:
+            if not features.filter:
+                return error_response(422, "filter: this server's pipeline has no prompt filter; leave it out", "filter")
+            if features.filter_modes and req.filter not in features.filter_modes:
+                return error_response(422, f"filter: unknown mode {req.filter!r}; choose one of: "
+                                           f"{', '.join(features.filter_modes)}", "filter")
+            kwargs["filter"] = req.filter
+        t0 = time.monotonic()
+        images = await _generate(kwargs, req.client_id)
+        metrics.images.inc(len(images))
+        out = []
+        for im in images:
+            params = _params(im)
+            url = _save(im, params)
+            score = params.get("score")
+            out.append(GeneratedImage(png_base64=base64.b64encode(png_bytes(im, params)).decode(), url=url,
+                                      seed=int(params.get("seed", 0)), parameters=params,
+                                      rewritten_prompt=params.get("rewritten_prompt"),
+                                      score=float(score) if isinstance(score, (int, float)) else None))
+        first = out[0].parameters if out else {}
+        run = {"prompt": req.prompt, "negative_prompt": req.negative_prompt, "seed": first.get("seed", req.seed),
+               "sampler": first.get("sampler", req.sampler), "steps": first.get("steps", req.steps),
+               "guidance": first.get("cfg_scale", req.guidance), "num_images": req.num_images,
+               "num_candidates": req.num_candidates, "filter": first.get("filter", req.filter),
+               "size": first.get("width", size), "model": model_name}
+        return GenerateResponse(images=out, parameters=run, elapsed_s=round(time.monotonic() - t0, 3))
+
+    @api.get("/api/progress/{client_id}", tags=["minicream"], summary="Progress of a request sent with client_id")
+    async def progress(client_id: str):
+        p = queue.progress(client_id)
+        if p is None:
+            return {"state": "unknown", "step": 0, "total": 0}
+        return {"state": p.state, "step": p.step, "total": p.total, "queued": queue.queued}
+
+    @api.get("/api/models", tags=["minicream"], summary="The loaded model")
+    async def models():
+        return {"models": [{"name": model_name, "image_size": size, "model_hash": getattr(pipe, "model_hash", None),
+                            "samplers": list(pipe.samplers), "defaults": dict(getattr(pipe, "defaults", {}) or {}),
+                            "features": features.as_dict(), "loaded": True}]}
+
+    @api.get("/api/samplers", tags=["minicream"], summary="Samplers this model can use")
+    async def samplers():
+        defaults = getattr(pipe, "defaults", {}) or {}
+        return {"samplers": list(pipe.samplers), "default": defaults.get("sampler")}
+
+    @api.get("/outputs/{name}", tags=["minicream"], summary="An image saved by this server",
+             response_class=FileResponse)
+    async def output_file(name: str):
+        # Names are ours (32 hex digits + .png): anything else, '..' and '/' included, is not a file we wrote.
+        stem = name.removesuffix(".png")
+        path = (output_dir / name).resolve()
+        if (len(stem) != 32 or not name.endswith(".png") or not set(stem) <= OUTPUT_NAME_CHARS
+                or path.parent != output_dir or not path.is_file()):
+            return error_response(404, f"no such image: {name[:80]!r}")
+        return FileResponse(path, media_type="image/png")
+
+    @api.get("/metrics", tags=["ops"], summary="Prometheus metrics", response_class=Response)
+    async def prometheus():
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    app.include_router(api)
+
+    # -- public -----------------------------------------------------------------------------------
+    @app.get("/healthz", tags=["ops"], summary="Liveness and queue state")
+    async def healthz():
+        return {"status": "ok", "model": model_name, "queued": queue.queued, "running": queue.running,
+                "queue_size": queue.max_queued, "concurrency": queue.concurrency,
+                "auth": settings.token is not None, "uptime_s": round(time.time() - started, 1)}
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return HTMLResponse((STATIC_DIR / "index.html").read_text(encoding="utf-8"))
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+class _Guard:
+    """Pure ASGI middleware: refuses oversized bodies (413), adds security headers and records metrics."""
+
+    HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
+               (b"content-security-policy",
+                b"default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+                b"frame-ancestors 'none'")]
+
+    def __init__(self, app, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0, status = time.perf_counter(), [500]
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            response = error_response(413, f"request body too large (limit {MAX_BODY_BYTES} bytes)")
+            status[0] = 413
+            await response(scope, receive, send)
+            self._record(scope, 413, t0)
+            return
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                message["headers"] = list(message.get("headers", [])) + self.HEADERS
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            self._record(scope, status[0], t0)
+
+    def _record(self, scope, status: int, t0: float) -> None:
+        route = scope.get("route")
+        label = getattr(route, "path", None) or "unmatched"  # templates, not raw paths: bounded label values
+        self.metrics.observe(label, scope["method"], status, time.perf_counter() - t0)

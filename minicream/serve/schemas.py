@@ -1,0 +1,109 @@
+"""Request and response models of the HTTP API (pydantic). Bounds live here, so every route validates the same way.
+
+Invalid input never reaches the pipeline: FastAPI answers 422 with a one-line message built from these
+constraints (see `errors.py`).
+"""
+from __future__ import annotations
+
+import re
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_PROMPT_CHARS = 1000  # MiniLM reads 24 tokens; a longer prompt is accepted and truncated by the encoder
+MAX_IMAGES = 8           # per request: a single request must not hold the worker for minutes
+MAX_CANDIDATES = 8       # best-of-N: N candidates drawn per returned image
+MAX_STEPS = 150
+MAX_GUIDANCE = 30.0
+MAX_SEED = 2**31 - 1
+CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _prompt(value: str) -> str:
+    if not value.strip():
+        raise ValueError("prompt is empty; describe what to draw, e.g. \"red apple\"")
+    return value
+
+
+# -- OpenAI Images API ------------------------------------------------------------------------------
+class OpenAIImageRequest(BaseModel):
+    """`POST /v1/images/generations`, as OpenAI defines it. Fields we have no use for (model, quality,
+    style, moderation, background, ...) are accepted and ignored, as other OpenAI-compatible servers do."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    n: int = Field(1, ge=1, le=MAX_IMAGES)
+    size: Optional[str] = Field(None, max_length=32, description="WIDTHxHEIGHT (the model's native size) or 'auto'")
+    response_format: Optional[Literal["b64_json", "url"]] = "b64_json"
+    output_format: Optional[Literal["png"]] = None
+    stream: Optional[Literal[False]] = None
+    user: Optional[str] = Field(None, max_length=256)
+    model: Optional[str] = Field(None, max_length=256)
+
+    _check_prompt = field_validator("prompt")(_prompt)
+
+
+class OpenAIImage(BaseModel):
+    b64_json: Optional[str] = None
+    url: Optional[str] = None
+    revised_prompt: Optional[str] = None
+
+
+class OpenAIImagesResponse(BaseModel):
+    created: int
+    data: list[OpenAIImage]
+
+
+# -- native API -------------------------------------------------------------------------------------
+class GenerateRequest(BaseModel):
+    """`POST /api/generate`: every pipeline option. Unset values take the model's defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    negative_prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
+    seed: Optional[int] = Field(None, ge=0, le=MAX_SEED, description="seed of the first image; null = random")
+    sampler: Optional[str] = Field(None, max_length=32)
+    steps: Optional[int] = Field(None, ge=1, le=MAX_STEPS)
+    guidance: Optional[float] = Field(None, ge=0.0, le=MAX_GUIDANCE)
+    num_images: int = Field(1, ge=1, le=MAX_IMAGES)
+    num_candidates: int = Field(1, ge=1, le=MAX_CANDIDATES, description="best-of-N (needs an evaluator-aware pipeline)")
+    filter: Optional[str] = Field(None, max_length=32, description="prompt filter mode (needs a filter-aware pipeline)")
+    size: Optional[int] = Field(None, ge=8, le=4096, description="image side in pixels (the model's native size)")
+    client_id: Optional[str] = Field(None, description="any id of yours: GET /api/progress/{client_id} reports progress")
+
+    _check_prompt = field_validator("prompt")(_prompt)
+
+    @field_validator("client_id")
+    @classmethod
+    def _check_client_id(cls, value):
+        if value is not None and not CLIENT_ID.match(value):
+            raise ValueError("client_id must be 1-64 letters, digits, '-' or '_'")
+        return value
+
+
+class GeneratedImage(BaseModel):
+    png_base64: str = Field(description="the PNG, with its generation parameters in text chunks")
+    url: Optional[str] = Field(None, description="where the server saved it (GET, same token)")
+    seed: int
+    parameters: dict = Field(description="the image's parameters (image.info['minicream'])")
+    rewritten_prompt: Optional[str] = None
+    score: Optional[float] = None
+
+
+class GenerateResponse(BaseModel):
+    images: list[GeneratedImage]
+    parameters: dict = Field(description="the request as run, defaults filled in")
+    elapsed_s: float
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: Optional[str] = None
+    code: Optional[str] = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

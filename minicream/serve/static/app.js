@@ -1,0 +1,171 @@
+// minicream web page: a form over POST /api/generate, a result grid and a session history.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const HISTORY_KEY = "minicream.history";
+let features = {};
+
+function headers(json) {
+  const h = json ? { "Content-Type": "application/json" } : {};
+  const token = $("token").value.trim();
+  if (token) h["Authorization"] = "Bearer " + token;
+  return h;
+}
+
+async function api(path, body) {
+  const opts = body === undefined ? { headers: headers(false) } : { method: "POST", headers: headers(true), body: JSON.stringify(body) };
+  const res = await fetch(path, opts);
+  let data = null;
+  try { data = await res.json(); } catch (e) { /* not JSON */ }
+  if (!res.ok) {
+    let msg = (data && data.error && data.error.message) || res.statusText || ("HTTP " + res.status);
+    if (res.status === 401) msg = "This server needs an API token: enter it at the top right. (" + msg + ")";
+    if (res.status === 429) msg = "The server is busy (queue full); try again in " + (res.headers.get("Retry-After") || "a few") + " s.";
+    const err = new Error(msg); err.status = res.status; throw err;
+  }
+  return data;
+}
+
+function showError(msg) { $("error").textContent = msg; $("error").hidden = !msg; }
+
+async function loadModel() {
+  try {
+    const data = await api("/api/models");
+    const m = data.models[0];
+    features = m.features || {};
+    $("model-info").textContent = `model ${m.name} · ${m.image_size}×${m.image_size} px · ${m.model_hash || ""}`;
+    const sel = $("sampler"); sel.innerHTML = "";
+    for (const s of m.samplers) { const o = document.createElement("option"); o.value = o.textContent = s; sel.appendChild(o); }
+    const d = m.defaults || {};
+    if (d.sampler) sel.value = d.sampler;
+    if (d.steps) $("steps").value = d.steps;
+    if (d.guidance !== undefined) $("guidance").value = d.guidance;
+    $("num_candidates").disabled = !features.num_candidates;
+    if (!features.num_candidates) $("num_candidates").title = "this server's pipeline has no best-of-N";
+    if (features.filter) {
+      const f = $("filter"); f.innerHTML = "";
+      const modes = features.filter_modes && features.filter_modes.length ? features.filter_modes : [features.filter_default || ""];
+      for (const mode of modes) { const o = document.createElement("option"); o.value = mode; o.textContent = mode || "(default)"; f.appendChild(o); }
+      if (features.filter_default) f.value = features.filter_default;
+      $("filter-label").hidden = false;
+    }
+    showError("");
+  } catch (e) {
+    $("model-info").textContent = "model info unavailable";
+    showError(e.message);
+  }
+}
+
+function readForm() {
+  const p = {
+    prompt: $("prompt").value,
+    negative_prompt: $("negative_prompt").value,
+    seed: $("random_seed").checked ? null : Number($("seed").value),
+    sampler: $("sampler").value || null,
+    steps: Number($("steps").value),
+    guidance: Number($("guidance").value),
+    num_images: Number($("num_images").value),
+  };
+  if (features.num_candidates) p.num_candidates = Number($("num_candidates").value);
+  if (features.filter && $("filter").value) p.filter = $("filter").value;
+  return p;
+}
+
+function fillForm(p) {
+  $("prompt").value = p.prompt || "";
+  $("negative_prompt").value = p.negative_prompt || "";
+  $("random_seed").checked = p.seed === null || p.seed === undefined;
+  if (!$("random_seed").checked) $("seed").value = p.seed;
+  $("seed").disabled = $("random_seed").checked;
+  for (const k of ["sampler", "steps", "guidance", "num_images", "num_candidates", "filter"]) if (p[k] !== undefined && p[k] !== null) $(k).value = p[k];
+}
+
+function card(img, index) {
+  const div = document.createElement("div"); div.className = "card";
+  const el = document.createElement("img");
+  const src = "data:image/png;base64," + img.png_base64;
+  el.src = src; el.alt = img.parameters.prompt || "generated image";
+  div.appendChild(el);
+  const p = img.parameters, dl = document.createElement("dl");
+  const rows = [["seed", p.seed], ["sampler", p.sampler], ["steps", p.steps], ["guidance", p.cfg_scale], ["size", `${p.width}×${p.height}`]];
+  if (p.negative_prompt) rows.splice(0, 0, ["negative", p.negative_prompt]);
+  if (img.rewritten_prompt && img.rewritten_prompt !== p.prompt) rows.splice(0, 0, ["rewritten", img.rewritten_prompt]);
+  if (img.score !== null && img.score !== undefined) rows.push(["score", img.score.toFixed(3)]);
+  if (p.num_candidates) rows.push(["candidates", p.num_candidates]);
+  for (const [k, v] of rows) {
+    const dt = document.createElement("dt"); dt.textContent = k;
+    const dd = document.createElement("dd"); dd.textContent = v;
+    dl.append(dt, dd);
+  }
+  div.appendChild(dl);
+  const a = document.createElement("a");
+  a.className = "download"; a.href = src; a.textContent = "Download";
+  const stem = (p.prompt || "image").replace(/[^A-Za-z0-9]+/g, "_").slice(0, 40);
+  a.download = `${stem}_${p.seed}_${index}.png`;
+  div.appendChild(a);
+  return div;
+}
+
+function history() { try { return JSON.parse(sessionStorage.getItem(HISTORY_KEY)) || []; } catch (e) { return []; } }
+
+function renderHistory() {
+  const ol = $("history"); ol.innerHTML = "";
+  for (const h of history().slice().reverse()) {
+    const li = document.createElement("li");
+    li.textContent = `${h.time} · "${h.params.prompt}" · seed ${h.seed} · ${h.params.sampler} · ${h.params.steps} steps · ${h.count} image(s)`;
+    const b = document.createElement("button"); b.type = "button"; b.className = "small rerun"; b.textContent = "re-run";
+    b.addEventListener("click", () => { fillForm({ ...h.params, seed: h.seed }); generate(); });
+    li.appendChild(b); ol.appendChild(li);
+  }
+}
+
+async function pollProgress(id, stop) {
+  while (!stop.done) {
+    await new Promise((r) => setTimeout(r, 250));
+    if (stop.done) break;
+    try {
+      const p = await api("/api/progress/" + id);
+      const bar = $("progress-bar");
+      if (p.state === "running" && p.total) { bar.max = p.total; bar.value = p.step; $("progress-text").textContent = `step ${p.step} / ${p.total}`; }
+      else if (p.state === "queued") { bar.removeAttribute("value"); $("progress-text").textContent = "queued…"; }
+    } catch (e) { /* progress is best-effort */ }
+  }
+}
+
+async function generate() {
+  showError("");
+  const params = readForm();
+  if (!params.prompt.trim()) { showError("Enter a prompt first."); return; }
+  const clientId = "p" + Math.random().toString(36).slice(2) + Date.now().toString(36);
+  $("generate").disabled = true; $("progress").hidden = false;
+  $("progress-bar").removeAttribute("value"); $("progress-text").textContent = "starting…";
+  const stop = { done: false };
+  pollProgress(clientId, stop);
+  try {
+    const data = await api("/api/generate", { ...params, client_id: clientId });
+    const grid = $("results"); grid.innerHTML = "";
+    data.images.forEach((img, i) => grid.appendChild(card(img, i)));
+    const h = history();
+    h.push({ params, seed: data.parameters.seed, count: data.images.length, time: new Date().toLocaleTimeString() });
+    sessionStorage.setItem(HISTORY_KEY, JSON.stringify(h.slice(-50)));
+    renderHistory();
+    $("progress-text").textContent = `done in ${data.elapsed_s.toFixed(1)} s`;
+  } catch (e) {
+    showError(e.message);
+  } finally {
+    stop.done = true;
+    $("generate").disabled = false;
+    setTimeout(() => { $("progress").hidden = true; }, 800);
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("token").value = sessionStorage.getItem("minicream.token") || "";
+  $("token").addEventListener("change", () => { sessionStorage.setItem("minicream.token", $("token").value.trim()); loadModel(); });
+  $("random_seed").addEventListener("change", () => { $("seed").disabled = $("random_seed").checked; });
+  $("seed").disabled = $("random_seed").checked;
+  $("form").addEventListener("submit", (ev) => { ev.preventDefault(); generate(); });
+  $("clear-history").addEventListener("click", () => { sessionStorage.removeItem(HISTORY_KEY); renderHistory(); });
+  renderHistory();
+  loadModel();
+});

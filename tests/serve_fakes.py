@@ -1,0 +1,65 @@
+"""A pipeline stand-in for server tests: instant, deterministic, and able to block or fail on demand."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from PIL import Image
+
+from minicream.errors import MinicreamError
+
+
+class FakePipe:
+    """Quacks like minicream.Pipeline: image_size, samplers, defaults, model_dir, model_hash, __call__."""
+
+    image_size = 16
+    samplers = ["ddim", "euler"]
+    defaults = {"sampler": "euler", "steps": 4, "guidance": 3.0}
+    model_dir = Path("fake-model")
+    model_hash = "0123456789"
+
+    def __init__(self, gate: threading.Event | None = None, step_seconds: float = 0.0, fail: Exception | None = None):
+        self.gate, self.step_seconds, self.fail = gate, step_seconds, fail
+        self.calls: list[dict] = []
+
+    def __call__(self, prompt, negative_prompt="", num_images=1, steps=None, guidance=None, sampler=None, seed=None,
+                 size=None, callback=None):
+        steps = steps or self.defaults["steps"]
+        sampler = sampler or self.defaults["sampler"]
+        guidance = self.defaults["guidance"] if guidance is None else guidance
+        self.calls.append({"prompt": prompt, "num_images": num_images, "steps": steps, "sampler": sampler, "seed": seed})
+        if sampler not in self.samplers:
+            raise MinicreamError(f"unknown sampler {sampler!r}")
+        if self.gate is not None:
+            assert self.gate.wait(30), "test gate never opened"
+        if self.fail is not None:
+            raise self.fail
+        for i in range(steps):
+            time.sleep(self.step_seconds)
+            if callback:
+                callback(i + 1, steps)
+        seed = 7 if seed is None else seed
+        images = []
+        for k in range(num_images):
+            im = Image.new("RGB", (self.image_size, self.image_size), (seed * 7 % 256, 80, 160))
+            im.info["minicream"] = {"prompt": prompt, "negative_prompt": negative_prompt, "steps": steps, "sampler": sampler,
+                                    "cfg_scale": guidance, "seed": seed + k, "width": self.image_size,
+                                    "height": self.image_size, "model_hash": self.model_hash, "model": "fake-model"}
+            images.append(im)
+        return images
+
+
+class FakePipeWithOptions(FakePipe):
+    """A stand-in that has the optional best-of-N and filter arguments, and reports them as later pipelines do."""
+
+    filter_modes = ("off", "rewrite")
+
+    def __call__(self, prompt, negative_prompt="", num_images=1, steps=None, guidance=None, sampler=None, seed=None,
+                 size=None, callback=None, num_candidates: int = 1, filter: str = "off"):
+        images = super().__call__(prompt, negative_prompt, num_images, steps, guidance, sampler, seed, size, callback)
+        for im in images:
+            im.info["minicream"].update(num_candidates=num_candidates, score=0.25, filter=filter,
+                                        rewritten_prompt=prompt.upper() if filter == "rewrite" else prompt)
+        self.calls[-1].update(num_candidates=num_candidates, filter=filter)
+        return images
