@@ -1,0 +1,157 @@
+"""LLM language filter: any OpenAI-compatible chat-completions endpoint (Ollama, llama.cpp server, vLLM, ...).
+
+The model gets a system prompt with a summary of what the image model knows (styles, caption format,
+concept names, and the concepts the offline rules found nearest to this prompt) and answers with JSON:
+    {"prompt": "a dog face to the left of a red apple", "objects": [{"concept": "dog face", "position": "left"}, ...]}
+("objects" is the optional scene plan). The answer must be short and grounded: the offline filter must
+resolve it entirely to concepts of the model, and every concept of the plan must exist. A timeout, a
+connection error, an HTTP error or an answer that fails these checks falls back to the offline filter
+with a warning: generation never fails because the LLM did.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+
+from ..errors import MinicreamError
+from .result import FilterResult
+from .vocabulary import Vocabulary
+
+MAX_ANSWER_CHARS = 300
+_POSITIONS = {"left": "to the left of", "right": "to the right of", "above": "above", "top": "above",
+              "below": "below", "bottom": "below"}
+
+
+@dataclass
+class LLMConfig:
+    url: str = "http://localhost:11434/v1"  # base URL of the API (Ollama's default); /chat/completions is added
+    model: str = "llama3.2"
+    api_key_env: str = "MINICREAM_LLM_API_KEY"  # name of the environment variable holding the key (optional)
+    timeout: float = 20.0                    # seconds for the whole request
+
+    @classmethod
+    def from_env(cls, url: str | None = None, model: str | None = None, timeout: float | None = None) -> "LLMConfig":
+        """Arguments first, then MINICREAM_LLM_URL / MINICREAM_LLM_MODEL / MINICREAM_LLM_TIMEOUT, then defaults."""
+        c = cls()
+        c.url = url or os.environ.get("MINICREAM_LLM_URL") or c.url
+        c.model = model or os.environ.get("MINICREAM_LLM_MODEL") or c.model
+        t = timeout if timeout is not None else os.environ.get("MINICREAM_LLM_TIMEOUT")
+        if t is not None:
+            try:
+                c.timeout = float(t)
+            except ValueError:
+                raise MinicreamError(f"LLM timeout must be a number of seconds, got {t!r}") from None
+        return c
+
+
+SYSTEM_PROMPT = """You rewrite prompts for a small text-to-image model. It only knows these things:
+{summary}
+Concepts closest to the user's words: {candidates}.
+It can also draw scenes of two objects: "A to the left of B", "A to the right of B", "A above B", "A below B",
+"A and B", counts ("three red apples") and sizes ("a big A and a small B"), where A and B are concept names.
+Rewrite the user's prompt (any language, typos, paraphrases) into one such caption that uses ONLY exact concept
+names from the list{style_hint}. Answer with JSON only, no prose:
+{{"prompt": "<the caption>", "objects": [{{"concept": "<name>", "position": "left|right|above|below|center"}}]}}"""
+
+
+def _candidates(prompt: str, offline) -> list[str]:
+    """Concepts the offline rules relate to the prompt (its own answer, and fuzzy neighbours)."""
+    from rapidfuzz import fuzz, process
+
+    from .normalize import key
+
+    out = []
+    try:
+        out += offline.rewrite(prompt).concepts
+    except MinicreamError:
+        pass
+    for hit in process.extract(key(prompt), offline.keys, scorer=fuzz.WRatio, limit=8):
+        out += [c for _, c, _ in offline.exact[hit[0]]]
+    return list(dict.fromkeys(out))[:12]
+
+
+def _ask(prompt: str, system: str, cfg: LLMConfig) -> str:
+    import httpx
+
+    headers = {"Content-Type": "application/json"}
+    key = os.environ.get(cfg.api_key_env)
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    body = {"model": cfg.model, "temperature": 0, "max_tokens": 200,
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": prompt}]}
+    r = httpx.post(cfg.url.rstrip("/") + "/chat/completions", json=body, headers=headers, timeout=cfg.timeout)
+    r.raise_for_status()
+    return r.json()["choices"][0]["message"]["content"]
+
+
+def parse_answer(text: str, vocab: Vocabulary) -> tuple[str, list[str]]:
+    """(caption, plan concepts) from the LLM's reply; ValueError when it is not a usable answer."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("empty answer")
+    m = re.search(r"\{.*\}", text, re.S)  # tolerate ```json fences and chatter around the object
+    if m is None:
+        raise ValueError("no JSON object in the answer")
+    data = json.loads(m.group(0))
+    if not isinstance(data, dict):
+        raise ValueError("answer is not a JSON object")
+    objects = data.get("objects") or []
+    if not isinstance(objects, list) or not all(isinstance(o, dict) for o in objects):
+        raise ValueError("'objects' is not a list of objects")
+    concepts = [str(o.get("concept", "")) for o in objects]
+    unknown = [c for c in concepts if c not in vocab.by_name]
+    if unknown:
+        raise ValueError(f"unknown concept {unknown[0]!r} in the scene plan")
+    caption = data.get("prompt")
+    if not caption and len(concepts) == 1:
+        caption = concepts[0]
+    elif not caption and len(concepts) == 2:  # a plan without a caption: say it in the training grammar
+        from ..data.scene_layout import with_article
+
+        relation = _POSITIONS.get(str(objects[0].get("position", "")).lower(), "and")
+        caption = f"{with_article(concepts[0])} {relation} {with_article(concepts[1])}"
+    if not isinstance(caption, str) or not caption.strip():
+        raise ValueError("no 'prompt' in the answer")
+    if len(caption) > MAX_ANSWER_CHARS:
+        raise ValueError(f"answer is {len(caption)} characters long (at most {MAX_ANSWER_CHARS})")
+    return caption.strip(), concepts
+
+
+def llm_rewrite(prompt: str, vocab: Vocabulary, offline, cfg: LLMConfig, style: str | None = None) -> FilterResult:
+    import httpx
+
+    def fallback(reason: str) -> FilterResult:
+        res = offline.rewrite(prompt, style)
+        res.warnings.insert(0, f"LLM filter unavailable ({reason}); used the offline filter")
+        return res
+
+    summary = vocab.summary()
+    hint = f" and ends with \", {style}\"" if style else ""
+    system = SYSTEM_PROMPT.format(summary=summary, candidates=", ".join(_candidates(prompt, offline)) or "(none)",
+                                  style_hint=hint)
+    try:
+        answer = _ask(prompt, system, cfg)
+    except httpx.TimeoutException:
+        return fallback(f"no answer from {cfg.url} within {cfg.timeout:g} s")
+    except httpx.HTTPStatusError as e:
+        return fallback(f"{cfg.url} answered HTTP {e.response.status_code}")
+    except (httpx.HTTPError, OSError) as e:
+        return fallback(f"cannot reach {cfg.url}: {type(e).__name__}")
+    except (KeyError, IndexError, TypeError, ValueError):
+        return fallback("the reply is not a chat-completions response")
+    try:
+        caption, plan = parse_answer(answer, vocab)
+    except (ValueError, json.JSONDecodeError) as e:
+        return fallback(f"bad answer: {e}")
+    # Grounding: the offline rules must read the LLM's caption as known concepts, the plan's among them.
+    try:
+        checked = offline.rewrite(caption, style)
+    except MinicreamError as e:
+        return fallback(f"bad answer: {e}")
+    if not checked.concepts or checked.warnings or any(c not in checked.concepts for c in plan):
+        return fallback(f"answer {caption[:60]!r} is not grounded in the model's vocabulary")
+    changes = [f"LLM ({cfg.model}): '{prompt}' -> '{caption}'"]
+    if checked.rewritten != caption:
+        changes.append(f"normalised to the training captions: '{checked.rewritten}'")
+    return FilterResult(prompt, checked.rewritten, changes, checked.concepts, "llm", [])

@@ -1,0 +1,21 @@
+"""The language filter's answer: what was typed, what the model will read, and why."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MODES = ("offline", "llm", "none")
+
+
+@dataclass
+class FilterResult:
+    prompt: str                       # as typed
+    rewritten: str                    # what the text encoder reads
+    changes: list[str] = field(default_factory=list)   # one line per rewrite, for --explain
+    concepts: list[str] = field(default_factory=list)  # the model's concepts the prompt resolved to
+    mode_used: str = "none"           # "offline", "llm" or "none" (llm falls back to offline)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def explanation(self) -> list[str]:
+        """Changes, then warnings (prefixed), as stored in image metadata."""
+        return list(self.changes) + [f"warning: {w}" for w in self.warnings]
