@@ -22,6 +22,7 @@ from ..config import RecipeConfig, config_to_dict, to_toml
 from ..data.folder import Example, images_to_tensor, load_caption_folder
 from ..diffusion.objectives import make_objective
 from ..errors import MinicreamError
+from ..filter.vocabulary import write_model_concepts
 from ..models.autoencoder import build_autoencoder, decode, encode, psnr, save_autoencoder
 from ..models.unet import MoEUNet
 from ..text.encoder import TextEncoder
@@ -225,3 +226,4 @@ def export_model(model_dir: Path, cfg: RecipeConfig, unet, vae, objective, encod
     }
     (model_dir / MODEL_INDEX).write_text(json.dumps(index, indent=1))
     (model_dir / "vocabulary.json").write_text(json.dumps(vocabulary, ensure_ascii=False, indent=0))
+    write_model_concepts(model_dir, vocabulary, cfg.data.root if cfg.data.source == "emoji" else cfg.data.source)
