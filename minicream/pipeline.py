@@ -19,6 +19,8 @@ from PIL import Image
 
 from .diffusion.samplers import available_samplers, cfg_model_fn, sample
 from .errors import MinicreamError
+from .filter import FilterResult
+from .evaluator.rerank import best_indices, candidate_seeds, check_candidates
 from .io.weights import short_hash
 from .models.autoencoder import decode, load_autoencoder
 from .models.base import WEIGHTS_NAME
@@ -79,6 +81,30 @@ class Pipeline:
         if not 1 <= batch_size <= 256:
             raise MinicreamError(f"batch_size must be in 1..256, got {batch_size}")
 
+    @property
+    def vocabulary(self):
+        """The model's concepts for the language filter (concepts.json, else vocabulary.json), loaded once."""
+        if getattr(self, "_vocabulary", None) is None:
+            from .filter import load_vocabulary
+
+            self._vocabulary = load_vocabulary(self.model_dir)
+        return self._vocabulary
+
+    def filter_prompt(self, prompt: str, filter: str | FilterResult = "offline", style: str | None = None,
+                      llm=None) -> FilterResult:
+        """Run the language filter ("offline", "llm" or "none"; see minicream.filter) on `prompt`.
+
+        A FilterResult passed as `filter` (e.g. rebuilt from a PNG's metadata) is used as it is, so a re-run
+        reads exactly the text the original run read."""
+        from .filter import rewrite
+
+        if isinstance(filter, FilterResult):
+            if filter.prompt != prompt:
+                raise MinicreamError("the given FilterResult was made for another prompt")
+            return filter
+        vocab = None if filter == "none" else self.vocabulary
+        return rewrite(prompt, filter, vocab, style=style, encoder=self.text_encoder, llm=llm)
+
     def _model_fn(self, cond, uncond, guidance: float) -> Callable:
         def unet_fn(x, t, emb):
             with torch.autocast(self.device.type, dtype=torch.bfloat16):
@@ -93,24 +119,34 @@ class Pipeline:
     def __call__(self, prompt: str, negative_prompt: str = "", num_images: int = 1, steps: int | None = None,
                  guidance: float | None = None, sampler: str | None = None, seed: int | Sequence[int] | None = None,
                  batch_size: int = 8, size: int | None = None, progress: bool = False,
-                 callback: Callable[[int, int], None] | None = None) -> list[Image.Image]:
+                 callback: Callable[[int, int], None] | None = None,
+                 filter: str | FilterResult = "offline", style: str | None = None, llm=None, num_candidates: int = 1,
+                 keep_top: int = 1) -> list[Image.Image]:
+        """num_candidates > 1: best-of-N, each image is the evaluator's favourite of N candidates drawn from
+        seeds derived from its own seed; keep_top > 1 returns that many best candidates per image, best first."""
         steps = int(steps if steps is not None else self.defaults.get("steps", 20))
         guidance = float(guidance if guidance is not None else self.defaults.get("guidance", 4.0))
         sampler = sampler or self.defaults.get("sampler", "dpmpp_2m")
         self._check(prompt, num_images, steps, guidance, sampler, batch_size)
+        # 1b. Language filter: what the person typed -> the captions the model was trained on.
+        filtered = self.filter_prompt(prompt, filter, style=style, llm=llm)
         if size is not None and size != self.image_size:
             raise MinicreamError(f"this model draws {self.image_size}x{self.image_size} images; size {size} is not supported")
         seeds = _seeds(seed, num_images)
+        check_candidates(num_candidates, keep_top)
+        if num_candidates > 1:
+            self.evaluator  # fail before any work if the model has no evaluator
+        gen_seeds = candidate_seeds(seeds, num_candidates)  # == seeds when num_candidates == 1
 
         # 2. Encode prompt and negative prompt (the negative replaces the unconditional branch of guidance).
-        cond = self.text_encoder.encode([prompt]).to(self.device)
+        cond = self.text_encoder.encode([filtered.rewritten]).to(self.device)
         uncond = self.text_encoder.encode([negative_prompt or ""]).to(self.device)
 
         # 3.-4. Per-image noise; denoise in fixed-size chunks.
-        chunk = min(batch_size, num_images)
+        chunk = min(batch_size, len(gen_seeds))
         latents = []
-        for start in range(0, num_images, chunk):
-            chunk_seeds = seeds[start:start + chunk]
+        for start in range(0, len(gen_seeds), chunk):
+            chunk_seeds = gen_seeds[start:start + chunk]
             pad = chunk - len(chunk_seeds)
             gens = [torch.Generator("cpu").manual_seed(s) for s in chunk_seeds] + [torch.Generator("cpu").manual_seed(0) for _ in range(pad)]
             x = torch.stack([torch.randn(self.latent_shape, generator=g) for g in gens]).to(self.device)
@@ -125,15 +161,39 @@ class Pipeline:
 
         # 6. Images with their parameters.
         images = []
-        for img, s in zip(pixels, seeds):
+        for img, s in zip(pixels, gen_seeds):
             im = Image.fromarray(img.permute(1, 2, 0).numpy(), "RGB")
             im.info[PARAMS_KEY] = {
                 "prompt": prompt, "negative_prompt": negative_prompt, "steps": steps, "sampler": sampler,
                 "cfg_scale": guidance, "seed": s, "width": self.image_size, "height": self.image_size,
                 "model_hash": self.model_hash, "model": self.model_dir.name,
+                "rewritten_prompt": filtered.rewritten, "filter": filtered.mode_requested,
+                "filter_explanation": filtered.explanation,
             }
             images.append(im)
-        return images
+
+        # 7. Best-of-N: score every candidate against the prompt, keep the best.
+        return self._rerank(images, filtered.rewritten, num_candidates, keep_top) if num_candidates > 1 else images
+
+    @property
+    def evaluator(self):
+        """The model's image evaluator (`model_dir/evaluator`), loaded on first use."""
+        if getattr(self, "_evaluator", None) is None:
+            from .evaluator.scorer import EVALUATOR_DIR, Evaluator
+
+            folder = self.model_dir / EVALUATOR_DIR
+            if not (folder / "config.json").is_file():
+                raise MinicreamError(f"{self.model_dir} has no image evaluator ({folder} is missing), so best-of-N "
+                                     "cannot rank candidates; use num_candidates=1 or train one with `minicream train-evaluator`")
+            self._evaluator = Evaluator.from_pretrained(folder, text_encoder=self.text_encoder)
+        return self._evaluator
+
+    def _rerank(self, images: list[Image.Image], prompt: str, n: int, keep: int) -> list[Image.Image]:
+        scores = self.evaluator.score(images, prompt)
+        best = best_indices(scores, n, keep)
+        for i in best:
+            images[i].info[PARAMS_KEY].update(score=round(float(scores[i]), 5), num_candidates=n)
+        return [images[i] for i in best]
 
 
 def _seeds(seed, n: int) -> list[int]:

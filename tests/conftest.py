@@ -62,3 +62,21 @@ def tiny_pipe(tiny_model):
     from minicream.pipeline import Pipeline
 
     return Pipeline.from_pretrained(tiny_model)
+
+
+TINY_EVALUATOR = ["model.channels=[8, 16]", "model.embed_dim=16", "model.text_hidden=32", "train.steps=3", "train.batch_size=16",
+                  "train.warmup_steps=1", "train.log_every=1", "judge.channels=[8, 8]", "judge.embed_dim=16", "judge.text_hidden=32",
+                  "judge_train.steps=2", "judge_train.batch_size=16", "judge_train.warmup_steps=1", "judge_train.log_every=1"]
+
+
+@pytest.fixture(scope="session")
+def tiny_evaluated_model(tmp_path_factory, tiny_model, emoji_root) -> Path:
+    """A copy of the tiny model with a tiny evaluator (and judge) in `evaluator/`, for best-of-N and eval tests."""
+    import shutil
+
+    from minicream.evaluator.train import load_recipe, train_evaluator
+
+    model = tmp_path_factory.mktemp("evaluated") / "model"
+    shutil.copytree(tiny_model, model)
+    train_evaluator(load_recipe("evaluator", TINY_EVALUATOR), emoji_root, model / "evaluator", log=lambda s: None)
+    return model

@@ -1,0 +1,230 @@
+"""Train the mini-CLIP evaluator (and the separate judge) on a captioned image folder.
+
+Each image is paired with one of its texts per step: the full caption ("red apple, twemoji") or the
+bare concept ("red apple"), so the evaluator scores both kinds of prompt. Targets are label-aware:
+two images whose drawn texts are equal (same concept, e.g. both styles) are both positives, so the
+loss never pushes apart a correct pair. Augmentation (random scale / shift, blur, noise) makes the image
+tower see the off-centre, blurry images a small generator draws, not only clean emoji.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..data.folder import images_to_tensor, load_caption_folder
+from ..errors import MinicreamError
+from ..io.atomic import atomic_path
+from ..text.encoder import TextEncoder
+from ..training.trainer import TrainConfig, Trainer
+from .model import EvaluatorConfig, MiniCLIP
+
+JUDGE_DIR = "judge"  # the judge is saved inside the evaluator folder: <model>/evaluator/judge
+RESULTS_FILE = "results.json"
+
+
+@dataclass
+class EvaluatorRecipe:
+    model: EvaluatorConfig = field(default_factory=EvaluatorConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1200, batch_size=128, lr=2e-3, weight_decay=0.05,
+                                                                   warmup_steps=60, ema_decay=0.0, checkpoint_every=200))
+    judge: EvaluatorConfig = field(default_factory=lambda: EvaluatorConfig(arch="plain", channels=(24, 48, 96, 160), embed_dim=128))
+    judge_train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=600, batch_size=128, lr=2e-3, weight_decay=0.05,
+                                                                         warmup_steps=60, ema_decay=0.0, seed=1, checkpoint_every=200))
+    train_judge: bool = True  # also train the separate judge used by `minicream eval` for prompt adherence
+    concept_captions: bool = True  # also pair images with the bare concept name
+    augment_shift: float = 0.08  # max translation, fraction of the image size
+    augment_scale: tuple = (0.75, 1.05)  # random zoom range
+    augment_blur: float = 0.3  # probability of a 3x3 box blur (generated images are soft)
+    text_max_length: int = 24
+
+
+def load_recipe(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> EvaluatorRecipe:
+    """Preset name ("evaluator") or TOML file, plus `section.key=value` overrides, into an EvaluatorRecipe."""
+    from ..config import _build, _parse_override, PRESETS, tomllib
+
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.suffix and (PRESETS / f"{path}.toml").is_file():
+            p = PRESETS / f"{path}.toml"
+        if not p.is_file():
+            raise MinicreamError(f"evaluator config {path}: no such file or preset")
+        try:
+            data = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise MinicreamError(f"evaluator config {p}: invalid TOML ({e})") from None
+    for item in overrides:
+        keys, value = _parse_override(item)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = value
+    return _build(EvaluatorRecipe, data, "")
+
+
+# -- data -------------------------------------------------------------------------------------------------
+def _texts_of(examples, concept_captions: bool) -> tuple[list[str], torch.Tensor]:
+    """Unique texts and, per example, the indices of its (caption, concept) texts (-1 if none)."""
+    texts: dict[str, int] = {}
+    pairs = []
+    for ex in examples:
+        cap = texts.setdefault(ex.text, len(texts))
+        concept = ex.meta.get("concept") if concept_captions else None
+        pairs.append((cap, texts.setdefault(concept, len(texts)) if concept else -1))
+    return list(texts), torch.tensor(pairs)
+
+
+def encode_texts(encoder: TextEncoder, texts: list[str], cache: Path | None) -> torch.Tensor:
+    """Pooled MiniLM vectors (N, 384), cached in a safetensors file keyed by the texts."""
+    if cache is None:
+        return encoder.encode(texts).pooled.float()
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    return encoder.encode_cached(texts, cache).pooled.float()
+
+
+def augment(x: torch.Tensor, gen: torch.Generator, recipe: EvaluatorRecipe) -> torch.Tensor:
+    """Random zoom + shift (white border), sometimes a blur and a little noise. x in [-1, 1]."""
+    b = x.shape[0]
+    lo, hi = recipe.augment_scale
+    scale = lo + (hi - lo) * torch.rand(b, generator=gen)
+    shift = (torch.rand(b, 2, generator=gen) * 2 - 1) * recipe.augment_shift * 2  # grid units span 2
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1 / scale
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    # Emoji sit on white: pad with white (1.0) by sampling x - 1 with zero padding, then adding 1 back.
+    x = F.grid_sample(x - 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + 1
+    blur = torch.rand(b, generator=gen) < recipe.augment_blur
+    if blur.any():
+        x[blur] = F.avg_pool2d(F.pad(x[blur], (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    return x + 0.03 * torch.randn(x.shape, generator=gen)
+
+
+def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, ids: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE with label-aware targets: rows/cols sharing a text id are all positives."""
+    logits = scale * img @ txt.t()  # (B, B)
+    same = (ids[:, None] == ids[None, :]).float()
+    targets = same / same.sum(dim=1, keepdim=True)
+    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets))
+
+
+def make_loss_fn(images: torch.Tensor, pooled: torch.Tensor, pairs: torch.Tensor, recipe: EvaluatorRecipe):
+    def loss_fn(model, idx, gen):
+        x = augment(images[idx].float() / 127.5 - 1, gen, recipe)
+        choice = pairs[idx]
+        use_concept = (torch.rand(len(idx), generator=gen) < 0.5) & (choice[:, 1] >= 0)
+        ids = torch.where(use_concept, choice[:, 1], choice[:, 0])
+        m = model.module if hasattr(model, "module") else model
+        img = F.normalize(m.image_tower(x.contiguous(memory_format=torch.channels_last)).float(), dim=-1)
+        txt = m.encode_text(pooled[ids])
+        scale = m.scale()
+        loss = contrastive_loss(img, txt, ids, scale)
+        return loss, {"temperature": float(1 / scale.detach())}
+    return loss_fn
+
+
+# -- evaluation -------------------------------------------------------------------------------------------
+@torch.no_grad()
+def retrieval_accuracy(model: MiniCLIP, images: torch.Tensor, true_ids: torch.Tensor, text_pooled: torch.Tensor,
+                       ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
+    """Image -> text retrieval: is the true text among the top-k of all candidate texts?"""
+    model.eval()
+    feats = torch.cat([model.encode_image(model.preprocess(images[i:i + 256])) for i in range(0, len(images), 256)])
+    txt = model.encode_text(text_pooled)
+    ranks = (feats @ txt.t()).argsort(dim=1, descending=True)
+    hit = ranks == true_ids[:, None]
+    return {f"top{k}": round(float(hit[:, :k].any(dim=1).float().mean()), 4) for k in ks}
+
+
+def heldout_retrieval(model: MiniCLIP, encoder: TextEncoder, test_examples, all_concepts: list[str],
+                      cache_dir: Path | None) -> dict:
+    """Zero-shot retrieval on held-out images: among the test captions, and among every concept name."""
+    images = images_to_tensor(test_examples)
+    captions = sorted({ex.text for ex in test_examples})
+    cap_ids = torch.tensor([captions.index(ex.text) for ex in test_examples])
+    cap_pooled = encode_texts(encoder, captions, cache_dir / "test_captions.safetensors" if cache_dir else None)
+    out = {"n_images": len(test_examples), "captions": {"candidates": len(captions), **retrieval_accuracy(model, images, cap_ids, cap_pooled)}}
+    with_concept = [i for i, ex in enumerate(test_examples) if ex.meta.get("concept") in set(all_concepts)]
+    if with_concept:
+        index = {c: i for i, c in enumerate(all_concepts)}
+        con_pooled = encode_texts(encoder, all_concepts, cache_dir / "concepts.safetensors" if cache_dir else None)
+        ids = torch.tensor([index[test_examples[i].meta["concept"]] for i in with_concept])
+        out["concepts"] = {"candidates": len(all_concepts), **retrieval_accuracy(model, images[with_concept], ids, con_pooled)}
+    return out
+
+
+# -- entry point ------------------------------------------------------------------------------------------
+def _train_one(name: str, cfg: EvaluatorConfig, tcfg: TrainConfig, images, pooled, pairs, recipe, run_dir: Path,
+               resume: bool, log: Callable[[str], None]) -> tuple[MiniCLIP, dict]:
+    torch.manual_seed(tcfg.seed)
+    model = MiniCLIP(cfg)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"{name}: {cfg.arch} image tower, {n_params / 1e6:.2f}M parameters, {tcfg.steps} steps of {tcfg.batch_size}")
+
+    def log_fn(step, rec):
+        if step % (tcfg.log_every * 4) == 0 or step == tcfg.steps:
+            log(f"{name} step {step}: loss {rec.get('loss_avg', 0):.4f} temperature {rec.get('temperature', 0):.4f} ({rec['time_s']} s)")
+
+    trainer = Trainer(model, make_loss_fn(images, pooled, pairs, recipe), len(images), tcfg, run_dir, name, cpu=True, log_fn=log_fn)
+    if resume and trainer.resume():
+        log(f"{name}: resumed at step {trainer.step}")
+    result = trainer.train()
+    return trainer.final_model(use_ema=tcfg.ema_decay > 0).float().eval(), {"steps": result["steps"], "seconds": round(result["seconds"], 1), "parameters": n_params}
+
+
+def train_evaluator(config: EvaluatorRecipe | None, data_root: str | Path, out_dir: str | Path,
+                    log: Callable[[str], None] | None = None, run_dir: str | Path | None = None, resume: bool = False,
+                    encoder: TextEncoder | None = None) -> dict:
+    """Train the evaluator (and the judge), save them (bf16) to `out_dir` (+ `out_dir/judge`), return results.
+
+    Checkpoints and the text-embedding cache go to `run_dir` (default: a sibling `<out_dir>_run`), so
+    `out_dir` holds only what ships: config.json, model.safetensors, results.json, judge/.
+    """
+    recipe = config or EvaluatorRecipe()
+    log = log or print
+    out_dir = Path(out_dir)
+    run_dir = Path(run_dir) if run_dir is not None else out_dir.parent / f"{out_dir.name}_run"
+    cache = run_dir / "cache"
+    train = load_caption_folder(data_root, size=recipe.model.image_size, split="train")
+    try:
+        test = load_caption_folder(data_root, size=recipe.model.image_size, split="test")
+    except MinicreamError:
+        test = []
+    images = images_to_tensor(train)
+    texts, pairs = _texts_of(train, recipe.concept_captions)
+    encoder = encoder or TextEncoder.load(None, max_length=recipe.text_max_length)
+    log(f"evaluator data: {len(train)} train / {len(test)} test images, {len(texts)} texts; encoding texts (cached)")
+    pooled = encode_texts(encoder, texts, cache / "train_texts.safetensors")
+    results: dict = {"data": str(data_root), "train_images": len(train), "recipe": dataclasses.asdict(recipe)}
+    concepts = sorted({ex.meta["concept"] for ex in train + test if ex.meta.get("concept")})
+    models = [("evaluator", recipe.model, recipe.train, out_dir)]
+    if recipe.train_judge:
+        models.append(("judge", recipe.judge, recipe.judge_train, out_dir / JUDGE_DIR))
+    for name, cfg, tcfg, dest in models:
+        model, info = _train_one(name, cfg, tcfg, images, pooled, pairs, recipe, run_dir, resume, log)
+        if test:
+            info["heldout"] = heldout_retrieval(model, encoder, test, concepts, cache)
+            log(f"{name} held-out retrieval: {json.dumps(info['heldout'])}")
+        _save(model, dest)
+        results[name] = info
+    with atomic_path(out_dir / RESULTS_FILE) as tmp:
+        tmp.write_text(json.dumps(results, indent=2))
+    return results
+
+
+def _save(model: MiniCLIP, dest: Path) -> None:
+    """bf16 weights (the shipped size); the judge subfolder, if any, is kept."""
+    tmp = dest.parent / f".{dest.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, dtype=torch.bfloat16)
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in tmp.iterdir():
+        f.replace(dest / f.name)
+    tmp.rmdir()

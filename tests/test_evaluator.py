@@ -1,0 +1,126 @@
+"""The mini-CLIP evaluator: training, save/load, loss, and best-of-N reranking in the pipeline."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from minicream.errors import MinicreamError
+from minicream.evaluator.model import EvaluatorConfig, MiniCLIP
+from minicream.evaluator.rerank import best_indices, candidate_seeds, check_candidates
+from minicream.evaluator.scorer import Evaluator
+from minicream.evaluator.train import JUDGE_DIR, contrastive_loss, load_recipe
+
+
+def test_contrastive_loss_known_answers():
+    e = torch.eye(4)
+    ids = torch.arange(4)
+    assert contrastive_loss(e, e, ids, torch.tensor(100.0)) < 1e-6  # aligned pairs, confident: ~0
+    assert contrastive_loss(e, e, ids, torch.tensor(1e-6)) == pytest.approx(np.log(4), abs=1e-4)  # no signal: log B
+    # rows 0 and 1 share a text: both are targets of each other (p = 1/2 each), so identical features reach the
+    # floor, the targets' entropy: (2 log 2) / 3 per direction
+    f = torch.tensor([[1.0, 0], [1.0, 0], [0, 1.0]])
+    assert contrastive_loss(f, f, torch.tensor([7, 7, 3]), torch.tensor(100.0)) == pytest.approx(2 * np.log(2) / 3, abs=1e-4)
+
+
+def test_save_load_roundtrip_bf16(tmp_path):
+    model = MiniCLIP(EvaluatorConfig(channels=(8, 16), embed_dim=16, text_hidden=32))
+    model.save_pretrained(tmp_path, dtype=torch.bfloat16)
+    loaded = MiniCLIP.from_pretrained(tmp_path)
+    x = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    with torch.no_grad():
+        a = model.to(torch.bfloat16).float().encode_image(model.preprocess(x))
+        b = loaded.encode_image(loaded.preprocess(x))
+    assert torch.allclose(a, b, atol=1e-5)
+    assert json.loads((tmp_path / "config.json").read_text())["arch"] == "resnet"
+    with pytest.raises(ValueError):
+        EvaluatorConfig(arch="transformer")
+
+
+def test_unknown_recipe_key_is_an_error():
+    with pytest.raises(MinicreamError, match="unknown key"):
+        load_recipe("evaluator", ["model.depth=3"])
+
+
+def test_trained_evaluator_files_and_results(tiny_evaluated_model):
+    ev = tiny_evaluated_model / "evaluator"
+    results = json.loads((ev / "results.json").read_text())
+    for name in ("evaluator", "judge"):
+        held = results[name]["heldout"]
+        assert held["n_images"] > 0 and 0 <= held["captions"]["top1"] <= held["captions"]["top5"] <= 1
+    assert (ev / JUDGE_DIR / "model.safetensors").is_file()
+    assert json.loads((ev / JUDGE_DIR / "config.json").read_text())["arch"] == "plain"
+    assert not (ev / "checkpoints").exists()  # checkpoints live in the run dir, not in what ships
+
+
+def test_candidate_seeds_and_best_indices():
+    assert candidate_seeds([5, 6], 1) == [5, 6]
+    seeds = candidate_seeds([5, 6], 3)
+    assert seeds[0] == 5 and seeds[3] == 6 and len(set(seeds)) == 6
+    assert candidate_seeds([5], 3) == seeds[:3]  # independent of the other images
+    scores = torch.tensor([0.1, 0.9, 0.5, 0.7, 0.2, 0.7])
+    assert best_indices(scores, 3) == [1, 3]  # a tie goes to the lower candidate
+    assert best_indices(scores, 3, keep=2) == [1, 2, 3, 5]
+    with pytest.raises(MinicreamError):
+        check_candidates(0, 1)
+    with pytest.raises(MinicreamError):
+        check_candidates(2, 3)
+
+
+def test_best_of_n_returns_the_highest_scoring_candidate(tiny_evaluated_model):
+    from minicream.pipeline import PARAMS_KEY, Pipeline
+
+    pipe = Pipeline.from_pretrained(tiny_evaluated_model)
+    n = 3
+    best = pipe("red apple", num_images=2, seed=11, num_candidates=n, steps=2)
+    all_candidates = pipe("red apple", num_images=2 * n, seed=candidate_seeds([11, 12], n), steps=2)
+    scores = pipe.evaluator.score(all_candidates, "red apple")
+    for i, im in enumerate(best):
+        group = scores[i * n:(i + 1) * n]
+        j = int(group.argmax())
+        assert np.array_equal(np.asarray(im), np.asarray(all_candidates[i * n + j]))
+        info = im.info[PARAMS_KEY]
+        assert info["num_candidates"] == n and info["score"] == pytest.approx(float(group.max()), abs=1e-4)
+        assert info["seed"] == candidate_seeds([11 + i], n)[j]  # re-running this seed alone gives this image
+    # batch size does not change the result; keep_top returns sorted scores
+    again = pipe("red apple", num_images=2, seed=11, num_candidates=n, steps=2, batch_size=1)
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(best, again))
+    top = pipe("red apple", num_images=1, seed=11, num_candidates=n, keep_top=2, steps=2)
+    assert len(top) == 2 and top[0].info[PARAMS_KEY]["score"] >= top[1].info[PARAMS_KEY]["score"]
+
+
+def test_best_of_n_without_evaluator_is_a_clear_error(tiny_pipe):
+    with pytest.raises(MinicreamError, match="no image evaluator"):
+        tiny_pipe("red apple", num_candidates=2, steps=2)
+    assert len(tiny_pipe("red apple", num_candidates=1, steps=2)) == 1
+
+
+def test_evaluator_scores_and_probs(tiny_evaluated_model):
+    from PIL import Image
+
+    ev = Evaluator.from_pretrained(tiny_evaluated_model / "evaluator")
+    ims = [Image.new("RGB", (64, 64), "white"), Image.new("RGB", (64, 64), "red")]
+    s = ev.score(ims, ["red apple", "dog face"])
+    assert s.shape == (2,) and bool((s.abs() <= 1 + 1e-5).all())
+    p = ev.class_probs(ims, ["red apple", "dog face", "rocket"])
+    assert torch.allclose(p.sum(dim=1), torch.ones(2), atol=1e-5)
+    with pytest.raises(MinicreamError, match="different sizes"):
+        ev.score([ims[0], Image.new("RGB", (32, 32))], "x")
+    with pytest.raises(MinicreamError, match="no evaluator weights"):
+        Evaluator.from_pretrained(tiny_evaluated_model / "no_such_folder")
+
+
+def test_cli_train_evaluator_and_generate_candidates(tmp_path, tiny_model, emoji_root, capsys):
+    from minicream.cli import main
+    from conftest import TINY_EVALUATOR
+
+    assert main(["generate", "red apple", "--model", str(tiny_model), "--candidates", "2", "--steps", "2", "--out", str(tmp_path)]) == 2
+    assert "no image evaluator" in capsys.readouterr().err
+    args = ["train-evaluator", "--data", str(emoji_root), "--out", str(tmp_path / "ev")]
+    for o in TINY_EVALUATOR:
+        args += ["--set", o]
+    assert main(args) == 0
+    assert "held-out retrieval" in capsys.readouterr().out
+    assert (tmp_path / "ev" / "model.safetensors").is_file()
