@@ -42,6 +42,12 @@ def rewrite(prompt: str, mode: str, vocabulary: Vocabulary | None, style: str | 
         rule is skipped. llm: an `LLMConfig` for mode "llm" (default: from the environment).
     Raises MinicreamError for prompts no mode accepts (empty, too long, not text) and unknown modes.
     """
+    result = _rewrite(prompt, mode, vocabulary, style, encoder, llm, threshold)
+    result.mode_requested = mode
+    return result
+
+
+def _rewrite(prompt, mode, vocabulary, style, encoder, llm, threshold) -> FilterResult:
     from ..errors import MinicreamError
 
     if mode not in MODES:

@@ -14,6 +14,7 @@ class FilterResult:
     concepts: list[str] = field(default_factory=list)  # the model's concepts the prompt resolved to
     mode_used: str = "none"           # "offline", "llm" or "none" (llm falls back to offline)
     warnings: list[str] = field(default_factory=list)
+    mode_requested: str | None = None  # the mode asked for (mode_used differs when the LLM fell back)
 
     @property
     def explanation(self) -> list[str]:
