@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 from .errors import MinicreamError
+from .filter.cli_support import add_filter_arguments
 
 
 def _one_line_warnings() -> None:
@@ -60,18 +61,28 @@ def cmd_generate(args) -> None:
     from .io.pngmeta import read_png_params, save_png
     from .pipeline import PARAMS_KEY, Pipeline
 
-    settings = {}
+    from .filter.cli_support import llm_config, print_explanation, stored_result
+
+    settings, stored = {}, None
     if args.from_image:
         p = read_png_params(args.from_image)
         settings = {"prompt": p.get("prompt"), "negative": p.get("negative_prompt", ""), "steps": p.get("steps"),
                     "guidance": p.get("cfg_scale"), "sampler": p.get("sampler"), "seed": p.get("seed")}
+        # A re-run reads exactly the stored rewrite, unless the prompt or the filter is changed on the command line;
+        # images without one (older, or from A1111) were encoded as typed.
+        if args.prompt is None and args.filter is None and args.style is None:
+            stored = stored_result(p)
+            settings["filter"] = "none" if stored is None else stored.mode_requested
     for key in ("prompt", "negative", "steps", "guidance", "sampler", "seed"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     if not settings.get("prompt"):
         raise MinicreamError("no prompt given; usage: minicream generate \"red apple\" (or --from IMAGE.png)")
     pipe = Pipeline.from_pretrained(args.model)
-    images = pipe(settings["prompt"], negative_prompt=settings.get("negative") or "", num_images=args.num_images,
+    filtered = stored or pipe.filter_prompt(settings["prompt"], args.filter or settings.get("filter") or "offline",
+                                            style=args.style, llm=llm_config(args) if args.filter == "llm" else None)
+    print_explanation(filtered, args.explain)
+    images = pipe(settings["prompt"], filter=filtered, negative_prompt=settings.get("negative") or "", num_images=args.num_images,
                   steps=settings.get("steps"), guidance=settings.get("guidance"), sampler=settings.get("sampler"),
                   seed=settings.get("seed"), batch_size=args.batch_size, size=args.size, progress=True,
                   num_candidates=args.candidates)
@@ -111,6 +122,19 @@ def cmd_grid(args) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     grid.save(out)
     print(out)
+
+
+def cmd_filter(args) -> None:
+    from .filter import load_vocabulary, rewrite
+    from .filter.cli_support import encoder_loader, llm_config, print_explanation
+    from .pipeline import default_model_dir
+
+    model_dir = Path(args.model) if args.model else default_model_dir()
+    vocab = None if args.filter == "none" else load_vocabulary(model_dir)
+    result = rewrite(args.prompt, args.filter, vocab, style=args.style, encoder=encoder_loader(model_dir),
+                     llm=llm_config(args) if args.filter == "llm" else None)
+    print(result.rewritten)
+    print_explanation(result, args.explain, out=sys.stdout)
 
 
 def cmd_info(args) -> None:
@@ -220,7 +244,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--grid", action="store_true", help="also write a grid of all images")
     g.add_argument("--from", dest="from_image", metavar="IMAGE.png", help="re-run the settings stored in a generated PNG")
     g.add_argument("--candidates", type=int, default=1, metavar="N", help="best-of-N: draw N candidates per image, keep the one the evaluator scores highest")
+    add_filter_arguments(g, default=None)
     g.set_defaults(func=cmd_generate)
+
+    fl = sub.add_parser("filter", help="only rewrite a prompt with the language filter (no drawing)")
+    fl.add_argument("prompt", help="what you would draw")
+    fl.add_argument("--model", help="model directory whose vocabulary to use (default: the shipped reference model)")
+    add_filter_arguments(fl)
+    fl.set_defaults(func=cmd_filter)
 
     gr = sub.add_parser("grid", help="a labelled sample grid: each prompt in both emoji styles")
     gr.add_argument("prompts", nargs="*", help=f"prompts (default: {', '.join(GRID_PROMPTS)})")
