@@ -1,0 +1,322 @@
+"""The language filter: each offline rewrite rule, the LLM path against a local HTTP stand-in (good, bad,
+slow answers, fallback), bad inputs, and the wiring into the pipeline, PNG metadata and the CLI."""
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+from minicream.cli import main
+from minicream.errors import MinicreamError
+from minicream.filter import Concept, FilterResult, Vocabulary, build_concepts, load_vocabulary, rewrite
+from minicream.filter.llm import LLMConfig, parse_answer
+from minicream.filter.normalize import clean, key
+from minicream.filter.offline import OfflineFilter
+from minicream.io.pngmeta import read_png_params
+from minicream.pipeline import default_model_dir
+
+
+@pytest.fixture(scope="module")
+def ref_vocab() -> Vocabulary:
+    """The shipped model's concepts (1,915 emoji concepts with English aliases and Russian names)."""
+    return load_vocabulary(default_model_dir())
+
+
+def small_vocab() -> Vocabulary:
+    rows = [
+        {"concept": "red apple", "aliases": ["apple"], "name_ru": "красное яблоко", "emoji": "🍎", "style": "twemoji"},
+        {"concept": "red apple", "style": "openmoji"},
+        {"concept": "dog face", "aliases": ["dog"], "name_ru": "морда собаки", "emoji": "🐶", "style": "twemoji"},
+        {"concept": "teapot", "name_ru": "заварочныи чаиник", "emoji": "🫖", "style": "twemoji"},
+        {"concept": "guitar", "name_ru": "гитара", "emoji": "🎸", "style": "twemoji"},
+        {"concept": "automobile", "aliases": ["car"], "name_ru": "автомобиль", "emoji": "🚗", "style": "twemoji"},
+        {"concept": "rocket", "name_ru": "ракета", "emoji": "🚀", "style": "twemoji"},
+        {"concept": "rocket", "style": "openmoji", "skin_tone": None},
+        {"concept": "thumbs up", "emoji": "👍", "style": "twemoji", "skin_tone": "medium", "text": "x"},
+    ]
+    return build_concepts(rows)
+
+
+def off(prompt, vocab=None, **kw) -> FilterResult:
+    return rewrite(prompt, "offline", vocab or small_vocab(), **kw)
+
+
+# -- vocabulary -------------------------------------------------------------------------------------------
+def test_build_concepts_merges_styles_and_skips_skin_tones():
+    v = small_vocab()
+    assert [c.name for c in v.concepts] == ["automobile", "dog face", "guitar", "red apple", "rocket", "teapot"]
+    assert v.by_name["red apple"].styles == ["twemoji", "openmoji"] and v.styles == ["openmoji", "twemoji"]
+    assert v.by_name["red apple"].ru == "красное яблоко" and v.by_name["red apple"].emoji == "🍎"
+
+
+def test_shipped_model_has_concepts_for_every_caption(ref_vocab):
+    captions = json.loads((default_model_dir() / "vocabulary.json").read_text())
+    names = {c.split(", ")[0] for c in captions}
+    assert {c.name for c in ref_vocab.concepts} == names and ref_vocab.styles == ["openmoji", "twemoji"]
+    assert ref_vocab.by_name["red apple"].ru == "красное яблоко"
+
+
+def test_fallback_to_vocabulary_json_and_emoji_package(tmp_path):
+    (tmp_path / "vocabulary.json").write_text(json.dumps(["red apple, twemoji", "red apple, openmoji", "rocket, twemoji"]))
+    v = load_vocabulary(tmp_path)
+    assert v.styles == ["openmoji", "twemoji"] and v.by_name["red apple"].ru == "красное яблоко"
+    assert rewrite("красное яблоко", "offline", v).rewritten == "red apple"
+    with pytest.raises(MinicreamError, match="no concepts.json or vocabulary.json"):
+        load_vocabulary(tmp_path / "missing")
+
+
+# -- normalisation ----------------------------------------------------------------------------------------
+def test_clean_and_key():
+    assert clean("ｐｉｚｚａ\x00\u200b  pie\t") == ("pizza pie", 2)
+    assert key("Red-Apple!!") == "red apple"
+    assert key("Зелёный чайник") == "зеленыи чаиник"
+
+
+# -- offline rules, one by one ---------------------------------------------------------------------------
+@pytest.mark.parametrize("prompt, expected, how", [
+    ("red apple", "red apple", None),                            # exact: untouched, no changes
+    ("  RED   Apple!! ", "red apple", "case, punctuation"),       # normalisation
+    ("apple", "red apple", "alias"),                             # dataset alias
+    ("красное яблоко", "red apple", "Russian name"),              # Russian name
+    ("Заварочный чайник", "teapot", "Russian name"),              # й/и folding (the emoji package writes "и")
+    ("нарисуй ракету", "rocket", "inflected"),                     # Russian ending
+    ("puppy", "dog face", "synonym"),                            # curated synonym on top of the aliases
+    ("apples", "red apple", "plural"),                           # plural
+    ("red aple", "red apple", "typo"),                           # typo, whole phrase
+    ("a shiny automobil on the road", "automobile", "typo"),     # typo of one word inside a phrase
+    ("a fast car with racing stripes", "automobile", "dropped"),  # known name inside a longer phrase
+    ("🍎", "red apple", "emoji character"),                       # emoji character
+])
+def test_offline_rules(prompt, expected, how):
+    r = off(prompt)
+    assert r.rewritten == expected and r.concepts == [expected] and r.mode_used == "offline" and not r.warnings
+    if how is None:
+        assert r.changes == []
+    else:
+        assert any(how in c for c in r.changes), r.changes
+
+
+def test_emoji_variation_selector_and_skin_tone(ref_vocab):
+    assert rewrite("❤️", "offline", ref_vocab).rewritten == "red heart"
+    assert rewrite("👍🏽", "offline", ref_vocab).rewritten == "thumbs up"  # base concept of a skin-tone variant
+
+
+def test_style_kept_added_and_checked():
+    assert off("rocket in openmoji style").rewritten == "rocket, openmoji"
+    assert off("rocket, twemojii").rewritten == "rocket, twemoji"  # a typo in the style word too
+    r = off("red apple", style="openmoji")
+    assert r.rewritten == "red apple, openmoji" and any("added style" in c for c in r.changes)
+    assert any("not trained in style" in w for w in off("dog face", style="openmoji").warnings)
+    with pytest.raises(MinicreamError, match="unknown style"):
+        off("red apple", style="watercolor")
+
+
+@pytest.mark.parametrize("prompt, expected", [
+    ("a dog left of an apple", "a dog face to the left of a red apple"),
+    ("a puppy to the right of a car", "a dog face to the right of an automobile"),
+    ("three apples", "three red apples"),
+    ("2 rockets", "two rockets"),
+    ("big apple above small dog", "a big red apple above a small dog face"),
+    ("ракета и яблоко", "a rocket and a red apple"),
+])
+def test_compositions_keep_relations_counts_sizes(prompt, expected):
+    r = off(prompt)
+    assert r.rewritten == expected and not r.warnings
+
+
+def test_training_scene_captions_are_kept(ref_vocab):
+    for caption in ("a dog face to the left of a red apple", "three red apples", "a big rocket and a small pizza"):
+        assert rewrite(caption, "offline", ref_vocab).rewritten == caption
+
+
+def test_nearest_concept_by_embedding_and_threshold(tiny_pipe, tmp_path, monkeypatch):
+    monkeypatch.setenv("MINICREAM_CACHE_DIR", str(tmp_path))
+    f = OfflineFilter(small_vocab(), tiny_pipe.text_encoder)
+    r = f.rewrite("a musical instrument")
+    assert r.rewritten == "guitar" and any("by meaning" in c for c in r.changes)
+    assert list((tmp_path / "filter").glob("concepts-*.safetensors"))  # the concept matrix is cached
+    r = f.rewrite("tax returns")  # below the threshold: passed through, and the user is told
+    assert r.rewritten == "tax returns" and r.concepts == [] and "used as typed" in r.warnings[0]
+
+
+# -- bad input ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("prompt, match", [
+    ("", "empty"), ("   \t\n", "empty"), ("x" * 10_000, "10000 characters"), ("!!! ???", "nothing to draw"),
+    (None, "must be text"), ("\x00\x01", "nothing to draw"),
+])
+def test_bad_prompts_are_clear_errors(prompt, match):
+    for mode in ("offline", "none"):
+        if mode == "none" and match == "nothing to draw":
+            continue
+        with pytest.raises(MinicreamError, match=match):
+            rewrite(prompt, mode, small_vocab())
+
+
+def test_control_chars_emoji_and_mixed_scripts():
+    r = off("red\x07 apple\u200b")
+    assert r.rewritten == "red apple" and "removed 2 invisible control characters" in r.changes
+    assert off("🚀 ракета rocket").rewritten == "rocket"
+    assert off("red яблоко").rewritten == "red apple"
+    r = off("🦄")  # an emoji the model never saw: named, and the name resolved or passed on
+    assert "unicorn" in r.changes[0]
+    with pytest.raises(MinicreamError, match="unknown filter"):
+        rewrite("red apple", "magic", small_vocab())
+
+
+# -- LLM filter against a local HTTP stand-in ---------------------------------------------------------------
+class _Handler(BaseHTTPRequestHandler):
+    answers: dict = {}
+    seen: list = []
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        user = body["messages"][-1]["content"]
+        _Handler.seen.append((self.path, self.headers.get("Authorization"), body))
+        kind, content = _Handler.answers.get(user, ("ok", "{}"))
+        if kind == "slow":
+            time.sleep(1.5)
+        if kind == "http500":
+            self.send_response(500)
+            self.end_headers()
+            return
+        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        try:
+            self.wfile.write(data)
+        except BrokenPipeError:  # the client gave up (the slow case): that is the point
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def llm_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def _llm(prompt, url, answer=None, timeout=5.0, **kw):
+    if answer is not None:
+        _Handler.answers[prompt] = answer
+    return rewrite(prompt, "llm", small_vocab(), llm=LLMConfig(url=url, model="stand-in", timeout=timeout), **kw)
+
+
+def test_llm_good_answer_is_used(llm_server, monkeypatch):
+    monkeypatch.setenv("MINICREAM_LLM_API_KEY", "secret")
+    r = _llm("something crunchy and red", llm_server,
+             ("ok", '```json\n{"prompt": "red apple", "objects": [{"concept": "red apple", "position": "center"}]}\n```'))
+    assert r.rewritten == "red apple" and r.mode_used == "llm" and not r.warnings and "LLM" in r.changes[0]
+    path, auth, body = _Handler.seen[-1]
+    assert path == "/v1/chat/completions" and auth == "Bearer secret" and body["model"] == "stand-in"
+    assert "red apple" in body["messages"][0]["content"]  # the vocabulary summary is in the system prompt
+
+
+def test_llm_scene_plan_without_caption(llm_server):
+    plan = {"objects": [{"concept": "dog face", "position": "left"}, {"concept": "rocket", "position": "right"}]}
+    r = _llm("a pup on the left, a spaceship on the right", llm_server, ("ok", json.dumps(plan)))
+    assert r.rewritten == "a dog face to the left of a rocket" and r.mode_used == "llm"
+
+
+@pytest.mark.parametrize("prompt, answer, reason", [
+    ("bad one apple", ("ok", "Sure! I think you want an apple."), "bad answer"),
+    ("ungrounded apple", ("ok", '{"prompt": "a unicorn made of quantum foam"}'), "not grounded"),
+    ("unknown plan apple", ("ok", '{"prompt": "red apple", "objects": [{"concept": "pear"}]}'), "unknown concept"),
+    ("long apple", ("ok", json.dumps({"prompt": "red apple " * 50})), "characters long"),
+    ("server error apple", ("http500", ""), "HTTP 500"),
+    ("slow apple", ("slow", '{"prompt": "red apple"}'), "within 0.5 s"),
+])
+def test_llm_failures_fall_back_to_offline(llm_server, prompt, answer, reason):
+    t0 = time.time()
+    r = _llm(prompt, llm_server, answer, timeout=0.5)
+    assert time.time() - t0 < 5
+    assert r.mode_used == "offline" and r.rewritten == "red apple" and r.mode_requested == "llm"
+    assert reason in r.warnings[0] and "used the offline filter" in r.warnings[0]
+
+
+def test_llm_unreachable_falls_back():
+    r = rewrite("яблоко", "llm", small_vocab(), llm=LLMConfig(url="http://127.0.0.1:9/v1", timeout=1))
+    assert r.mode_used == "offline" and r.rewritten == "red apple" and "cannot reach" in r.warnings[0]
+
+
+def test_parse_answer_validates():
+    v = small_vocab()
+    assert parse_answer('{"prompt": "rocket"}', v) == ("rocket", [])
+    for bad in ("", "no json", "[1, 2]", '{"objects": "x"}'):
+        with pytest.raises(ValueError):
+            parse_answer(bad, v)
+
+
+def test_llm_config_from_env(monkeypatch):
+    monkeypatch.setenv("MINICREAM_LLM_URL", "http://h:1/v1")
+    monkeypatch.setenv("MINICREAM_LLM_MODEL", "m")
+    c = LLMConfig.from_env(timeout=3)
+    assert (c.url, c.model, c.timeout) == ("http://h:1/v1", "m", 3.0)
+    assert LLMConfig.from_env(url="http://x/v1").url == "http://x/v1"
+
+
+# -- pipeline, PNG metadata, CLI (tiny model) ----------------------------------------------------------------
+def test_export_writes_concepts(tiny_model):
+    v = load_vocabulary(tiny_model)
+    assert (tiny_model / "concepts.json").is_file() and v.by_name["red apple"].ru == "красное яблоко"
+
+
+def test_pipeline_runs_the_filter_before_encoding(tiny_pipe):
+    kw = dict(steps=2, seed=3)
+    [a] = tiny_pipe("красное яблоко", **kw)
+    [b] = tiny_pipe("red apple", filter="none", **kw)
+    assert np.array_equal(np.asarray(a), np.asarray(b))  # the model read exactly "red apple"
+    p = a.info["minicream"]
+    assert p["prompt"] == "красное яблоко" and p["rewritten_prompt"] == "red apple" and p["filter"] == "offline"
+    assert any("Russian name" in line for line in p["filter_explanation"])
+    q = b.info["minicream"]
+    assert q["rewritten_prompt"] == "red apple" and q["filter"] == "none" and q["filter_explanation"] == []
+    with pytest.raises(MinicreamError, match="unknown filter"):
+        tiny_pipe("red apple", filter="bogus", **kw)
+
+
+def test_cli_filter_subcommand(tiny_model, capsys):
+    assert main(["filter", "красное яблоко", "--explain", "--model", str(tiny_model)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "red apple" and "'красное яблоко' -> 'red apple'" in out[1] and "Russian name" in out[2]
+    assert main(["filter", "   "]) == 2
+    assert "error: prompt is empty" in capsys.readouterr().err
+
+
+def test_cli_generate_explain_info_and_exact_rerun(tiny_model, tmp_path, capsys):
+    args = ["--model", str(tiny_model), "-n", "1", "--steps", "2", "--seed", "5"]
+    assert main(["generate", "собака и яблоко", "--explain", "--out", str(tmp_path / "a"), *args]) == 0
+    out, err = capsys.readouterr()
+    assert "'собака и яблоко' -> 'a dog face and a red apple'" in err
+    [png] = list((tmp_path / "a").glob("*.png"))
+    params = read_png_params(png)
+    assert params["rewritten_prompt"] == "a dog face and a red apple" and params["filter"] == "offline"
+    assert main(["info", str(png)]) == 0
+    info = capsys.readouterr().out
+    assert "rewritten_prompt: a dog face and a red apple" in info and "filter: offline" in info
+    # Re-run from the PNG: same typed prompt, same rewrite, same pixels.
+    assert main(["generate", "--from", str(png), "--model", str(tiny_model), "-n", "1", "--out", str(tmp_path / "b")]) == 0
+    capsys.readouterr()
+    [png2] = list((tmp_path / "b").glob("*.png"))
+    again = read_png_params(png2)
+    assert {k: again[k] for k in ("prompt", "rewritten_prompt", "filter", "filter_explanation")} == \
+        {k: params[k] for k in ("prompt", "rewritten_prompt", "filter", "filter_explanation")}
+    from PIL import Image
+
+    assert np.array_equal(np.asarray(Image.open(png)), np.asarray(Image.open(png2)))
+    # --filter none: the prompt is read as typed.
+    assert main(["generate", "red apple", "--filter", "none", "--out", str(tmp_path / "c"), *args]) == 0
+    [png3] = list((tmp_path / "c").glob("*.png"))
+    assert read_png_params(png3)["filter"] == "none"
