@@ -57,6 +57,7 @@ class UNetSection:
     objective: str = "v"  # "epsilon" | "v" | "flow"
     beta_schedule: str = "scaled_linear"  # noise schedule of epsilon/v (SD's; its sigma_max ~15 keeps every sampler stable)
     min_snr_gamma: float = 5.0  # 0 disables min-SNR weighting
+    zero_terminal_snr: bool = False  # v only: the last timestep is pure noise (Lin et al. 2023)
     cfg_dropout: float = 0.1  # probability of training on the empty prompt (for classifier-free guidance)
     moe_aux_weight: float = 0.01  # load-balancing loss weight
     moe_z_weight: float = 0.001  # router z-loss weight

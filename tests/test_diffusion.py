@@ -326,6 +326,22 @@ def test_make_objective():
         make_objective("nope")
 
 
+def test_zero_terminal_snr_objective():
+    """Zero terminal SNR: the last training timestep is pure noise, the samplers that support it get the flag,
+    the others are refused with a clear message, and epsilon-prediction (undefined at pure noise) is refused."""
+    obj = make_objective("v", zero_snr=True)
+    assert obj.alphas_cumprod[-1] == 0.0 and obj.alphas_cumprod[0] > 0.99
+    cfg = obj.scheduler_config()
+    assert cfg["rescale_betas_zero_snr"] is True
+    for name in ("ddim", "ddpm", "dpmpp_2m", "euler", "euler_a"):
+        assert make_scheduler(name, cfg).config.rescale_betas_zero_snr
+    for name in ("plms", "heun"):
+        with pytest.raises(MinicreamError, match="zero-terminal-SNR"):
+            make_scheduler(name, cfg)
+    with pytest.raises(MinicreamError, match="v objective"):
+        make_objective("epsilon", zero_snr=True)
+
+
 @pytest.mark.parametrize("name", ["epsilon", "v", "flow"])
 def test_objective_scheduler_config_builds_every_sampler(name):
     obj = make_objective(name)

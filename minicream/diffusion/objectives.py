@@ -19,11 +19,17 @@ ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 NUM_TRAIN_TIMESTEPS = 1000
 
 
-def ddpm_alphas_cumprod(beta_schedule: str = "scaled_linear") -> torch.Tensor:
-    """alpha-bar of the 1000-step schedule, taken from diffusers so training and samplers agree exactly."""
+def ddpm_alphas_cumprod(beta_schedule: str = "scaled_linear", zero_snr: bool = False) -> torch.Tensor:
+    """alpha-bar of the 1000-step schedule, taken from diffusers so training and samplers agree exactly.
+
+    zero_snr: rescale the betas so the last timestep is pure noise (Lin et al. 2023). Without it the last
+    step keeps ~7% of the signal's amplitude; on 16x16 latents the model learns to read the object's rough
+    shape from that remnant, and at sampling time, starting from pure noise, takes its shape from the noise.
+    """
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, beta_schedule=beta_schedule).alphas_cumprod.float()
+    return DDPMScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, beta_schedule=beta_schedule,
+                         rescale_betas_zero_snr=zero_snr).alphas_cumprod.float()
 
 
 def _mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -31,13 +37,20 @@ def _mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 class DDPMObjective:
-    def __init__(self, prediction: str = "v", beta_schedule: str = "scaled_linear", min_snr_gamma: float | None = 5.0):
+    def __init__(self, prediction: str = "v", beta_schedule: str = "scaled_linear", min_snr_gamma: float | None = 5.0,
+                 zero_snr: bool = False):
+        if zero_snr and prediction != "v":
+            raise MinicreamError("zero_terminal_snr needs the v objective (epsilon is undefined at pure noise)")
         self.prediction, self.beta_schedule, self.min_snr_gamma = prediction, beta_schedule, min_snr_gamma
-        self.alphas_cumprod = ddpm_alphas_cumprod(beta_schedule)
+        self.zero_snr = zero_snr
+        self.alphas_cumprod = ddpm_alphas_cumprod(beta_schedule, zero_snr)
 
     def scheduler_config(self) -> dict:
-        return {"num_train_timesteps": NUM_TRAIN_TIMESTEPS, "beta_schedule": self.beta_schedule,
-                "prediction_type": "v_prediction" if self.prediction == "v" else "epsilon"}
+        cfg = {"num_train_timesteps": NUM_TRAIN_TIMESTEPS, "beta_schedule": self.beta_schedule,
+               "prediction_type": "v_prediction" if self.prediction == "v" else "epsilon"}
+        if self.zero_snr:
+            cfg["rescale_betas_zero_snr"] = True
+        return cfg
 
     def __call__(self, model_fn: ModelFn, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         B = x0.shape[0]
@@ -77,9 +90,10 @@ class FlowObjective:
         return _mse(pred, noise - x0)
 
 
-def make_objective(name: str, min_snr_gamma: float | None = 5.0, beta_schedule: str = "scaled_linear"):
+def make_objective(name: str, min_snr_gamma: float | None = 5.0, beta_schedule: str = "scaled_linear",
+                   zero_snr: bool = False):
     if name in ("epsilon", "v"):
-        return DDPMObjective(name, beta_schedule, min_snr_gamma)
+        return DDPMObjective(name, beta_schedule, min_snr_gamma, zero_snr)
     if name == "flow":
         return FlowObjective()
     raise MinicreamError(f"unknown objective {name!r}; choose epsilon, v or flow")

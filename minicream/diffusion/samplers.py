@@ -54,6 +54,11 @@ def make_scheduler(sampler: str, objective_config: dict):
     if sampler not in table:
         raise MinicreamError(f"unknown sampler {sampler!r} for this model; choose one of: {', '.join(sorted(table))}")
     cls, extra = table[sampler]
+    if objective_config.get("rescale_betas_zero_snr"):
+        if "rescale_betas_zero_snr" not in inspect.signature(cls.__init__).parameters:
+            raise MinicreamError(f"sampler {sampler!r} cannot sample a zero-terminal-SNR model; choose one of: "
+                                 + ", ".join(n for n, (c, _) in sorted(table.items()) if "rescale_betas_zero_snr" in inspect.signature(c.__init__).parameters))
+        extra = {**extra, "rescale_betas_zero_snr": True}
     if flow:
         return cls(num_train_timesteps=objective_config["num_train_timesteps"], shift=objective_config.get("shift", 1.0), **extra)
     return cls(

@@ -98,7 +98,7 @@ def _unet_trainer(cfg: RecipeConfig, run: Path, latents, caption_choices, text, 
     dim = text.hidden.shape[-1]
     model = MoEUNet(dataclasses.replace(u.model, context_dim=dim, pooled_dim=dim, in_channels=latents.shape[1],
                                         sample_size=latents.shape[-1]))
-    objective = make_objective(u.objective, u.min_snr_gamma or None, u.beta_schedule)
+    objective = make_objective(u.objective, u.min_snr_gamma or None, u.beta_schedule, u.zero_terminal_snr)
     loss_fn = unet_loss(latents, caption_choices, text, empty_id, objective, u.cfg_dropout, model.moe_layers,
                         u.moe_aux_weight, u.moe_z_weight)
     n_params = sum(p.numel() for p in model.parameters())
