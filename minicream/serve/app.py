@@ -65,7 +65,11 @@ def _filter_modes(pipe, parameter: inspect.Parameter | None) -> list[str]:
         return [str(m) for m in modes]
     if parameter is not None and typing.get_origin(parameter.annotation) is typing.Literal:
         return [str(m) for m in typing.get_args(parameter.annotation)]
-    return []
+    try:  # minicream's own pipeline: the language filter's modes
+        from ..filter import MODES
+    except ImportError:
+        return []
+    return [str(m) for m in MODES]
 
 
 class _Features:
@@ -78,13 +82,14 @@ class _Features:
             params = inspect.signature(pipe.__call__).parameters
         self.num_candidates = "num_candidates" in params
         self.filter = "filter" in params
+        self.style = "style" in params
         self.filter_modes = _filter_modes(pipe, params.get("filter")) if self.filter else []
         default = params["filter"].default if self.filter else None
         self.filter_default = default if isinstance(default, str) else None
 
     def as_dict(self) -> dict:
         return {"num_candidates": self.num_candidates, "filter": self.filter, "filter_modes": self.filter_modes,
-                "filter_default": self.filter_default}
+                "filter_default": self.filter_default, "style": self.style}
 
 
 # -- the app --------------------------------------------------------------------------------------------
@@ -184,6 +189,10 @@ def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None
                 return error_response(422, f"filter: unknown mode {req.filter!r}; choose one of: "
                                            f"{', '.join(features.filter_modes)}", "filter")
             kwargs["filter"] = req.filter
+        if req.style:
+            if not features.style:
+                return error_response(422, "style: this server's pipeline has no style option; leave it out", "style")
+            kwargs["style"] = req.style
         t0 = time.monotonic()
         images = await _generate(kwargs, req.client_id)
         metrics.images.inc(len(images))
@@ -195,12 +204,13 @@ def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None
             out.append(GeneratedImage(png_base64=base64.b64encode(png_bytes(im, params)).decode(), url=url,
                                       seed=int(params.get("seed", 0)), parameters=params,
                                       rewritten_prompt=params.get("rewritten_prompt"),
+                                      filter_explanation=params.get("filter_explanation"),
                                       score=float(score) if isinstance(score, (int, float)) else None))
         first = out[0].parameters if out else {}
         run = {"prompt": req.prompt, "negative_prompt": req.negative_prompt, "seed": first.get("seed", req.seed),
                "sampler": first.get("sampler", req.sampler), "steps": first.get("steps", req.steps),
                "guidance": first.get("cfg_scale", req.guidance), "num_images": req.num_images,
-               "num_candidates": req.num_candidates, "filter": first.get("filter", req.filter),
+               "num_candidates": req.num_candidates, "filter": first.get("filter", req.filter), "style": req.style,
                "size": first.get("width", size), "model": model_name}
         return GenerateResponse(images=out, parameters=run, elapsed_s=round(time.monotonic() - t0, 3))
 

@@ -69,7 +69,8 @@ class GenerateRequest(BaseModel):
     guidance: Optional[float] = Field(None, ge=0.0, le=MAX_GUIDANCE)
     num_images: int = Field(1, ge=1, le=MAX_IMAGES)
     num_candidates: int = Field(1, ge=1, le=MAX_CANDIDATES, description="best-of-N (needs an evaluator-aware pipeline)")
-    filter: Optional[str] = Field(None, max_length=32, description="prompt filter mode (needs a filter-aware pipeline)")
+    filter: Optional[str] = Field(None, max_length=32, description="language filter mode, e.g. offline | llm | none")
+    style: Optional[str] = Field(None, max_length=200, description="style words the filter appends, e.g. 'openmoji style'")
     size: Optional[int] = Field(None, ge=8, le=4096, description="image side in pixels (the model's native size)")
     client_id: Optional[str] = Field(None, description="any id of yours: GET /api/progress/{client_id} reports progress")
 
@@ -88,8 +89,9 @@ class GeneratedImage(BaseModel):
     url: Optional[str] = Field(None, description="where the server saved it (GET, same token)")
     seed: int
     parameters: dict = Field(description="the image's parameters (image.info['minicream'])")
-    rewritten_prompt: Optional[str] = None
-    score: Optional[float] = None
+    rewritten_prompt: Optional[str] = Field(None, description="what the language filter made of the prompt")
+    filter_explanation: Optional[list[str]] = None
+    score: Optional[float] = Field(None, description="evaluator score (best-of-N)")
 
 
 class GenerateResponse(BaseModel):

@@ -49,6 +49,7 @@ async function loadModel() {
       if (features.filter_default) f.value = features.filter_default;
       $("filter-label").hidden = false;
     }
+    $("style-label").hidden = !features.style;
     showError("");
   } catch (e) {
     $("model-info").textContent = "model info unavailable";
@@ -68,6 +69,7 @@ function readForm() {
   };
   if (features.num_candidates) p.num_candidates = Number($("num_candidates").value);
   if (features.filter && $("filter").value) p.filter = $("filter").value;
+  if (features.style && $("style").value.trim()) p.style = $("style").value.trim();
   return p;
 }
 
@@ -77,7 +79,7 @@ function fillForm(p) {
   $("random_seed").checked = p.seed === null || p.seed === undefined;
   if (!$("random_seed").checked) $("seed").value = p.seed;
   $("seed").disabled = $("random_seed").checked;
-  for (const k of ["sampler", "steps", "guidance", "num_images", "num_candidates", "filter"]) if (p[k] !== undefined && p[k] !== null) $(k).value = p[k];
+  for (const k of ["sampler", "steps", "guidance", "num_images", "num_candidates", "filter", "style"]) if (p[k] !== undefined && p[k] !== null) $(k).value = p[k];
 }
 
 function card(img, index) {
@@ -90,6 +92,7 @@ function card(img, index) {
   const rows = [["seed", p.seed], ["sampler", p.sampler], ["steps", p.steps], ["guidance", p.cfg_scale], ["size", `${p.width}×${p.height}`]];
   if (p.negative_prompt) rows.splice(0, 0, ["negative", p.negative_prompt]);
   if (img.rewritten_prompt && img.rewritten_prompt !== p.prompt) rows.splice(0, 0, ["rewritten", img.rewritten_prompt]);
+  if (p.filter) rows.push(["filter", p.filter]);
   if (img.score !== null && img.score !== undefined) rows.push(["score", img.score.toFixed(3)]);
   if (p.num_candidates) rows.push(["candidates", p.num_candidates]);
   for (const [k, v] of rows) {
@@ -98,6 +101,7 @@ function card(img, index) {
     dl.append(dt, dd);
   }
   div.appendChild(dl);
+  if (img.filter_explanation && img.filter_explanation.length) div.title = "filter: " + img.filter_explanation.join("; ");
   const a = document.createElement("a");
   a.className = "download"; a.href = src; a.textContent = "Download";
   const stem = (p.prompt || "image").replace(/[^A-Za-z0-9]+/g, "_").slice(0, 40);
