@@ -149,7 +149,7 @@ def llm_rewrite(prompt: str, vocab: Vocabulary, offline, cfg: LLMConfig, style: 
         checked = offline.rewrite(caption, style)
     except MinicreamError as e:
         return fallback(f"bad answer: {e}")
-    if not checked.concepts or checked.warnings or any(c not in checked.concepts for c in plan):
+    if not checked.concepts or any("used as typed" in w for w in checked.warnings) or any(c not in checked.concepts for c in plan):
         return fallback(f"answer {caption[:60]!r} is not grounded in the model's vocabulary")
     changes = [f"LLM ({cfg.model}): '{prompt}' -> '{caption}'"]
     if checked.rewritten != caption:
