@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 MC := $(VENV)/bin/minicream
 
-.PHONY: setup demo test train bench clean
+.PHONY: setup demo test train bench eval clean
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,19 @@ test: setup
 
 train: setup data/emoji/train/metadata.jsonl
 	$(MC) train --config reference --out runs/reference
+
+# The README's evaluation table: every benchmark on the shipped model, N=1 and best-of-4, into docs/eval_report.md.
+EVAL_MODEL ?= minicream/reference
+eval: setup data/emoji/train/metadata.jsonl
+	$(MC) eval --model $(EVAL_MODEL) --benchmark minicream-table --out outputs/eval/table
+	$(MC) eval --model $(EVAL_MODEL) --benchmark objects --out outputs/eval/objects
+	$(MC) eval --model $(EVAL_MODEL) --benchmark scenes --out outputs/eval/scenes
+	$(MC) eval --model $(EVAL_MODEL) --benchmark objects --candidates 4 --out outputs/eval/objects_best4
+	$(MC) eval --model $(EVAL_MODEL) --benchmark scenes --candidates 4 --out outputs/eval/scenes_best4
+	mkdir -p docs
+	cat outputs/eval/table/report.md outputs/eval/objects/report.md outputs/eval/scenes/report.md \
+	    outputs/eval/objects_best4/report.md outputs/eval/scenes_best4/report.md > docs/eval_report.md
+	@echo "docs/eval_report.md"
 
 bench: setup
 	$(PY) bench/train_step.py

@@ -190,7 +190,7 @@ def cmd_eval(args) -> None:
 
     out = args.out or f"outputs/eval/{args.benchmark}" + (f"_best{args.candidates}" if args.candidates > 1 else "")
     run_benchmark(args.model, args.benchmark, out, samples=args.samples, candidates=args.candidates, seed=args.seed,
-                  data_root=args.data, steps=args.steps)
+                  data_root=args.data, steps=args.steps, limit=args.limit)
     print(Path(out) / "report.md")
 
 
@@ -295,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", help="report folder (default outputs/eval/BENCHMARK)")
     ev.add_argument("--samples", type=int, help="samples per prompt (default: the benchmark's)")
     ev.add_argument("--candidates", type=int, default=1, metavar="N", help="best-of-N with the evaluator")
+    ev.add_argument("--limit", type=int, help="only the first N prompts of the benchmark (a quicker subset)")
     ev.add_argument("--seed", type=int, default=0, help="base of the per-sample seeds")
     ev.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
     ev.add_argument("--data", default="data/emoji", help="dataset with the real reference images")

@@ -6,7 +6,7 @@ into one L2-normalised space; a learnable temperature scales the cosine logits o
 
 Two image towers exist so that prompt adherence can be judged by a model that did not do the
 reranking: "resnet" (the evaluator: residual stages, GroupNorm, strided convs) and "plain" (the judge:
-VGG-style conv-conv-maxpool stacks, BatchNorm-free, different widths and seed).
+VGG-style conv-conv-maxpool stacks without residuals, different widths and seed).
 """
 from __future__ import annotations
 
@@ -59,12 +59,12 @@ class ResStage(nn.Module):
 
 
 class PlainStage(nn.Module):
-    """conv-ReLU-conv-ReLU-maxpool, VGG style (no residuals, no normalisation)."""
+    """(conv-norm-ReLU) x 2, then max-pool: VGG style, no residuals."""
 
     def __init__(self, cin: int, cout: int):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(), nn.Conv2d(cout, cout, 3, padding=1),
-                                  nn.ReLU(), nn.MaxPool2d(2))
+        self.body = nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), _norm(cout), nn.ReLU(),
+                                  nn.Conv2d(cout, cout, 3, padding=1), _norm(cout), nn.ReLU(), nn.MaxPool2d(2))
 
     def forward(self, x):
         return self.body(x)
@@ -75,7 +75,8 @@ class ImageTower(nn.Module):
         super().__init__()
         stage = ResStage if cfg.arch == "resnet" else PlainStage
         chans = [int(c) for c in cfg.channels]
-        self.stem = nn.Conv2d(3, chans[0], 3, padding=1)
+        # plain: a strided 4x4 stem (32 px), since its stages convolve before pooling; resnet strides in its stages
+        self.stem = nn.Conv2d(3, chans[0], 3, padding=1) if cfg.arch == "resnet" else nn.Conv2d(3, chans[0], 4, stride=2, padding=1)
         self.stages = nn.Sequential(*[stage(a, b) for a, b in zip([chans[0]] + chans[:-1], chans)])
         self.head_norm = nn.LayerNorm(chans[-1])
         self.proj = nn.Linear(chans[-1], cfg.embed_dim)

@@ -34,7 +34,7 @@ class EvaluatorRecipe:
     model: EvaluatorConfig = field(default_factory=EvaluatorConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1200, batch_size=128, lr=2e-3, weight_decay=0.05,
                                                                    warmup_steps=60, ema_decay=0.0, checkpoint_every=200))
-    judge: EvaluatorConfig = field(default_factory=lambda: EvaluatorConfig(arch="plain", channels=(24, 48, 96, 160), embed_dim=128))
+    judge: EvaluatorConfig = field(default_factory=lambda: EvaluatorConfig(arch="plain", channels=(32, 64, 128), embed_dim=128))
     judge_train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=600, batch_size=128, lr=2e-3, weight_decay=0.05,
                                                                          warmup_steps=60, ema_decay=0.0, seed=1, checkpoint_every=200))
     train_judge: bool = True  # also train the separate judge used by `minicream eval` for prompt adherence
@@ -181,7 +181,7 @@ def _train_one(name: str, cfg: EvaluatorConfig, tcfg: TrainConfig, images, poole
 
 def train_evaluator(config: EvaluatorRecipe | None, data_root: str | Path, out_dir: str | Path,
                     log: Callable[[str], None] | None = None, run_dir: str | Path | None = None, resume: bool = False,
-                    encoder: TextEncoder | None = None) -> dict:
+                    encoder: TextEncoder | None = None, only: str | None = None) -> dict:
     """Train the evaluator (and the judge), save them (bf16) to `out_dir` (+ `out_dir/judge`), return results.
 
     Checkpoints and the text-embedding cache go to `run_dir` (default: a sibling `<out_dir>_run`), so
@@ -207,6 +207,11 @@ def train_evaluator(config: EvaluatorRecipe | None, data_root: str | Path, out_d
     models = [("evaluator", recipe.model, recipe.train, out_dir)]
     if recipe.train_judge:
         models.append(("judge", recipe.judge, recipe.judge_train, out_dir / JUDGE_DIR))
+    if only is not None:  # retrain one of the two, keep the other's results
+        models = [m for m in models if m[0] == only]
+        if (out_dir / RESULTS_FILE).is_file():
+            old = json.loads((out_dir / RESULTS_FILE).read_text())
+            results.update({k: v for k, v in old.items() if k in ("evaluator", "judge") and k != only})
     for name, cfg, tcfg, dest in models:
         model, info = _train_one(name, cfg, tcfg, images, pooled, pairs, recipe, run_dir, resume, log)
         if test:
