@@ -307,6 +307,22 @@ def test_real_generation(tiny_server, tiny_pipe, tmp_path):
     assert Image.open(path).convert("RGB").tobytes() == direct.tobytes()
 
 
+def test_real_pipeline_options_pass_through(tiny_server):
+    url, app = tiny_server
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    features = httpx.get(f"{url}/api/models", headers=auth).json()["models"][0]["features"]
+    if features["filter"]:
+        r = httpx.post(f"{url}/api/generate", json={"prompt": "red apple", "steps": 2, "filter": "none"}, headers=auth, timeout=60)
+        image = r.json()["images"][0]
+        assert image["rewritten_prompt"] == "red apple" and image["parameters"]["filter"] == "none"
+    if features["num_candidates"]:
+        r = httpx.post(f"{url}/api/generate", json={"prompt": "red apple", "steps": 2, "num_candidates": 2}, headers=auth, timeout=60)
+        if r.status_code == 200:
+            assert isinstance(r.json()["images"][0]["score"], float)
+        else:  # the tiny model ships no evaluator: a clear refusal, not a crash
+            assert_one_line_error(r, 422, "evaluator")
+
+
 def test_openai_client_unchanged(tiny_server, tiny_pipe):
     from openai import OpenAI
 
