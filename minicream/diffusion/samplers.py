@@ -40,6 +40,9 @@ DDPM_SAMPLERS = {
 FLOW_SAMPLERS = {
     "euler": (FlowMatchEulerDiscreteScheduler, {}),
     "heun": (FlowMatchHeunDiscreteScheduler, {}),
+    # DPM-Solver++ on flow sigmas: its "flow_prediction" is our target (noise - x0), x0 = x - sigma * output.
+    "dpmpp_2m": (DPMSolverMultistepScheduler, {"use_flow_sigmas": True, "prediction_type": "flow_prediction",
+                                               "algorithm_type": "dpmsolver++", "solver_order": 2}),
 }
 
 
@@ -60,7 +63,8 @@ def make_scheduler(sampler: str, objective_config: dict):
                                  + ", ".join(n for n, (c, _) in sorted(table.items()) if "rescale_betas_zero_snr" in inspect.signature(c.__init__).parameters))
         extra = {**extra, "rescale_betas_zero_snr": True}
     if flow:
-        return cls(num_train_timesteps=objective_config["num_train_timesteps"], shift=objective_config.get("shift", 1.0), **extra)
+        shift = {"flow_shift" if "use_flow_sigmas" in extra else "shift": objective_config.get("shift", 1.0)}
+        return cls(num_train_timesteps=objective_config["num_train_timesteps"], **shift, **extra)
     return cls(
         num_train_timesteps=objective_config["num_train_timesteps"],
         beta_schedule=objective_config["beta_schedule"],
