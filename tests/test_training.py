@@ -371,7 +371,7 @@ def test_flow_recipe_model_generates(tiny_run, emoji_root, tmp_path):
     index = json.loads((model / "model_index.json").read_text())
     assert index["objective"]["prediction_type"] == "flow"
     pipe = Pipeline.from_pretrained(model)
-    assert pipe.samplers == ["euler", "heun"]
+    assert pipe.samplers == ["dpmpp_2m", "euler", "heun"]
     for sampler in pipe.samplers:
         im = pipe("red apple", seed=1, steps=3, sampler=sampler)[0]
         assert im.size == (64, 64)

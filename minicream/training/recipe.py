@@ -188,7 +188,7 @@ def run_recipe(cfg: RecipeConfig, run_dir: str | Path, resume: bool = False, cpu
         log(f"unet: resumed at step {trainer.step}")
     stats = trainer.train()
     unet = trainer.final_model()
-    log(f"5. unet: {stats['steps']} steps in {stats['seconds']:.0f}s")
+    log(f"5. unet: {stats['steps']} steps in {stats['seconds']:.0f}s; peak resident memory so far {_peak_rss_gb():.2f} GB")
 
     # 6. Export
     model_dir = run / "model"
@@ -205,6 +205,12 @@ def _heldout_images(cfg: RecipeConfig) -> torch.Tensor:
     except MinicreamError:
         test = load_caption_folder(root, size=cfg.data.size, split="train")
     return images_to_tensor(test[:512])
+
+
+def _peak_rss_gb() -> float:
+    import resource  # POSIX; ru_maxrss is in KiB on Linux
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def _dir_mb(path: Path) -> float:
