@@ -30,9 +30,17 @@ def _real_images(bench: Benchmark, data_root: Path, size: int) -> tuple[torch.Te
     if bench.real == "none":
         return None, []
     splits = ["test"] if bench.real == "test" else ["train", "test"]
+    from ..data.folder import Example, _load_image, _resolve
+
     wanted = {c for p in bench.prompts for c in p["reference"]}
-    examples = [ex for s in splits for ex in iter_examples(data_root, size=size, split=s)
-                if ex.meta.get("concept") in wanted and ex.meta.get("skin_tone") is None]
+    examples = []
+    for split in splits:  # decode only the reference images, not the whole dataset
+        entries, _ = _resolve(data_root, split)
+        for e in entries:
+            if e.meta.get("concept") in wanted and e.meta.get("skin_tone") is None:
+                image = _load_image(e.path, size)
+                if image is not None:
+                    examples.append(Example(image=image, text=e.text, meta=dict(e.meta)))
     if not examples:
         raise MinicreamError(f"no real images of the benchmark's concepts in {data_root}; build the dataset with `minicream data emoji {data_root}`")
     return images_to_tensor(examples), examples

@@ -1,0 +1,53 @@
+"""The shipped evaluator and judge: they load, fit the size budget, and retrieve held-out captions.
+
+Zero-shot retrieval on the held-out split (data/emoji/test, 388 images, image -> correct caption among the
+388 test captions) was measured when the evaluator was trained and is stored in results.json; when the
+dataset is present here it is recomputed and must match.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from minicream.evaluator.model import MiniCLIP
+from minicream.evaluator.train import JUDGE_DIR, heldout_retrieval
+from minicream.pipeline import default_model_dir
+
+EVALUATOR = default_model_dir() / "evaluator"
+DATA = Path(__file__).resolve().parents[1] / "data" / "emoji"
+
+
+def test_shipped_evaluator_loads_and_is_small():
+    size = (EVALUATOR / "model.safetensors").stat().st_size
+    assert size < 4 * 2**20
+    for folder in (EVALUATOR, EVALUATOR / JUDGE_DIR):
+        MiniCLIP.from_pretrained(folder)
+    results = json.loads((EVALUATOR / "results.json").read_text())
+    held = results["evaluator"]["heldout"]["captions"]
+    assert held["candidates"] == 388 and held["top1"] >= 0.2 and held["top5"] >= 0.5  # chance: 0.003 / 0.013
+    assert results["judge"]["heldout"]["captions"]["top1"] >= 0.1
+
+
+def test_shipped_evaluator_ranks_captions_of_real_images(emoji_root):
+    from minicream.data.folder import load_caption_folder
+    from minicream.text.encoder import TextEncoder
+
+    examples = load_caption_folder(emoji_root, split="train")  # 6 concepts; the shipped evaluator saw most of these images
+    res = heldout_retrieval(MiniCLIP.from_pretrained(EVALUATOR), TextEncoder.load(None, max_length=24), examples,
+                            sorted({e.meta["concept"] for e in examples}), None)
+    assert res["concepts"]["candidates"] == 6 and res["concepts"]["top1"] >= 0.5  # chance: 1/6
+
+
+@pytest.mark.skipif(not (DATA / "test" / "metadata.jsonl").is_file(), reason="data/emoji not built")
+def test_heldout_retrieval_matches_results_json():
+    from minicream.data.folder import load_caption_folder
+    from minicream.text.encoder import TextEncoder
+
+    test = load_caption_folder(DATA, split="test")
+    res = heldout_retrieval(MiniCLIP.from_pretrained(EVALUATOR), TextEncoder.load(None, max_length=24), test, ["x"], None)
+    stored = json.loads((EVALUATOR / "results.json").read_text())["evaluator"]["heldout"]["captions"]
+    assert res["captions"]["top1"] == pytest.approx(stored["top1"], abs=0.01)
+    assert res["captions"]["top5"] == pytest.approx(stored["top5"], abs=0.01)
