@@ -27,7 +27,7 @@ from .vocabulary import Vocabulary
 DEFAULT_THRESHOLD = 0.5  # MiniLM cosine; nonsense and off-topic phrases score below ~0.47 (see README)
 # edit similarity (optimal string alignment: a swap of two letters is one edit). Whole phrases need 0.8
 # ("sad face" is not "cat face"); single words of 5+ letters may lose one letter in four.
-PHRASE_CUTOFF, WORD_CUTOFF, SHORT_WORD_CUTOFF = 0.8, 0.75, 0.8
+PHRASE_CUTOFF, WORD_CUTOFF, SHORT_WORD_CUTOFF = 0.79, 0.74, 0.79  # just under 0.8 and 0.75: rapidfuzz rounds
 _PRIORITY = {"name": 0, "alias": 1, "Russian name": 1, "synonym": 2}
 
 
@@ -290,7 +290,7 @@ class OfflineFilter:
 
     def _fuzzy(self, words: list[str], prefer_scene: bool) -> Match | None:
         k = " ".join(words)
-        if len(k) < 5:
+        if len(k) < 4:
             return None
         hit = process.extractOne(k, self.keys, scorer=OSA.normalized_similarity, score_cutoff=PHRASE_CUTOFF)
         if hit is None:
@@ -306,7 +306,9 @@ class OfflineFilter:
                 out.append(w)
                 continue
             cutoff = SHORT_WORD_CUTOFF if len(w) <= 4 else WORD_CUTOFF
-            hit = process.extractOne(w, self.words, scorer=OSA.normalized_similarity, score_cutoff=cutoff)
+            hits = process.extract(w, self.words, scorer=OSA.normalized_similarity, score_cutoff=cutoff, limit=8)
+            # among equally close words prefer one that is a whole name or alias ("aple": "apple", not "maple")
+            hit = max(hits, key=lambda h: (h[1], h[0] in self.exact), default=None)
             if hit and hit[0] != w:
                 fixes.append(f"'{w}' -> '{hit[0]}'")
                 out.append(hit[0])
