@@ -176,16 +176,11 @@ class OfflineFilter:
             if s is None:
                 continue
             style, keep[i] = s, False
-            for j in list(range(i - 1, -1, -1)) + [None] + list(range(i + 1, len(tokens))):
-                if j is None:
-                    continue
-                if tokens[j] in STYLE_FILLERS:
-                    keep[j] = False
-                elif j < i:
-                    continue
-                else:
-                    break
-        # only fillers directly next to the style word go (keep "like" elsewhere)
+            # fillers right next to the style word go with it ("in openmoji style", "в стиле openmoji")
+            for step in (-1, 1):
+                j = i + step
+                while 0 <= j < len(tokens) and tokens[j] in STYLE_FILLERS:
+                    keep[j], j = False, j + step
         out = [t for t, k in zip(tokens, keep) if k]
         return out, style
 
