@@ -35,11 +35,13 @@ eval: setup data/emoji/train/metadata.jsonl
 	$(MC) eval --model $(EVAL_MODEL) --benchmark minicream-table --out outputs/eval/table
 	$(MC) eval --model $(EVAL_MODEL) --benchmark objects --out outputs/eval/objects
 	$(MC) eval --model $(EVAL_MODEL) --benchmark scenes --out outputs/eval/scenes
-	$(MC) eval --model $(EVAL_MODEL) --benchmark objects --candidates 4 --out outputs/eval/objects_best4
+	$(MC) eval --model $(EVAL_MODEL) --benchmark objects --limit 48 --out outputs/eval/objects48
+	$(MC) eval --model $(EVAL_MODEL) --benchmark objects --limit 48 --candidates 4 --out outputs/eval/objects48_best4
 	$(MC) eval --model $(EVAL_MODEL) --benchmark scenes --candidates 4 --out outputs/eval/scenes_best4
 	mkdir -p docs
 	cat outputs/eval/table/report.md outputs/eval/objects/report.md outputs/eval/scenes/report.md \
-	    outputs/eval/objects_best4/report.md outputs/eval/scenes_best4/report.md > docs/eval_report.md
+	    outputs/eval/objects48/report.md outputs/eval/objects48_best4/report.md outputs/eval/scenes_best4/report.md \
+	    > docs/eval_report.md
 	@echo "docs/eval_report.md"
 
 bench: setup
