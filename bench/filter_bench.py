@@ -3,7 +3,10 @@
 The prompts of category "later" were written after the filter existed and measured once, without tuning;
 the others were written before it. A prompt counts as correct when the filter resolves it to exactly the expected concepts (as a set) and,
 for compositions, keeps the relation/count/size words listed in `keep`. Run:
-    .venv/bin/python bench/filter_bench.py [--model DIR] [--no-synonyms] [--no-embeddings] [--show-errors]
+    .venv/bin/python bench/filter_bench.py [--model DIR | --data DIR] [--no-synonyms] [--no-embeddings] [--show-errors]
+
+The expected concepts are emoji names; `--data data/emoji` grounds the filter in the whole emoji dataset's
+vocabulary (what the language part can do), `--model` in one model's concepts (what that model can be asked for).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ HERE = Path(__file__).parent
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="model directory (default: the shipped reference model)")
+    ap.add_argument("--data", help="ground the filter in a dataset's concepts (e.g. data/emoji) instead of a model's")
     ap.add_argument("--prompts", default=str(HERE / "filter_prompts.jsonl"))
     ap.add_argument("--no-synonyms", action="store_true", help="without the curated synonym table (ablation)")
     ap.add_argument("--no-embeddings", action="store_true", help="without the MiniLM nearest-concept rule")
@@ -30,7 +34,13 @@ def main(argv=None) -> int:
     from minicream.filter.offline import OfflineFilter
     from minicream.pipeline import default_model_dir
 
-    vocab = load_vocabulary(args.model or default_model_dir())
+    if args.data:
+        from minicream.filter.vocabulary import concepts_from_dataset
+
+        vocab = concepts_from_dataset(args.data)
+        vocab.source = f"dataset {args.data}"
+    else:
+        vocab = load_vocabulary(args.model or default_model_dir())
     encoder = None
     if not args.no_embeddings:
         from minicream.text.encoder import TextEncoder

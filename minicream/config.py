@@ -35,6 +35,10 @@ class DataConfig:
     scene_ratio: float = 0.1  # fraction of training images that are synthetic multi-object scenes
     concept_captions: bool = True  # also train on the bare concept name ("red apple"), not only "red apple, twemoji"
     limit: int = 0  # use only the first N images (0 = all); for tests and quick trials
+    # Emoji only: train on a selection. An image is kept when its concept is in `concepts` or its Unicode
+    # emoji group ("Food & Drink", "Animals & Nature", ...) is in `groups`; both empty keeps everything.
+    concepts: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
 
 
 @dataclass

@@ -215,3 +215,33 @@ def test_scene_needs_concepts():
     lone = [Example(Image.new("RGB", (8, 8), "white"), "x", {"concept": "red apple", "skin_tone": None})]
     with pytest.raises(MinicreamError, match="at least 2"):
         SceneGenerator(lone)
+
+
+# --- training selection (data.concepts / data.groups) ---------------------------------------
+
+
+def test_emoji_groups_known_answers(emoji_dir):
+    from minicream.data.emoji_names import emoji_group
+
+    assert emoji_group("🍎") == "Food & Drink" and emoji_group("🚀") == "Travel & Places"
+    assert emoji_group("❤️") == emoji_group("❤") == "Smileys & Emotion"
+    assert emoji_group("👍🏽") == emoji_group("👍") == "People & Body"  # skin tones join their base emoji's group
+    assert emoji_group("not an emoji") is None
+    rows = _read_jsonl(emoji_dir[0] / "train" / "metadata.jsonl")
+    assert {r["concept"]: r["group"] for r in rows}["pizza"] == "Food & Drink"
+
+
+def test_select_examples_by_concept_and_group(emoji_examples):
+    from minicream.training.recipe import select_examples
+
+    food = select_examples(emoji_examples, (), ("Food & Drink",))
+    assert {e.meta["concept"] for e in food} == {"red apple", "pizza", "banana"} & {e.meta["concept"] for e in emoji_examples}
+    both = select_examples(emoji_examples, ("rocket",), ("Food & Drink",))
+    assert {e.meta["concept"] for e in both} == {e.meta["concept"] for e in food} | {"rocket"}
+    # the group also comes from the emoji character when metadata predates the "group" field
+    old = [Example(e.image, e.text, {k: v for k, v in e.meta.items() if k != "group"}) for e in emoji_examples]
+    assert len(select_examples(old, (), ("Food & Drink",))) == len(food)
+    with pytest.raises(MinicreamError, match="unknown emoji group"):
+        select_examples(emoji_examples, (), ("Food",))
+    with pytest.raises(MinicreamError, match="no training image of 'unicorn'"):
+        select_examples(emoji_examples, ("unicorn",), ())

@@ -27,7 +27,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from minicream.data.attribution import attribution_markdown
-from minicream.data.emoji_names import EmojiNames, names_for_stem
+from minicream.data.emoji_names import EmojiNames, emoji_group, names_for_stem
 from minicream.data.emoji_sources import STYLES, SourceImage, list_sources, rasterize, source_versions
 from minicream.data.images import to_square_rgb
 from minicream.errors import MinicreamError
@@ -85,6 +85,7 @@ def metadata_record(item: _Planned) -> dict:
         "base_concept": names.base_name_en,
         "emoji": names.emoji,
         "skin_tone": names.skin_tone,
+        "group": emoji_group(names.emoji),
     }
 
 

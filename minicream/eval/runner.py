@@ -66,8 +66,12 @@ def run_benchmark(model_dir: str | Path | None, name: str, out_dir: str | Path, 
     t0 = time.time()
     data_root, out_dir = Path(data_root), Path(out_dir)
     test = _load_examples(data_root, "test")
-    bench = get_benchmark(name, samples, test, seed, limit)
     pipe = Pipeline.from_pretrained(model_dir)
+    if name == "objects":
+        # A model trained on a selection of concepts (data.concepts / data.groups) is asked only for those.
+        known = pipe.vocabulary.by_name
+        test = [ex for ex in test if ex.meta.get("concept") in known] or test
+    bench = get_benchmark(name, samples, test, seed, limit)
     evaluator = pipe.evaluator  # clear error when the model has no evaluator
     judge_dir = pipe.model_dir / EVALUATOR_DIR / JUDGE_DIR
     judge = Evaluator.from_pretrained(judge_dir, pipe.text_encoder) if (judge_dir / "config.json").is_file() else None
@@ -85,8 +89,10 @@ def run_benchmark(model_dir: str | Path | None, name: str, out_dir: str | Path, 
     log(f"generated {len(fake)} images in {t_gen:.0f} s")
 
     # 2. Metrics.
-    concepts = sorted({ex.meta["concept"] for ex in test if ex.meta.get("concept")} | {c for p in bench.prompts for c in p["reference"]})
-    all_concepts = sorted(_dataset_concepts(data_root) | set(concepts))
+    # The classes a prompt is judged among: the concepts the model was trained on (GenEval judges among COCO's
+    # classes), else every concept of the dataset. The report states how many.
+    trained = set(pipe.vocabulary.by_name) if name != "scenes" else set()
+    all_concepts = sorted((trained or _dataset_concepts(data_root)) | {c for p in bench.prompts for c in p["reference"]})
     real, _ = _real_images(bench, data_root, pipe.image_size)
     feat = metrics.EvaluatorFeatures(evaluator)
     res: dict = {"benchmark": bench.name, "model": str(pipe.model_dir), "model_hash": pipe.model_hash, "candidates": candidates,

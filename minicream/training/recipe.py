@@ -71,6 +71,8 @@ def load_training_data(cfg: RecipeConfig, log) -> tuple[list[Example], list[Exam
     examples = load_caption_folder(root, size=d.size, split="train")
     if not d.skin_tones:
         examples = [e for e in examples if not e.meta.get("skin_tone")]
+    if d.concepts or d.groups:
+        examples = select_examples(examples, d.concepts, d.groups)
     pool = examples  # scenes draw objects from the whole dataset, even when `limit` trims the single images
     if d.limit:
         examples = examples[: d.limit]
@@ -81,6 +83,26 @@ def load_training_data(cfg: RecipeConfig, log) -> tuple[list[Example], list[Exam
         n = round(len(examples) * d.scene_ratio / (1 - d.scene_ratio))
         scenes = make_scene_dataset(pool, n, size=d.size, seed=cfg.unet.train.seed)
     return examples, scenes
+
+
+def select_examples(examples: list[Example], concepts, groups) -> list[Example]:
+    """The images whose concept is in `concepts` or whose emoji group is in `groups` (see DataConfig)."""
+    from ..data.emoji_names import emoji_group, emoji_groups
+
+    unknown = sorted(set(groups) - set(emoji_groups()))
+    if unknown:
+        raise MinicreamError(f"data.groups: unknown emoji group(s) {', '.join(map(repr, unknown))}; known: {', '.join(emoji_groups())}")
+    concepts, groups = set(concepts), set(groups)
+
+    def group(e: Example) -> str | None:
+        return e.meta.get("group") or emoji_group(e.meta.get("emoji") or "")
+
+    kept = [e for e in examples if e.meta.get("concept") in concepts or e.meta.get("base_concept") in concepts or group(e) in groups]
+    missing = sorted(concepts - {e.meta.get(k) for e in kept for k in ("concept", "base_concept")})
+    if missing:
+        raise MinicreamError(f"data.concepts: no training image of {', '.join(map(repr, missing[:10]))}"
+                             + (f" and {len(missing) - 10} more" if len(missing) > 10 else "") + "; check the names against the dataset's metadata.jsonl")
+    return kept
 
 
 def caption_variants(example: Example, cfg: RecipeConfig) -> list[str]:
