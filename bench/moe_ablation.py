@@ -78,7 +78,7 @@ def main(argv=None) -> int:
         if not (model / "evaluator").exists():
             shutil.copytree(args.evaluator, model / "evaluator")
         steps = [line for line in (out / arm / "train_log.txt").read_text().splitlines() if "5. unet:" in line][-1]
-        rows[arm] = {"unet": steps.split("5. unet: ")[1]}
+        rows[arm] = {"unet": steps.split("5. unet: ")[1].split(";")[0]}
         for bench, extra in (("objects", ["--samples", "8"]), ("minicream-table", [])):
             rep = out / arm / f"eval_{bench}"
             subprocess.run([sys.executable, "-m", "minicream.cli", "eval", "--model", str(model), "--benchmark", bench,
