@@ -1,10 +1,14 @@
-"""Dense vs mixture-of-experts UNet at equal training time (issue 3's ablation), evaluated by the eval suite.
+"""UNet backbones at equal training time, evaluated by the eval suite: dense vs mixture-of-experts (issue 3's
+ablation) and ours vs the stock diffusers UNet (issue 6's quality per CPU-minute).
 
-Trains the reference recipe's UNet twice, `unet.model.moe="token"` (the shipped design) and `"none"` (the dense
-twin: same active parameters per token), for the same wall-clock minutes, then runs `minicream eval` on both
-(objects and minicream-table) with the shipped evaluator and judge, and prints one table.
+Trains the reference recipe's UNet once per arm for the same wall-clock minutes, then runs `minicream eval` on
+each (objects and minicream-table) with the shipped evaluator and judge, and prints one table. Arms:
+  moe    `unet.model.moe="token"`: the shipped design
+  dense  `"none"`: the dense twin, same active parameters per token
+  stock  the stock diffusers UNet2DConditionModel (64/128 channels, one layer per block, cross-attention at
+         8x8: about our UNet's FLOPs per sample, see bench/train_step.py), trained by the same recipe
 
-    python bench/moe_ablation.py --minutes 12 --vae-from runs/ref --out runs/ablation [--parallel]
+    python bench/moe_ablation.py --minutes 12 --vae-from runs/ref --out runs/ablation [--arms moe,dense] [--parallel]
 
 --vae-from reuses a finished run's autoencoder (stage 3), so both arms train only the UNet on identical latents.
 --parallel trains both arms at once, each pinned to its own CPU core with one thread (fair on a 2-core machine:
@@ -20,7 +24,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-ARMS = {"moe": "token", "dense": "none"}
+ARMS = {
+    "moe": ["--moe", "token"],
+    "dense": ["--moe", "none"],
+    "stock": ["--set", 'unet.model.arch="diffusers"', "--set", "unet.model.channels=[64, 128]",
+              "--set", "unet.model.layers_per_block=1", "--set", "unet.model.attention=[false, true]"],
+}
 
 
 def prepare(run: Path, vae_from: Path | None) -> None:
@@ -31,9 +40,9 @@ def prepare(run: Path, vae_from: Path | None) -> None:
     shutil.copy(vae_from / "stages" / "autoencoder.json", run / "stages")
 
 
-def train_cmd(run: Path, moe: str, args) -> list[str]:
+def train_cmd(run: Path, arm: str, args) -> list[str]:
     return [sys.executable, "-m", "minicream.cli", "train", "--config", args.config, "--out", str(run), "--resume",
-            "--moe", moe, "--steps", str(args.steps), "--max-minutes", str(args.minutes), "--seed", str(args.seed)]
+            *ARMS[arm], "--steps", str(args.steps), "--max-minutes", str(args.minutes), "--seed", str(args.seed)]
 
 
 def launch(cmd: list[str], log: Path, core: int | None) -> subprocess.Popen:
@@ -53,18 +62,23 @@ def main(argv=None) -> int:
     ap.add_argument("--minutes", type=float, default=12.0, help="UNet training minutes per arm")
     ap.add_argument("--steps", type=int, default=1500, help="optimizer steps (the schedule's length; time stops first)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--parallel", action="store_true")
+    ap.add_argument("--parallel", action="store_true", help="train the arms at once, one core each (at most 2 arms here)")
+    ap.add_argument("--arms", default="moe,dense", help=f"comma-separated, of {', '.join(ARMS)}")
     ap.add_argument("--evaluator", default=str(Path(__file__).resolve().parents[1] / "minicream" / "reference" / "evaluator"))
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     vae_from = Path(args.vae_from) if args.vae_from else None
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    if not arms or any(a not in ARMS for a in arms):
+        ap.error(f"--arms: choose among {', '.join(ARMS)}")
+    cores = sorted(os.sched_getaffinity(0))
 
     procs = []
-    for i, (arm, moe) in enumerate(ARMS.items()):
+    for i, arm in enumerate(arms):
         run = out / arm
         prepare(run, vae_from)
-        p = launch(train_cmd(run, moe, args), out / f"{arm}.log", i if args.parallel else None)
+        p = launch(train_cmd(run, arm, args), out / f"{arm}.log", cores[i % len(cores)] if args.parallel else None)
         if not args.parallel:
             p.wait()
         procs.append(p)
@@ -73,7 +87,7 @@ def main(argv=None) -> int:
         return 1
 
     rows = {}
-    for arm in ARMS:
+    for arm in arms:
         model = out / arm / "model"
         if not (model / "evaluator").exists():
             shutil.copytree(args.evaluator, model / "evaluator")
@@ -90,7 +104,7 @@ def main(argv=None) -> int:
     for arm, r in rows.items():
         o, t = r["objects"], r["minicream-table"]
         oa, ta = o["object_accuracy"]["judge"], t["object_accuracy"]["judge"]
-        print(f"| {arm} ({ARMS[arm]}) | {r['unet']} | {oa['top1']:.3f} / {oa['top5']:.3f} (n {oa['n']}) | "
+        print(f"| {arm} | {r['unet']} | {oa['top1']:.3f} / {oa['top5']:.3f} (n {oa['n']}) | "
               f"{o['kid_evaluator']['mean']:.4f} ± {o['kid_evaluator']['std']:.4f} | {ta['top1']:.3f} | {t['fd_evaluator']:.3f} |")
     (out / "ablation.json").write_text(json.dumps(rows, indent=1, default=str))
     return 0

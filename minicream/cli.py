@@ -5,6 +5,7 @@ Errors caused by the user (MinicreamError) print one line and exit with status 2
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import warnings
@@ -176,7 +177,12 @@ def cmd_train_evaluator(args) -> None:
     overrides = list(args.set or [])
     if args.steps is not None:
         overrides.append(f"train.steps={args.steps}")
-    res = train_evaluator(load_recipe(args.config, overrides), args.data, args.out, run_dir=args.run_dir, resume=args.resume)
+    recipe = load_recipe(args.config, overrides)
+    if args.for_model:
+        from .evaluator.train import focus_of_model
+
+        recipe = dataclasses.replace(recipe, **focus_of_model(args.for_model))
+    res = train_evaluator(recipe, args.data, args.out, run_dir=args.run_dir, resume=args.resume)
     for name in ("evaluator", "judge"):
         held = res.get(name, {}).get("heldout", {})
         if held:
@@ -285,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     te.add_argument("--config", default="evaluator", help="preset name or TOML file")
     te.add_argument("--steps", type=int, help="evaluator optimizer steps")
     te.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. judge_train.steps=100")
+    te.add_argument("--for-model", metavar="DIR", help="focus on the concepts that model was trained on (its data.concepts / data.groups)")
     te.add_argument("--run-dir", help="checkpoints and caches (default OUT_run beside OUT)")
     te.add_argument("--resume", action="store_true", help="continue from the checkpoints in --run-dir")
     te.set_defaults(func=cmd_train_evaluator)

@@ -75,12 +75,21 @@ class SampleConfig:
 
 
 @dataclass
+class EvaluatorSection:
+    """Stage 7: the image evaluator and the judge, focused on the concepts the generator learned."""
+    preset: str = ""  # evaluator preset name or TOML file ("evaluator"); empty skips the stage
+    steps: int = 0  # evaluator optimizer steps (0: the preset's)
+    judge_steps: int = 0  # judge optimizer steps (0: the preset's)
+
+
+@dataclass
 class RecipeConfig:
     data: DataConfig = field(default_factory=DataConfig)
     text: TextConfig = field(default_factory=TextConfig)
     autoencoder: AutoencoderSection = field(default_factory=AutoencoderSection)
     unet: UNetSection = field(default_factory=UNetSection)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    evaluator: EvaluatorSection = field(default_factory=EvaluatorSection)
 
 
 def _build(cls, data: dict, where: str):

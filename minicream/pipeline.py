@@ -24,7 +24,7 @@ from .evaluator.rerank import best_indices, candidate_seeds, check_candidates
 from .io.weights import short_hash
 from .models.autoencoder import decode, load_autoencoder
 from .models.base import WEIGHTS_NAME
-from .models.unet import MoEUNet
+from .models.build import load_unet
 from .text.encoder import TextEncoder
 from .training.recipe import MODEL_INDEX
 
@@ -38,7 +38,7 @@ def default_model_dir() -> Path:
 
 
 class Pipeline:
-    def __init__(self, unet: MoEUNet, vae, text_encoder: TextEncoder, index: dict, model_dir: Path, device: str = "cpu"):
+    def __init__(self, unet, vae, text_encoder: TextEncoder, index: dict, model_dir: Path, device: str = "cpu"):
         self.unet, self.vae, self.text_encoder, self.index = unet, vae, text_encoder, index
         self.model_dir, self.device = Path(model_dir), torch.device(device)
         self.model_hash = short_hash(self.model_dir / "unet" / WEIGHTS_NAME)
@@ -56,7 +56,7 @@ class Pipeline:
             index = json.loads(index_path.read_text())
         except json.JSONDecodeError as e:
             raise MinicreamError(f"{index_path}: not valid JSON ({e})") from None
-        unet = MoEUNet.from_pretrained(model_dir / "unet").to(device, memory_format=torch.channels_last)
+        unet = load_unet(model_dir / "unet").to(device, memory_format=torch.channels_last)
         vae = load_autoencoder(model_dir / "vae").to(device)
         te = index["text_encoder"]
         encoder = TextEncoder.load(None if te["name"] == "minilm" else te["name"], max_length=te["max_length"], device=device)

@@ -232,7 +232,7 @@ def test_emoji_groups_known_answers(emoji_dir):
 
 
 def test_select_examples_by_concept_and_group(emoji_examples):
-    from minicream.training.recipe import select_examples
+    from minicream.data.selection import select_examples
 
     food = select_examples(emoji_examples, (), ("Food & Drink",))
     assert {e.meta["concept"] for e in food} == {"red apple", "pizza", "banana"} & {e.meta["concept"] for e in emoji_examples}

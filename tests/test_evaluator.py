@@ -124,3 +124,44 @@ def test_cli_train_evaluator_and_generate_candidates(tmp_path, tiny_model, emoji
     assert main(args) == 0
     assert "held-out retrieval" in capsys.readouterr().out
     assert (tmp_path / "ev" / "model.safetensors").is_file()
+
+
+def test_focus_order_known_answers():
+    from minicream.evaluator.train import focus_order
+
+    assert focus_order(5, [], 0.5).tolist() == [0, 1, 2, 3, 4]
+    assert focus_order(5, [1, 3], 0.0).tolist() == [0, 1, 2, 3, 4]
+    assert focus_order(5, [1, 3], 1.0).tolist() == [1, 3]
+    order = focus_order(10, [2, 3], 0.5)  # the 2 focus images repeated 5 times after one pass over all 10
+    assert order.tolist() == list(range(10)) + [2, 3] * 5
+    assert np.isin(order.numpy(), [2, 3]).mean() == pytest.approx(0.6)  # 12 of 20: about the asked half
+
+
+def test_evaluator_focus_on_a_selection(tmp_path, emoji_root):
+    import dataclasses
+
+    from conftest import TINY_EVALUATOR
+    from minicream.evaluator.train import train_evaluator
+
+    recipe = dataclasses.replace(load_recipe("evaluator", TINY_EVALUATOR), concepts=("red apple", "rocket"))
+    logs: list[str] = []
+    res = train_evaluator(recipe, emoji_root, tmp_path / "ev", log=logs.append)
+    assert res["focus"]["concepts"] == 2 and res["focus"]["images"] >= 2
+    for name in ("evaluator", "judge"):
+        focus = res[name]["focus"]
+        assert focus["candidates"] == 2 and focus["seen"]["n_images"] == res["focus"]["images"]
+        assert 0 <= focus["seen"]["top1"] <= focus["seen"]["top5"] == 1.0  # top-5 of 2 candidates always hits
+    assert any("focus: " in line and "of 2 concepts" in line for line in logs)
+    with pytest.raises(MinicreamError, match="evaluator.concepts: no training image of 'unicorn'"):
+        train_evaluator(dataclasses.replace(recipe, concepts=("unicorn",)), emoji_root, tmp_path / "ev2", log=logs.append)
+
+
+def test_focus_of_model(tmp_path, tiny_model):
+    from minicream.evaluator.train import focus_of_model
+
+    with pytest.raises(MinicreamError, match="whole dataset"):
+        focus_of_model(tiny_model)
+    with pytest.raises(MinicreamError, match="not a minicream model folder"):
+        focus_of_model(tmp_path)
+    (tmp_path / "model_index.json").write_text(json.dumps({"recipe": {"data": {"concepts": ["red apple"], "groups": []}}}))
+    assert focus_of_model(tmp_path) == {"concepts": ("red apple",), "groups": ()}

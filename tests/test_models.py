@@ -293,3 +293,30 @@ def test_config_json_with_invalid_value_is_refused(tmp_path):
     _swap_config(tmp_path / "unet", moe="dense")
     with pytest.raises(MinicreamError, match="config.json"):
         MoEUNet.from_pretrained(tmp_path / "unet")
+
+
+def test_stock_diffusers_unet_behind_our_calling_convention(tmp_path):
+    """arch="diffusers": the stock UNet2DConditionModel, same call and save/load as ours (issue 6's baseline)."""
+    from diffusers import UNet2DConditionModel
+
+    from minicream.models.build import build_unet, load_unet
+    from minicream.models.unet import MoEUNet, UNetConfig
+
+    cfg = UNetConfig(channels=(32, 64), layers_per_block=1, attention=(False, True), head_dim=16, context_dim=24,
+                     pooled_dim=24, arch="diffusers")
+    net = build_unet(cfg)
+    assert isinstance(net.net, UNet2DConditionModel) and net.moe_layers == []
+    x, ctx = torch.randn(2, 4, 16, 16), torch.randn(2, 5, 24)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    out = net(x, torch.tensor(500.0), ctx, mask, torch.randn(2, 24))
+    assert out.shape == x.shape
+    # masked-out context tokens do not change the output (the mask reaches diffusers' cross-attention)
+    ctx2 = ctx.clone()
+    ctx2[0, 3:] = 100.0
+    assert torch.allclose(net(x, torch.tensor(500.0), ctx2, mask, None)[0], out[0], atol=1e-5)
+    net.save_pretrained(tmp_path / "stock")
+    again = load_unet(tmp_path / "stock")
+    assert type(again) is type(net) and torch.allclose(again(x, torch.tensor(500.0), ctx, mask, None), out, atol=1e-5)
+    assert isinstance(build_unet(UNetConfig(channels=(32, 64), head_dim=16)), MoEUNet)
+    with pytest.raises(ValueError, match="arch must be"):
+        UNetConfig(arch="sdxl")

@@ -1,6 +1,7 @@
 """Trainer, checkpoints, EMA, batch selection, exact resume and 2-process (gloo) data parallelism."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -330,7 +331,7 @@ def make_trainer_lrs(cfg: TrainConfig) -> list[float]:
 
 def _copy_run(tiny_run, dst, keep_unet: bool):
     """A copy of the tiny run whose data/text/autoencoder/latents stages are done (they are skipped on resume)."""
-    ignore = shutil.ignore_patterns("model", "logs", *(() if keep_unet else ("unet",)))
+    ignore = shutil.ignore_patterns("model", "export.json", "logs", *(() if keep_unet else ("unet",)))
     shutil.copytree(tiny_run, dst, ignore=ignore)
     return dst
 
@@ -361,6 +362,30 @@ def test_recipe_resume_continues_unet_training(tiny_run, emoji_root, tmp_path):
 
 
 
+def test_recipe_stage_7_trains_the_evaluator_and_resume_skips_done_stages(tiny_run, emoji_root, tmp_path):
+    from conftest import TINY_EVALUATOR, tiny_config
+    from minicream.evaluator.train import load_recipe
+    from minicream.training.recipe import run_recipe
+
+    run = _copy_run(tiny_run, tmp_path / "run", keep_unet=True)
+    preset = tmp_path / "tiny_evaluator.toml"  # the evaluator preset with tiny networks, as a TOML file
+    recipe = load_recipe("evaluator", TINY_EVALUATOR)
+    preset.write_text("\n".join(f"[{k}]\n" + "\n".join(f"{f} = {json.dumps(v)}" for f, v in sec.items() if v is not None)
+                                for k, sec in ((k, dataclasses.asdict(getattr(recipe, k))) for k in ("model", "train", "judge", "judge_train"))))
+    cfg = tiny_config(emoji_root, f"evaluator.preset={str(preset)!r}", "evaluator.judge_steps=1")
+    model = run_recipe(cfg, run, resume=True, cpu=True)
+    assert (model / "evaluator" / "model.safetensors").is_file() and (model / "evaluator" / "judge" / "config.json").is_file()
+    stage = json.loads((run / "stages" / "evaluator.json").read_text())
+    assert stage["evaluator"]["steps"] == 3 and stage["judge"]["steps"] == 1
+    log = (run / "train_log.txt").read_text()
+    assert "6. export" in log and "7. evaluator" in log
+    unet_before = (model / "unet" / "model.safetensors").read_bytes()
+    run_recipe(cfg, run, resume=True, cpu=True)  # everything done: stages 5-7 are skipped
+    second = (run / "train_log.txt").read_text()[len(log):]
+    assert "5. unet" not in second and "7. evaluator" not in second
+    assert (model / "unet" / "model.safetensors").read_bytes() == unet_before
+
+
 def test_flow_recipe_model_generates(tiny_run, emoji_root, tmp_path):
     from conftest import tiny_config
     from minicream.pipeline import Pipeline
@@ -376,3 +401,19 @@ def test_flow_recipe_model_generates(tiny_run, emoji_root, tmp_path):
         im = pipe("red apple", seed=1, steps=3, sampler=sampler)[0]
         assert im.size == (64, 64)
         assert np.asarray(im).std() > 1
+
+
+def test_recipe_trains_the_stock_diffusers_unet(tiny_run, emoji_root, tmp_path):
+    """unet.model.arch="diffusers": the same recipe trains the stock UNet, and the Pipeline loads and samples it."""
+    from conftest import tiny_config
+    from minicream.models.stock_unet import StockUNet
+    from minicream.pipeline import Pipeline
+    from minicream.training.recipe import run_recipe
+
+    run = _copy_run(tiny_run, tmp_path / "run", keep_unet=False)
+    model = run_recipe(tiny_config(emoji_root, 'unet.model.arch="diffusers"'), run, resume=True, cpu=True)
+    assert json.loads((model / "unet" / "config.json").read_text())["arch"] == "diffusers"
+    pipe = Pipeline.from_pretrained(model)
+    assert isinstance(pipe.unet, StockUNet)
+    im = pipe("red apple", seed=1, steps=3)[0]
+    assert im.size == (64, 64) and np.asarray(im).std() > 1

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.folder import images_to_tensor, load_caption_folder
+from ..data.selection import select_examples
 from ..errors import MinicreamError
 from ..io.atomic import atomic_path
 from ..text.encoder import TextEncoder
@@ -43,6 +44,12 @@ class EvaluatorRecipe:
     augment_scale: tuple = (0.75, 1.05)  # random zoom range
     augment_blur: float = 0.3  # probability of a 3x3 box blur (generated images are soft)
     text_max_length: int = 24
+    # Focus: the generator's concepts (its data.concepts / data.groups). Their images make up `focus_fraction`
+    # of the training stream, so the evaluator and the judge learn to tell apart exactly what the generator
+    # draws, while the rest of the dataset keeps them general (held-out retrieval). Empty: the whole dataset.
+    concepts: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    focus_fraction: float = 0.5
 
 
 def load_recipe(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> EvaluatorRecipe:
@@ -115,8 +122,21 @@ def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, ids: torch.Tensor, sc
     return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets))
 
 
-def make_loss_fn(images: torch.Tensor, pooled: torch.Tensor, pairs: torch.Tensor, recipe: EvaluatorRecipe):
+def focus_order(n: int, focus: list[int], fraction: float) -> torch.Tensor:
+    """Indices of one pass over the data in which the `focus` examples make up about `fraction` of it."""
+    if not focus or fraction <= 0:
+        return torch.arange(n)
+    if fraction >= 1:
+        return torch.tensor(focus)
+    repeats = max(1, round(fraction / (1 - fraction) * n / len(focus)))
+    return torch.cat([torch.arange(n), torch.tensor(focus).repeat(repeats)])
+
+
+def make_loss_fn(images: torch.Tensor, pooled: torch.Tensor, pairs: torch.Tensor, recipe: EvaluatorRecipe,
+                 order: torch.Tensor | None = None):
     def loss_fn(model, idx, gen):
+        if order is not None:
+            idx = order[idx]
         x = augment(images[idx].float() / 127.5 - 1, gen, recipe)
         choice = pairs[idx]
         use_concept = (torch.rand(len(idx), generator=gen) < 0.5) & (choice[:, 1] >= 0)
@@ -160,8 +180,21 @@ def heldout_retrieval(model: MiniCLIP, encoder: TextEncoder, test_examples, all_
     return out
 
 
+def focus_accuracy(model: MiniCLIP, encoder: TextEncoder, seen, test, concepts: list[str], cache_dir: Path | None) -> dict:
+    """Concept classification among the focus concepts: on their (clean, unaugmented) training images, and on
+    their held-out images where the split has any."""
+    pooled = encode_texts(encoder, concepts, cache_dir / "focus_concepts.safetensors" if cache_dir else None)
+    index = {c: i for i, c in enumerate(concepts)}
+    out: dict = {"candidates": len(concepts)}
+    for part, examples in (("seen", seen), ("heldout", [e for e in test if e.meta.get("concept") in index])):
+        if examples:
+            ids = torch.tensor([index[e.meta["concept"]] for e in examples])
+            out[part] = {"n_images": len(examples), **retrieval_accuracy(model, images_to_tensor(examples), ids, pooled)}
+    return out
+
+
 # -- entry point ------------------------------------------------------------------------------------------
-def _train_one(name: str, cfg: EvaluatorConfig, tcfg: TrainConfig, images, pooled, pairs, recipe, run_dir: Path,
+def _train_one(name: str, cfg: EvaluatorConfig, tcfg: TrainConfig, images, pooled, pairs, order, recipe, run_dir: Path,
                resume: bool, log: Callable[[str], None]) -> tuple[MiniCLIP, dict]:
     torch.manual_seed(tcfg.seed)
     model = MiniCLIP(cfg)
@@ -172,7 +205,7 @@ def _train_one(name: str, cfg: EvaluatorConfig, tcfg: TrainConfig, images, poole
         if step % (tcfg.log_every * 4) == 0 or step == tcfg.steps:
             log(f"{name} step {step}: loss {rec.get('loss_avg', 0):.4f} temperature {rec.get('temperature', 0):.4f} ({rec['time_s']} s)")
 
-    trainer = Trainer(model, make_loss_fn(images, pooled, pairs, recipe), len(images), tcfg, run_dir, name, cpu=True, log_fn=log_fn)
+    trainer = Trainer(model, make_loss_fn(images, pooled, pairs, recipe, order), len(order), tcfg, run_dir, name, cpu=True, log_fn=log_fn)
     if resume and trainer.resume():
         log(f"{name}: resumed at step {trainer.step}")
     result = trainer.train()
@@ -198,11 +231,21 @@ def train_evaluator(config: EvaluatorRecipe | None, data_root: str | Path, out_d
     except MinicreamError:
         test = []
     images = images_to_tensor(train)
+    focus_concepts: list[str] = []
+    focus: list[int] = []
+    if recipe.concepts or recipe.groups:
+        chosen = {id(e) for e in select_examples(train, recipe.concepts, recipe.groups, what="evaluator")}
+        focus = [i for i, e in enumerate(train) if id(e) in chosen]
+        focus_concepts = sorted({train[i].meta["concept"] for i in focus if train[i].meta.get("concept")})
+        log(f"evaluator focus: {len(focus)} images of {len(focus_concepts)} concepts, {recipe.focus_fraction:.0%} of the stream")
+    order = focus_order(len(train), focus, recipe.focus_fraction)
     texts, pairs = _texts_of(train, recipe.concept_captions)
     encoder = encoder or TextEncoder.load(None, max_length=recipe.text_max_length)
     log(f"evaluator data: {len(train)} train / {len(test)} test images, {len(texts)} texts; encoding texts (cached)")
     pooled = encode_texts(encoder, texts, cache / "train_texts.safetensors")
     results: dict = {"data": str(data_root), "train_images": len(train), "recipe": dataclasses.asdict(recipe)}
+    if focus:
+        results["focus"] = {"images": len(focus), "concepts": len(focus_concepts)}
     concepts = sorted({ex.meta["concept"] for ex in train + test if ex.meta.get("concept")})
     models = [("evaluator", recipe.model, recipe.train, out_dir)]
     if recipe.train_judge:
@@ -213,15 +256,30 @@ def train_evaluator(config: EvaluatorRecipe | None, data_root: str | Path, out_d
             old = json.loads((out_dir / RESULTS_FILE).read_text())
             results.update({k: v for k, v in old.items() if k in ("evaluator", "judge") and k != only})
     for name, cfg, tcfg, dest in models:
-        model, info = _train_one(name, cfg, tcfg, images, pooled, pairs, recipe, run_dir, resume, log)
+        model, info = _train_one(name, cfg, tcfg, images, pooled, pairs, order, recipe, run_dir, resume, log)
         if test:
             info["heldout"] = heldout_retrieval(model, encoder, test, concepts, cache)
             log(f"{name} held-out retrieval: {json.dumps(info['heldout'])}")
+        if focus_concepts:
+            info["focus"] = focus_accuracy(model, encoder, [train[i] for i in focus], test, focus_concepts, cache)
+            log(f"{name} focus concepts: {json.dumps(info['focus'])}")
         _save(model, dest)
         results[name] = info
     with atomic_path(out_dir / RESULTS_FILE) as tmp:
         tmp.write_text(json.dumps(results, indent=2))
     return results
+
+
+def focus_of_model(model_dir: str | Path) -> dict:
+    """The selection a model was trained on ({"concepts", "groups"}), from its model_index.json."""
+    index = Path(model_dir) / "model_index.json"
+    try:
+        data = json.loads(index.read_text())["recipe"]["data"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise MinicreamError(f"{model_dir}: not a minicream model folder with a recipe (no readable {index.name})") from None
+    if not (data.get("concepts") or data.get("groups")):
+        raise MinicreamError(f"{model_dir}: that model was trained on the whole dataset; there is no selection to focus on")
+    return {"concepts": tuple(data.get("concepts") or ()), "groups": tuple(data.get("groups") or ())}
 
 
 def _save(model: MiniCLIP, dest: Path) -> None:

@@ -38,6 +38,7 @@ class UNetConfig:
     moe: str = "token"  # "token" | "timestep" | "none" (dense FF with the same active parameters)
     num_experts: int = 4
     top_k: int = 1
+    arch: str = "minicream"  # "minicream" (this module) | "diffusers" (stock UNet2DConditionModel, models/stock_unet.py)
 
     def __post_init__(self):
         self.channels, self.attention = tuple(self.channels), tuple(self.attention)
@@ -45,6 +46,8 @@ class UNetConfig:
             raise ValueError("channels and attention must have one entry per level")
         if self.moe not in ("token", "timestep", "none"):
             raise ValueError(f"moe must be 'token', 'timestep' or 'none', got {self.moe!r}")
+        if self.arch not in ("minicream", "diffusers"):
+            raise ValueError(f"arch must be 'minicream' or 'diffusers', got {self.arch!r}")
 
 
 class Stage(nn.Module):

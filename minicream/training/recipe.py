@@ -7,6 +7,7 @@ stopped run resumes at the stage (and, for training, the step) where it stopped.
     4. latents      encode the training images once (memory-mapped cache)
     5. unet         train the MoE UNet on cached latents and text embeddings
     6. export       write the model directory (config.json + safetensors, bf16) loadable by Pipeline
+    7. evaluator    train the image evaluator (best-of-N) and the judge (eval), focused on the model's concepts
 """
 from __future__ import annotations
 
@@ -20,11 +21,12 @@ import torch
 
 from ..config import RecipeConfig, config_to_dict, to_toml
 from ..data.folder import Example, images_to_tensor, load_caption_folder
+from ..data.selection import select_examples
 from ..diffusion.objectives import make_objective
 from ..errors import MinicreamError
 from ..filter.vocabulary import write_model_concepts
 from ..models.autoencoder import build_autoencoder, decode, encode, psnr, save_autoencoder
-from ..models.unet import MoEUNet
+from ..models.build import build_unet
 from ..text.encoder import TextEncoder
 from .tasks import autoencoder_loss, unet_loss
 from .trainer import Trainer
@@ -85,26 +87,6 @@ def load_training_data(cfg: RecipeConfig, log) -> tuple[list[Example], list[Exam
     return examples, scenes
 
 
-def select_examples(examples: list[Example], concepts, groups) -> list[Example]:
-    """The images whose concept is in `concepts` or whose emoji group is in `groups` (see DataConfig)."""
-    from ..data.emoji_names import emoji_group, emoji_groups
-
-    unknown = sorted(set(groups) - set(emoji_groups()))
-    if unknown:
-        raise MinicreamError(f"data.groups: unknown emoji group(s) {', '.join(map(repr, unknown))}; known: {', '.join(emoji_groups())}")
-    concepts, groups = set(concepts), set(groups)
-
-    def group(e: Example) -> str | None:
-        return e.meta.get("group") or emoji_group(e.meta.get("emoji") or "")
-
-    kept = [e for e in examples if e.meta.get("concept") in concepts or e.meta.get("base_concept") in concepts or group(e) in groups]
-    missing = sorted(concepts - {e.meta.get(k) for e in kept for k in ("concept", "base_concept")})
-    if missing:
-        raise MinicreamError(f"data.concepts: no training image of {', '.join(map(repr, missing[:10]))}"
-                             + (f" and {len(missing) - 10} more" if len(missing) > 10 else "") + "; check the names against the dataset's metadata.jsonl")
-    return kept
-
-
 def caption_variants(example: Example, cfg: RecipeConfig) -> list[str]:
     texts = [example.text]
     concept = example.meta.get("concept")
@@ -118,13 +100,13 @@ def _unet_trainer(cfg: RecipeConfig, run: Path, latents, caption_choices, text, 
     u = cfg.unet
     # The text encoder decides the conditioning widths (384 for MiniLM; another local encoder may differ).
     dim = text.hidden.shape[-1]
-    model = MoEUNet(dataclasses.replace(u.model, context_dim=dim, pooled_dim=dim, in_channels=latents.shape[1],
+    model = build_unet(dataclasses.replace(u.model, context_dim=dim, pooled_dim=dim, in_channels=latents.shape[1],
                                         sample_size=latents.shape[-1]))
     objective = make_objective(u.objective, u.min_snr_gamma or None, u.beta_schedule, u.zero_terminal_snr)
     loss_fn = unet_loss(latents, caption_choices, text, empty_id, objective, u.cfg_dropout, model.moe_layers,
                         u.moe_aux_weight, u.moe_z_weight)
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"unet: {n_params / 1e6:.2f} M parameters, moe={u.model.moe}, experts={u.model.num_experts}, top_k={u.model.top_k}, objective={u.objective}")
+    log(f"unet: {n_params / 1e6:.2f} M parameters, arch={u.model.arch}, moe={u.model.moe}, experts={u.model.num_experts}, top_k={u.model.top_k}, objective={u.objective}")
 
     def log_step(step, rec):
         usage = [f"{x:.2f}" for m in model.moe_layers for x in m.pop_usage()]
@@ -203,21 +185,48 @@ def run_recipe(cfg: RecipeConfig, run_dir: str | Path, resume: bool = False, cpu
     state.wait_for_everyone()
     latents = torch.from_numpy(np.load(lat_path, mmap_mode="c"))  # copy-on-write memory map: pages load on demand
 
-    # 5. UNet
-    t0 = time.time()
-    trainer, objective = _unet_trainer(cfg, run, latents, caption_choices, text, index[""], log, cpu)
-    if resume and trainer.resume():
-        log(f"unet: resumed at step {trainer.step}")
-    stats = trainer.train()
-    unet = trainer.final_model()
-    log(f"5. unet: {stats['steps']} steps in {stats['seconds']:.0f}s; peak resident memory so far {_peak_rss_gb():.2f} GB")
-
-    # 6. Export
+    # 5. UNet (skipped, with 6, when a resumed run has exported a UNet of this same configuration)
     model_dir = run / "model"
-    if trainer.acc.is_main_process:
-        export_model(model_dir, cfg, unet, vae, objective, encoder, sorted({e.text for e in examples}))
-        log(f"6. export: {model_dir} ({_dir_mb(model_dir):.1f} MB); total {(time.time() - t_total) / 60:.1f} min")
+    unet_cfg = json.loads(json.dumps(config_to_dict(cfg.unet)))
+    if (_stage_done(run, "export") or {}).get("unet") != unet_cfg:
+        t0 = time.time()
+        trainer, objective = _unet_trainer(cfg, run, latents, caption_choices, text, index[""], log, cpu)
+        if resume and trainer.resume():
+            log(f"unet: resumed at step {trainer.step}")
+        stats = trainer.train()
+        unet = trainer.final_model()
+        log(f"5. unet: {stats['steps']} steps in {stats['seconds']:.0f}s; peak resident memory so far {_peak_rss_gb():.2f} GB")
+
+        # 6. Export
+        if trainer.acc.is_main_process:
+            export_model(model_dir, cfg, unet, vae, objective, encoder, sorted({e.text for e in examples}))
+            _mark_done(run, "export", {"unet_steps": stats["steps"], "unet_seconds": round(stats["seconds"], 1),
+                                       "mb": round(_dir_mb(model_dir), 1), "unet": unet_cfg})
+            log(f"6. export: {model_dir} ({_dir_mb(model_dir):.1f} MB); total {(time.time() - t_total) / 60:.1f} min")
+
+    # 7. Evaluator and judge (small models: one process trains them)
+    if cfg.evaluator.preset and state.num_processes > 1:
+        if state.is_main_process:
+            log(f"7. evaluator: skipped in a {state.num_processes}-process launch; run "
+                f"`minicream train-evaluator --for-model {model_dir} --out {model_dir / 'evaluator'}` after it")
+    elif cfg.evaluator.preset and _stage_done(run, "evaluator") is None:
+        t0 = time.time()
+        res = train_model_evaluator(cfg, model_dir, run / "evaluator", log, resume, encoder)
+        _mark_done(run, "evaluator", {k: res[k] for k in ("evaluator", "judge") if k in res} | {"seconds": round(time.time() - t0, 1)})
+        log(f"7. evaluator: {model_dir / 'evaluator'} ({time.time() - t0:.0f}s); total {(time.time() - t_total) / 60:.1f} min")
     return model_dir
+
+
+def train_model_evaluator(cfg: RecipeConfig, model_dir: Path, run_dir: Path, log, resume: bool, encoder) -> dict:
+    """Stage 7: the evaluator preset, focused on the generator's selection, saved to `model_dir/evaluator`."""
+    from ..evaluator.scorer import EVALUATOR_DIR
+    from ..evaluator.train import load_recipe, train_evaluator
+
+    e = cfg.evaluator
+    overrides = [f"train.steps={e.steps}"] * bool(e.steps) + [f"judge_train.steps={e.judge_steps}"] * bool(e.judge_steps)
+    recipe = dataclasses.replace(load_recipe(e.preset, overrides), concepts=tuple(cfg.data.concepts), groups=tuple(cfg.data.groups))
+    root = cfg.data.root if cfg.data.source == "emoji" else cfg.data.source
+    return train_evaluator(recipe, root, model_dir / EVALUATOR_DIR, log=log, run_dir=run_dir, resume=resume, encoder=encoder)
 
 
 def _heldout_images(cfg: RecipeConfig) -> torch.Tensor:
