@@ -2,7 +2,7 @@
 ablation) and ours vs the stock diffusers UNet (issue 6's quality per CPU-minute).
 
 Trains the reference recipe's UNet once per arm for the same wall-clock minutes, then runs `minicream eval` on
-each (objects and minicream-table) with the shipped evaluator and judge, and prints one table. Arms:
+each (concepts, objects and minicream-table) with the shipped evaluator and judge, and prints one table. Arms:
   moe    `unet.model.moe="token"`: the shipped design
   dense  `"none"`: the dense twin, same active parameters per token
   stock  the stock diffusers UNet2DConditionModel (64/128 channels, one layer per block, cross-attention at
@@ -28,7 +28,8 @@ ARMS = {
     "moe": ["--moe", "token"],
     "dense": ["--moe", "none"],
     "stock": ["--set", 'unet.model.arch="diffusers"', "--set", "unet.model.channels=[64, 128]",
-              "--set", "unet.model.layers_per_block=1", "--set", "unet.model.attention=[false, true]"],
+              "--set", "unet.model.layers_per_block=1", "--set", "unet.model.attention=[false, true]",
+              "--set", "unet.model.head_dim=32"],
 }
 
 
@@ -93,19 +94,20 @@ def main(argv=None) -> int:
             shutil.copytree(args.evaluator, model / "evaluator")
         steps = [line for line in (out / arm / "train_log.txt").read_text().splitlines() if "5. unet:" in line][-1]
         rows[arm] = {"unet": steps.split("5. unet: ")[1].split(";")[0]}
-        for bench, extra in (("objects", ["--samples", "8"]), ("minicream-table", [])):
+        for bench, extra in (("objects", ["--samples", "8"]), ("concepts", []), ("minicream-table", [])):
             rep = out / arm / f"eval_{bench}"
             subprocess.run([sys.executable, "-m", "minicream.cli", "eval", "--model", str(model), "--benchmark", bench,
                             "--out", str(rep), *extra], check=True, stdout=subprocess.DEVNULL)
             res = json.loads((rep / "report.json").read_text())
             rows[arm][bench] = res
-    print(f"| arm | UNet training | objects judge top-1 / top-5 | objects KID | table judge top-1 | table FD |")
-    print("|---|---|---|---|---|---|")
+    print("| arm | UNet training | concepts judge top-1 / top-5 | concepts KID | objects judge top-1 / top-5 | table judge top-1 | table FD |")
+    print("|---|---|---|---|---|---|---|")
     for arm, r in rows.items():
-        o, t = r["objects"], r["minicream-table"]
-        oa, ta = o["object_accuracy"]["judge"], t["object_accuracy"]["judge"]
-        print(f"| {arm} | {r['unet']} | {oa['top1']:.3f} / {oa['top5']:.3f} (n {oa['n']}) | "
-              f"{o['kid_evaluator']['mean']:.4f} ± {o['kid_evaluator']['std']:.4f} | {ta['top1']:.3f} | {t['fd_evaluator']:.3f} |")
+        c, o, t = r["concepts"], r["objects"], r["minicream-table"]
+        ca, oa, ta = c["object_accuracy"]["judge"], o["object_accuracy"]["judge"], t["object_accuracy"]["judge"]
+        print(f"| {arm} | {r['unet']} | {ca['top1']:.3f} / {ca['top5']:.3f} (n {ca['n']}) | "
+              f"{c['kid_evaluator']['mean']:.4f} ± {c['kid_evaluator']['std']:.4f} | {oa['top1']:.3f} / {oa['top5']:.3f} (n {oa['n']}) | "
+              f"{ta['top1']:.3f} | {t['fd_evaluator']:.3f} |")
     (out / "ablation.json").write_text(json.dumps(rows, indent=1, default=str))
     return 0
 

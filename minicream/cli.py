@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="run a benchmark against a model and write report.json, report.md and grid.png")
     ev.add_argument("--model", help="model directory (default: the shipped reference model)")
-    ev.add_argument("--benchmark", default="minicream-table", help="minicream-table, objects or scenes")
+    ev.add_argument("--benchmark", default="minicream-table", help="minicream-table, objects, concepts or scenes")
     ev.add_argument("--out", help="report folder (default outputs/eval/BENCHMARK)")
     ev.add_argument("--samples", type=int, help="samples per prompt (default: the benchmark's)")
     ev.add_argument("--candidates", type=int, default=1, metavar="N", help="best-of-N with the evaluator")

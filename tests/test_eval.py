@@ -151,6 +151,10 @@ def test_benchmarks_and_bad_names():
     assert len(get_benchmark("scenes", limit=5).prompts) == 5
     with pytest.raises(MinicreamError, match="limit"):
         get_benchmark("scenes", limit=0)
+    c = get_benchmark("concepts", concepts=["rocket", "red apple"])
+    assert [p["prompt"] for p in c.prompts] == ["red apple", "rocket"] and c.samples == 4 and c.real == "concepts"
+    with pytest.raises(MinicreamError, match="concept list"):
+        get_benchmark("concepts")
 
 
 # -- end to end ----------------------------------------------------------------------------------------
@@ -171,6 +175,13 @@ def test_eval_cli_writes_reports(tiny_evaluated_model, emoji_root, tmp_path, cap
                  "--data", str(emoji_root), "--out", str(out2), "--candidates", "2"]) == 0
     rep = json.loads((out2 / "report.json").read_text())
     assert set(GENEVAL_TASKS) <= set(rep["tasks"]) and 0 <= rep["geneval_mean"] <= 1
+    out3 = tmp_path / "concepts"
+    assert main(["eval", "--model", str(tiny_evaluated_model), "--benchmark", "concepts", "--samples", "1", "--steps", "1",
+                 "--data", str(emoji_root), "--out", str(out3)]) == 0
+    rep = json.loads((out3 / "report.json").read_text())
+    concepts = [c["name"] for c in json.loads((tiny_evaluated_model / "concepts.json").read_text())["concepts"]]
+    assert rep["prompts"] == rep["n_generated"] == len(concepts) >= 2
+    assert rep["object_accuracy"]["judge"]["n"] == rep["object_accuracy"]["judge"]["classes"] == len(concepts)
     capsys.readouterr()
     assert main(["eval", "--model", str(tiny_evaluated_model), "--benchmark", "nope", "--data", str(emoji_root)]) == 2
     assert main(["eval", "--model", str(tiny_evaluated_model), "--samples", "0", "--data", str(emoji_root)]) == 2

@@ -1,8 +1,10 @@
-"""The shipped evaluator and judge: they load, fit the size budget, and retrieve held-out captions.
+"""The shipped evaluator and judge: they load, fit the size budget, retrieve held-out captions, tell apart the
+shipped generator's concepts, and recognise what the shipped generator draws.
 
 Zero-shot retrieval on the held-out split (data/emoji/test, 388 images, image -> correct caption among the
 388 test captions) was measured when the evaluator was trained and is stored in results.json; when the
-dataset is present here it is recomputed and must match.
+dataset is present here it is recomputed and must match. Both were trained focused on the generator's
+61 concepts (recipe stage 7), so that best-of-N and the eval's judge can tell those concepts apart.
 """
 from __future__ import annotations
 
@@ -29,6 +31,25 @@ def test_shipped_evaluator_loads_and_is_small():
     held = results["evaluator"]["heldout"]["captions"]
     assert held["candidates"] == 388 and held["top1"] >= 0.2 and held["top5"] >= 0.5  # chance: 0.003 / 0.013
     assert results["judge"]["heldout"]["captions"]["top1"] >= 0.1
+    concepts = json.loads((default_model_dir() / "concepts.json").read_text())["concepts"]
+    assert results["focus"]["concepts"] == len(concepts) == 61
+    for name in ("evaluator", "judge"):  # among the generator's 61 concepts, on their (clean) training images
+        assert results[name]["focus"]["seen"]["top1"] >= 0.9  # chance: 0.016
+
+
+def test_shipped_judge_recognises_what_the_shipped_model_draws():
+    """The judge (never the reranker) names the prompted concept of the generator's own samples, among its 61."""
+    from minicream.evaluator.scorer import Evaluator
+    from minicream.pipeline import Pipeline
+
+    pipe = Pipeline.from_pretrained(None)
+    judge = Evaluator.from_pretrained(EVALUATOR / JUDGE_DIR, pipe.text_encoder)
+    concepts = sorted(pipe.vocabulary.by_name)
+    prompts = ["red apple", "dog face", "rocket", "pizza"]
+    images = [im for p in prompts for im in pipe(p, num_images=2, seed=0)]
+    top1 = judge.class_probs(images, concepts).argmax(dim=1).tolist()
+    hits = sum(concepts[i] == p for i, p in zip(top1, [p for p in prompts for _ in range(2)]))
+    assert hits >= 7, [concepts[i] for i in top1]  # chance: 8/61
 
 
 def test_shipped_evaluator_ranks_captions_of_real_images(emoji_root):

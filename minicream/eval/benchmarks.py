@@ -4,6 +4,8 @@
                      against the real images of those concepts
     objects          every caption of the held-out split (skin-tone variants left out), one sample each,
                      against the held-out images
+    concepts         every concept the model was trained on, by name, 4 samples each, against the real
+                     images of those concepts: prompt adherence over the model's whole vocabulary
     scenes           GenEval-style compositional prompts on emoji concepts: single object, two objects,
                      counting, colours, position, colour attribution (+ size)
 """
@@ -62,6 +64,13 @@ def _objects(samples: int, test_examples) -> Benchmark:
     return Benchmark("objects", prompts, samples or 1, real="test")
 
 
+def _concepts(samples: int, concepts: list[str]) -> Benchmark:
+    if not concepts:
+        raise MinicreamError("the concepts benchmark needs the model's concept list (its vocabulary.json)")
+    prompts = [{"prompt": c, "reference": [c], "spec": {"kind": "single_object", "objects": [c]}} for c in sorted(concepts)]
+    return Benchmark("concepts", prompts, samples or 4, real="concepts")
+
+
 def scene_specs(per_task: int, seed: int = SCENE_SEED, concepts=DEFAULT_CONCEPTS) -> list[dict]:
     """Prompts with machine-checkable specs for the GenEval-style tasks (deterministic in `seed`)."""
     rng = random.Random(seed)
@@ -96,11 +105,13 @@ def _scenes(samples: int) -> Benchmark:
     return Benchmark("scenes", prompts, samples or 2, pool=pool)
 
 
-BENCHMARKS = ("minicream-table", "objects", "scenes")
+BENCHMARKS = ("minicream-table", "objects", "concepts", "scenes")
 
 
-def get_benchmark(name: str, samples: int | None = None, test_examples=None, seed: int = 0, limit: int | None = None) -> Benchmark:
-    """`limit`: keep only the first `limit` prompts (a quicker, still deterministic subset)."""
+def get_benchmark(name: str, samples: int | None = None, test_examples=None, seed: int = 0, limit: int | None = None,
+                  concepts: list[str] | None = None) -> Benchmark:
+    """`limit`: keep only the first `limit` prompts (a quicker, still deterministic subset); `concepts`: the
+    model's concepts (the `concepts` benchmark)."""
     if samples is not None and samples < 1:
         raise MinicreamError(f"samples per prompt must be at least 1, got {samples}")
     if limit is not None and limit < 1:
@@ -109,6 +120,8 @@ def get_benchmark(name: str, samples: int | None = None, test_examples=None, see
         bench = _table(samples)
     elif name == "objects":
         bench = _objects(samples, test_examples or [])
+    elif name == "concepts":
+        bench = _concepts(samples, concepts or [])
     elif name == "scenes":
         bench = _scenes(samples)
     else:

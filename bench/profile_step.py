@@ -1,0 +1,97 @@
+"""Where a training step of the reference UNet spends its time: torch.profiler over a few bf16 steps.
+
+Prints the operators with the most self time and the step split into categories (matmul/conv compute,
+their backward, normalisation, elementwise, memory copies and casts, optimizer), so the gap between the
+achieved TFLOP/s of bench/train_step.py and the GEMM peak can be read off.
+
+    python bench/profile_step.py [--batch 48] [--steps 3] [--model moe|dense|stock] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from train_step import StockUNet, make_batch
+from minicream.config import load_config
+from minicream.models.unet import MoEUNet
+
+# First match wins; names are aten / mkldnn operator names as the profiler reports them.
+CATEGORIES = [
+    ("optimizer (AdamW foreach)", ("_foreach", "adamw", "Optimizer.step")),
+    ("matmul (mm/bmm/addmm/linear)", ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", "aten::linear", "aten::matmul")),
+    ("convolution fwd+bwd", ("convolution", "mkldnn_convolution", "conv2d")),
+    ("attention (sdpa/softmax)", ("softmax", "scaled_dot_product", "flash_attention")),
+    ("normalisation (group/layer norm)", ("group_norm", "layer_norm", "native_group_norm", "native_layer_norm")),
+    ("casts and copies", ("aten::copy_", "aten::_to_copy", "aten::to", "aten::clone", "aten::contiguous", "aten::cat", "aten::fill_", "aten::zero_")),
+    ("elementwise and reductions", ("aten::add", "aten::mul", "aten::sub", "aten::div", "silu", "gelu", "aten::sum", "aten::mean",
+                                     "aten::pow", "aten::sqrt", "aten::exp", "aten::where", "aten::neg", "aten::sigmoid", "aten::rsqrt")),
+]
+
+
+def categorise(name: str) -> str:
+    low = name.lower()
+    for cat, keys in CATEGORIES:
+        if any(k.lower() in low for k in keys):
+            return cat
+    return "other"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=48)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--model", choices=["moe", "dense", "stock"], default="moe")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    cfg = load_config("reference").unet.model
+    model = {"moe": lambda: MoEUNet(cfg), "dense": lambda: MoEUNet(type(cfg)(**{**cfg.__dict__, "moe": "none"})),
+             "stock": lambda: StockUNet((64, 128), head_dim=32)}[args.model]()
+    model = model.to(memory_format=torch.channels_last).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
+    x, t, ctx, mask, pooled = make_batch(args.batch, "cpu")
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = (model(x, t, ctx, mask, pooled).float() - x).pow(2).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step()
+    step()
+    t0 = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(args.steps):
+            step()
+    wall = (time.perf_counter() - t0) / args.steps
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events) / args.steps / 1e6
+    cats: dict[str, float] = defaultdict(float)
+    calls: dict[str, int] = defaultdict(int)
+    for e in events:
+        c = categorise(e.key)
+        cats[c] += e.self_cpu_time_total / args.steps / 1e6
+        calls[c] += e.count // args.steps
+    print(f"# {args.model} UNet, batch {args.batch}, bf16 autocast, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"step wall time {wall * 1e3:.0f} ms (profiled; the profiler adds overhead), operator self time {total * 1e3:.0f} ms")
+    print(f"\n{'category':36s} {'ms/step':>8s} {'share':>6s} {'calls/step':>10s}")
+    for c, s in sorted(cats.items(), key=lambda kv: -kv[1]):
+        print(f"{c:36s} {s * 1e3:8.1f} {100 * s / total:5.1f}% {calls[c]:10d}")
+    print(f"\n{'operator (top 15 by self time)':44s} {'ms/step':>8s} {'calls/step':>10s}")
+    top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:15]
+    for e in top:
+        print(f"{e.key[:44]:44s} {e.self_cpu_time_total / args.steps / 1e3:8.1f} {e.count // args.steps:10d}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"model": args.model, "batch": args.batch, "wall_ms": wall * 1e3, "self_ms": total * 1e3,
+                       "categories_ms": {c: s * 1e3 for c, s in cats.items()}, "calls": dict(calls),
+                       "top": [{"op": e.key, "ms": e.self_cpu_time_total / args.steps / 1e3, "calls": e.count // args.steps} for e in top]}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
