@@ -43,7 +43,8 @@ def prepare(run: Path, vae_from: Path | None) -> None:
 
 def train_cmd(run: Path, arm: str, args) -> list[str]:
     return [sys.executable, "-m", "minicream.cli", "train", "--config", args.config, "--out", str(run), "--resume",
-            *ARMS[arm], "--steps", str(args.steps), "--max-minutes", str(args.minutes), "--seed", str(args.seed)]
+            *ARMS[arm], "--steps", str(args.steps), "--max-minutes", str(args.minutes), "--seed", str(args.seed),
+            "--set", 'evaluator.preset=""']  # no stage 7: every arm is graded by the same shipped evaluator and judge
 
 
 def launch(cmd: list[str], log: Path, core: int | None) -> subprocess.Popen:
