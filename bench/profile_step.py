@@ -4,7 +4,9 @@ Prints the operators with the most self time and the step split into categories 
 their backward, normalisation, elementwise, memory copies and casts, optimizer), so the gap between the
 achieved TFLOP/s of bench/train_step.py and the GEMM peak can be read off.
 
-    python bench/profile_step.py [--batch 48] [--steps 3] [--model moe|dense|stock] [--json out.json]
+    python bench/profile_step.py [--batch 48] [--steps 3] [--model moe|dense|stock] [--device cpu|cuda] [--json out.json]
+
+On CUDA it prints the kernels with the most GPU time instead of the categories, and the step's wall time.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from collections import defaultdict
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from train_step import StockUNet, make_batch
+from train_step import make_batch, stock_unet
 from minicream.config import load_config
 from minicream.models.unet import MoEUNet
 
@@ -46,17 +48,19 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=48)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--model", choices=["moe", "dense", "stock"], default="moe")
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--json")
     args = ap.parse_args()
     cfg = load_config("reference").unet.model
     model = {"moe": lambda: MoEUNet(cfg), "dense": lambda: MoEUNet(type(cfg)(**{**cfg.__dict__, "moe": "none"})),
-             "stock": lambda: StockUNet((64, 128), head_dim=32)}[args.model]()
-    model = model.to(memory_format=torch.channels_last).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
-    x, t, ctx, mask, pooled = make_batch(args.batch, "cpu")
+             "stock": lambda: stock_unet((64, 128), head_dim=32)}[args.model]()
+    cuda = args.device == "cuda"
+    model = model.to(args.device, memory_format=torch.channels_last).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=cuda, foreach=not cuda)
+    x, t, ctx, mask, pooled = make_batch(args.batch, args.device)
 
     def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(args.device, dtype=torch.bfloat16):
             loss = (model(x, t, ctx, mask, pooled).float() - x).pow(2).mean()
         loss.backward()
         opt.step()
@@ -64,6 +68,20 @@ def main() -> None:
 
     step()
     step()
+    if cuda:
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        torch.cuda.synchronize()
+        print(f"# {args.model} UNet, batch {args.batch}, bf16 autocast, CUDA: {(time.perf_counter() - t0) / args.steps * 1e3:.1f} ms per step unprofiled")
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(args.steps):
+                step()
+            torch.cuda.synchronize()
+        print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=15, max_name_column_width=50))
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8, max_name_column_width=50))
+        return
     t0 = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(args.steps):

@@ -10,6 +10,11 @@ Prints, in one run:
   - peak resident memory of this process (sampling only).
 
     python bench/sample.py [--model DIR] [--device cpu|cuda] [--repeats 3] [--json out.json]
+                           [--random-text-encoder DIR]
+
+--random-text-encoder DIR (timing only, for a machine without the 90 MB MiniLM weights, e.g. the GPU machine):
+the text encoder is MiniLM's architecture built from DIR's config.json and tokenizer files with random weights;
+the images are then meaningless, the time is the same. The output says so.
 """
 from __future__ import annotations
 
@@ -67,13 +72,32 @@ def run_stock(sd, n: int, bf16: bool, device: str, batch: int | None = None):
     return go
 
 
+def use_random_text_encoder(folder: str) -> None:
+    """Make TextEncoder.load build the encoder of `folder`'s config.json with random weights (timing only)."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    from minicream.text.encoder import TextEncoder
+
+    def load(cls, path=None, max_length: int = 32, device: str = "cpu"):
+        torch.manual_seed(0)
+        model = AutoModel.from_config(AutoConfig.from_pretrained(folder, local_files_only=True))
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        return cls(model, tokenizer, "random-init MiniLM (timing only)", "0" * 64, max_length).to(device)
+
+    TextEncoder.load = classmethod(load)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="model directory (default: the shipped reference model)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--random-text-encoder", metavar="DIR", help="timing only: MiniLM's architecture from DIR, random weights")
     args = ap.parse_args()
+    if args.random_text_encoder:
+        use_random_text_encoder(args.random_text_encoder)
+        print("# text encoder: random-init MiniLM architecture (timing only; the images are meaningless)")
     pipe = minicream.Pipeline.from_pretrained(args.model, device=args.device)
     sd = stock_pipeline(pipe, args.device)
     print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
