@@ -7,6 +7,7 @@ each (concepts, objects and minicream-table) with the shipped evaluator and judg
   dense  `"none"`: the dense twin, same active parameters per token
   stock  the stock diffusers UNet2DConditionModel (64/128 channels, one layer per block, cross-attention at
          8x8: about our UNet's FLOPs per sample, see bench/train_step.py), trained by the same recipe
+  stock_fp32  the same without bf16 autocast: on this CPU the stock UNet trains faster in fp32
 
     python bench/moe_ablation.py --minutes 12 --vae-from runs/ref --out runs/ablation [--arms moe,dense] [--parallel]
 
@@ -31,6 +32,7 @@ ARMS = {
               "--set", "unet.model.layers_per_block=1", "--set", "unet.model.attention=[false, true]",
               "--set", "unet.model.head_dim=32"],
 }
+ARMS["stock_fp32"] = ARMS["stock"] + ["--set", 'unet.train.mixed_precision="no"']  # its faster precision on a CPU
 
 
 def prepare(run: Path, vae_from: Path | None) -> None:
