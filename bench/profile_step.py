@@ -56,7 +56,7 @@ def main() -> None:
              "stock": lambda: stock_unet((64, 128), head_dim=32)}[args.model]()
     cuda = args.device == "cuda"
     model = model.to(args.device, memory_format=torch.channels_last).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=cuda, foreach=not cuda)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     x, t, ctx, mask, pooled = make_batch(args.batch, args.device)
 
     def step():

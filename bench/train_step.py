@@ -53,8 +53,7 @@ def make_batch(batch: int, device: str):
 
 def bench_model(model: torch.nn.Module, batch: int, steps: int, bf16: bool, device: str, compile: bool = False) -> dict:
     model = model.to(device, memory_format=torch.channels_last).train()
-    fused = device == "cuda"
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused, foreach=not fused)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     x, t, ctx, mask, pooled = make_batch(batch, device)
     fwd = torch.compile(model) if compile else model
 

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .conv import Conv3x3
+
 
 def zero_init(module: nn.Module) -> nn.Module:
     for p in module.parameters():
@@ -37,10 +39,10 @@ class ResBlock(nn.Module):
     def __init__(self, cin: int, cout: int, emb_dim: int):
         super().__init__()
         self.norm1 = group_norm(cin)
-        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.conv1 = Conv3x3(cin, cout)
         self.emb = nn.Linear(emb_dim, 2 * cout)
         self.norm2 = group_norm(cout)
-        self.conv2 = zero_init(nn.Conv2d(cout, cout, 3, padding=1))
+        self.conv2 = zero_init(Conv3x3(cout, cout))
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
@@ -128,7 +130,7 @@ class Downsample(nn.Module):
 class Upsample(nn.Module):
     def __init__(self, cin: int, cout: int):
         super().__init__()
-        self.conv = nn.Conv2d(cin, cout, 3, padding=1)
+        self.conv = Conv3x3(cin, cout)
 
     def forward(self, x):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import PretrainedMixin
+from .conv import Conv3x3
 from .layers import Downsample, FeedForward, ResBlock, TransformerBlock, Upsample, group_norm, timestep_embedding, zero_init
 from .moe import MoEFeedForward
 
@@ -76,7 +77,7 @@ class MoEUNet(nn.Module, PretrainedMixin):
         self.text_mlp = nn.Sequential(nn.Linear(cfg.pooled_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         p = cfg.patch_size
         self.context_norm = nn.LayerNorm(cfg.context_dim)
-        self.conv_in = nn.Conv2d(cfg.in_channels, ch[0], 3, padding=1) if p == 1 else nn.Conv2d(cfg.in_channels, ch[0], p, stride=p)
+        self.conv_in = Conv3x3(cfg.in_channels, ch[0]) if p == 1 else nn.Conv2d(cfg.in_channels, ch[0], p, stride=p)
 
         self.down, skip_ch, c = nn.ModuleList(), [ch[0]], ch[0]
         for i, (cout, attn) in enumerate(zip(ch, cfg.attention)):
@@ -106,7 +107,7 @@ class MoEUNet(nn.Module, PretrainedMixin):
             if i > 0:
                 self.up.append(Upsample(c, c))
         self.norm_out = group_norm(c)
-        self.conv_out = zero_init(nn.Conv2d(c, cfg.in_channels * p * p, 3, padding=1))
+        self.conv_out = zero_init(Conv3x3(c, cfg.in_channels * p * p))
 
     @property
     def moe_layers(self) -> list[MoEFeedForward]:

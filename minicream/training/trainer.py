@@ -87,9 +87,8 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         model = model.to(self.acc.device, memory_format=torch.channels_last)
-        fused = self.acc.device.type == "cuda"
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99),
-                                fused=fused, foreach=not fused)
+        # Fused AdamW (one kernel over all parameters) on CPU too: half the optimizer time of foreach here.
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99), fused=True)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
         self.model, self.opt, self.sched = self.acc.prepare(model, opt, sched)
         self.ema = EMA(self.acc.unwrap_model(self.model), cfg.ema_decay) if cfg.ema_decay > 0 else None
@@ -114,6 +113,14 @@ class Trainer:
         state = load_checkpoint(ckpt)
         self.acc.unwrap_model(self.model).load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
+        # Saved state is contiguous; give each moment its parameter's strides (channels-last convs), which the
+        # fused AdamW kernel assumes (it walks parameter and state memory in the same order).
+        for group in self.opt.param_groups:
+            for p in group["params"]:
+                st = self.opt.state.get(p, {})
+                for k, v in st.items():
+                    if isinstance(v, torch.Tensor) and v.shape == p.shape and v.stride() != p.stride():
+                        st[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
         if self.ema and state["ema"] is not None:
             self.ema.load_state_dict(state["ema"], state["extra"].get("ema_updates", 0))
         torch.set_rng_state(state["rng"]["torch"])
