@@ -17,14 +17,15 @@ from collections import defaultdict
 
 import torch
 from torch.profiler import ProfilerActivity, profile
+from torch.utils.flop_counter import FlopCounterMode
 
-from train_step import make_batch, stock_unet
+from train_step import gemm_peak, make_batch, stock_unet
 from minicream.config import load_config
 from minicream.models.unet import MoEUNet
 
 # First match wins; names are aten / mkldnn operator names as the profiler reports them.
 CATEGORIES = [
-    ("optimizer (AdamW foreach)", ("_foreach", "adamw", "Optimizer.step")),
+    ("optimizer (AdamW)", ("_foreach", "adamw", "Optimizer.step")),
     ("matmul (mm/bmm/addmm/linear)", ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", "aten::linear", "aten::matmul")),
     ("convolution fwd+bwd", ("convolution", "mkldnn_convolution", "conv2d")),
     ("attention (sdpa/softmax)", ("softmax", "scaled_dot_product", "flash_attention")),
@@ -68,6 +69,15 @@ def main() -> None:
 
     step()
     step()
+    # FLOPs of one step by operator (forward + backward), to put an achieved TFLOP/s on the matmul and conv rows.
+    with FlopCounterMode(display=False) as counter:
+        with torch.autocast(args.device, dtype=torch.bfloat16):
+            loss = (model(x, t, ctx, mask, pooled).float() - x).pow(2).mean()
+        loss.backward()
+    opt.zero_grad(set_to_none=True)
+    flops_by_cat: dict[str, float] = defaultdict(float)
+    for op, n in counter.get_flop_counts().get("Global", {}).items():
+        flops_by_cat[categorise("aten::" + str(op).split(".")[1])] += n  # str(op) is e.g. "aten.mm"
     if cuda:
         torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -95,18 +105,23 @@ def main() -> None:
         c = categorise(e.key)
         cats[c] += e.self_cpu_time_total / args.steps / 1e6
         calls[c] += e.count // args.steps
+    peak = gemm_peak(torch.bfloat16, args.device)
     print(f"# {args.model} UNet, batch {args.batch}, bf16 autocast, {torch.get_num_threads()} threads, torch {torch.__version__}")
     print(f"step wall time {wall * 1e3:.0f} ms (profiled; the profiler adds overhead), operator self time {total * 1e3:.0f} ms")
-    print(f"\n{'category':36s} {'ms/step':>8s} {'share':>6s} {'calls/step':>10s}")
+    print(f"bf16 GEMM peak (2048^3) measured after the profile: {peak:.2f} TFLOP/s; step FLOPs {sum(flops_by_cat.values()) / 1e9:.1f} G")
+    print(f"\n{'category':36s} {'ms/step':>8s} {'share':>6s} {'calls/step':>10s} {'GFLOP':>7s} {'TFLOP/s':>8s}")
     for c, s in sorted(cats.items(), key=lambda kv: -kv[1]):
-        print(f"{c:36s} {s * 1e3:8.1f} {100 * s / total:5.1f}% {calls[c]:10d}")
+        fl = flops_by_cat.get(c, 0.0)
+        rate = f"{fl / s / 1e12:8.2f}" if fl else f"{'':8s}"
+        print(f"{c:36s} {s * 1e3:8.1f} {100 * s / total:5.1f}% {calls[c]:10d} {fl / 1e9:7.1f} {rate}")
     print(f"\n{'operator (top 15 by self time)':44s} {'ms/step':>8s} {'calls/step':>10s}")
     top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:15]
     for e in top:
         print(f"{e.key[:44]:44s} {e.self_cpu_time_total / args.steps / 1e3:8.1f} {e.count // args.steps:10d}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"model": args.model, "batch": args.batch, "wall_ms": wall * 1e3, "self_ms": total * 1e3,
+            json.dump({"model": args.model, "batch": args.batch, "wall_ms": wall * 1e3, "self_ms": total * 1e3, "peak_bf16": peak,
+                       "flops_by_category": dict(flops_by_cat),
                        "categories_ms": {c: s * 1e3 for c, s in cats.items()}, "calls": dict(calls),
                        "top": [{"op": e.key, "ms": e.self_cpu_time_total / args.steps / 1e3, "calls": e.count // args.steps} for e in top]}, f, indent=1)
 

@@ -68,18 +68,19 @@ def cmd_generate(args) -> None:
     if args.from_image:
         p = read_png_params(args.from_image)
         settings = {"prompt": p.get("prompt"), "negative": p.get("negative_prompt", ""), "steps": p.get("steps"),
-                    "guidance": p.get("cfg_scale"), "sampler": p.get("sampler"), "seed": p.get("seed")}
+                    "guidance": p.get("cfg_scale"), "sampler": p.get("sampler"), "seed": p.get("seed"),
+                    "dtype": p.get("dtype", "fp32")}  # images from before bf16 sampling were drawn under autocast
         # A re-run reads exactly the stored rewrite, unless the prompt or the filter is changed on the command line;
         # images without one (older, or from A1111) were encoded as typed.
         if args.prompt is None and args.filter is None and args.style is None:
             stored = stored_result(p)
             settings["filter"] = "none" if stored is None else stored.mode_requested
-    for key in ("prompt", "negative", "steps", "guidance", "sampler", "seed"):
+    for key in ("prompt", "negative", "steps", "guidance", "sampler", "seed", "dtype"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     if not settings.get("prompt"):
         raise MinicreamError("no prompt given; usage: minicream generate \"red apple\" (or --from IMAGE.png)")
-    pipe = Pipeline.from_pretrained(args.model)
+    pipe = Pipeline.from_pretrained(args.model, dtype=settings.get("dtype") or "bf16")
     filtered = stored or pipe.filter_prompt(settings["prompt"], args.filter or settings.get("filter") or "offline",
                                             style=args.style, llm=llm_config(args) if args.filter == "llm" else None)
     print_explanation(filtered, args.explain)
@@ -110,7 +111,7 @@ def cmd_grid(args) -> None:
     from .io.grid import image_grid
     from .pipeline import Pipeline
 
-    pipe = Pipeline.from_pretrained(args.model)
+    pipe = Pipeline.from_pretrained(args.model, dtype=args.dtype)
     prompts = args.prompts or GRID_PROMPTS
     images, labels = [], []
     for prompt in prompts:
@@ -250,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--grid", action="store_true", help="also write a grid of all images")
     g.add_argument("--from", dest="from_image", metavar="IMAGE.png", help="re-run the settings stored in a generated PNG")
     g.add_argument("--candidates", type=int, default=1, metavar="N", help="best-of-N: draw N candidates per image, keep the one the evaluator scores highest")
+    g.add_argument("--dtype", choices=["bf16", "fp32"], help="UNet weights: bf16 (default, faster) or fp32 under bf16 autocast")
     add_filter_arguments(g, default=None)
     g.set_defaults(func=cmd_generate)
 
@@ -268,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--guidance", type=float, help="guidance scale")
     gr.add_argument("--sampler", help="sampler name")
     gr.add_argument("--out", default="outputs/grid.png", help="output PNG")
+    gr.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16", help="UNet weights (fp32 runs under bf16 autocast)")
     gr.set_defaults(func=cmd_grid)
 
     i = sub.add_parser("info", help="print the generation settings stored in a PNG")

@@ -37,17 +37,36 @@ def default_model_dir() -> Path:
     return Path(__file__).parent / "reference"
 
 
+DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32}
+
+
+def unet_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """None = fp32 weights under bf16 autocast; torch.bfloat16 = bf16 weights, no autocast (the default)."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise MinicreamError(f"unknown dtype {dtype!r}; choose bf16 or fp32")
+    return DTYPES[dtype]
+
+
 class Pipeline:
     def __init__(self, unet, vae, text_encoder: TextEncoder, index: dict, model_dir: Path, device: str = "cpu"):
         self.unet, self.vae, self.text_encoder, self.index = unet, vae, text_encoder, index
         self.model_dir, self.device = Path(model_dir), torch.device(device)
+        # bf16 weights run the UNet without autocast (no per-call weight casts: ~1.15x faster sampling on this
+        # CPU); fp32 weights run under bf16 autocast, as the UNet was trained.
+        self.unet_dtype = next(unet.parameters()).dtype
         self.model_hash = short_hash(self.model_dir / "unet" / WEIGHTS_NAME)
         self.latent_shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
         self.image_size = int(index["image_size"])
         self.defaults = index.get("sample", {})
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path | None = None, device: str = "cpu") -> "Pipeline":
+    def from_pretrained(cls, model_dir: str | Path | None = None, device: str = "cpu",
+                        dtype: str | torch.dtype | None = torch.bfloat16) -> "Pipeline":
+        """dtype: the UNet's weights. bf16 (default; the shipped weights are stored in bf16) runs it without
+        autocast; None or "fp32" keeps fp32 weights under bf16 autocast (the training-time numerics)."""
+        dtype = unet_dtype(dtype)
         model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
         index_path = model_dir / MODEL_INDEX
         if not index_path.is_file():
@@ -56,7 +75,7 @@ class Pipeline:
             index = json.loads(index_path.read_text())
         except json.JSONDecodeError as e:
             raise MinicreamError(f"{index_path}: not valid JSON ({e})") from None
-        unet = load_unet(model_dir / "unet").to(device, memory_format=torch.channels_last)
+        unet = load_unet(model_dir / "unet").to(device, dtype=dtype, memory_format=torch.channels_last)
         vae = load_autoencoder(model_dir / "vae").to(device)
         te = index["text_encoder"]
         encoder = TextEncoder.load(None if te["name"] == "minilm" else te["name"], max_length=te["max_length"], device=device)
@@ -106,9 +125,12 @@ class Pipeline:
         return rewrite(prompt, filter, vocab, style=style, encoder=self.text_encoder, llm=llm)
 
     def _model_fn(self, cond, uncond, guidance: float) -> Callable:
+        half = self.unet_dtype != torch.float32
+
         def unet_fn(x, t, emb):
-            with torch.autocast(self.device.type, dtype=torch.bfloat16):
-                return self.unet(x.contiguous(memory_format=torch.channels_last), t, emb.hidden, emb.mask, emb.pooled).float()
+            x = x.to(self.unet_dtype).contiguous(memory_format=torch.channels_last)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=not half):
+                return self.unet(x, t, emb.hidden.to(self.unet_dtype), emb.mask, emb.pooled).float()
 
         if guidance == 1.0:
             return lambda x, t: unet_fn(x, t, cond)
@@ -167,6 +189,7 @@ class Pipeline:
                 "prompt": prompt, "negative_prompt": negative_prompt, "steps": steps, "sampler": sampler,
                 "cfg_scale": guidance, "seed": s, "width": self.image_size, "height": self.image_size,
                 "model_hash": self.model_hash, "model": self.model_dir.name,
+                "dtype": "fp32" if self.unet_dtype == torch.float32 else "bf16",
                 "rewritten_prompt": filtered.rewritten, "filter": filtered.mode_requested,
                 "filter_explanation": filtered.explanation,
             }

@@ -15,7 +15,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from minicream.cli import main
-from minicream.io.pngmeta import read_png_params
+from minicream.io.pngmeta import read_png_params, save_png
 
 
 def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -292,3 +292,24 @@ def test_samplers_lists_both_families(capsys):
     lines = out.splitlines()
     assert lines[0].endswith("ddim, ddpm, dpmpp_2m, euler, euler_a, heun, plms")
     assert lines[1].endswith("euler, heun")
+
+
+def test_generate_from_a_png_without_dtype_reruns_it_in_fp32(generated, tiny_model, tmp_path, capsys):
+    """PNGs from before bf16 sampling carry no dtype: they were drawn with fp32 weights under autocast."""
+    out, _ = generated
+    src = out / "red_apple_100.png"
+    params = read_png_params(src)
+    assert params["dtype"] == "bf16"
+    code, _, err = call(capsys, "generate", "red apple", "--model", str(tiny_model), "-n", "1", "--seed", "100",
+                        "--steps", str(params["steps"]), "--dtype", "fp32", "--out", str(tmp_path / "fp32"))
+    assert code == 0, err
+    old = tmp_path / "old.png"
+    with Image.open(tmp_path / "fp32" / "red_apple_100.png") as im:
+        legacy = {k: v for k, v in read_png_params(tmp_path / "fp32" / "red_apple_100.png").items() if k != "dtype"}
+        save_png(im.copy(), old, legacy)
+    code, _, err = call(capsys, "generate", "--from", str(old), "--model", str(tiny_model), "-n", "1", "--out", str(tmp_path / "again"))
+    assert code == 0, err
+    again = tmp_path / "again" / "red_apple_100.png"
+    assert read_png_params(again)["dtype"] == "fp32"
+    with Image.open(old) as a, Image.open(again) as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b))

@@ -165,3 +165,25 @@ def test_truncated_weights_are_refused(tiny_model, tmp_path):
     weights.write_bytes(data[: len(data) // 2])
     with pytest.raises(MinicreamError, match=r"unet/model\.safetensors.*truncated"):
         Pipeline.from_pretrained(model)
+
+
+# --- UNet precision ----------------------------------------------------------------------------------
+
+
+def test_unet_runs_in_bf16_by_default_and_fp32_under_autocast_on_request(tiny_model, tiny_pipe):
+    assert tiny_pipe.unet_dtype == torch.bfloat16 and next(tiny_pipe.unet.parameters()).dtype == torch.bfloat16
+    fp32 = Pipeline.from_pretrained(tiny_model, dtype="fp32")
+    assert next(fp32.unet.parameters()).dtype == torch.float32
+    a = tiny_pipe("red apple", num_images=2, steps=STEPS, seed=3)
+    b = fp32("red apple", num_images=2, steps=STEPS, seed=3)
+    assert a[0].info[PARAMS_KEY]["dtype"] == "bf16" and b[0].info[PARAMS_KEY]["dtype"] == "fp32"
+    for x, y in zip(a, b):  # the same model in two precisions: the same picture to within bf16 rounding
+        d = np.abs(arr(x).astype(int) - arr(y).astype(int))
+        assert d.mean() < 2.0 and d.max() <= 32
+    again = fp32("red apple", num_images=2, steps=STEPS, seed=3)
+    assert all(np.array_equal(arr(x), arr(y)) for x, y in zip(b, again))
+
+
+def test_unknown_dtype_is_refused(tiny_model):
+    with pytest.raises(MinicreamError, match="unknown dtype 'fp8'"):
+        Pipeline.from_pretrained(tiny_model, dtype="fp8")

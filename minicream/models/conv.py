@@ -8,7 +8,8 @@ gradient is most of that. Here the backward is two operations that do run at mat
     grad_weight = grad_output^T @ im2col(input)                             (one GEMM, K = batch * H * W)
 
 `Conv3x3` is an `nn.Conv2d` (same parameters, same state_dict keys, same forward) that takes this path only where
-it pays: on the CPU, with autograd recording, for 3x3 kernels with stride 1, padding 1, no dilation or groups.
+it pays: on the CPU, with autograd recording, in bf16 (under autocast or with bf16 tensors), for its 3x3 kernel with
+stride 1 and padding 1. In a whole training step it is worth 1.06-1.12x (bench/train_step.py; interleaved A/B).
 Everywhere else (inference, CUDA) it is exactly `nn.Conv2d`.
 """
 from __future__ import annotations
@@ -68,5 +69,7 @@ class Conv3x3(nn.Conv2d):
             dtype = torch.get_autocast_dtype("cpu")
             x, weight = x.to(dtype), weight.to(dtype)
             bias = bias.to(dtype) if bias is not None else None
+        if x.dtype == torch.float32:  # oneDNN's fp32 backward is not the slow one (measured: this path loses in fp32)
+            return F.conv2d(x, weight, bias, padding=1)
         with torch.autocast("cpu", enabled=False):
             return _Conv3x3Function.apply(x, weight, bias)
