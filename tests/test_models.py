@@ -320,3 +320,22 @@ def test_stock_diffusers_unet_behind_our_calling_convention(tmp_path):
     assert isinstance(build_unet(UNetConfig(channels=(32, 64), head_dim=16)), MoEUNet)
     with pytest.raises(ValueError, match="arch must be"):
         UNetConfig(arch="sdxl")
+
+
+def test_group_norm_contiguous_path_equals_nn_group_norm():
+    from minicream.models.layers import GroupNorm
+
+    torch.manual_seed(0)
+    ours, ref = GroupNorm(8, 32, eps=1e-6).double(), torch.nn.GroupNorm(8, 32, eps=1e-6).double()
+    with torch.no_grad():
+        ours.weight.normal_(), ours.bias.normal_()
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(3, 32, 5, 4, dtype=torch.float64).contiguous(memory_format=torch.channels_last).requires_grad_()
+    y = ours(x)
+    assert y.is_contiguous(memory_format=torch.channels_last)  # the layout the next conv expects
+    g = torch.randn_like(y)
+    a = torch.autograd.grad(y, (x, ours.weight, ours.bias), g)
+    b = torch.autograd.grad(ref(x), (x, ref.weight, ref.bias), g)
+    torch.testing.assert_close(y, ref(x), rtol=1e-12, atol=1e-12)
+    for u, v in zip(a, b):
+        torch.testing.assert_close(u, v, rtol=1e-10, atol=1e-10)

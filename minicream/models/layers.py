@@ -29,8 +29,26 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
 
+class GroupNorm(nn.GroupNorm):
+    """nn.GroupNorm that normalises channels-last CPU tensors in the contiguous layout when groups are narrow.
+
+    PyTorch's CPU GroupNorm kernel for channels-last input is several times slower than for contiguous input when a
+    group holds few channels (measured at the UNet's shapes: 128 channels in 32 groups, bf16, batch 48 at 8x8:
+    2.6 ms channels-last vs 0.6 ms contiguous forward, copies included); with 16 or more channels per group the
+    channels-last kernel is the faster one. Same parameters, same result up to summation order.
+    """
+
+    contiguous_below = 16  # channels per group under which the contiguous layout is used; 0 = never (for A/B)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (x.device.type == "cpu" and x.dim() == 4 and self.num_channels // self.num_groups < self.contiguous_below
+                and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)):
+            return super().forward(x.contiguous()).contiguous(memory_format=torch.channels_last)
+        return super().forward(x)
+
+
 def group_norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(32, channels // 4), channels, eps=1e-6)
+    return GroupNorm(min(32, channels // 4), channels, eps=1e-6)
 
 
 class ResBlock(nn.Module):
