@@ -47,8 +47,12 @@ eval: setup data/emoji/train/metadata.jsonl
 	for run in $(EVAL_RUNS); do cat outputs/eval/$${run%%:*}/report.md; done > docs/eval_report.md
 	@echo "docs/eval_report.md"
 
+# Issue 6's side-by-side benchmarks (bench/RESULTS.md): training step, conv backward, where the step goes, sampling.
 bench: setup
 	$(PY) bench/train_step.py
+	$(PY) bench/conv_backward.py
+	$(PY) bench/profile_step.py
+	$(PY) bench/sample.py
 
 clean:
 	rm -rf outputs runs .pytest_cache
