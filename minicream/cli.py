@@ -23,16 +23,28 @@ def _one_line_warnings() -> None:
 def cmd_data(args) -> None:
     from .data.emoji import build_emoji_dataset
 
-    stats = build_emoji_dataset(args.out, size=args.size, skin_tones=not args.no_skin_tones, heldout_fraction=args.heldout,
-                                seed=args.seed, overwrite=args.overwrite, limit=args.limit or None)
-    print(f"wrote {stats['train']} train + {stats['test']} test images ({stats['concepts']} concepts) to {args.out}")
+    styles = tuple(s.strip() for s in args.styles.split(",") if s.strip()) if args.styles else None
+    stats = build_emoji_dataset(args.out, size=args.size, styles=styles, skin_tones=not args.no_skin_tones,
+                                heldout_fraction=args.heldout, seed=args.seed, overwrite=args.overwrite,
+                                limit=args.limit or None)
+    print(f"wrote {stats['train']} train + {stats['test']} test images ({stats['concepts']} concepts, "
+          f"styles {', '.join(stats['styles'])}) to {args.out}")
+
+
+def cmd_data_fetch(args) -> None:
+    from .data.npm_sources import NPM_SOURCES, fetch
+
+    for style in args.styles or list(NPM_SOURCES):
+        path = fetch(style)
+        src = NPM_SOURCES[style]
+        print(f"{style}: {src.package}@{src.version} ({src.licence}) sha256 ok -> {path}")
 
 
 # -- train ----------------------------------------------------------------------------------------------
 TRAIN_FLAGS = {  # flag -> config field (every flag is a config field; anything else goes through --set)
     "data": "data.source", "steps": "unet.train.steps", "batch_size": "unet.train.batch_size", "lr": "unet.train.lr",
     "moe": "unet.model.moe", "objective": "unet.objective", "seed": "unet.train.seed", "max_minutes": "unet.train.max_minutes",
-    "grad_accum": "unet.train.grad_accum",
+    "grad_accum": "unet.train.grad_accum", "init_from": "init_from",
 }
 
 
@@ -80,7 +92,7 @@ def cmd_generate(args) -> None:
             settings[key] = getattr(args, key)
     if not settings.get("prompt"):
         raise MinicreamError("no prompt given; usage: minicream generate \"red apple\" (or --from IMAGE.png)")
-    pipe = Pipeline.from_pretrained(args.model, dtype=settings.get("dtype") or "bf16")
+    pipe = Pipeline.from_pretrained(args.model, dtype=settings.get("dtype") or "auto")
     filtered = stored or pipe.filter_prompt(settings["prompt"], args.filter or settings.get("filter") or "offline",
                                             style=args.style, llm=llm_config(args) if args.filter == "llm" else None)
     print_explanation(filtered, args.explain)
@@ -104,7 +116,7 @@ def cmd_generate(args) -> None:
 
 
 GRID_PROMPTS = ["red apple", "tangerine", "dog face", "red heart", "rocket", "pizza"]
-GRID_STYLES = ["twemoji", "openmoji"]
+GRID_STYLES = ["twemoji", "openmoji"]  # for a model whose vocabulary names no styles
 
 
 def cmd_grid(args) -> None:
@@ -113,13 +125,14 @@ def cmd_grid(args) -> None:
 
     pipe = Pipeline.from_pretrained(args.model, dtype=args.dtype)
     prompts = args.prompts or GRID_PROMPTS
+    styles = pipe.vocabulary.styles or GRID_STYLES  # every design the model was trained in
     images, labels = [], []
     for prompt in prompts:
-        for style in GRID_STYLES:
+        for style in styles:
             text = f"{prompt}, {style}"
             images += pipe(text, num_images=args.per_prompt, seed=args.seed, steps=args.steps, guidance=args.guidance, sampler=args.sampler)
             labels += [text] + [""] * (args.per_prompt - 1)
-    grid = image_grid(images, cols=len(GRID_STYLES) * args.per_prompt, labels=labels)
+    grid = image_grid(images, cols=len(styles) * args.per_prompt, labels=labels)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     grid.save(out)
@@ -208,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("data", help="build a dataset")
     dsub = d.add_subparsers(dest="dataset", required=True)
-    e = dsub.add_parser("emoji", help="the embedded default: Twemoji + OpenMoji with English/Russian captions")
+    e = dsub.add_parser("emoji", help="the embedded default: Twemoji, OpenMoji, Noto, Fluent with English/Russian captions")
     e.add_argument("out", help="output folder (Hugging Face imagefolder layout)")
     e.add_argument("--size", type=int, default=64, help="image size in pixels")
     e.add_argument("--no-skin-tones", action="store_true", help="leave out skin-tone variants")
@@ -216,7 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
     e.add_argument("--limit", type=int, default=0, help="at most this many images per style (0 = all)")
     e.add_argument("--overwrite", action="store_true", help="replace an earlier build in OUT")
+    e.add_argument("--styles", help="comma-separated designs (default: every one available of twemoji, openmoji, noto, fluent)")
     e.set_defaults(func=cmd_data)
+    fe = dsub.add_parser("fetch", help="fetch the npm emoji designs (noto, fluent) once: pinned version and sha256, cached")
+    fe.add_argument("styles", nargs="*", help="designs to fetch (default: all)")
+    fe.set_defaults(func=cmd_data_fetch)
 
     t = sub.add_parser("train", help="train autoencoder + MoE UNet from scratch (the recipe's stages)")
     t.add_argument("--config", default="reference", help="preset name (reference, tiny) or a TOML file")
@@ -226,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field, e.g. unet.model.top_k=2")
     t.add_argument("--data", help="training data: 'emoji' or a folder with metadata.jsonl / .txt captions")
     t.add_argument("--steps", type=int, help="UNet optimizer steps")
+    t.add_argument("--init-from", metavar="MODEL_DIR", help="warm start from an exported model (its autoencoder and UNet weights, fresh optimizer)")
     t.add_argument("--batch-size", type=int, help="UNet global batch size")
     t.add_argument("--lr", type=float, help="UNet learning rate")
     t.add_argument("--moe", choices=["token", "timestep", "none"], help="mid-block router (none = dense twin)")
@@ -251,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--grid", action="store_true", help="also write a grid of all images")
     g.add_argument("--from", dest="from_image", metavar="IMAGE.png", help="re-run the settings stored in a generated PNG")
     g.add_argument("--candidates", type=int, default=1, metavar="N", help="best-of-N: draw N candidates per image, keep the one the evaluator scores highest")
-    g.add_argument("--dtype", choices=["bf16", "fp32"], help="UNet weights: bf16 (default, faster) or fp32 under bf16 autocast")
+    g.add_argument("--dtype", choices=["auto", "bf16", "fp32"], help="UNet weights: auto (default: bf16 where the CPU/GPU computes it fast, else fp32), bf16, or fp32")
     add_filter_arguments(g, default=None)
     g.set_defaults(func=cmd_generate)
 
@@ -270,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--guidance", type=float, help="guidance scale")
     gr.add_argument("--sampler", help="sampler name")
     gr.add_argument("--out", default="outputs/grid.png", help="output PNG")
-    gr.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16", help="UNet weights (fp32 runs under bf16 autocast)")
+    gr.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto", help="UNet weights: auto (bf16 where fast, else fp32), bf16, or fp32")
     gr.set_defaults(func=cmd_grid)
 
     i = sub.add_parser("info", help="print the generation settings stored in a PNG")
@@ -301,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="run a benchmark against a model and write report.json, report.md and grid.png")
     ev.add_argument("--model", help="model directory (default: the shipped reference model)")
-    ev.add_argument("--benchmark", default="minicream-table", help="minicream-table, objects, concepts or scenes")
+    ev.add_argument("--benchmark", default="minicream-table", help="minicream-table, objects, concepts, coverage or scenes")
     ev.add_argument("--out", help="report folder (default outputs/eval/BENCHMARK)")
     ev.add_argument("--samples", type=int, help="samples per prompt (default: the benchmark's)")
     ev.add_argument("--candidates", type=int, default=1, metavar="N", help="best-of-N with the evaluator")

@@ -84,6 +84,10 @@ class EvaluatorSection:
 
 @dataclass
 class RecipeConfig:
+    # Warm start: an exported model folder whose autoencoder is reused (stage 3 is skipped, so the latents match)
+    # and whose UNet weights start stage 5 with a fresh optimizer and schedule. Spreads a long recipe over
+    # several sittings without keeping optimizer state; the UNet configs must match. Empty: from scratch.
+    init_from: str = ""
     data: DataConfig = field(default_factory=DataConfig)
     text: TextConfig = field(default_factory=TextConfig)
     autoencoder: AutoencoderSection = field(default_factory=AutoencoderSection)

@@ -25,6 +25,7 @@ from .io.weights import short_hash
 from .models.autoencoder import decode, load_autoencoder
 from .models.base import WEIGHTS_NAME
 from .models.build import load_unet
+from .precision import fast_bf16
 from .text.encoder import TextEncoder
 from .training.recipe import MODEL_INDEX
 
@@ -40,12 +41,15 @@ def default_model_dir() -> Path:
 DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32}
 
 
-def unet_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    """None = fp32 weights under bf16 autocast; torch.bfloat16 = bf16 weights, no autocast (the default)."""
+def unet_dtype(dtype: str | torch.dtype | None, device: str | torch.device = "cpu") -> torch.dtype | None:
+    """None = fp32 weights (under bf16 autocast where bf16 is fast); torch.bfloat16 = bf16 weights, no autocast;
+    "auto" (the default) = bf16 where the hardware computes it fast (precision.py), else fp32."""
+    if dtype == "auto":
+        return torch.bfloat16 if fast_bf16(device) else torch.float32
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in DTYPES:
-        raise MinicreamError(f"unknown dtype {dtype!r}; choose bf16 or fp32")
+        raise MinicreamError(f"unknown dtype {dtype!r}; choose auto, bf16 or fp32")
     return DTYPES[dtype]
 
 
@@ -63,10 +67,11 @@ class Pipeline:
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path | None = None, device: str = "cpu",
-                        dtype: str | torch.dtype | None = torch.bfloat16) -> "Pipeline":
-        """dtype: the UNet's weights. bf16 (default; the shipped weights are stored in bf16) runs it without
-        autocast; None or "fp32" keeps fp32 weights under bf16 autocast (the training-time numerics)."""
-        dtype = unet_dtype(dtype)
+                        dtype: str | torch.dtype | None = "auto") -> "Pipeline":
+        """dtype: the UNet's weights. bf16 (the shipped weights are stored in bf16) runs it without autocast;
+        None or "fp32" keeps fp32 weights, under bf16 autocast (the training-time numerics) where bf16 is fast;
+        "auto" (default) is bf16 on hardware with fast bf16 (AMX, AVX512-BF16, CUDA) and fp32 elsewhere."""
+        dtype = unet_dtype(dtype, device)
         model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
         index_path = model_dir / MODEL_INDEX
         if not index_path.is_file():
@@ -129,7 +134,7 @@ class Pipeline:
 
         def unet_fn(x, t, emb):
             x = x.to(self.unet_dtype).contiguous(memory_format=torch.channels_last)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=not half):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=not half and fast_bf16(self.device)):
                 return self.unet(x, t, emb.hidden.to(self.unet_dtype), emb.mask, emb.pooled).float()
 
         if guidance == 1.0:

@@ -28,7 +28,7 @@ def emoji_root(tmp_path_factory) -> Path:
     from minicream.data.emoji import build_emoji_dataset
 
     root = tmp_path_factory.mktemp("emoji_data") / "emoji"
-    build_emoji_dataset(root, size=64, limit=40, concepts=TEST_CONCEPTS, skin_tones=False,
+    build_emoji_dataset(root, size=64, styles=("twemoji", "openmoji"), limit=40, concepts=TEST_CONCEPTS, skin_tones=False,
                         heldout_fraction=0.2, progress=False)
     return root
 

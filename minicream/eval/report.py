@@ -38,6 +38,7 @@ def markdown(res: dict) -> str:
             ("FID, InceptionV3", res.get("fid_inception")),
             ("IS, evaluator zero-shot classes", res.get("is_evaluator")),
             ("SSIM pairwise within a prompt (1.0 = collapse)", res.get("ssim_pairwise")),
+            ("SSIM pairwise within a prompt without a style word", res.get("ssim_pairwise_plain")),
             ("SSIM to nearest real image", res.get("ssim_nearest_real")),
             ("CLIP score (evaluator cosine)", res.get("clip_score"))]
     for label, v in rows:

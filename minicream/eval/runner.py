@@ -71,7 +71,8 @@ def run_benchmark(model_dir: str | Path | None, name: str, out_dir: str | Path, 
         # A model trained on a selection of concepts (data.concepts / data.groups) is asked only for those.
         known = pipe.vocabulary.by_name
         test = [ex for ex in test if ex.meta.get("concept") in known] or test
-    bench = get_benchmark(name, samples, test, seed, limit, concepts=sorted(pipe.vocabulary.by_name))
+    rows = _dataset_rows(data_root) if name == "coverage" else None
+    bench = get_benchmark(name, samples, test, seed, limit, concepts=sorted(pipe.vocabulary.by_name), dataset_rows=rows)
     evaluator = pipe.evaluator  # clear error when the model has no evaluator
     judge_dir = pipe.model_dir / EVALUATOR_DIR / JUDGE_DIR
     judge = Evaluator.from_pretrained(judge_dir, pipe.text_encoder) if (judge_dir / "config.json").is_file() else None
@@ -111,6 +112,9 @@ def run_benchmark(model_dir: str | Path | None, name: str, out_dir: str | Path, 
     if bench.samples >= 2:
         groups = [fake[i * bench.samples:(i + 1) * bench.samples] for i in range(len(bench.prompts))]
         res["ssim_pairwise"] = round(sum(metrics.pairwise_ssim(g) for g in groups) / len(groups), 4)
+        plain = [g for g, p in zip(groups, bench.prompts) if p.get("group") == "plain"]
+        if plain:  # variety: samples of a prompt without a style word may take any design
+            res["ssim_pairwise_plain"] = round(sum(metrics.pairwise_ssim(g) for g in plain) / len(plain), 4)
     prompts = [bench.prompts[i // bench.samples]["prompt"] for i in range(len(fake))]
     res["clip_score"] = round(float(evaluator.score(fake, prompts).mean()), 4)
 
@@ -120,6 +124,9 @@ def run_benchmark(model_dir: str | Path | None, name: str, out_dir: str | Path, 
         pool = bench.pool or all_concepts
         res["object_accuracy"] = {grader_name.split()[0]: _accuracy(grader, fake, bench, single, pool),
                                   "evaluator (self-graded)": _accuracy(evaluator, fake, bench, single, pool)}
+        for group in sorted({p["group"] for p in bench.prompts if "group" in p}):
+            rows_g = [i for i in single if bench.prompts[i // bench.samples].get("group") == group]
+            res["object_accuracy"][f"{grader_name.split()[0]}, {group} prompts"] = _accuracy(grader, fake, bench, rows_g, pool)
     if bench.name == "scenes":
         per_task: dict[str, list[bool]] = {t: [] for t in TASKS}
         for i, im in enumerate(fake):
@@ -134,15 +141,20 @@ def run_benchmark(model_dir: str | Path | None, name: str, out_dir: str | Path, 
     return res
 
 
-def _dataset_concepts(root: Path) -> set[str]:
-    """Concept names of both splits, read from the metadata only (no image decoding)."""
+def _dataset_rows(root: Path) -> list[dict]:
+    """Metadata rows of both splits (no image decoding)."""
     from ..data.folder import _resolve
 
-    names = set()
+    rows = []
     for split in ("train", "test"):
         try:
             entries, _ = _resolve(root, split)
         except MinicreamError:
             continue
-        names |= {e.meta["concept"] for e in entries if e.meta.get("concept")}
-    return names
+        rows += [e.meta for e in entries]
+    return rows
+
+
+def _dataset_concepts(root: Path) -> set[str]:
+    """Concept names of both splits, read from the metadata only (no image decoding)."""
+    return {r["concept"] for r in _dataset_rows(root) if r.get("concept")}

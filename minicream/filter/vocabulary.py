@@ -19,7 +19,7 @@ from .normalize import key
 CONCEPTS_FILE = "concepts.json"
 VOCABULARY_FILE = "vocabulary.json"
 FORMAT = "minicream-concepts"
-KNOWN_STYLES = ("twemoji", "openmoji")
+KNOWN_STYLES = ("twemoji", "openmoji", "noto", "fluent")  # the emoji designs of data/emoji_sources.py
 
 
 @dataclass

@@ -15,6 +15,7 @@ from diffusers import AutoencoderKL
 
 from ..errors import MinicreamError
 from ..io.weights import load_state_dict, save_state_dict
+from ..precision import fast_bf16
 from .base import WEIGHTS_NAME
 
 
@@ -74,7 +75,7 @@ def encode(vae: AutoencoderKL, images_uint8: torch.Tensor, batch_size: int = 256
     """uint8 (N,3,H,W) -> scaled latents (N,C,h,w), float32. Mean of the posterior unless `sample`."""
     out = []
     for i in range(0, len(images_uint8), batch_size):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=images_uint8.device.type == "cpu"):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=images_uint8.device.type == "cpu" and fast_bf16("cpu")):
             dist = vae.encode(to_unit_range(images_uint8[i:i + batch_size])).latent_dist
         z = dist.sample(generator) if sample else dist.mean
         out.append(z.float())
@@ -86,7 +87,7 @@ def decode(vae: AutoencoderKL, latents: torch.Tensor, batch_size: int = 64) -> t
     """scaled latents -> uint8 images."""
     out = []
     for i in range(0, len(latents), batch_size):
-        with torch.autocast(latents.device.type, dtype=torch.bfloat16):
+        with torch.autocast(latents.device.type, dtype=torch.bfloat16, enabled=fast_bf16(latents.device)):
             x = vae.decode(latents[i:i + batch_size] / vae.config.scaling_factor).sample
         out.append(to_uint8(x))
     return torch.cat(out)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate.utils import set_seed
 
 from ..config import RecipeConfig, config_to_dict, to_toml
 from ..data.folder import Example, images_to_tensor, load_caption_folder
@@ -100,8 +101,12 @@ def _unet_trainer(cfg: RecipeConfig, run: Path, latents, caption_choices, text, 
     u = cfg.unet
     # The text encoder decides the conditioning widths (384 for MiniLM; another local encoder may differ).
     dim = text.hidden.shape[-1]
+    set_seed(u.train.seed)  # the initial weights are part of a deterministic run
     model = build_unet(dataclasses.replace(u.model, context_dim=dim, pooled_dim=dim, in_channels=latents.shape[1],
                                         sample_size=latents.shape[-1]))
+    if cfg.init_from:
+        _warm_start(model, Path(cfg.init_from) / "unet")
+        log(f"unet: warm start from {cfg.init_from} (fresh optimizer and schedule)")
     objective = make_objective(u.objective, u.min_snr_gamma or None, u.beta_schedule, u.zero_terminal_snr)
     loss_fn = unet_loss(latents, caption_choices, text, empty_id, objective, u.cfg_dropout, model.moe_layers,
                         u.moe_aux_weight, u.moe_z_weight)
@@ -147,9 +152,17 @@ def run_recipe(cfg: RecipeConfig, run_dir: str | Path, resume: bool = False, cpu
     images = images_to_tensor(all_examples)
     ae_dir = run / "vae"
     done = _stage_done(run, "autoencoder")
-    if done is None:
+    if done is None and cfg.init_from:  # warm start: the latents must come from the model's own autoencoder
+        from ..models.autoencoder import load_autoencoder
+
+        vae = load_autoencoder(Path(cfg.init_from) / "vae")
+        save_autoencoder(vae, ae_dir)
+        _mark_done(run, "autoencoder", {"init_from": str(cfg.init_from), "scaling_factor": vae.config.scaling_factor})
+        log(f"3. autoencoder: taken from {cfg.init_from}")
+    elif done is None:
         t0 = time.time()
         a = cfg.autoencoder
+        set_seed(a.train.seed)  # the initial weights are part of a deterministic run
         trainer = Trainer(build_autoencoder(a.model), autoencoder_loss(images, a.kl_weight), len(images), a.train, run,
                           "autoencoder", cpu=cpu, log_fn=lambda s, r: log(f"autoencoder step {s}/{a.train.steps} loss {r['loss_avg']:.4f} {r['samples_per_s']:.0f} samples/s"))
         if resume and trainer.resume():
@@ -227,6 +240,21 @@ def train_model_evaluator(cfg: RecipeConfig, model_dir: Path, run_dir: Path, log
     recipe = dataclasses.replace(load_recipe(e.preset, overrides), concepts=tuple(cfg.data.concepts), groups=tuple(cfg.data.groups))
     root = cfg.data.root if cfg.data.source == "emoji" else cfg.data.source
     return train_evaluator(recipe, root, model_dir / EVALUATOR_DIR, log=log, run_dir=run_dir, resume=resume, encoder=encoder)
+
+
+def _warm_start(model: torch.nn.Module, unet_dir: Path) -> None:
+    """Load an exported UNet's weights into `model`, refusing a different architecture with the fields named."""
+    from ..models.build import load_unet
+
+    if not (unet_dir / "config.json").is_file():
+        raise MinicreamError(f"init_from: {unet_dir} has no exported UNet (config.json)")
+    source = load_unet(unet_dir)
+    ours, theirs = dataclasses.asdict(model.config), dataclasses.asdict(source.config)
+    differ = [k for k in ours if ours[k] != theirs.get(k)]
+    if differ:
+        raise MinicreamError("init_from: the UNet config differs from the run's in " + ", ".join(
+            f"{k} ({theirs.get(k)!r} there, {ours[k]!r} here)" for k in differ))
+    model.load_state_dict(source.state_dict())
 
 
 def _heldout_images(cfg: RecipeConfig) -> torch.Tensor:

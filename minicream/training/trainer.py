@@ -18,6 +18,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from tqdm.auto import tqdm
 
+from ..precision import training_precision
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .ema import EMA
 
@@ -36,7 +37,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     log_every: int = 25
     seed: int = 0
-    mixed_precision: str = "bf16"  # "bf16" | "no"
+    mixed_precision: str = "bf16"  # "bf16" | "no"; bf16 runs as fp32 where the hardware lacks it (precision.py)
     deterministic: bool = False
     max_minutes: float = 0.0  # stop (with a checkpoint) after this much training time; 0 = no limit
 
@@ -78,7 +79,9 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
         # step_scheduler_with_optimizer=False: our schedule counts optimizer steps of the global batch,
         # not per-process steps (Accelerate would otherwise step it once per process).
-        self.acc = Accelerator(mixed_precision=cfg.mixed_precision, step_scheduler_with_optimizer=False, cpu=bool(cpu) if cpu is not None else not torch.cuda.is_available(),
+        on_cpu = bool(cpu) if cpu is not None else not torch.cuda.is_available()
+        self.precision = training_precision(cfg.mixed_precision, "cpu" if on_cpu else "cuda")
+        self.acc = Accelerator(mixed_precision=self.precision, step_scheduler_with_optimizer=False, cpu=on_cpu,
                                log_with="tensorboard", project_dir=str(self.run_dir / "logs"),
                                # MoE experts that receive no token in a step have no gradient there.
                                kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])

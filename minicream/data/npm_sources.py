@@ -1,0 +1,142 @@
+"""Emoji designs shipped as npm packages of the Iconify icon format (one JSON of SVG bodies per design).
+
+The package tarball is fetched once by name with the ordinary npm client (`npm pack`, whatever registry npm is
+configured for), checked against a pinned sha256, and cached; nothing is read from a CDN or a model hub. A design
+that is not in the cache is skipped by the dataset builder with a one-line message naming `minicream data fetch`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from minicream.errors import MinicreamError
+
+
+@dataclass(frozen=True)
+class NpmSource:
+    package: str  # npm package name
+    version: str
+    sha256: str  # of the tarball `npm pack` writes
+    licence: str
+    title: str
+    homepage: str
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.package.lstrip('@').replace('/', '-')}-{self.version}.tgz"
+
+
+NPM_SOURCES = {
+    "noto": NpmSource("@iconify-json/noto", "1.2.9",
+                      "3e918d88fc945c0bb3d468dbace6f88caef67f01c9f0e7bcae0915a042e8f1ad",
+                      "Apache-2.0", "Noto Emoji (Google)", "https://github.com/googlefonts/noto-emoji"),
+    "fluent": NpmSource("@iconify-json/fluent-emoji-flat", "1.2.6",
+                        "7d064769dee690815f823bc5bcc511d957198caf9f5edd8dd9c1aa48a6aeb175",
+                        "MIT", "Fluent Emoji Flat (Microsoft)", "https://github.com/microsoft/fluentui-emoji"),
+}
+
+
+def cache_dir() -> Path:
+    """Where fetched tarballs live: $MINICREAM_CACHE/emoji-sources, else ~/.cache/minicream/emoji-sources."""
+    root = os.environ.get("MINICREAM_CACHE") or Path.home() / ".cache" / "minicream"
+    return Path(root) / "emoji-sources"
+
+
+def tarball_path(style: str) -> Path:
+    return cache_dir() / NPM_SOURCES[style].file_name
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def missing_message(style: str) -> str:
+    src = NPM_SOURCES[style]
+    return (f"style {style!r} skipped: {src.package}@{src.version} is not fetched; "
+            f"run `minicream data fetch {style}` (needs npm) to add it")
+
+
+def is_fetched(style: str) -> bool:
+    return tarball_path(style).is_file()
+
+
+def fetch(style: str, timeout: float = 300.0) -> Path:
+    """Fetch one design's tarball with `npm pack`, verify its sha256 and cache it; return its path."""
+    if style not in NPM_SOURCES:
+        raise MinicreamError(f"unknown npm emoji style {style!r}; choose from {', '.join(NPM_SOURCES)}")
+    src, dest = NPM_SOURCES[style], tarball_path(style)
+    if dest.is_file() and _sha256(dest) == src.sha256:
+        return dest
+    npm = shutil.which("npm")
+    if npm is None:
+        raise MinicreamError(f"`npm` is not installed; install Node.js/npm (e.g. apt-get install npm) to fetch {src.package}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        try:
+            subprocess.run([npm, "pack", f"{src.package}@{src.version}", "--pack-destination", tmp, "--silent"],
+                           check=True, capture_output=True, timeout=timeout, text=True)
+        except subprocess.CalledProcessError as exc:
+            last = (exc.stderr or exc.stdout or "").strip().splitlines()[-1:] or ["no output"]
+            raise MinicreamError(f"npm pack {src.package}@{src.version} failed: {last[0]}") from None
+        except subprocess.TimeoutExpired:
+            raise MinicreamError(f"npm pack {src.package}@{src.version} timed out after {timeout:.0f}s") from None
+        got = Path(tmp) / src.file_name
+        if not got.is_file():
+            raise MinicreamError(f"npm pack did not write {src.file_name}")
+        digest = _sha256(got)
+        if digest != src.sha256:
+            raise MinicreamError(f"{src.file_name}: sha256 {digest} does not match the pinned {src.sha256}")
+        os.replace(got, dest)
+    return dest
+
+
+@lru_cache(maxsize=4)
+def _icon_set(path: str) -> tuple[dict, dict]:
+    """(icons.json, chars.json) of one Iconify package tarball."""
+    with tarfile.open(path, "r:gz") as tar:
+        def member(name):
+            f = tar.extractfile(f"package/{name}")
+            if f is None:
+                raise MinicreamError(f"{path} has no package/{name}; is it an Iconify JSON package?")
+            return json.load(f)
+
+        return member("icons.json"), member("chars.json")
+
+
+def svg_documents(style: str) -> dict[str, str]:
+    """Code-point stem ('1f34e', '1f44d-1f3fd') -> a complete SVG document, for every emoji of the design.
+
+    Aliases resolve to their parent icon; an alias that transforms its parent (flip, rotate) is left out.
+    """
+    path = tarball_path(style)
+    if not path.is_file():
+        raise MinicreamError(missing_message(style))
+    icons, chars = _icon_set(str(path))
+    width, height = icons.get("width", 16), icons.get("height", 16)
+    out = {}
+    for stem, name in sorted(chars.items()):
+        alias = icons.get("aliases", {}).get(name)
+        if alias is not None:
+            if set(alias) - {"parent"}:
+                continue
+            name = alias["parent"]
+        icon = icons["icons"].get(name)
+        if icon is None:
+            continue
+        w, h = icon.get("width", width), icon.get("height", height)
+        left, top = icon.get("left", 0), icon.get("top", 0)
+        out[stem] = (f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
+                     f'viewBox="{left} {top} {w} {h}" width="{w}" height="{h}">{icon["body"]}</svg>')
+    return out
