@@ -157,6 +157,26 @@ def test_benchmarks_and_bad_names():
         get_benchmark("concepts")
 
 
+def test_coverage_benchmark_samples_concepts_and_designs_deterministically():
+    from minicream.eval.benchmarks import coverage_concepts
+
+    rows = [{"concept": f"c{i}", "style": s, "skin_tone": None} for i in range(300) for s in ("twemoji", "noto")]
+    rows += [{"concept": "c0: light skin tone", "style": "twemoji", "skin_tone": "light"}]
+    pairs = coverage_concepts(rows)
+    assert pairs == coverage_concepts(list(reversed(rows)))  # a function of the vocabulary, not of row order
+    assert len(pairs) == 200 and len({c for c, _ in pairs}) == 200
+    assert all(s in ("twemoji", "noto") and "skin" not in c for c, s in pairs)
+    assert {s for _, s in pairs} == {"twemoji", "noto"}
+    b = get_benchmark("coverage", dataset_rows=rows)
+    assert b.samples == 2 and len(b.prompts) == 400 and len(b.pool) == 300
+    assert b.prompts[0] == {"prompt": f"{pairs[0][0]}, {pairs[0][1]}", "reference": [pairs[0][0]], "group": "styled",
+                            "spec": {"kind": "single_object", "objects": [pairs[0][0]]}}
+    assert b.prompts[1]["prompt"] == pairs[0][0] and b.prompts[1]["group"] == "plain"
+    assert len(coverage_concepts(rows[:20])) == 10  # a small vocabulary: every concept once
+    with pytest.raises(MinicreamError, match="minicream data emoji"):
+        get_benchmark("coverage", dataset_rows=[])
+
+
 # -- end to end ----------------------------------------------------------------------------------------
 def test_eval_cli_writes_reports(tiny_evaluated_model, emoji_root, tmp_path, capsys):
     from minicream.cli import main
@@ -182,9 +202,22 @@ def test_eval_cli_writes_reports(tiny_evaluated_model, emoji_root, tmp_path, cap
     concepts = [c["name"] for c in json.loads((tiny_evaluated_model / "concepts.json").read_text())["concepts"]]
     assert rep["prompts"] == rep["n_generated"] == len(concepts) >= 2
     assert rep["object_accuracy"]["judge"]["n"] == rep["object_accuracy"]["judge"]["classes"] == len(concepts)
+    out4 = tmp_path / "coverage"
+    assert main(["eval", "--model", str(tiny_evaluated_model), "--benchmark", "coverage", "--samples", "2", "--steps", "1",
+                 "--limit", "4", "--data", str(emoji_root), "--out", str(out4)]) == 0
+    rep = json.loads((out4 / "report.json").read_text())
+    acc = rep["object_accuracy"]
+    assert rep["n_generated"] == 8 and acc["judge"]["classes"] == len({r["concept"] for r in _rows(emoji_root)})
+    assert acc["judge, plain prompts"]["n"] == acc["judge, styled prompts"]["n"] == 4
+    assert 0 <= rep["ssim_pairwise_plain"] <= 1 and "without a style word" in (out4 / "report.md").read_text()
     capsys.readouterr()
     assert main(["eval", "--model", str(tiny_evaluated_model), "--benchmark", "nope", "--data", str(emoji_root)]) == 2
     assert main(["eval", "--model", str(tiny_evaluated_model), "--samples", "0", "--data", str(emoji_root)]) == 2
     assert main(["eval", "--model", str(tmp_path), "--data", str(emoji_root)]) == 2
     err = capsys.readouterr().err
     assert "unknown benchmark" in err and "at least 1" in err and "not a minicream model" in err
+
+
+def _rows(root):
+    return [json.loads(line) for split in ("train", "test") for line in (root / split / "metadata.jsonl").read_text().splitlines()
+            if json.loads(line).get("skin_tone") is None]
