@@ -321,3 +321,25 @@ def test_cli_generate_explain_info_and_exact_rerun(tiny_model, tmp_path, capsys)
     assert main(["generate", "red apple", "--filter", "none", "--out", str(tmp_path / "c"), *args]) == 0
     [png3] = list((tmp_path / "c").glob("*.png"))
     assert read_png_params(png3)["filter"] == "none"
+
+
+def test_filter_work_is_linear_in_prompt_length(monkeypatch):
+    """1,000 emoji (2,000 words once resolved) passed validation and then took minutes in the n-gram search;
+    n-grams longer than the longest known name are no longer tried, so lookups grow linearly."""
+    vocab = load_vocabulary(default_model_dir())
+    calls = {"n": 0}
+    real = OfflineFilter._lookup
+
+    def counting(self, words, prefer_scene):
+        calls["n"] += 1
+        return real(self, words, prefer_scene)
+
+    monkeypatch.setattr(OfflineFilter, "_lookup", counting)
+    counts = []
+    for n in (100, 1000):
+        calls["n"] = 0
+        rewrite("🍎" * n, "offline", vocab)
+        counts.append(calls["n"])
+    assert counts[1] <= 12 * counts[0]  # 10x the prompt, ~10x the lookups (all n-grams: ~1,000x)
+    max_words = OfflineFilter(vocab).max_words
+    assert counts[1] <= 4 * (max_words + 2) * 2000

@@ -74,6 +74,9 @@ class OfflineFilter:
                 self._add(word, target, "synonym")
         self.keys = list(self.exact)
         self.words = sorted({w for k in self.keys for w in k.split()})
+        # No name is longer than this many words, so no longer n-gram can match: keeps _inside linear in the
+        # prompt's length (all n-grams of a 2,000-word prompt took minutes).
+        self.max_words = max((len(k.split()) for k in [*self.keys, *self.ru_stems]), default=1)
         self.style_keys = {s.lower(): s for s in vocab.styles}
 
     def _add(self, text: str, concept: str, how: str) -> None:
@@ -314,7 +317,7 @@ class OfflineFilter:
     def _inside(self, words: list[str], prefer_scene: bool) -> Match | None:
         """Longest known name inside the phrase (rightmost on ties: English puts the noun last)."""
         skip = STOPWORDS | set(SIZES) | set(NUMBERS)
-        for n in range(len(words) - 1, 0, -1):
+        for n in range(min(len(words) - 1, self.max_words), 0, -1):
             for i in range(len(words) - n, -1, -1):
                 gram = words[i:i + n]
                 if all(w in skip for w in gram) or len(" ".join(gram)) < 3:
