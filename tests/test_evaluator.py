@@ -50,6 +50,11 @@ def test_trained_evaluator_files_and_results(tiny_evaluated_model):
     for name in ("evaluator", "judge"):
         held = results[name]["heldout"]
         assert held["n_images"] > 0 and 0 <= held["captions"]["top1"] <= held["captions"]["top5"] <= 1
+        seen = results[name]["seen"]  # every concept, on clean training images, overall and per design
+        assert seen["candidates"] == 6 and set(seen) == {"candidates", "all", "twemoji", "openmoji"}
+        assert seen["all"]["n_images"] == seen["twemoji"]["n_images"] + seen["openmoji"]["n_images"]
+        by_style = held["concepts_by_style"]
+        assert sum(v["n_images"] for v in by_style.values()) == held["n_images"]
     assert (ev / JUDGE_DIR / "model.safetensors").is_file()
     assert json.loads((ev / JUDGE_DIR / "config.json").read_text())["arch"] == "plain"
     assert not (ev / "checkpoints").exists()  # checkpoints live in the run dir, not in what ships

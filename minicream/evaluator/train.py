@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,6 +178,28 @@ def heldout_retrieval(model: MiniCLIP, encoder: TextEncoder, test_examples, all_
         con_pooled = encode_texts(encoder, all_concepts, cache_dir / "concepts.safetensors" if cache_dir else None)
         ids = torch.tensor([index[test_examples[i].meta["concept"]] for i in with_concept])
         out["concepts"] = {"candidates": len(all_concepts), **retrieval_accuracy(model, images[with_concept], ids, con_pooled)}
+        styles = sorted({test_examples[i].meta.get("style") for i in with_concept} - {None})
+        out["concepts_by_style"] = {}  # per design: a new design may be harder than the others
+        for style in styles:
+            rows = [k for k, i in enumerate(with_concept) if test_examples[i].meta.get("style") == style]
+            out["concepts_by_style"][style] = {"n_images": len(rows), **retrieval_accuracy(
+                model, images[with_concept][rows], ids[rows], con_pooled)}
+    return out
+
+
+def seen_accuracy(model: MiniCLIP, encoder: TextEncoder, train, cache_dir: Path | None, limit: int = 2000) -> dict:
+    """Concept classification among every concept (skin tones left out) on clean training images, overall and
+    per design: what the judge must do with a generator's drawings of the concepts it was trained on."""
+    plain = [e for e in train if e.meta.get("concept") and not e.meta.get("skin_tone")]
+    concepts = sorted({e.meta["concept"] for e in plain})
+    sample = random.Random(0).sample(plain, min(limit, len(plain)))
+    pooled = encode_texts(encoder, concepts, cache_dir / "plain_concepts.safetensors" if cache_dir else None)
+    index = {c: i for i, c in enumerate(concepts)}
+    out: dict = {"candidates": len(concepts)}
+    for style in [None, *sorted({e.meta.get("style") for e in sample} - {None})]:
+        part = [e for e in sample if style is None or e.meta.get("style") == style]
+        ids = torch.tensor([index[e.meta["concept"]] for e in part])
+        out["all" if style is None else style] = {"n_images": len(part), **retrieval_accuracy(model, images_to_tensor(part), ids, pooled)}
     return out
 
 
@@ -260,6 +283,8 @@ def train_evaluator(config: EvaluatorRecipe | None, data_root: str | Path, out_d
         if test:
             info["heldout"] = heldout_retrieval(model, encoder, test, concepts, cache)
             log(f"{name} held-out retrieval: {json.dumps(info['heldout'])}")
+        info["seen"] = seen_accuracy(model, encoder, train, cache)
+        log(f"{name} among all concepts on training images: {json.dumps(info['seen'])}")
         if focus_concepts:
             info["focus"] = focus_accuracy(model, encoder, [train[i] for i in focus], test, focus_concepts, cache)
             log(f"{name} focus concepts: {json.dumps(info['focus'])}")
