@@ -80,6 +80,8 @@ class EvaluatorSection:
     preset: str = ""  # evaluator preset name or TOML file ("evaluator"); empty skips the stage
     steps: int = 0  # evaluator optimizer steps (0: the preset's)
     judge_steps: int = 0  # judge optimizer steps (0: the preset's)
+    max_minutes: float = 0.0  # evaluator time cap (0: the preset's)
+    judge_max_minutes: float = 0.0  # judge time cap (0: the preset's)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from PIL import Image
 from minicream.errors import MinicreamError
 from minicream.io.pngmeta import read_png_params, save_png
 from minicream.io.weights import check_safetensors, short_hash
+from minicream.precision import fast_bf16
 from minicream.pipeline import MAX_STEPS, PARAMS_KEY, Pipeline
 
 STEPS = 4  # (3 would hit the euler_a NaN bug, see test_diffusion.py::test_exact_model_with_few_steps)
@@ -170,11 +171,14 @@ def test_truncated_weights_are_refused(tiny_model, tmp_path):
 # --- UNet precision ----------------------------------------------------------------------------------
 
 
-def test_unet_runs_in_bf16_by_default_and_fp32_under_autocast_on_request(tiny_model, tiny_pipe):
-    assert tiny_pipe.unet_dtype == torch.bfloat16 and next(tiny_pipe.unet.parameters()).dtype == torch.bfloat16
+def test_unet_dtype_auto_follows_the_hardware_and_bf16_or_fp32_on_request(tiny_model, tiny_pipe):
+    """auto (default): bf16 weights where bf16 is fast (AMX / AVX512-BF16 / CUDA), fp32 elsewhere."""
+    auto = torch.bfloat16 if fast_bf16() else torch.float32
+    assert tiny_pipe.unet_dtype == auto and next(tiny_pipe.unet.parameters()).dtype == auto
+    bf16 = Pipeline.from_pretrained(tiny_model, dtype="bf16")
     fp32 = Pipeline.from_pretrained(tiny_model, dtype="fp32")
-    assert next(fp32.unet.parameters()).dtype == torch.float32
-    a = tiny_pipe("red apple", num_images=2, steps=STEPS, seed=3)
+    assert next(bf16.unet.parameters()).dtype == torch.bfloat16 and next(fp32.unet.parameters()).dtype == torch.float32
+    a = bf16("red apple", num_images=2, steps=STEPS, seed=3)
     b = fp32("red apple", num_images=2, steps=STEPS, seed=3)
     assert a[0].info[PARAMS_KEY]["dtype"] == "bf16" and b[0].info[PARAMS_KEY]["dtype"] == "fp32"
     for x, y in zip(a, b):  # the same model in two precisions: the same picture to within bf16 rounding
@@ -182,6 +186,15 @@ def test_unet_runs_in_bf16_by_default_and_fp32_under_autocast_on_request(tiny_mo
         assert d.mean() < 2.0 and d.max() <= 32
     again = fp32("red apple", num_images=2, steps=STEPS, seed=3)
     assert all(np.array_equal(arr(x), arr(y)) for x, y in zip(b, again))
+
+
+def test_precision_switch_known_answers(monkeypatch):
+    from minicream.precision import training_precision
+
+    monkeypatch.setenv("MINICREAM_BF16", "0")
+    assert not fast_bf16() and training_precision("bf16", "cpu") == "no" and training_precision("no", "cpu") == "no"
+    monkeypatch.setenv("MINICREAM_BF16", "1")
+    assert fast_bf16("cpu") and training_precision("bf16", "cpu") == "bf16"
 
 
 def test_unknown_dtype_is_refused(tiny_model):

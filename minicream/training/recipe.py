@@ -236,7 +236,9 @@ def train_model_evaluator(cfg: RecipeConfig, model_dir: Path, run_dir: Path, log
     from ..evaluator.train import load_recipe, train_evaluator
 
     e = cfg.evaluator
-    overrides = [f"train.steps={e.steps}"] * bool(e.steps) + [f"judge_train.steps={e.judge_steps}"] * bool(e.judge_steps)
+    overrides = [f"{key}={value}" for key, value in (("train.steps", e.steps), ("judge_train.steps", e.judge_steps),
+                                                     ("train.max_minutes", e.max_minutes),
+                                                     ("judge_train.max_minutes", e.judge_max_minutes)) if value]
     recipe = dataclasses.replace(load_recipe(e.preset, overrides), concepts=tuple(cfg.data.concepts), groups=tuple(cfg.data.groups))
     root = cfg.data.root if cfg.data.source == "emoji" else cfg.data.source
     return train_evaluator(recipe, root, model_dir / EVALUATOR_DIR, log=log, run_dir=run_dir, resume=resume, encoder=encoder)
