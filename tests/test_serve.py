@@ -261,6 +261,57 @@ def test_progress_route(tmp_path):
         assert httpx.get(f"{url}/api/progress/other").json()["state"] == "unknown"
 
 
+def _send_chunked(url: str, token: str, total: int, chunk: int = 1 << 16) -> tuple[int, int]:
+    """POST a chunked body (no Content-Length) of `total` bytes on a raw socket; returns (status, bytes sent)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    sock = socket.create_connection((u.hostname, u.port), timeout=5)
+    head = (f"POST /api/generate HTTP/1.1\r\nHost: {u.netloc}\r\nAuthorization: Bearer {token}\r\n"
+            "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+    sent, block = 0, b"%x\r\n" % chunk + b" " * chunk + b"\r\n"
+    with sock:
+        sock.sendall(head.encode())
+        try:
+            while sent < total:
+                sock.sendall(block)
+                sent += chunk
+            sock.sendall(b"0\r\n\r\n")
+        except OSError:  # the server answered and stopped reading: what we want
+            pass
+        reply = b""
+        while b"\r\n" not in reply:
+            part = sock.recv(4096)
+            if not part:
+                break
+            reply += part
+    return int(reply.split(b" ")[1]), sent
+
+
+def test_chunked_bodies_are_limited_while_streaming_and_the_token_is_checked_first(tmp_path):
+    """A chunked 100 MB upload is refused with bounded memory: 401 before any body byte is read when the token
+    is wrong, 413 once 64 KiB have arrived when it is right."""
+    import resource
+
+    app = create_app(FakePipe(), ServeSettings(output_dir=tmp_path / "out", token=TOKEN))
+    with serve_in_thread(app) as url:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        assert _send_chunked(url, "wrong-token", 100 << 20)[0] == 401
+        assert _send_chunked(url, TOKEN, 100 << 20)[0] == 413
+        grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak) / 1024
+        assert grown_mb < 50, grown_mb
+        r = httpx.post(f"{url}/api/generate", headers={"Authorization": f"Bearer {TOKEN}"}, json={"prompt": "x"})
+        assert r.status_code == 200  # the server still answers
+
+
+def test_metric_labels_come_from_a_fixed_set(client):
+    for i in range(20):
+        client.request(f"INVENTED{i}", "/api/generate")
+    text = client.get("/metrics").text
+    assert "INVENTED" not in text and 'method="other"' in text
+
+
 def test_metrics_text(client):
     client.post("/api/generate", json={"prompt": "x"})
     client.post("/api/generate", json={"prompt": ""})

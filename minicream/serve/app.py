@@ -121,18 +121,13 @@ def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None
                               "Send `Authorization: Bearer TOKEN` when the server has a token.")
     app.state.pipeline, app.state.queue, app.state.metrics, app.state.settings = pipe, queue, metrics, settings
     install_error_handlers(app)
-    app.add_middleware(_Guard, metrics=metrics)
+    app.add_middleware(_Guard, metrics=metrics, token=settings.token)
 
     def require_token(request: Request) -> None:
-        if settings.token is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), settings.token.encode()):
+        if not token_ok(request.headers.get("authorization", ""), settings.token):
             from fastapi import HTTPException
 
-            raise HTTPException(401, "missing or wrong bearer token (send 'Authorization: Bearer TOKEN')",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(401, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
 
     api = APIRouter(dependencies=[Depends(require_token)], responses=_ERRORS)
 
@@ -264,41 +259,76 @@ def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None
     return app
 
 
+UNAUTHORIZED = "missing or wrong bearer token (send 'Authorization: Bearer TOKEN')"
+PUBLIC_PATHS = ("/", "/healthz", "/openapi.json")  # and /static/...: the page asks for the token itself
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})  # metric labels: a fixed set
+
+
+def token_ok(authorization: str, token: str | None) -> bool:
+    """`Authorization: Bearer TOKEN` check (constant-time); always true when the server has no token."""
+    if token is None:
+        return True
+    scheme, _, given = authorization.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
 class _Guard:
-    """Pure ASGI middleware: refuses oversized bodies (413), adds security headers and records metrics."""
+    """Pure ASGI middleware: checks the token before any body is read (401), limits bodies while they stream
+    in, chunked ones included (413), adds security headers and records metrics."""
 
     HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
                (b"content-security-policy",
                 b"default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
                 b"frame-ancestors 'none'")]
 
-    def __init__(self, app, metrics: Metrics):
-        self.app, self.metrics = app, metrics
+    def __init__(self, app, metrics: Metrics, token: str | None = None):
+        self.app, self.metrics, self.token = app, metrics, token
+
+    async def _refuse(self, scope, receive, send, status: int, message: str, t0: float, headers=None) -> None:
+        await error_response(status, message, headers=headers)(scope, receive, send)
+        self._record(scope, status, t0)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        t0, status = time.perf_counter(), [500]
-        length = dict(scope.get("headers") or []).get(b"content-length")
+        t0, status, started = time.perf_counter(), [500], [False]
+        headers = dict(scope.get("headers") or [])
+        path = scope.get("path", "")
+        if not (path in PUBLIC_PATHS or path.startswith("/static/")) and \
+                not token_ok(headers.get(b"authorization", b"").decode("latin-1"), self.token):
+            return await self._refuse(scope, receive, send, 401, UNAUTHORIZED, t0, {"WWW-Authenticate": "Bearer"})
+        length = headers.get(b"content-length")
+        too_large = f"request body too large (limit {MAX_BODY_BYTES} bytes)"
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            response = error_response(413, f"request body too large (limit {MAX_BODY_BYTES} bytes)")
-            status[0] = 413
-            await response(scope, receive, send)
-            self._record(scope, 413, t0)
-            return
+            return await self._refuse(scope, receive, send, 413, too_large, t0)
+        seen, refused = [0], [False]
+
+        async def receive_limited():
+            message = await receive()
+            if message["type"] == "http.request" and not refused[0]:
+                seen[0] += len(message.get("body", b""))
+                if seen[0] > MAX_BODY_BYTES and not started[0]:
+                    # A chunked body has no Content-Length: count what arrives, answer 413 once past the limit,
+                    # and tell the app the client left (its own answer is dropped by send_wrapper).
+                    refused[0], status[0] = True, 413
+                    await error_response(413, too_large)(scope, receive, send)
+            return {"type": "http.disconnect"} if refused[0] else message
 
         async def send_wrapper(message):
+            if refused[0]:
+                return
             if message["type"] == "http.response.start":
-                status[0] = message["status"]
+                status[0], started[0] = message["status"], True
                 message["headers"] = list(message.get("headers", [])) + self.HEADERS
             await send(message)
 
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive_limited, send_wrapper)
         finally:
             self._record(scope, status[0], t0)
 
     def _record(self, scope, status: int, t0: float) -> None:
         route = scope.get("route")
         label = getattr(route, "path", None) or "unmatched"  # templates, not raw paths: bounded label values
-        self.metrics.observe(label, scope["method"], status, time.perf_counter() - t0)
+        method = scope["method"] if scope["method"] in METHODS else "other"
+        self.metrics.observe(label, method, status, time.perf_counter() - t0)
