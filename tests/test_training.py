@@ -457,3 +457,24 @@ def test_init_from_refuses_another_unet_architecture(tiny_model, emoji_root, tmp
     cfg = tiny_config(emoji_root, f"init_from={str(tiny_model)!r}", "unet.model.channels=[32, 32]")
     with pytest.raises(MinicreamError, match="init_from: the UNet config differs .*channels"):
         run_recipe(cfg, tmp_path / "other", cpu=True)
+
+
+def test_resume_refuses_another_config_or_dataset_before_touching_the_run(tiny_run, emoji_root, tmp_path):
+    from conftest import tiny_config
+    from minicream.training.recipe import run_recipe
+
+    run = _copy_run(tiny_run, tmp_path / "run", keep_unet=True)
+    saved = (run / "config.toml").read_text()
+    with pytest.raises(MinicreamError, match=r"another config: unet\.model\.channels \(\[32, 64\] in the run, \[32, 32\] now\)"):
+        run_recipe(tiny_config(emoji_root, "unet.model.channels=[32, 32]"), run, resume=True, cpu=True)
+    assert (run / "config.toml").read_text() == saved  # refused before anything was written
+    # The same config on a dataset whose captions changed since the run started.
+    data = tmp_path / "data"
+    shutil.copytree(emoji_root, data)
+    cfg = tiny_config(data)
+    run2 = tmp_path / "run2"
+    run_recipe(cfg, run2, cpu=True)
+    meta = data / "train" / "metadata.jsonl"
+    meta.write_text("".join(meta.read_text().splitlines(keepends=True)[1:]))
+    with pytest.raises(MinicreamError, match="not the one this run was trained on"):
+        run_recipe(tiny_config(data, "unet.train.steps=6"), run2, resume=True, cpu=True)

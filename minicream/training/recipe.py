@@ -29,6 +29,7 @@ from ..filter.vocabulary import write_model_concepts
 from ..models.autoencoder import build_autoencoder, decode, encode, psnr, save_autoencoder
 from ..models.build import build_unet
 from ..text.encoder import TextEncoder
+from .resume_check import check_resume, data_fingerprint
 from .tasks import autoencoder_loss, unet_loss
 from .trainer import Trainer
 
@@ -125,6 +126,8 @@ def run_recipe(cfg: RecipeConfig, run_dir: str | Path, resume: bool = False, cpu
     run = Path(run_dir)
     if run.exists() and any(run.iterdir()) and not resume:
         raise MinicreamError(f"{run} is not empty; pass --resume to continue that run or choose another --out")
+    if resume:
+        check_resume(run, cfg)
     run.mkdir(parents=True, exist_ok=True)
     (run / "cache").mkdir(parents=True, exist_ok=True)
     (run / "config.toml").write_text(to_toml(cfg))
@@ -136,6 +139,9 @@ def run_recipe(cfg: RecipeConfig, run_dir: str | Path, resume: bool = False, cpu
     t0 = time.time()
     examples, scenes = load_training_data(cfg, log)
     all_examples = examples + scenes
+    if _stage_done(run, "data") is None:
+        root = Path(cfg.data.root if cfg.data.source == "emoji" else cfg.data.source)
+        _mark_done(run, "data", {"fingerprint": data_fingerprint(root), "images": len(examples), "scenes": len(scenes)})
     log(f"1. data: {len(examples)} images + {len(scenes)} scenes ({time.time() - t0:.1f}s)")
 
     # 2. Text embeddings, once for every caption variant (+ the empty prompt for guidance)
