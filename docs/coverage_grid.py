@@ -31,7 +31,7 @@ def main() -> None:
     for r in rows:
         by_concept.setdefault(r["concept"], set()).add(r["style"])
     full = sorted(c for c, s in by_concept.items() if s == set(styles))
-    concepts = random.Random(args.seed).sample(full, args.concepts)
+    concepts = random.Random(args.seed).sample(full, min(args.concepts, len(full)))
     pipe = Pipeline.from_pretrained(args.model)
     images, labels = [], []
     for concept in concepts:

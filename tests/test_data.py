@@ -80,7 +80,8 @@ def test_emoji_images_white_and_sized(emoji_dir):
 def test_emoji_split_is_deterministic(emoji_dir, tmp_path):
     out, _ = emoji_dir
     again = tmp_path / "again"
-    build_emoji_dataset(again, size=SIZE, concepts=SMALL_CONCEPTS, heldout_fraction=0.3, progress=False)
+    build_emoji_dataset(again, size=SIZE, styles=("twemoji", "openmoji"), concepts=SMALL_CONCEPTS,
+                        heldout_fraction=0.3, progress=False)
     for split in ("train", "test"):
         assert _read_jsonl(out / split / "metadata.jsonl") == _read_jsonl(again / split / "metadata.jsonl")
     assert split_of("twemoji_1f34e.png", 0, 0.3) == split_of("twemoji_1f34e.png", 0, 0.3)

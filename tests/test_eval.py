@@ -173,6 +173,8 @@ def test_coverage_benchmark_samples_concepts_and_designs_deterministically():
                             "spec": {"kind": "single_object", "objects": [pairs[0][0]]}}
     assert b.prompts[1]["prompt"] == pairs[0][0] and b.prompts[1]["group"] == "plain"
     assert len(coverage_concepts(rows[:20])) == 10  # a small vocabulary: every concept once
+    noto = get_benchmark("coverage", dataset_rows=rows, styles=["noto"])  # only the model's designs are asked for
+    assert all(p["prompt"].endswith(", noto") for p in noto.prompts if p["group"] == "styled") and len(noto.pool) == 300
     with pytest.raises(MinicreamError, match="minicream data emoji"):
         get_benchmark("coverage", dataset_rows=[])
 

@@ -105,14 +105,15 @@ def fetch(style: str, timeout: float = 300.0) -> Path:
 @lru_cache(maxsize=4)
 def _icon_set(path: str) -> tuple[dict, dict]:
     """(icons.json, chars.json) of one Iconify package tarball."""
-    with tarfile.open(path, "r:gz") as tar:
-        def member(name):
-            f = tar.extractfile(f"package/{name}")
-            if f is None:
-                raise MinicreamError(f"{path} has no package/{name}; is it an Iconify JSON package?")
-            return json.load(f)
-
-        return member("icons.json"), member("chars.json")
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            icons, chars = (json.load(tar.extractfile(f"package/{name}")) for name in ("icons.json", "chars.json"))
+        if not isinstance(icons.get("icons"), dict) or not isinstance(chars, dict):
+            raise ValueError("no icons table")
+    except (KeyError, tarfile.TarError, EOFError, OSError, ValueError, AttributeError, TypeError) as e:
+        raise MinicreamError(f"{path}: not a readable Iconify JSON package ({type(e).__name__}); delete it and run "
+                             "`minicream data fetch` again") from None
+    return icons, chars
 
 
 def svg_documents(style: str) -> dict[str, str]:

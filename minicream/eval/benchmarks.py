@@ -139,9 +139,11 @@ BENCHMARKS = ("minicream-table", "objects", "concepts", "coverage", "scenes")
 
 
 def get_benchmark(name: str, samples: int | None = None, test_examples=None, seed: int = 0, limit: int | None = None,
-                  concepts: list[str] | None = None, dataset_rows: list[dict] | None = None) -> Benchmark:
+                  concepts: list[str] | None = None, dataset_rows: list[dict] | None = None,
+                  styles: list[str] | None = None) -> Benchmark:
     """`limit`: keep only the first `limit` prompts (a quicker, still deterministic subset); `concepts`: the
-    model's concepts (the `concepts` benchmark); `dataset_rows`: metadata of the whole dataset (`coverage`)."""
+    model's concepts (the `concepts` benchmark); `dataset_rows`: metadata of the whole dataset (`coverage`), whose
+    prompts use only the designs in `styles` (the model's) when given; the judge still chooses among every concept."""
     if samples is not None and samples < 1:
         raise MinicreamError(f"samples per prompt must be at least 1, got {samples}")
     if limit is not None and limit < 1:
@@ -155,7 +157,8 @@ def get_benchmark(name: str, samples: int | None = None, test_examples=None, see
     elif name == "coverage":
         rows = dataset_rows or []
         pool = sorted({r["concept"] for r in rows if r.get("concept") and r.get("skin_tone") is None})
-        bench = _coverage(samples, coverage_concepts(rows), pool)
+        drawable = [r for r in rows if not styles or r.get("style") in styles]
+        bench = _coverage(samples, coverage_concepts(drawable), pool)
     elif name == "scenes":
         bench = _scenes(samples)
     else:

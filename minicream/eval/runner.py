@@ -72,7 +72,8 @@ def run_benchmark(model_dir: str | Path | None, name: str, out_dir: str | Path, 
         known = pipe.vocabulary.by_name
         test = [ex for ex in test if ex.meta.get("concept") in known] or test
     rows = _dataset_rows(data_root) if name == "coverage" else None
-    bench = get_benchmark(name, samples, test, seed, limit, concepts=sorted(pipe.vocabulary.by_name), dataset_rows=rows)
+    bench = get_benchmark(name, samples, test, seed, limit, concepts=sorted(pipe.vocabulary.by_name), dataset_rows=rows,
+                          styles=pipe.vocabulary.styles)
     evaluator = pipe.evaluator  # clear error when the model has no evaluator
     judge_dir = pipe.model_dir / EVALUATOR_DIR / JUDGE_DIR
     judge = Evaluator.from_pretrained(judge_dir, pipe.text_encoder) if (judge_dir / "config.json").is_file() else None

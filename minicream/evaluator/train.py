@@ -191,6 +191,8 @@ def seen_accuracy(model: MiniCLIP, encoder: TextEncoder, train, cache_dir: Path 
     """Concept classification among every concept (skin tones left out) on clean training images, overall and
     per design: what the judge must do with a generator's drawings of the concepts it was trained on."""
     plain = [e for e in train if e.meta.get("concept") and not e.meta.get("skin_tone")]
+    if not plain:  # a captions-only folder: no concepts to classify
+        return {}
     concepts = sorted({e.meta["concept"] for e in plain})
     sample = random.Random(0).sample(plain, min(limit, len(plain)))
     pooled = encode_texts(encoder, concepts, cache_dir / "plain_concepts.safetensors" if cache_dir else None)
@@ -284,7 +286,8 @@ def train_evaluator(config: EvaluatorRecipe | None, data_root: str | Path, out_d
             info["heldout"] = heldout_retrieval(model, encoder, test, concepts, cache)
             log(f"{name} held-out retrieval: {json.dumps(info['heldout'])}")
         info["seen"] = seen_accuracy(model, encoder, train, cache)
-        log(f"{name} among all concepts on training images: {json.dumps(info['seen'])}")
+        if info["seen"]:
+            log(f"{name} among all concepts on training images: {json.dumps(info['seen'])}")
         if focus_concepts:
             info["focus"] = focus_accuracy(model, encoder, [train[i] for i in focus], test, focus_concepts, cache)
             log(f"{name} focus concepts: {json.dumps(info['focus'])}")

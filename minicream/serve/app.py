@@ -285,7 +285,9 @@ class _Guard:
         self.app, self.metrics, self.token = app, metrics, token
 
     async def _refuse(self, scope, receive, send, status: int, message: str, t0: float, headers=None) -> None:
-        await error_response(status, message, headers=headers)(scope, receive, send)
+        response = error_response(status, message, headers=headers)
+        response.raw_headers += self.HEADERS
+        await response(scope, receive, send)
         self._record(scope, status, t0)
 
     async def __call__(self, scope, receive, send):
@@ -294,6 +296,9 @@ class _Guard:
         t0, status, started = time.perf_counter(), [500], [False]
         headers = dict(scope.get("headers") or [])
         path = scope.get("path", "")
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):  # behind a proxy prefix (--root-path): the app's own path
+            path = path[len(root):] or "/"
         if not (path in PUBLIC_PATHS or path.startswith("/static/")) and \
                 not token_ok(headers.get(b"authorization", b"").decode("latin-1"), self.token):
             return await self._refuse(scope, receive, send, 401, UNAUTHORIZED, t0, {"WWW-Authenticate": "Bearer"})
@@ -311,7 +316,9 @@ class _Guard:
                     # A chunked body has no Content-Length: count what arrives, answer 413 once past the limit,
                     # and tell the app the client left (its own answer is dropped by send_wrapper).
                     refused[0], status[0] = True, 413
-                    await error_response(413, too_large)(scope, receive, send)
+                    response = error_response(413, too_large)
+                    response.raw_headers += self.HEADERS
+                    await response(scope, receive, send)
             return {"type": "http.disconnect"} if refused[0] else message
 
         async def send_wrapper(message):

@@ -29,7 +29,7 @@ from ..filter.vocabulary import write_model_concepts
 from ..models.autoencoder import build_autoencoder, decode, encode, psnr, save_autoencoder
 from ..models.build import build_unet
 from ..text.encoder import TextEncoder
-from .resume_check import check_resume, data_fingerprint
+from .resume_check import check_data, check_resume, data_fingerprint
 from .tasks import autoencoder_loss, unet_loss
 from .trainer import Trainer
 
@@ -128,6 +128,8 @@ def run_recipe(cfg: RecipeConfig, run_dir: str | Path, resume: bool = False, cpu
         raise MinicreamError(f"{run} is not empty; pass --resume to continue that run or choose another --out")
     if resume:
         check_resume(run, cfg)
+    if cfg.init_from:
+        _check_init_from(cfg)
     run.mkdir(parents=True, exist_ok=True)
     (run / "cache").mkdir(parents=True, exist_ok=True)
     (run / "config.toml").write_text(to_toml(cfg))
@@ -139,6 +141,7 @@ def run_recipe(cfg: RecipeConfig, run_dir: str | Path, resume: bool = False, cpu
     t0 = time.time()
     examples, scenes = load_training_data(cfg, log)
     all_examples = examples + scenes
+    check_data(run, cfg)  # the dataset may have been (re)built just now
     if _stage_done(run, "data") is None:
         root = Path(cfg.data.root if cfg.data.source == "emoji" else cfg.data.source)
         _mark_done(run, "data", {"fingerprint": data_fingerprint(root), "images": len(examples), "scenes": len(scenes)})
@@ -248,6 +251,25 @@ def train_model_evaluator(cfg: RecipeConfig, model_dir: Path, run_dir: Path, log
     recipe = dataclasses.replace(load_recipe(e.preset, overrides), concepts=tuple(cfg.data.concepts), groups=tuple(cfg.data.groups))
     root = cfg.data.root if cfg.data.source == "emoji" else cfg.data.source
     return train_evaluator(recipe, root, model_dir / EVALUATOR_DIR, log=log, run_dir=run_dir, resume=resume, encoder=encoder)
+
+
+def _check_init_from(cfg: RecipeConfig) -> None:
+    """Refuse a warm start from a model whose UNet differs, before anything is written."""
+    src = Path(cfg.init_from)
+    for part in ("unet", "vae"):
+        if not (src / part / "config.json").is_file():
+            raise MinicreamError(f"init_from: {src} is not an exported model (no {part}/config.json)")
+    try:
+        theirs = json.loads((src / "unet" / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise MinicreamError(f"init_from: {src / 'unet' / 'config.json'} is unreadable ({e})") from None
+    ours = dataclasses.asdict(cfg.unet.model)
+    # context/pooled widths, channels in and latent size come from the text encoder and the autoencoder
+    derived = {"context_dim", "pooled_dim", "in_channels", "sample_size"}
+    differ = [k for k in ours if k not in derived and json.loads(json.dumps(ours[k])) != theirs.get(k, ours[k])]
+    if differ:
+        raise MinicreamError("init_from: the UNet config differs from the run's in " + ", ".join(
+            f"{k} ({theirs.get(k)!r} there, {ours[k]!r} here)" for k in differ))
 
 
 def _warm_start(model: torch.nn.Module, unet_dir: Path) -> None:

@@ -34,13 +34,14 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def config_differences(saved_toml: str, cfg: RecipeConfig) -> list[str]:
-    """Fields (other than MAY_CHANGE) whose value in `cfg` differs from the saved run config."""
-    old = _flat(tomllib.loads(saved_toml))
+def config_differences(saved_toml: str, cfg: RecipeConfig, may_change: tuple[str, ...] = MAY_CHANGE) -> list[str]:
+    """Fields (other than `may_change`) whose value in `cfg` differs from the saved run config. A field the saved
+    config lacks (written by an older version) counts with its default."""
     new = _flat(json.loads(json.dumps(config_to_dict(cfg))))
+    old = {**_flat(json.loads(json.dumps(config_to_dict(RecipeConfig())))), **_flat(tomllib.loads(saved_toml))}
     keys = sorted(set(old) | set(new))
     return [f"{k} ({old.get(k)!r} in the run, {new.get(k)!r} now)" for k in keys
-            if old.get(k) != new.get(k) and not any(k == m or (m.endswith(".") and k.startswith(m)) for m in MAY_CHANGE)]
+            if old.get(k) != new.get(k) and not any(k == m or (m.endswith(".") and k.startswith(m)) for m in may_change)]
 
 
 def data_fingerprint(root: Path) -> str:
@@ -57,23 +58,34 @@ def data_fingerprint(root: Path) -> str:
 
 def check_resume(run: Path, cfg: RecipeConfig) -> None:
     """Refuse, naming the differing fields, before anything of the run is loaded or overwritten."""
+    from .checkpoint import latest_checkpoint
+
     saved = run / "config.toml"
+    # Before the first UNet checkpoint the UNet (and a warm start) may still be chosen anew: only the
+    # autoencoder, the cached latents and the data are kept then.
+    may_change = MAY_CHANGE + (("unet.", "init_from") if latest_checkpoint(run / "unet") is None else ())
     if saved.is_file():
         try:
-            differ = config_differences(saved.read_text(), cfg)
+            differ = config_differences(saved.read_text(), cfg, may_change)
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise MinicreamError(f"{saved}: unreadable ({e}); start a new run with another --out") from None
         if differ:
             raise MinicreamError(f"--resume: {run} was started with another config: {'; '.join(differ[:6])}"
                                  + (f" and {len(differ) - 6} more" if len(differ) > 6 else "")
                                  + "; start a new run with another --out")
+    check_data(run, cfg)
+
+
+def check_data(run: Path, cfg: RecipeConfig) -> None:
+    """The run's dataset fingerprint (stage 1) against the dataset as it is now."""
     stage = run / "stages" / "data.json"
-    if stage.is_file():
-        try:
-            old = json.loads(stage.read_text()).get("fingerprint")
-        except (ValueError, AttributeError):
-            old = None
-        root = Path(cfg.data.root if cfg.data.source == "emoji" else cfg.data.source)
-        if old and root.is_dir() and data_fingerprint(root) != old:
-            raise MinicreamError(f"--resume: the dataset in {root} is not the one this run was trained on "
-                                 "(its captions changed); start a new run with another --out")
+    if not stage.is_file():
+        return
+    try:
+        old = json.loads(stage.read_text()).get("fingerprint")
+    except (ValueError, AttributeError):
+        old = None
+    root = Path(cfg.data.root if cfg.data.source == "emoji" else cfg.data.source)
+    if old and root.is_dir() and data_fingerprint(root) != old:
+        raise MinicreamError(f"--resume: the dataset in {root} is not the one this run was trained on "
+                             "(its captions changed); start a new run with another --out")
