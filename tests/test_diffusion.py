@@ -421,3 +421,108 @@ def test_flow_loss_known_answer():
     torch.sigmoid(torch.randn(6, generator=replay))  # s (logit-normal), drawn first
     noise = torch.randn(x0.shape, generator=replay)
     torch.testing.assert_close(loss, (noise - x0).pow(2).flatten(1).mean(1))
+
+
+# --- starting part-way (img2img), step hooks, inversion ---------------------------------------------------
+
+
+def test_strength_one_without_init_is_the_plain_sampler():
+    noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(3))
+    fn = gaussian_data_model("v_prediction")
+    a = sample(fn, noise, "dpmpp_2m", 12, ddpm_config("v_prediction"), progress=False)
+    b = sample(fn, noise, "dpmpp_2m", 12, ddpm_config("v_prediction"), progress=False, strength=1.0)
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("sampler,prediction", [("dpmpp_2m", "v_prediction"), ("dpmpp_2m", "epsilon"),
+                                                ("ddim", "v_prediction"), ("euler", "v_prediction")])
+def test_img2img_on_gaussian_data_returns_the_noised_init(sampler, prediction):
+    """For data ~ N(0, I) the probability flow is the identity in the VP variables, so img2img with the exact
+    model returns the init noised to the start level: sqrt(a) init + sqrt(1 - a) noise, a = alpha-bar there."""
+    steps, strength = 30, 0.6
+    init = torch.randn(SHAPE, generator=torch.Generator().manual_seed(4))
+    noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(5))
+    seen = []
+    fn = gaussian_data_model(prediction)
+    out = sample(lambda x, t: seen.append(t[0].item()) or fn(x, t), noise, sampler, steps, ddpm_config(prediction),
+                 progress=False, init=init, strength=strength)
+    assert len(seen) == int(steps * strength)  # only the last 60% of the schedule runs
+    a = ALPHAS[int(seen[0])]
+    expected = a.sqrt() * init.double() + (1 - a).sqrt() * noise.double()
+    assert (out.double() - expected).abs().max().item() < (0.01 if sampler == "dpmpp_2m" else 0.2)
+
+
+def test_flow_img2img_with_exact_velocity_lands_on_x0():
+    x0 = point_x0(seed=11)
+    fn = lambda x, t: (x - x0) / (t / 1000).view(-1, 1, 1, 1)  # noqa: E731
+    init = torch.randn(SHAPE, generator=torch.Generator().manual_seed(2))
+    noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(12))
+    out = sample(fn, noise, "euler", 10, FLOW_CONFIG, progress=False, init=init, strength=0.5)
+    torch.testing.assert_close(out, x0, rtol=0, atol=1e-4)
+
+
+def test_step_fn_sees_every_step_and_replaces_the_latents():
+    """The hook gets (step, t, x) after each step; what it returns is what the sampler continues from."""
+    x0 = point_x0()
+    calls = []
+
+    def hook(i, t, x):
+        calls.append((i, int(t)))
+        x = x.clone()
+        x[:, :, :4] = 7.0  # an 'inpainting' hook pinning the top half
+        return x
+
+    noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(1))
+    out = sample(exact_ddpm_model(x0, "epsilon"), noise, "ddim", 10, ddpm_config("epsilon"), progress=False, step_fn=hook)
+    assert [i for i, _ in calls] == list(range(1, 11)) and calls[0][1] == 999
+    assert torch.all(out[:, :, :4] == 7.0)
+    assert (out[:, :, 4:] - x0[:, :, 4:]).abs().max().item() < 0.05  # the free half still lands on the data
+
+
+def test_bad_strength_is_a_clear_error():
+    z = torch.zeros(SHAPE)
+    with pytest.raises(MinicreamError, match="strength must be in"):
+        sample(lambda x, t: x, z, "ddim", 10, ddpm_config("epsilon"), progress=False, init=z, strength=0.0)
+    with pytest.raises(MinicreamError, match="no step to run"):
+        sample(lambda x, t: x, z, "ddim", 10, ddpm_config("epsilon"), progress=False, init=z, strength=0.05)
+    with pytest.raises(MinicreamError, match="needs an initial image"):
+        sample(lambda x, t: x, z, "ddim", 10, ddpm_config("epsilon"), progress=False, strength=0.5)
+
+
+@pytest.mark.parametrize("prediction", ["v_prediction", "epsilon"])
+def test_ddim_inversion_known_answer_on_gaussian_data(prediction):
+    """Gaussian data: a DDIM step between levels a and a' (either direction) multiplies x by
+    c = sqrt(a a') + sqrt((1 - a)(1 - a')) (cos of the angle between them). Inversion climbs DDIM's own path
+    (level 0, then its timesteps upwards), so it must give exactly prod(c) x0, and DDIM maps that back to
+    prod(c)^2 x0: DDIM inversion is an approximate inverse, off by these factors (~3% each way at 50 steps)."""
+    from minicream.diffusion.samplers import invert
+
+    steps = 50
+    x0 = torch.randn(SHAPE, generator=torch.Generator().manual_seed(8))
+    fn = gaussian_data_model(prediction)
+    levels = [0] + list(range(19, 1000, 20))  # trailing spacing, 50 steps: 999, 979, ..., 19
+    c = 1.0
+    for t, t_next in zip(levels[:-1], levels[1:]):
+        a, b = ALPHAS[t], ALPHAS[t_next]
+        c *= float(a.sqrt() * b.sqrt() + ((1 - a) * (1 - b)).sqrt())
+    noise = invert(fn, x0, steps, ddpm_config(prediction), progress=False)
+    torch.testing.assert_close(noise, c * x0, rtol=1e-5, atol=1e-5)
+    back = sample(fn, noise, "ddim", steps, ddpm_config(prediction), progress=False)
+    torch.testing.assert_close(back, c * c * x0, rtol=1e-4, atol=1e-4)
+    assert 0.9 < c < 1.0
+
+
+def test_flow_inversion_round_trip():
+    """Flow on Gaussian data: v(x, s) = (2s - 1) / ((1 - s)^2 + s^2) x. The ODE run backwards and forwards with
+    Euler returns to the image up to the discretisation error of both passes."""
+    from minicream.diffusion.samplers import invert
+
+    def v(x, t):
+        s = (t / 1000).double().view(-1, 1, 1, 1)
+        return ((2 * s - 1) / ((1 - s) ** 2 + s ** 2) * x.double()).to(x.dtype)
+
+    x0 = torch.randn(SHAPE, generator=torch.Generator().manual_seed(9))
+    noise = invert(v, x0, 200, FLOW_CONFIG, progress=False)
+    back = sample(v, noise, "euler", 200, FLOW_CONFIG, progress=False)
+    assert (back - x0).abs().max().item() < 0.05
+    assert (noise - x0).abs().max().item() < 0.05  # N(0, I) at both ends: the flow is near the identity

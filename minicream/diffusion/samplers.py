@@ -1,7 +1,9 @@
 """Samplers behind one signature.
 
 `sample(model_fn, x, sampler, steps, objective_config, generators)` runs any of the diffusers schedulers
-below; callers never branch on the scheduler. `model_fn(x, t) -> model output` (classifier-free guidance
+below; callers never branch on the scheduler. It can start part-way from an image (`init`, `strength`: img2img)
+and lets a hook replace the latents after every step (`step_fn`: inpainting); `invert` runs the deterministic
+path backwards, from an image to its noise. `model_fn(x, t) -> model output` (classifier-free guidance
 is applied by a wrapper, see `cfg_model_fn`). Noise is drawn from one CPU generator per image, so an
 image depends only on its own seed, never on the batch it was drawn in.
 """
@@ -84,24 +86,94 @@ def cfg_model_fn(model_fn: Callable, guidance: float) -> Callable:
     return guided
 
 
+def start_index(steps: int, strength: float) -> int:
+    """First of `steps` schedule steps that img2img runs at `strength` (diffusers' rule: the last
+    int(steps * strength) steps); strength 1 runs them all."""
+    if not 0.0 < strength <= 1.0:
+        raise MinicreamError(f"strength must be in (0, 1], got {strength}")
+    run = min(int(steps * strength), steps)
+    if run < 1:
+        raise MinicreamError(f"strength {strength} with {steps} steps leaves no step to run; raise either")
+    return steps - run
+
+
+def _noise_to(scheduler, init: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """`init` noised to timestep `t` the way this scheduler's own state expects (VP, VE or flow)."""
+    if hasattr(scheduler, "scale_noise"):  # flow-matching schedulers
+        return scheduler.scale_noise(init, t, noise)
+    return scheduler.add_noise(init, noise, t)
+
+
 @torch.no_grad()
 def sample(model_fn: Callable, x: torch.Tensor, sampler: str, steps: int, objective_config: dict,
            generators: Sequence[torch.Generator] | None = None, progress: bool = True,
-           callback: Callable[[int, int], None] | None = None) -> torch.Tensor:
-    """Integrate from unit-variance noise `x` (B,C,H,W) to clean latents."""
+           callback: Callable[[int, int], None] | None = None, init: torch.Tensor | None = None,
+           strength: float = 1.0, step_fn: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+           ) -> torch.Tensor:
+    """Integrate from unit-variance noise `x` (B,C,H,W) to clean latents.
+
+    init, strength: start from clean latents `init` noised with `x` to where the last `strength` of the
+        schedule begins, and run only those steps (img2img, variations; strength 1 starts from pure noise).
+    step_fn(i, t, x) -> x: sees the latents after step i (1-based) at timestep t and may replace them
+        (inpainting blends the known region back at every step).
+    callback(i, n): progress only.
+    """
     scheduler = make_scheduler(sampler, objective_config)
     scheduler.set_timesteps(steps, device=x.device)
     if isinstance(scheduler, EulerAncestralDiscreteScheduler):
         scheduler.sigmas = scheduler.sigmas.double()  # float32 rounding gives sqrt(<0) = NaN at some step counts
-    x = x * getattr(scheduler, "init_noise_sigma", 1.0)  # flow schedulers start from unit noise
-    gens = list(generators) if generators is not None else None
     timesteps = scheduler.timesteps
+    if init is None and strength != 1.0:
+        raise MinicreamError("strength < 1 needs an initial image (init latents)")
+    if init is None:
+        x = x * getattr(scheduler, "init_noise_sigma", 1.0)  # flow schedulers start from unit noise
+    else:
+        first = start_index(steps, strength) * scheduler.order
+        timesteps = timesteps[first:]
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(first)
+        x = _noise_to(scheduler, init.to(x.dtype), x, timesteps[:1].repeat(x.shape[0]))
+    gens = list(generators) if generators is not None else None
     # Only stochastic schedulers take a generator (deterministic ones such as Heun refuse the argument).
     step_kwargs = {"generator": gens} if "generator" in inspect.signature(scheduler.step).parameters else {}
     for i, t in enumerate(tqdm(timesteps, desc=f"sampling ({sampler})", disable=not progress, leave=False)):
         inp = scheduler.scale_model_input(x, t) if hasattr(scheduler, "scale_model_input") else x
         out = model_fn(inp, t.expand(x.shape[0]).float())
         x = scheduler.step(out, t, x, **step_kwargs).prev_sample
+        if step_fn is not None:
+            x = step_fn(i + 1, t, x)
         if callback is not None:
             callback(i + 1, len(timesteps))
     return x
+
+
+@torch.no_grad()
+def invert(model_fn: Callable, x0: torch.Tensor, steps: int, objective_config: dict, progress: bool = True) -> torch.Tensor:
+    """Deterministic inversion: clean latents -> the unit-variance noise that the deterministic samplers
+    ("ddim"; "euler" for flow models) map back to them, with `steps` steps. DDIM inversion for epsilon/v models
+    (each step predicts x0 and eps at the current level and moves them to the next, noisier one); the flow ODE
+    run backwards (Euler) for flow models."""
+    x = x0.double()
+    if objective_config["prediction_type"] == "flow":
+        sched = make_scheduler("euler", objective_config)
+        sched.set_timesteps(steps, device=x0.device)
+        sigmas = sched.sigmas.double().flip(0)  # 0 -> 1
+        for s, s_next in tqdm(list(zip(sigmas[:-1], sigmas[1:])), desc="inverting", disable=not progress, leave=False):
+            v = model_fn(x.to(x0.dtype), (s * 1000).expand(x.shape[0]).float()).double()
+            x = x + (s_next - s) * v
+        return x.to(x0.dtype)
+    sched = make_scheduler("ddim", objective_config)
+    sched.set_timesteps(steps, device=x0.device)
+    alphas = sched.alphas_cumprod.double()
+    levels = [0] + sorted(int(t) for t in sched.timesteps)  # DDIM's path backwards: from its final level up to T
+    v_pred = objective_config["prediction_type"] == "v_prediction"
+    for t, t_next in tqdm(list(zip(levels[:-1], levels[1:])), desc="inverting", disable=not progress, leave=False):
+        a, a_next = alphas[t], alphas[t_next]
+        out = model_fn(x.to(x0.dtype), torch.full((x.shape[0],), float(t))).double()
+        if v_pred:
+            pred_x0, eps = a.sqrt() * x - (1 - a).sqrt() * out, (1 - a).sqrt() * x + a.sqrt() * out
+        else:
+            eps = out
+            pred_x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
+        x = a_next.sqrt() * pred_x0 + (1 - a_next).sqrt() * eps
+    return x.to(x0.dtype)
