@@ -18,6 +18,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from .config_checks import validate_config
 from .errors import MinicreamError
 from .models.autoencoder import AEConfig
 from .models.unet import UNetConfig
@@ -151,7 +152,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         for k in keys[:-1]:
             node = node.setdefault(k, {})
         node[keys[-1]] = value
-    return _build(RecipeConfig, data, "")
+    cfg = _build(RecipeConfig, data, "")
+    validate_config(cfg)
+    return cfg
 
 
 def config_to_dict(cfg) -> dict:

@@ -1,0 +1,94 @@
+"""Validation of a resolved recipe config, once, before any work: types, ranges and cross-field rules, each
+refused with a one-line message naming the field (`--set unet.train.batch_size=0` used to end in a
+ZeroDivisionError deep in the trainer)."""
+from __future__ import annotations
+
+import math
+
+from .errors import MinicreamError
+
+OBJECTIVES = ("epsilon", "v", "flow")
+PRECISIONS = ("bf16", "no")
+
+
+def _fail(field: str, value, rule: str):
+    raise MinicreamError(f"config: {field} = {value!r}: {rule}")
+
+
+def _int(field: str, value, lo: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        _fail(field, value, "must be an integer")
+    if lo is not None and value < lo:
+        _fail(field, value, f"must be at least {lo}")
+
+
+def _num(field: str, value, lo: float | None = None, hi: float | None = None, hi_open: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        _fail(field, value, "must be a finite number")
+    if lo is not None and value < lo:
+        _fail(field, value, f"must be at least {lo}")
+    if hi is not None and (value >= hi if hi_open else value > hi):
+        _fail(field, value, f"must be {'below' if hi_open else 'at most'} {hi}")
+
+
+def _choice(field: str, value, choices) -> None:
+    if value not in choices:
+        _fail(field, value, "must be one of " + ", ".join(map(str, choices)))
+
+
+def _train(prefix: str, t) -> None:
+    for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "log_every"):
+        _int(f"{prefix}.{name}", getattr(t, name), 1)
+    _int(f"{prefix}.warmup_steps", t.warmup_steps, 0)
+    _int(f"{prefix}.seed", t.seed, 0)
+    if t.batch_size % t.grad_accum:
+        _fail(f"{prefix}.grad_accum", t.grad_accum, f"must divide the batch size ({t.batch_size})")
+    _num(f"{prefix}.lr", t.lr, 0.0)
+    _num(f"{prefix}.weight_decay", t.weight_decay, 0.0)
+    _num(f"{prefix}.decay_to", t.decay_to, 0.0, 1.0)
+    _num(f"{prefix}.grad_clip", t.grad_clip, 0.0)
+    _num(f"{prefix}.ema_decay", t.ema_decay, 0.0, 1.0, hi_open=True)
+    _num(f"{prefix}.max_minutes", t.max_minutes, 0.0)
+    _choice(f"{prefix}.mixed_precision", t.mixed_precision, PRECISIONS)
+    if not isinstance(t.deterministic, bool):
+        _fail(f"{prefix}.deterministic", t.deterministic, "must be true or false")
+
+
+def validate_config(cfg) -> None:
+    """Raise MinicreamError for the first invalid field of a RecipeConfig."""
+    d, u, a = cfg.data, cfg.unet, cfg.autoencoder
+    _int("data.size", d.size, 8)
+    _int("data.limit", d.limit, 0)
+    _num("data.scene_ratio", d.scene_ratio, 0.0, 1.0, hi_open=True)
+    if not isinstance(d.skin_tones, bool):
+        _fail("data.skin_tones", d.skin_tones, "must be true or false")
+    _int("text.max_length", cfg.text.max_length, 1)
+    if not a.model.channels or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in a.model.channels):
+        _fail("autoencoder.model.channels", list(a.model.channels), "must be a list of positive integers")
+    _int("autoencoder.model.latent_channels", a.model.latent_channels, 1)
+    _int("autoencoder.model.layers_per_block", a.model.layers_per_block, 1)
+    _num("autoencoder.kl_weight", a.kl_weight, 0.0)
+    _train("autoencoder.train", a.train)
+    m = u.model
+    if not m.channels or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in m.channels):
+        _fail("unet.model.channels", list(m.channels), "must be a list of positive integers")
+    for name in ("patch_size", "layers_per_block", "head_dim", "ff_mult", "num_experts", "top_k"):
+        _int(f"unet.model.{name}", getattr(m, name), 1)
+    if m.top_k > m.num_experts:
+        _fail("unet.model.top_k", m.top_k, f"must not exceed unet.model.num_experts ({m.num_experts})")
+    # 64 px -> the autoencoder halves len(channels)-1 times -> the UNet patches and halves len(channels)-1 times
+    factor = 2 ** (len(a.model.channels) - 1) * (m.patch_size * 2 ** (len(m.channels) - 1) if m.arch == "minicream" else 1)
+    if d.size % factor:
+        _fail("data.size", d.size, f"must be a multiple of {factor} for these autoencoder and UNet levels")
+    _choice("unet.objective", u.objective, OBJECTIVES)
+    _num("unet.min_snr_gamma", u.min_snr_gamma, 0.0)
+    _num("unet.cfg_dropout", u.cfg_dropout, 0.0, 1.0, hi_open=True)
+    _num("unet.moe_aux_weight", u.moe_aux_weight, 0.0)
+    _num("unet.moe_z_weight", u.moe_z_weight, 0.0)
+    _train("unet.train", u.train)
+    _int("sample.steps", cfg.sample.steps, 1)
+    _num("sample.guidance", cfg.sample.guidance, 0.0)
+    for name in ("steps", "judge_steps"):
+        _int(f"evaluator.{name}", getattr(cfg.evaluator, name), 0)
+    for name in ("max_minutes", "judge_max_minutes"):
+        _num(f"evaluator.{name}", getattr(cfg.evaluator, name), 0.0)
