@@ -71,7 +71,7 @@ def cmd_train(args) -> None:
 
 # -- generate -------------------------------------------------------------------------------------------
 def cmd_generate(args) -> None:
-    from .io.pngmeta import read_png_params, save_png
+    from .io.pngmeta import read_png_params
     from .pipeline import PARAMS_KEY, Pipeline
 
     from .filter.cli_support import llm_config, print_explanation, stored_result
@@ -100,19 +100,42 @@ def cmd_generate(args) -> None:
                   steps=settings.get("steps"), guidance=settings.get("guidance"), sampler=settings.get("sampler"),
                   seed=settings.get("seed"), batch_size=args.batch_size, size=args.size, progress=True,
                   num_candidates=args.candidates)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = "".join(c if c.isalnum() else "_" for c in settings["prompt"])[:40].strip("_") or "image"
-    for im in images:
-        path = out / f"{stem}_{im.info[PARAMS_KEY]['seed']}.png"
-        save_png(im, path, im.info[PARAMS_KEY])
-        print(path)
+    out = _save_images(images, Path(args.out), settings["prompt"])
     if args.grid and len(images) > 1:
         from .io.grid import image_grid
 
         grid = image_grid(images, cols=min(8, len(images)), labels=[str(im.info[PARAMS_KEY]["seed"]) for im in images])
-        grid.save(out / f"{stem}_grid.png")
-        print(out / f"{stem}_grid.png")
+        path = out / f"{_stem(settings['prompt'])}_grid.png"
+        grid.save(path)
+        print(path)
+
+
+def _stem(prompt: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in prompt)[:40].strip("_") or "image"
+
+
+def _save_images(images, out: Path, prompt: str, prefix: str = "") -> Path:
+    """Each image as PROMPT_SEED.png in `out`, with its parameters in the PNG; prints the paths."""
+    from .io.pngmeta import save_png
+    from .pipeline import PARAMS_KEY
+
+    out.mkdir(parents=True, exist_ok=True)
+    stem = prefix + _stem(prompt)
+    for im in images:
+        path = out / f"{stem}_{im.info[PARAMS_KEY]['seed']}.png"
+        save_png(im, path, im.info[PARAMS_KEY])
+        print(path)
+    return out
+
+
+def cmd_edit(args) -> None:
+    from .pipeline import Pipeline
+
+    pipe = Pipeline.from_pretrained(args.model, dtype=args.dtype or "auto")
+    images = pipe.edit(args.image, args.prompt, mask=args.mask, strength=args.strength, negative_prompt=args.negative,
+                       num_images=args.num_images, steps=args.steps, guidance=args.guidance, sampler=args.sampler,
+                       seed=args.seed, progress=True)
+    _save_images(images, Path(args.out), args.prompt, prefix="inpaint_" if args.mask else "img2img_")
 
 
 GRID_PROMPTS = ["red apple", "tangerine", "dog face", "red heart", "rocket", "pizza"]
@@ -278,6 +301,22 @@ def build_parser() -> argparse.ArgumentParser:
     fl.add_argument("--model", help="model directory whose vocabulary to use (default: the shipped reference model)")
     add_filter_arguments(fl)
     fl.set_defaults(func=cmd_filter)
+
+    ed = sub.add_parser("edit", help="img2img, or inpainting with --mask (white = repaint), of an image")
+    ed.add_argument("image", help="input image (PNG/JPEG; squared and resized to the model's size)")
+    ed.add_argument("prompt", help="what the edited image should show")
+    ed.add_argument("--mask", help="mask image: white (or transparent) = repaint, black = keep")
+    ed.add_argument("--strength", type=float, help="share of the schedule that runs (default 0.6, 1.0 with --mask)")
+    ed.add_argument("--negative", default="", help="negative prompt")
+    ed.add_argument("-n", "--num-images", type=int, default=1, help="number of images")
+    ed.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+    ed.add_argument("--guidance", type=float, help="classifier-free guidance scale")
+    ed.add_argument("--sampler", help="sampler name (see `minicream samplers`)")
+    ed.add_argument("--seed", type=int, help="seed of the first image")
+    ed.add_argument("--model", help="model directory (default: the shipped model)")
+    ed.add_argument("--dtype", choices=["auto", "bf16", "fp32"], help="UNet weights (default auto)")
+    ed.add_argument("--out", default="outputs", help="output folder")
+    ed.set_defaults(func=cmd_edit)
 
     gr = sub.add_parser("grid", help="a labelled sample grid: each prompt in both emoji styles")
     gr.add_argument("prompts", nargs="*", help=f"prompts (default: {', '.join(GRID_PROMPTS)})")

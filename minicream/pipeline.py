@@ -17,12 +17,12 @@ from typing import Callable, Sequence
 import torch
 from PIL import Image
 
-from .diffusion.samplers import available_samplers, cfg_model_fn, sample
+from .diffusion.samplers import available_samplers, cfg_model_fn, sample, start_index
 from .errors import MinicreamError
 from .filter import FilterResult
 from .evaluator.rerank import best_indices, candidate_seeds, check_candidates
 from .io.weights import short_hash
-from .models.autoencoder import decode, load_autoencoder
+from .models.autoencoder import decode, encode, load_autoencoder
 from .models.base import WEIGHTS_NAME
 from .models.build import load_unet
 from .precision import fast_bf16
@@ -170,25 +170,41 @@ class Pipeline:
         uncond = self.text_encoder.encode([negative_prompt or ""]).to(self.device)
 
         # 3.-4. Per-image noise; denoise in fixed-size chunks.
-        chunk = min(batch_size, len(gen_seeds))
-        latents = []
-        for start in range(0, len(gen_seeds), chunk):
-            chunk_seeds = gen_seeds[start:start + chunk]
-            pad = chunk - len(chunk_seeds)
-            gens = [torch.Generator("cpu").manual_seed(s) for s in chunk_seeds] + [torch.Generator("cpu").manual_seed(0) for _ in range(pad)]
-            x = torch.stack([torch.randn(self.latent_shape, generator=g) for g in gens]).to(self.device)
-            c, u = cond[[0] * chunk], uncond[[0] * chunk]
-            out = sample(self._model_fn(c, u, guidance), x, sampler, steps, self.index["objective"], gens,
-                         progress=progress, callback=callback)
-            latents.append(out[:len(chunk_seeds)])
-        latents = torch.cat(latents)
+        latents = self._denoise(gen_seeds, cond, uncond, guidance, sampler, steps, batch_size, progress, callback)
 
         # 5. Decode.
         pixels = decode(self.vae, latents).cpu()
 
         # 6. Images with their parameters.
+        images = self._attach(pixels, gen_seeds, prompt, negative_prompt, steps, sampler, guidance, filtered)
+
+        # 7. Best-of-N: score every candidate against the prompt, keep the best.
+        return self._rerank(images, filtered.rewritten, num_candidates, keep_top) if num_candidates > 1 else images
+
+    def _denoise(self, seeds: list[int], cond, uncond, guidance: float, sampler: str, steps: int, batch_size: int,
+                 progress: bool, callback, init: torch.Tensor | None = None, strength: float = 1.0,
+                 keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Latents for `seeds`, denoised in fixed-size chunks (padding keeps every chunk the same shape).
+        init/strength start from an image's latents (img2img); keep marks latents kept from `init` (inpainting)."""
+        chunk = min(batch_size, len(seeds))
+        latents = []
+        for start in range(0, len(seeds), chunk):
+            chunk_seeds = seeds[start:start + chunk]
+            pad = chunk - len(chunk_seeds)
+            gens = [torch.Generator("cpu").manual_seed(s) for s in chunk_seeds] + [torch.Generator("cpu").manual_seed(0) for _ in range(pad)]
+            x = torch.stack([torch.randn(self.latent_shape, generator=g) for g in gens]).to(self.device)
+            c, u = cond[[0] * chunk], uncond[[0] * chunk]
+            start_from = None if init is None else init.expand(chunk, *init.shape[1:]).to(self.device)
+            known = None if keep is None else (start_from, keep.expand(chunk, *keep.shape[1:]).to(self.device))
+            out = sample(self._model_fn(c, u, guidance), x, sampler, steps, self.index["objective"], gens,
+                         progress=progress, callback=callback, init=start_from, strength=strength, known=known)
+            latents.append(out[:len(chunk_seeds)])
+        return torch.cat(latents)
+
+    def _attach(self, pixels: torch.Tensor, seeds: list[int], prompt: str, negative_prompt: str, steps: int,
+                sampler: str, guidance: float, filtered: FilterResult, extra: dict | None = None) -> list[Image.Image]:
         images = []
-        for img, s in zip(pixels, gen_seeds):
+        for img, s in zip(pixels, seeds):
             im = Image.fromarray(img.permute(1, 2, 0).numpy(), "RGB")
             im.info[PARAMS_KEY] = {
                 "prompt": prompt, "negative_prompt": negative_prompt, "steps": steps, "sampler": sampler,
@@ -196,12 +212,48 @@ class Pipeline:
                 "model_hash": self.model_hash, "model": self.model_dir.name,
                 "dtype": "fp32" if self.unet_dtype == torch.float32 else "bf16",
                 "rewritten_prompt": filtered.rewritten, "filter": filtered.mode_requested,
-                "filter_explanation": filtered.explanation,
+                "filter_explanation": filtered.explanation, **(extra or {}),
             }
             images.append(im)
+        return images
 
-        # 7. Best-of-N: score every candidate against the prompt, keep the best.
-        return self._rerank(images, filtered.rewritten, num_candidates, keep_top) if num_candidates > 1 else images
+    @torch.inference_mode()
+    def edit(self, image, prompt: str, mask=None, strength: float | None = None, negative_prompt: str = "",
+             num_images: int = 1, steps: int | None = None, guidance: float | None = None, sampler: str | None = None,
+             seed: int | Sequence[int] | None = None, batch_size: int = 8, progress: bool = False,
+             callback: Callable[[int, int], None] | None = None, filter: str | FilterResult = "offline",
+             style: str | None = None, llm=None) -> list[Image.Image]:
+        """img2img, or inpainting when `mask` is given (white = repaint, black = keep), of `image` (PIL image or
+        path; squared and resized to the model's size). strength: the share of the schedule that runs (default
+        0.6 for img2img, 1.0 for inpainting). Inpainting keeps the known latents at every step and returns the
+        input's own pixels outside a 3-pixel feathered seam around the mask."""
+        from .editing import load_image, load_mask, paste_back
+
+        steps = int(steps if steps is not None else self.defaults.get("steps", 20))
+        guidance = float(guidance if guidance is not None else self.defaults.get("guidance", 4.0))
+        sampler = sampler or self.defaults.get("sampler", "dpmpp_2m")
+        strength = float(strength if strength is not None else (1.0 if mask is not None else 0.6))
+        self._check(prompt, num_images, steps, guidance, sampler, batch_size)
+        start_index(steps, strength)  # a clear error before any work
+        source = load_image(image, self.image_size)
+        repaint = load_mask(mask, self.image_size) if mask is not None else None
+        filtered = self.filter_prompt(prompt, filter, style=style, llm=llm)
+        seeds = _seeds(seed, num_images)
+        cond = self.text_encoder.encode([filtered.rewritten]).to(self.device)
+        uncond = self.text_encoder.encode([negative_prompt or ""]).to(self.device)
+        init = encode(self.vae, source[None])
+        keep = None
+        if repaint is not None:  # a latent is repainted when any pixel of its patch is
+            f = self.image_size // self.latent_shape[-1]
+            keep = 1.0 - torch.nn.functional.max_pool2d(repaint[None, None].float(), f)
+        latents = self._denoise(seeds, cond, uncond, guidance, sampler, steps, batch_size, progress, callback,
+                                init=init, strength=strength, keep=keep)
+        pixels = decode(self.vae, latents).cpu()
+        if repaint is not None:
+            pixels = paste_back(source, pixels, repaint)
+        extra = {"mode": "inpaint" if repaint is not None else "img2img", "strength": strength,
+                 "init_image_sha256": _sha(source)} | ({"mask_sha256": _sha(repaint)} if repaint is not None else {})
+        return self._attach(pixels, seeds, prompt, negative_prompt, steps, sampler, guidance, filtered, extra)
 
     @property
     def evaluator(self):
@@ -234,6 +286,12 @@ def _seeds(seed, n: int) -> list[int]:
     if len(seeds) != n:
         raise MinicreamError(f"got {len(seeds)} seeds for {n} images")
     return seeds
+
+
+def _sha(t: torch.Tensor) -> str:
+    import hashlib
+
+    return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
 def _cat_embeddings(a, b):

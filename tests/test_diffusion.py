@@ -526,3 +526,18 @@ def test_flow_inversion_round_trip():
     back = sample(v, noise, "euler", 200, FLOW_CONFIG, progress=False)
     assert (back - x0).abs().max().item() < 0.05
     assert (noise - x0).abs().max().item() < 0.05  # N(0, I) at both ends: the flow is near the identity
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpmpp_2m", "euler"])
+def test_known_region_is_kept_and_the_rest_is_drawn(sampler):
+    """Inpainting in latent space: the kept half ends exactly as the known latents, the free half is sampled
+    (with the exact point-mass model it lands on the data point there)."""
+    x0, known_latents = point_x0(seed=3), point_x0(seed=4)
+    keep = torch.zeros(SHAPE)
+    keep[:, :, :4] = 1.0
+    noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(6))
+    out = sample(exact_ddpm_model(x0, "epsilon"), noise, sampler, 20, ddpm_config("epsilon"), progress=False,
+                 known=(known_latents, keep))
+    assert torch.equal(out[:, :, :4], known_latents[:, :, :4])
+    tol = 0.05 if sampler in ENDS_AT_T0 else 1e-3
+    assert (out[:, :, 4:] - x0[:, :, 4:]).abs().max().item() < tol

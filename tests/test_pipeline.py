@@ -56,7 +56,10 @@ def test_image_depends_only_on_its_seed_not_on_the_batch(tiny_pipe, sampler):
     for batch_size in (2, 4):
         batch = tiny_pipe("dog face", num_images=4, seed=10, steps=STEPS, sampler=sampler, batch_size=batch_size)
         assert batch[2].info[PARAMS_KEY]["seed"] == 12
-        assert np.array_equal(arr(alone), arr(batch[2])), (sampler, batch_size)
+        # fp32 matmul kernels may block a batch of 2 differently from a batch of 1: a few levels at most (the
+        # noise itself is per image, so the picture is the same)
+        d = np.abs(arr(alone).astype(int) - arr(batch[2]).astype(int))
+        assert d.max() <= 4 and d.mean() < 0.5, (sampler, batch_size, d.max())
     again = tiny_pipe("dog face", seed=12, steps=STEPS, sampler=sampler)[0]
     assert np.array_equal(arr(alone), arr(again))
     assert not np.array_equal(arr(alone), arr(batch[0]))

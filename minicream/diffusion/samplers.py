@@ -109,15 +109,18 @@ def sample(model_fn: Callable, x: torch.Tensor, sampler: str, steps: int, object
            generators: Sequence[torch.Generator] | None = None, progress: bool = True,
            callback: Callable[[int, int], None] | None = None, init: torch.Tensor | None = None,
            strength: float = 1.0, step_fn: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-           ) -> torch.Tensor:
+           known: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Integrate from unit-variance noise `x` (B,C,H,W) to clean latents.
 
     init, strength: start from clean latents `init` noised with `x` to where the last `strength` of the
         schedule begins, and run only those steps (img2img, variations; strength 1 starts from pure noise).
-    step_fn(i, t, x) -> x: sees the latents after step i (1-based) at timestep t and may replace them
-        (inpainting blends the known region back at every step).
+    step_fn(i, t, x) -> x: sees the latents after step i (1-based) at timestep t and may replace them.
+    known: (latents, keep) for inpainting: where `keep` is 1 the latents are replaced after every step by the
+        known latents noised (with this call's own noise `x`) to the level the sampler has reached, and by the
+        known latents themselves at the end, as diffusers' inpainting pipeline blends them.
     callback(i, n): progress only.
     """
+    noise = x
     scheduler = make_scheduler(sampler, objective_config)
     scheduler.set_timesteps(steps, device=x.device)
     if isinstance(scheduler, EulerAncestralDiscreteScheduler):
@@ -140,6 +143,11 @@ def sample(model_fn: Callable, x: torch.Tensor, sampler: str, steps: int, object
         inp = scheduler.scale_model_input(x, t) if hasattr(scheduler, "scale_model_input") else x
         out = model_fn(inp, t.expand(x.shape[0]).float())
         x = scheduler.step(out, t, x, **step_kwargs).prev_sample
+        if known is not None:
+            latents, keep = known
+            there = _noise_to(scheduler, latents, noise, timesteps[i + 1:i + 2].repeat(x.shape[0])) \
+                if i + 1 < len(timesteps) else latents
+            x = keep * there.to(x.dtype) + (1 - keep) * x
         if step_fn is not None:
             x = step_fn(i + 1, t, x)
         if callback is not None:
