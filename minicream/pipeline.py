@@ -10,6 +10,7 @@ settings, never on how many images were asked for together.
 from __future__ import annotations
 
 import json
+import numbers
 import random
 from pathlib import Path
 from typing import Callable, Sequence
@@ -280,10 +281,16 @@ def _seeds(seed, n: int) -> list[int]:
     if seed is None:
         base = random.randrange(2**31)
         return [base + i for i in range(n)]
-    if isinstance(seed, int):
-        return [seed + i for i in range(n)]
-    seeds = [int(s) for s in seed]
-    if len(seeds) != n:
+    # A string is iterable too: seed="12" must not become the seeds [1, 2].
+    single = isinstance(seed, numbers.Integral)
+    if isinstance(seed, (bool, str, bytes, float)) or not (single or isinstance(seed, Sequence)):
+        raise MinicreamError(f"seed must be an integer or a list of integers, got {seed!r}")
+    if not single and any(isinstance(s, bool) or not isinstance(s, numbers.Integral) for s in seed):
+        raise MinicreamError(f"seeds must be integers, got {list(seed)!r}")
+    seeds = [int(seed) + i for i in range(n)] if single else [int(s) for s in seed]
+    if any(not 0 <= s < 2**63 for s in seeds):
+        raise MinicreamError(f"seeds must be in 0..2**63-1, got {seeds[0] if single else seeds}")
+    if not single and len(seeds) != n:
         raise MinicreamError(f"got {len(seeds)} seeds for {n} images")
     return seeds
 

@@ -86,3 +86,30 @@ def test_cli_edit(tiny_model, source, tmp_path, capsys):
     assert len(outs) == 2
     assert main(["edit", str(tmp_path / "missing.png"), "rocket", "--model", str(tiny_model)]) == 2
     assert "not a readable image" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seed, words", [("12", "must be an integer"), (1.5, "must be an integer"), (True, "must be an integer"),
+                                         ([1, "2"], "seeds must be integers"), (2**70, "0..2**63-1"), (-1, "0..2**63-1")])
+def test_bad_seeds_are_refused(seed, words):
+    from minicream.pipeline import _seeds
+
+    with pytest.raises(MinicreamError, match=words.replace("*", r"\*")):
+        _seeds(seed, 2 if isinstance(seed, list) else 1)
+    assert _seeds(7, 3) == [7, 8, 9] and _seeds(np.int64(4), 1) == [4] and _seeds((3, 1), 2) == [3, 1]
+
+
+@pytest.mark.parametrize("row, words", [({"file_name": 5, "text": "x"}, "non-empty string"),
+                                        ({"file_name": None, "text": "x"}, "non-empty string"),
+                                        ({"file_name": "../x.png", "text": "x"}, "outside the dataset folder"),
+                                        ({"file_name": "/etc/passwd", "text": "x"}, "outside the dataset folder")])
+def test_dataset_rows_are_validated_and_confined(tmp_path, row, words):
+    import json
+
+    from minicream.data.folder import load_caption_folder
+
+    (tmp_path / "metadata.jsonl").write_text(json.dumps(row) + "\n")
+    with pytest.raises(MinicreamError, match=words):
+        load_caption_folder(tmp_path)
+    (tmp_path / "metadata.jsonl").write_bytes(b'{"file_name": "a.png", "text": "caf\xe9"}\n')  # Latin-1
+    with pytest.raises(MinicreamError, match="metadata.jsonl:1: not UTF-8"):
+        load_caption_folder(tmp_path)

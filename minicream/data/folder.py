@@ -48,20 +48,31 @@ class _Entry:
 
 def _parse_metadata(metadata: Path) -> list[_Entry]:
     entries = []
-    with open(metadata, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise MinicreamError(f"{metadata}:{number}: not valid JSON") from None
-            if not isinstance(row, dict) or "file_name" not in row:
-                raise MinicreamError(f"{metadata}:{number}: each line needs a 'file_name' field")
-            text = row.get("text", row.get("caption"))
-            if not isinstance(text, str):
-                raise MinicreamError(f"{metadata}:{number}: missing 'text' caption for {row['file_name']}")
-            entries.append(_Entry(metadata.parent / row["file_name"], text, row))
+    folder = metadata.parent.resolve()
+    try:
+        lines = metadata.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        line = metadata.read_bytes()[:e.start].count(b"\n") + 1
+        raise MinicreamError(f"{metadata}:{line}: not UTF-8 text (save the file as UTF-8)") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise MinicreamError(f"{metadata}:{number}: not valid JSON") from None
+        if not isinstance(row, dict) or "file_name" not in row:
+            raise MinicreamError(f"{metadata}:{number}: each line needs a 'file_name' field")
+        name = row["file_name"]
+        if not isinstance(name, str) or not name.strip():
+            raise MinicreamError(f"{metadata}:{number}: 'file_name' must be a non-empty string, got {name!r}")
+        path = (metadata.parent / name).resolve()
+        if Path(name).is_absolute() or not path.is_relative_to(folder):
+            raise MinicreamError(f"{metadata}:{number}: 'file_name' {name!r} points outside the dataset folder")
+        text = row.get("text", row.get("caption"))
+        if not isinstance(text, str):
+            raise MinicreamError(f"{metadata}:{number}: missing 'text' caption for {name}")
+        entries.append(_Entry(metadata.parent / name, text, row))
     return entries
 
 
