@@ -138,6 +138,15 @@ def cmd_edit(args) -> None:
     _save_images(images, Path(args.out), args.prompt, prefix="inpaint_" if args.mask else "img2img_")
 
 
+def cmd_vary(args) -> None:
+    from .pipeline import PARAMS_KEY, Pipeline
+
+    pipe = Pipeline.from_pretrained(args.model, dtype=args.dtype or "auto")
+    images = pipe.vary(args.image, num_images=args.num_images, strength=args.strength, prompt=args.prompt,
+                       steps=args.steps, seed=args.seed, progress=True)
+    _save_images(images, Path(args.out), images[0].info[PARAMS_KEY]["prompt"], prefix="variation_")
+
+
 GRID_PROMPTS = ["red apple", "tangerine", "dog face", "red heart", "rocket", "pizza"]
 GRID_STYLES = ["twemoji", "openmoji"]  # for a model whose vocabulary names no styles
 
@@ -317,6 +326,18 @@ def build_parser() -> argparse.ArgumentParser:
     ed.add_argument("--dtype", choices=["auto", "bf16", "fp32"], help="UNet weights (default auto)")
     ed.add_argument("--out", default="outputs", help="output folder")
     ed.set_defaults(func=cmd_edit)
+
+    va = sub.add_parser("vary", help="variations of an image: the same concept, redrawn with new seeds")
+    va.add_argument("image", help="input image")
+    va.add_argument("-n", "--num-images", type=int, default=4, help="number of variations")
+    va.add_argument("--strength", type=float, default=0.6, help="share of the schedule that runs (more = freer)")
+    va.add_argument("--prompt", help="what the variations show (default: the evaluator names the image)")
+    va.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+    va.add_argument("--seed", type=int, help="seed of the first variation")
+    va.add_argument("--model", help="model directory (default: the shipped model)")
+    va.add_argument("--dtype", choices=["auto", "bf16", "fp32"], help="UNet weights (default auto)")
+    va.add_argument("--out", default="outputs", help="output folder")
+    va.set_defaults(func=cmd_vary)
 
     gr = sub.add_parser("grid", help="a labelled sample grid: each prompt in both emoji styles")
     gr.add_argument("prompts", nargs="*", help=f"prompts (default: {', '.join(GRID_PROMPTS)})")

@@ -256,6 +256,19 @@ class Pipeline:
                  "init_image_sha256": _sha(source)} | ({"mask_sha256": _sha(repaint)} if repaint is not None else {})
         return self._attach(pixels, seeds, prompt, negative_prompt, steps, sampler, guidance, filtered, extra)
 
+    def vary(self, image, num_images: int = 4, strength: float = 0.6, prompt: str | None = None, **kwargs) -> list[Image.Image]:
+        """Variations of `image`: re-noised to `strength` and redrawn with new seeds. Without a prompt the
+        evaluator names the image (the most likely of the model's concepts) and that name is the prompt, so the
+        variations keep the concept, as Kandinsky's image-embedding variations do."""
+        from .editing import load_image
+
+        if prompt is None:
+            source = load_image(image, self.image_size)
+            names = sorted(self.vocabulary.by_name)
+            pil = Image.fromarray(source.permute(1, 2, 0).numpy(), "RGB")
+            prompt = names[int(self.evaluator.class_probs([pil], names)[0].argmax())]
+        return self.edit(image, prompt, strength=strength, num_images=num_images, **kwargs)
+
     @property
     def evaluator(self):
         """The model's image evaluator (`model_dir/evaluator`), loaded on first use."""

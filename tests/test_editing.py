@@ -113,3 +113,20 @@ def test_dataset_rows_are_validated_and_confined(tmp_path, row, words):
     (tmp_path / "metadata.jsonl").write_bytes(b'{"file_name": "a.png", "text": "caf\xe9"}\n')  # Latin-1
     with pytest.raises(MinicreamError, match="metadata.jsonl:1: not UTF-8"):
         load_caption_folder(tmp_path)
+
+
+def test_variations_keep_the_evaluators_name_for_the_image(tiny_evaluated_model, tmp_path, capsys):
+    """Without a prompt the evaluator names the image among the model's concepts; that name drives the redraw."""
+    from minicream.cli import main
+    from minicream.pipeline import Pipeline
+
+    pipe = Pipeline.from_pretrained(tiny_evaluated_model)
+    src = pipe("rocket", steps=STEPS, seed=2)[0]
+    out = pipe.vary(src, num_images=2, steps=STEPS, seed=9)
+    p = out[0].info[PARAMS_KEY]
+    assert p["prompt"] in pipe.vocabulary.by_name and p["mode"] == "img2img" and p["strength"] == 0.6
+    assert [im.info[PARAMS_KEY]["seed"] for im in out] == [9, 10]
+    src.save(tmp_path / "in.png")
+    assert main(["vary", str(tmp_path / "in.png"), "--model", str(tiny_evaluated_model), "-n", "2", "--steps",
+                 str(STEPS), "--out", str(tmp_path / "v")]) == 0
+    assert len(list((tmp_path / "v").glob("variation_*.png"))) == 2
