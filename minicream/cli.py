@@ -204,7 +204,8 @@ def cmd_serve(args) -> None:
     from .serve.server import LOOPBACK, check_settings, run
 
     settings = ServeSettings(host=args.host, port=args.port, queue_size=args.queue_size, concurrency=args.concurrency,
-                             timeout=args.timeout, output_dir=Path(args.output_dir))
+                             timeout=args.timeout, output_dir=Path(args.output_dir),
+                             allowed_hosts=tuple(args.allowed_host or ()))
     if args.token:
         settings.token = args.token
     check_settings(settings)
@@ -358,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="web page + OpenAI-compatible image API (FastAPI)")
     sv.add_argument("--model", help="model directory (default: the shipped reference model)")
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
+    sv.add_argument("--allowed-host", action="append", metavar="NAME",
+                    help="a Host header name to answer besides the bound address (repeatable; DNS-rebinding guard)")
     sv.add_argument("--port", type=int, default=7860, help="TCP port")
     sv.add_argument("--token", help="bearer token required on API routes (default: env MINICREAM_TOKEN, else none)")
     sv.add_argument("--queue-size", type=int, default=8, help="requests that may wait; more get HTTP 429")

@@ -25,7 +25,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def make_client(tmp_path, pipe=None, **settings):
     app = create_app(pipe or FakePipe(), ServeSettings(output_dir=tmp_path / "out", **{"token": None, **settings}))
-    return TestClient(app, raise_server_exceptions=False)
+    return TestClient(app, raise_server_exceptions=False, base_url="http://127.0.0.1")
 
 
 @pytest.fixture
@@ -305,6 +305,20 @@ def test_chunked_bodies_are_limited_while_streaming_and_the_token_is_checked_fir
         assert r.status_code == 200  # the server still answers
 
 
+def test_host_header_is_checked_against_the_bound_address(tmp_path):
+    """DNS rebinding: a page on evil.example resolving to 127.0.0.1 sends Host: evil.example; it is refused."""
+    with make_client(tmp_path) as c:
+        assert c.get("/healthz").status_code == 200
+        for host in ("evil.example", "evil.example:7860", "127.0.0.1.evil.example"):
+            assert_one_line_error(c.get("/healthz", headers={"host": host}), 400, "--allowed-host")
+        for host in ("localhost:7860", "[::1]:7860", "127.0.0.1"):
+            assert c.get("/healthz", headers={"host": host}).status_code == 200, host
+    with make_client(tmp_path, allowed_hosts=("my.lan",)) as c:
+        assert c.get("/healthz", headers={"host": "my.lan:7860"}).status_code == 200
+    with make_client(tmp_path, host="0.0.0.0") as c:  # bound to every address: any name, unless listed
+        assert c.get("/healthz", headers={"host": "box.lan"}).status_code == 200
+
+
 def test_metric_labels_come_from_a_fixed_set(client):
     for i in range(20):
         client.request(f"INVENTED{i}", "/api/generate")
@@ -328,8 +342,9 @@ def test_cli_rejects_bad_settings(capsys):
     assert main(["serve", "--port", "70000"]) == 2
     assert main(["serve", "--token", "short"]) == 2
     assert main(["serve", "--concurrency", "0"]) == 2
+    assert main(["serve", "--timeout", "nan"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and all(line.startswith("error: ") for line in err)
+    assert len(err) == 4 and all(line.startswith("error: ") for line in err)
 
 
 # -- real model -------------------------------------------------------------------------------------

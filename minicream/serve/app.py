@@ -121,7 +121,7 @@ def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None
                               "Send `Authorization: Bearer TOKEN` when the server has a token.")
     app.state.pipeline, app.state.queue, app.state.metrics, app.state.settings = pipe, queue, metrics, settings
     install_error_handlers(app)
-    app.add_middleware(_Guard, metrics=metrics, token=settings.token)
+    app.add_middleware(_Guard, metrics=metrics, token=settings.token, hosts=allowed_hosts(settings))
 
     def require_token(request: Request) -> None:
         if not token_ok(request.headers.get("authorization", ""), settings.token):
@@ -264,6 +264,26 @@ PUBLIC_PATHS = ("/", "/healthz", "/openapi.json")  # and /static/...: the page a
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})  # metric labels: a fixed set
 
 
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def allowed_hosts(settings) -> frozenset[str] | None:
+    """Host header names the server answers (None: any). A loopback server answers only loopback names and
+    --allowed-host ones, so a web page cannot reach it through DNS rebinding; a server bound elsewhere answers
+    any name unless --allowed-host lists them."""
+    extra = {h.lower() for h in settings.allowed_hosts}
+    if settings.host in LOOPBACK_NAMES or settings.host.startswith("127."):
+        return frozenset(LOOPBACK_NAMES | {settings.host} | extra)
+    return frozenset(extra | {settings.host}) if extra else None
+
+
+def _host_name(header: bytes) -> str:
+    host = header.decode("latin-1").strip().lower()
+    if host.startswith("["):  # [::1]:7860
+        return host[1:host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
 def token_ok(authorization: str, token: str | None) -> bool:
     """`Authorization: Bearer TOKEN` check (constant-time); always true when the server has no token."""
     if token is None:
@@ -281,8 +301,8 @@ class _Guard:
                 b"default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
                 b"frame-ancestors 'none'")]
 
-    def __init__(self, app, metrics: Metrics, token: str | None = None):
-        self.app, self.metrics, self.token = app, metrics, token
+    def __init__(self, app, metrics: Metrics, token: str | None = None, hosts: frozenset[str] | None = None):
+        self.app, self.metrics, self.token, self.hosts = app, metrics, token, hosts
 
     async def _refuse(self, scope, receive, send, status: int, message: str, t0: float, headers=None) -> None:
         response = error_response(status, message, headers=headers)
@@ -296,6 +316,9 @@ class _Guard:
         t0, status, started = time.perf_counter(), [500], [False]
         headers = dict(scope.get("headers") or [])
         path = scope.get("path", "")
+        if self.hosts is not None and _host_name(headers.get(b"host", b"")) not in self.hosts:
+            return await self._refuse(scope, receive, send, 400, "this Host is not served (start the server with "
+                                      "--allowed-host NAME to allow it)", t0)
         root = scope.get("root_path", "")
         if root and path.startswith(root):  # behind a proxy prefix (--root-path): the app's own path
             path = path[len(root):] or "/"

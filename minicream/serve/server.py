@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import socket
 import threading
 import time
@@ -24,7 +25,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 def check_settings(s: ServeSettings) -> None:
     if not 0 <= s.port <= 65535:
         raise MinicreamError(f"--port must be in 0..65535, got {s.port}")
-    if s.queue_size < 0 or s.concurrency < 1 or s.timeout <= 0:
+    if s.queue_size < 0 or s.concurrency < 1 or not math.isfinite(s.timeout) or s.timeout <= 0:
         raise MinicreamError("--queue-size must be >= 0, --concurrency >= 1 and --timeout > 0")
     if s.token is not None and len(s.token) < 8:
         raise MinicreamError("the token must be at least 8 characters")
