@@ -205,7 +205,7 @@ def cmd_serve(args) -> None:
 
     settings = ServeSettings(host=args.host, port=args.port, queue_size=args.queue_size, concurrency=args.concurrency,
                              timeout=args.timeout, output_dir=Path(args.output_dir),
-                             allowed_hosts=tuple(args.allowed_host or ()))
+                             allowed_hosts=tuple(args.allowed_host or ()), max_saved=args.max_saved)
     if args.token:
         settings.token = args.token
     check_settings(settings)
@@ -367,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--concurrency", type=int, default=1, help="generations running at once")
     sv.add_argument("--timeout", type=float, default=120.0, help="seconds per request before HTTP 504")
     sv.add_argument("--output-dir", default="outputs/serve", help="where images returned as URLs are saved")
+    sv.add_argument("--max-saved", type=int, default=1000, help="saved images kept; the oldest beyond are deleted")
     sv.set_defaults(func=cmd_serve)
 
     te = sub.add_parser("train-evaluator", help="train the image evaluator (mini-CLIP) and the judge on a captioned image folder")

@@ -319,6 +319,20 @@ def test_host_header_is_checked_against_the_bound_address(tmp_path):
         assert c.get("/healthz", headers={"host": "box.lan"}).status_code == 200
 
 
+def test_saved_images_are_pruned_and_a_failed_save_does_not_fail_the_request(tmp_path):
+    with make_client(tmp_path, max_saved=3) as c:
+        for _ in range(3):
+            assert c.post("/api/generate", json={"prompt": "x", "num_images": 2}).status_code == 200
+        assert len(list((tmp_path / "out").glob("*.png"))) == 3  # 6 saved, the 3 oldest deleted
+    (tmp_path / "file").write_text("not a folder")
+    app = create_app(FakePipe(), ServeSettings(output_dir=tmp_path / "file" / "out", token=None))  # every save fails
+    with TestClient(app, raise_server_exceptions=False, base_url="http://127.0.0.1") as c:
+        r = c.post("/api/generate", json={"prompt": "x"})
+        assert r.status_code == 200 and r.json()["images"][0]["url"] is None and r.json()["images"][0]["png_base64"]
+        r = c.post("/v1/images/generations", json={"prompt": "x", "response_format": "url"})
+        assert_one_line_error(r, 507, "b64_json")
+
+
 def test_metric_labels_come_from_a_fixed_set(client):
     for i in range(20):
         client.request(f"INVENTED{i}", "/api/generate")
@@ -343,8 +357,9 @@ def test_cli_rejects_bad_settings(capsys):
     assert main(["serve", "--token", "short"]) == 2
     assert main(["serve", "--concurrency", "0"]) == 2
     assert main(["serve", "--timeout", "nan"]) == 2
+    assert main(["serve", "--max-saved", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 4 and all(line.startswith("error: ") for line in err)
+    assert len(err) == 5 and all(line.startswith("error: ") for line in err)
 
 
 # -- real model -------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image, PngImagePlugin
 
+from ..errors import MinicreamError
 from ..io.pngmeta import A1111_KEY, JSON_KEY, format_a1111, save_png
 from .errors import error_response, install_error_handlers
 from .metrics import Metrics
@@ -137,10 +138,19 @@ def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None
 
         return queue.run(job, job_id)
 
-    def _save(image: Image.Image, params: dict) -> str:
+    def _save(image: Image.Image, params: dict) -> str | None:
+        """Save under a random name and prune the oldest beyond --max-saved; None when the disk refuses (the
+        caller still has the image inline: a full disk must not fail a request whose compute is done)."""
         name = secrets.token_hex(16) + ".png"
-        output_dir.mkdir(parents=True, exist_ok=True)
-        save_png(image, output_dir / name, params)
+        try:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            save_png(image, output_dir / name, params)
+            saved = sorted(output_dir.glob("*.png"), key=lambda p: p.stat().st_mtime_ns)
+            for old in saved[:max(0, len(saved) - settings.max_saved)]:
+                old.unlink(missing_ok=True)
+        except (OSError, MinicreamError) as e:
+            log.warning("could not save %s: %s", name, e)
+            return None
         return f"/outputs/{name}"
 
     # -- OpenAI Images API ------------------------------------------------------------------------
@@ -158,7 +168,11 @@ def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None
             params = _params(im)
             revised = params.get("rewritten_prompt") or params.get("prompt") or req.prompt
             if req.response_format == "url":
-                url = str(request.base_url).rstrip("/") + _save(im, params)
+                path = _save(im, params)
+                if path is None:
+                    return error_response(507, "the server could not store the image for a URL; ask for "
+                                               "response_format 'b64_json'")
+                url = str(request.base_url).rstrip("/") + path
                 data.append(OpenAIImage(url=url, revised_prompt=revised))
             else:
                 data.append(OpenAIImage(b64_json=base64.b64encode(png_bytes(im, params)).decode(), revised_prompt=revised))

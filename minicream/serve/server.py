@@ -27,6 +27,8 @@ def check_settings(s: ServeSettings) -> None:
         raise MinicreamError(f"--port must be in 0..65535, got {s.port}")
     if s.queue_size < 0 or s.concurrency < 1 or not math.isfinite(s.timeout) or s.timeout <= 0:
         raise MinicreamError("--queue-size must be >= 0, --concurrency >= 1 and --timeout > 0")
+    if s.max_saved < 1:
+        raise MinicreamError(f"--max-saved must be at least 1, got {s.max_saved}")
     if s.token is not None and len(s.token) < 8:
         raise MinicreamError("the token must be at least 8 characters")
 

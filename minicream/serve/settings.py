@@ -18,4 +18,5 @@ class ServeSettings:
     timeout: float = 120.0    # seconds a request may wait + run before it fails with 504
     output_dir: Path = Path("outputs/serve")  # saved images; GET /outputs/{name} serves only this folder
     cors_origins: tuple[str, ...] = ()        # browser origins allowed to call the API (none by default)
+    max_saved: int = 1000                     # saved images kept in output_dir; the oldest beyond it are deleted
     allowed_hosts: tuple[str, ...] = ()       # Host header names accepted besides the bound address (DNS rebinding)
