@@ -74,6 +74,13 @@ def test_candidate_seeds_and_best_indices():
         check_candidates(2, 3)
 
 
+def _same_picture(a, b) -> bool:
+    """Equal, or within a few levels: fp32 kernels on a CPU without fast bf16 may block another batch size
+    differently (see test_pipeline.py::test_image_depends_only_on_its_seed_not_on_the_batch)."""
+    d = np.abs(np.asarray(a).astype(int) - np.asarray(b).astype(int))
+    return d.max() <= 4 and d.mean() < 0.5
+
+
 def test_best_of_n_returns_the_highest_scoring_candidate(tiny_evaluated_model):
     from minicream.pipeline import PARAMS_KEY, Pipeline
 
@@ -85,13 +92,13 @@ def test_best_of_n_returns_the_highest_scoring_candidate(tiny_evaluated_model):
     for i, im in enumerate(best):
         group = scores[i * n:(i + 1) * n]
         j = int(group.argmax())
-        assert np.array_equal(np.asarray(im), np.asarray(all_candidates[i * n + j]))
+        assert _same_picture(im, all_candidates[i * n + j])
         info = im.info[PARAMS_KEY]
         assert info["num_candidates"] == n and info["score"] == pytest.approx(float(group.max()), abs=1e-4)
         assert info["seed"] == candidate_seeds([11 + i], n)[j]  # re-running this seed alone gives this image
     # batch size does not change the result; keep_top returns sorted scores
     again = pipe("red apple", num_images=2, seed=11, num_candidates=n, steps=2, batch_size=1)
-    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(best, again))
+    assert all(_same_picture(a, b) for a, b in zip(best, again))
     top = pipe("red apple", num_images=1, seed=11, num_candidates=n, keep_top=2, steps=2)
     assert len(top) == 2 and top[0].info[PARAMS_KEY]["score"] >= top[1].info[PARAMS_KEY]["score"]
 

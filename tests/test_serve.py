@@ -117,7 +117,7 @@ def test_openai_route_shape(client):
     assert set(body["data"][0]) == {"b64_json", "revised_prompt"} and decode_png(body["data"][0]["b64_json"]).size == (16, 16)
     r = client.post("/v1/images/generations", json={"prompt": "dog face", "response_format": "url", "size": "auto"})
     url = r.json()["data"][0]["url"]
-    assert url.startswith("http://testserver/outputs/") and client.get(url).content.startswith(PNG)
+    assert url.startswith("http://127.0.0.1/outputs/") and client.get(url).content.startswith(PNG)
 
 
 BAD_NATIVE = [
