@@ -305,6 +305,13 @@ def test_chunked_bodies_are_limited_while_streaming_and_the_token_is_checked_fir
         assert r.status_code == 200  # the server still answers
 
 
+def test_wrong_token_is_refused_before_the_body_is_parsed(tmp_path):
+    with make_client(tmp_path, token=TOKEN) as c:
+        r = c.post("/api/generate", content=b"{not json", headers={"content-type": "application/json",
+                                                                     "Authorization": "Bearer wrong-token"})
+        assert_one_line_error(r, 401, "bearer token")
+
+
 def test_host_header_is_checked_against_the_bound_address(tmp_path):
     """DNS rebinding: a page on evil.example resolving to 127.0.0.1 sends Host: evil.example; it is refused."""
     with make_client(tmp_path) as c:
