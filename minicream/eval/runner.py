@@ -15,6 +15,7 @@ from ..evaluator.scorer import EVALUATOR_DIR, Evaluator, to_uint8
 from ..evaluator.train import JUDGE_DIR
 from . import metrics
 from .adherence import check_prompt
+from .nearest import NearestJudge
 from .benchmarks import GENEVAL_TASKS, TASKS, Benchmark, get_benchmark
 from .report import write_report
 
@@ -123,11 +124,15 @@ def run_benchmark(model_dir: str | Path | None, name: str, out_dir: str | Path, 
     single = [i for i in range(len(fake)) if bench.prompts[i // bench.samples]["spec"]["kind"] == "single_object"]
     if single:
         pool = bench.pool or all_concepts
-        res["object_accuracy"] = {grader_name.split()[0]: _accuracy(grader, fake, bench, single, pool),
-                                  "evaluator (self-graded)": _accuracy(evaluator, fake, bench, single, pool)}
+        graders = {grader_name.split()[0]: grader}
+        if bench.name == "coverage":  # the independent check's way: the nearest of every real image
+            graders["nearest"] = NearestJudge.from_dataset(data_root, size=pipe.image_size)
+        res["object_accuracy"] = {name: _accuracy(g, fake, bench, single, pool) for name, g in graders.items()}
+        res["object_accuracy"]["evaluator (self-graded)"] = _accuracy(evaluator, fake, bench, single, pool)
         for group in sorted({p["group"] for p in bench.prompts if "group" in p}):
             rows_g = [i for i in single if bench.prompts[i // bench.samples].get("group") == group]
-            res["object_accuracy"][f"{grader_name.split()[0]}, {group} prompts"] = _accuracy(grader, fake, bench, rows_g, pool)
+            for name, g in graders.items():
+                res["object_accuracy"][f"{name}, {group} prompts"] = _accuracy(g, fake, bench, rows_g, pool)
     if bench.name == "scenes":
         per_task: dict[str, list[bool]] = {t: [] for t in TASKS}
         for i, im in enumerate(fake):

@@ -1,0 +1,105 @@
+"""A model folder and the files in it: the one place that knows the layout `minicream train` exports.
+
+    model_index.json   format, image size, objective (scheduler), text encoder, sampling defaults, recipe
+    unet/ vae/         config.json + model.safetensors (bf16)
+    evaluator/         the best-of-N evaluator; evaluator/judge/ the separate judge used by `minicream eval`
+    concepts.json      the concepts and styles the language filter maps prompts to (vocabulary.json: the captions)
+    train_log.txt      how the weights were made
+
+Inference reads a model through this class only; it imports nothing from training.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import MinicreamError
+
+MODEL_INDEX = "model_index.json"
+UNET_DIR, VAE_DIR, EVALUATOR_DIR, JUDGE_DIR = "unet", "vae", "evaluator", "judge"
+PREDICTION_TYPES = ("epsilon", "v_prediction", "flow")
+
+
+def _field(index: dict, path: Path, key: str, kind: type | tuple, where: dict | None = None):
+    node = index if where is None else where
+    value = node.get(key) if isinstance(node, dict) else None
+    if value is None or not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise MinicreamError(f"{path}: {key!r} is missing or not a {want}; re-export the model with `minicream train`")
+    return value
+
+
+@dataclass
+class ModelDir:
+    path: Path
+    index: dict = field(repr=False)
+
+    @classmethod
+    def open(cls, path: str | Path) -> "ModelDir":
+        """Read and check model_index.json: a one-line error for a folder that is not a model or a broken index."""
+        path = Path(path)
+        index_path = path / MODEL_INDEX
+        if not index_path.is_file():
+            raise MinicreamError(f"{path}: not a minicream model directory (missing {MODEL_INDEX})")
+        try:
+            index = json.loads(index_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise MinicreamError(f"{index_path}: not valid JSON ({e})") from None
+        if not isinstance(index, dict):
+            raise MinicreamError(f"{index_path}: expected a JSON object")
+        size = _field(index, index_path, "image_size", int)
+        if not 8 <= size <= 4096 or size % 8:
+            raise MinicreamError(f"{index_path}: image_size must be a multiple of 8 in 8..4096, got {size}")
+        objective = _field(index, index_path, "objective", dict)
+        if objective.get("prediction_type") not in PREDICTION_TYPES:
+            raise MinicreamError(f"{index_path}: objective.prediction_type must be one of {', '.join(PREDICTION_TYPES)}")
+        te = _field(index, index_path, "text_encoder", dict)
+        _field(index, index_path, "name", str, te)
+        _field(index, index_path, "max_length", int, te)
+        if not isinstance(index.get("sample", {}), dict):
+            raise MinicreamError(f"{index_path}: 'sample' must be an object of sampling defaults")
+        for d in (UNET_DIR, VAE_DIR):
+            if not (path / d / "config.json").is_file():
+                raise MinicreamError(f"{path}: missing {d}/config.json; the model folder is incomplete")
+        return cls(path, index)
+
+    # -- the parts ------------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def unet(self) -> Path:
+        return self.path / UNET_DIR
+
+    @property
+    def vae(self) -> Path:
+        return self.path / VAE_DIR
+
+    @property
+    def evaluator(self) -> Path:
+        return self.path / EVALUATOR_DIR
+
+    @property
+    def judge(self) -> Path:
+        return self.path / EVALUATOR_DIR / JUDGE_DIR
+
+    def has(self, part: Path) -> bool:
+        return (part / "config.json").is_file()
+
+    @property
+    def image_size(self) -> int:
+        return int(self.index["image_size"])
+
+    @property
+    def objective(self) -> dict:
+        return self.index["objective"]
+
+    @property
+    def text_encoder(self) -> dict:
+        return self.index["text_encoder"]
+
+    @property
+    def defaults(self) -> dict:
+        return self.index.get("sample", {})
