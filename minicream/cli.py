@@ -128,23 +128,65 @@ def _save_images(images, out: Path, prompt: str, prefix: str = "") -> Path:
     return out
 
 
-def cmd_edit(args) -> None:
-    from .pipeline import Pipeline
+KIND_TYPES = {"str": str, "int": int, "float": float, "seed": int}
+SHORT = {"num_images": ("-n",), "negative_prompt": ("--negative",)}
+
+
+def add_mode_arguments(parser: argparse.ArgumentParser, mode_name: str) -> None:
+    """A flag for every CLI option the mode declares (minicream/pipelines/<mode>.py), with its help and default."""
+    from .pipelines import Pipeline
+
+    for o in Pipeline.modes[mode_name].options:
+        if not o.cli or o.kind not in KIND_TYPES:
+            continue
+        default = f" (default {o.default})" if o.default not in (None, "") else ""
+        parser.add_argument(*SHORT.get(o.name, ()), o.flag, dest=o.name, type=KIND_TYPES[o.kind], help=o.help + default)
+    parser.add_argument("--model", help="model directory (default: the shipped model)")
+    parser.add_argument("--dtype", choices=["auto", "bf16", "fp32"], help="UNet weights (default auto)")
+    parser.add_argument("--out", default="outputs", help="output folder")
+
+
+def _run_mode(args, mode: str, **inputs):
+    from .pipelines import Pipeline
 
     pipe = Pipeline.from_pretrained(args.model, dtype=args.dtype or "auto")
-    images = pipe.edit(args.image, args.prompt, mask=args.mask, strength=args.strength, negative_prompt=args.negative,
-                       num_images=args.num_images, steps=args.steps, guidance=args.guidance, sampler=args.sampler,
-                       seed=args.seed, progress=True)
-    _save_images(images, Path(args.out), args.prompt, prefix="inpaint_" if args.mask else "img2img_")
+    options = {o.name: getattr(args, o.name) for o in pipe.modes[mode].options if o.cli and hasattr(args, o.name)}
+    return pipe.run(mode, **options, **inputs, progress=True)
+
+
+def cmd_edit(args) -> None:
+    mode = "inpaint" if args.mask else "img2img"
+    images = _run_mode(args, mode, image=args.image, prompt=args.prompt, **({"mask": args.mask} if args.mask else {}))
+    _save_images(images, Path(args.out), args.prompt, prefix=f"{mode}_")
 
 
 def cmd_vary(args) -> None:
-    from .pipeline import PARAMS_KEY, Pipeline
+    from .pipeline import PARAMS_KEY
 
-    pipe = Pipeline.from_pretrained(args.model, dtype=args.dtype or "auto")
-    images = pipe.vary(args.image, num_images=args.num_images, strength=args.strength, prompt=args.prompt,
-                       steps=args.steps, seed=args.seed, progress=True)
+    images = _run_mode(args, "variation", image=args.image)
     _save_images(images, Path(args.out), images[0].info[PARAMS_KEY]["prompt"], prefix="variation_")
+
+
+def cmd_outpaint(args) -> None:
+    images = _run_mode(args, "outpaint", image=args.image, prompt=args.prompt)
+    _save_images(images, Path(args.out), args.prompt, prefix="outpaint_")
+
+
+def cmd_blend(args) -> None:
+    from .io.grid import image_grid
+    from .io.atomic import atomic_path
+
+    frames = _run_mode(args, "blend", a=args.a, b=args.b)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "blend_" + _stem(f"{Path(args.a).stem if Path(args.a).is_file() else args.a}_{Path(args.b).stem if Path(args.b).is_file() else args.b}")
+    strip, gif = out / f"{stem}.png", out / f"{stem}.gif"
+    with atomic_path(strip) as tmp:
+        image_grid(frames, cols=len(frames)).save(tmp, format="PNG")
+    with atomic_path(gif) as tmp:
+        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:] + frames[-2:0:-1], duration=180, loop=0)
+    print(strip)
+    print(gif)
 
 
 GRID_PROMPTS = ["red apple", "tangerine", "dog face", "red heart", "rocket", "pizza"]
@@ -315,30 +357,26 @@ def build_parser() -> argparse.ArgumentParser:
     ed = sub.add_parser("edit", help="img2img, or inpainting with --mask (white = repaint), of an image")
     ed.add_argument("image", help="input image (PNG/JPEG; squared and resized to the model's size)")
     ed.add_argument("prompt", help="what the edited image should show")
-    ed.add_argument("--mask", help="mask image: white (or transparent) = repaint, black = keep")
-    ed.add_argument("--strength", type=float, help="share of the schedule that runs (default 0.6, 1.0 with --mask)")
-    ed.add_argument("--negative", default="", help="negative prompt")
-    ed.add_argument("-n", "--num-images", type=int, default=1, help="number of images")
-    ed.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
-    ed.add_argument("--guidance", type=float, help="classifier-free guidance scale")
-    ed.add_argument("--sampler", help="sampler name (see `minicream samplers`)")
-    ed.add_argument("--seed", type=int, help="seed of the first image")
-    ed.add_argument("--model", help="model directory (default: the shipped model)")
-    ed.add_argument("--dtype", choices=["auto", "bf16", "fp32"], help="UNet weights (default auto)")
-    ed.add_argument("--out", default="outputs", help="output folder")
+    ed.add_argument("--mask", help="mask image: white (or transparent) = repaint, black = keep (then --strength defaults to 1.0)")
+    add_mode_arguments(ed, "img2img")  # inpainting takes the same options
     ed.set_defaults(func=cmd_edit)
 
     va = sub.add_parser("vary", help="variations of an image: the same concept, redrawn with new seeds")
     va.add_argument("image", help="input image")
-    va.add_argument("-n", "--num-images", type=int, default=4, help="number of variations")
-    va.add_argument("--strength", type=float, default=0.6, help="share of the schedule that runs (more = freer)")
-    va.add_argument("--prompt", help="what the variations show (default: the evaluator names the image)")
-    va.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
-    va.add_argument("--seed", type=int, help="seed of the first variation")
-    va.add_argument("--model", help="model directory (default: the shipped model)")
-    va.add_argument("--dtype", choices=["auto", "bf16", "fp32"], help="UNet weights (default auto)")
-    va.add_argument("--out", default="outputs", help="output folder")
+    add_mode_arguments(va, "variation")
     va.set_defaults(func=cmd_vary)
+
+    op = sub.add_parser("outpaint", help="extend an image past its border, e.g. --right 64 makes 64 px -> 128 px wide")
+    op.add_argument("image", help="input image")
+    op.add_argument("prompt", help="what the whole picture should show")
+    add_mode_arguments(op, "outpaint")
+    op.set_defaults(func=cmd_outpaint)
+
+    bl = sub.add_parser("blend", help="frames between two prompts, two images, or an image and a prompt (a PNG strip + a GIF)")
+    bl.add_argument("a", help="first end: a prompt or an image file")
+    bl.add_argument("b", help="last end: a prompt or an image file")
+    add_mode_arguments(bl, "blend")
+    bl.set_defaults(func=cmd_blend)
 
     gr = sub.add_parser("grid", help="a labelled sample grid: each prompt in both emoji styles")
     gr.add_argument("prompts", nargs="*", help=f"prompts (default: {', '.join(GRID_PROMPTS)})")

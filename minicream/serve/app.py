@@ -74,18 +74,25 @@ def _filter_modes(pipe, parameter: inspect.Parameter | None) -> list[str]:
 
 
 class _Features:
-    """Which optional pipeline arguments exist (other parts of minicream add them over time)."""
+    """Which optional pipeline arguments exist: minicream's pipeline declares them (Pipeline.modes["text2img"]);
+    any other callable pipeline (a test double, a wrapper) is asked by its signature."""
 
     def __init__(self, pipe):
-        try:
-            params = inspect.signature(pipe.__call__, eval_str=True).parameters
-        except (NameError, TypeError):  # an annotation that cannot be evaluated: names are enough
-            params = inspect.signature(pipe.__call__).parameters
-        self.num_candidates = "num_candidates" in params
-        self.filter = "filter" in params
-        self.style = "style" in params
-        self.filter_modes = _filter_modes(pipe, params.get("filter")) if self.filter else []
-        default = params["filter"].default if self.filter else None
+        mode = (getattr(pipe, "modes", None) or {}).get("text2img")
+        if mode is not None:
+            names = set(mode.names)
+            filter_param, default = None, mode.option("filter").default if "filter" in names else None
+        else:
+            try:
+                params = inspect.signature(pipe.__call__, eval_str=True).parameters
+            except (NameError, TypeError):  # an annotation that cannot be evaluated: names are enough
+                params = inspect.signature(pipe.__call__).parameters
+            names, filter_param = set(params), params.get("filter")
+            default = filter_param.default if filter_param is not None else None
+        self.num_candidates = "num_candidates" in names
+        self.filter = "filter" in names
+        self.style = "style" in names
+        self.filter_modes = _filter_modes(pipe, filter_param) if self.filter else []
         self.filter_default = default if isinstance(default, str) else None
 
     def as_dict(self) -> dict:

@@ -27,13 +27,12 @@ from ..diffusion.objectives import make_objective
 from ..errors import MinicreamError
 from ..filter.vocabulary import write_model_concepts
 from ..models.autoencoder import build_autoencoder, decode, encode, psnr, save_autoencoder
+from ..io.model_dir import MODEL_INDEX  # the model folder's layout lives in io/model_dir.py
 from ..models.build import build_unet
 from ..text.encoder import TextEncoder
 from .resume_check import check_data, check_resume, data_fingerprint
 from .tasks import autoencoder_loss, unet_loss
 from .trainer import Trainer
-
-MODEL_INDEX = "model_index.json"
 
 
 class RunLog:

@@ -1,0 +1,104 @@
+"""Interpolation and fusion: a row of frames between two prompts, two images, or an image and a prompt.
+
+A prompt end is its text embedding and the noise of `seed`; an image end is the embedding of its name (the
+evaluator's, or `prompt`) and its latents inverted to noise (DDIM inversion; the flow ODE backwards for flow
+models), so the first and last frames redraw the images. Frame k mixes the ends with weight k / (frames - 1):
+text embeddings linearly, noises by spherical interpolation (slerp keeps them unit-variance).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from ..diffusion.samplers import invert
+from ..editing import load_image
+from ..errors import MinicreamError
+from ..text.encoder import TextEmbeddings
+from .base import seeds_for, sha
+from .modes import SAMPLING, Mode, Option
+
+MAX_FRAMES = 32
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, w: float) -> torch.Tensor:
+    """Spherical interpolation of two noise tensors (linear when they are nearly parallel)."""
+    af, bf = a.flatten().double(), b.flatten().double()
+    cos = torch.dot(af, bf) / (af.norm() * bf.norm())
+    theta = torch.arccos(cos.clamp(-1, 1))
+    if theta.abs() < 1e-4:
+        return (1 - w) * a + w * b
+    s = torch.sin(theta)
+    return ((torch.sin((1 - w) * theta) / s) * a.double() + (torch.sin(w * theta) / s) * b.double()).to(a.dtype)
+
+
+def mix(a: TextEmbeddings, b: TextEmbeddings, w: float) -> TextEmbeddings:
+    """Text embeddings mixed linearly; a token counts where either end has one (the ends are the ends' own)."""
+    if w in (0.0, 1.0):
+        return a if w == 0.0 else b
+    return TextEmbeddings((1 - w) * a.hidden.float() + w * b.hidden.float(), a.mask | b.mask,
+                          (1 - w) * a.pooled + w * b.pooled, a.truncated | b.truncated)
+
+
+def _is_image(end) -> bool:
+    if isinstance(end, Image.Image):
+        return True
+    if isinstance(end, (str, Path)):
+        try:
+            return Path(end).is_file()
+        except (OSError, ValueError):  # a long prompt is not a path
+            return False
+    raise MinicreamError(f"a blend end must be a prompt, an image or an image path, got {type(end).__name__}")
+
+
+def blend(pipe, a, b, frames, prompt, negative_prompt, num_images, steps, guidance, sampler, seed, batch_size,
+          progress, callback):
+    if isinstance(frames, bool) or not isinstance(frames, int) or not 2 <= frames <= MAX_FRAMES:
+        raise MinicreamError(f"frames must be in 2..{MAX_FRAMES}, got {frames!r}")
+    if num_images != 1:
+        raise MinicreamError("blend draws one row of frames; use frames=N for more pictures")
+    images = [_is_image(a), _is_image(b)]
+    flow = pipe.index["objective"]["prediction_type"] == "flow"
+    if any(images):  # inversion is exact for the deterministic sampler without guidance: the ends redraw the images
+        sampler = sampler or ("euler" if flow else "ddim")
+        guidance = 1.0 if guidance is None else guidance
+    steps, guidance, sampler = pipe.settings(steps, guidance, sampler, frames, batch_size)
+    [s] = seeds_for(seed, 1)
+    uncond = pipe.encode_prompt(negative_prompt or "")
+    ends, record = [], {}
+    for key, end, is_image in (("a", a, images[0]), ("b", b, images[1])):
+        if is_image:
+            source = load_image(end, pipe.image_size)
+            name = prompt or pipe.name_image(source)
+            cond = pipe.encode_prompt(pipe.filter_prompt(name).rewritten)
+            noise = invert(pipe.model_fn(cond, uncond, 1.0), pipe.encode_image(source[None]), steps, pipe.index["objective"],
+                           progress=progress)
+            record[key] = {"image_sha256": sha(source), "prompt": name}
+        else:
+            pipe.check_prompt(end)
+            cond = pipe.encode_prompt(pipe.filter_prompt(end).rewritten)
+            noise = pipe.noise([s], pipe.latent_shape)[0]
+            record[key] = {"prompt": end}
+        ends.append((cond, noise))
+    (ca, na), (cb, nb) = ends
+    weights = [k / (frames - 1) for k in range(frames)]
+    conds = [mix(ca, cb, w) for w in weights]
+    cond = TextEmbeddings(*(torch.cat([getattr(c, f) for c in conds]) for f in ("hidden", "mask", "pooled", "truncated")))
+    noise = torch.cat([slerp(na, nb, w) for w in weights])
+    latents = pipe.denoise([s] * frames, cond, uncond, guidance, sampler, steps, batch_size, progress, callback, noise=noise)
+    label = f"{record['a']['prompt']} -> {record['b']['prompt']}"
+    out = pipe.attach(pipe.decode(latents), [s] * frames, label, negative_prompt, steps, sampler, guidance, None,
+                      {"mode": "blend", "ends": record})
+    for im, w in zip(out, weights):
+        im.info["minicream"]["weight"] = round(w, 4)
+    return out
+
+
+MODE = Mode("blend", "frames between two prompts, two images, or an image and a prompt", (
+    Option("a", "str", None, "first end: a prompt, or an image (path or PIL image)", cli=False),
+    Option("b", "str", None, "last end: a prompt, or an image", cli=False),
+    Option("frames", "int", 8, f"frames in the row, ends included (2..{MAX_FRAMES})"),
+    Option("prompt", "str", None, "the name an image end is drawn as (default: the evaluator names it)"),
+    *SAMPLING,
+), blend)

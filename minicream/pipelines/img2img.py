@@ -1,0 +1,30 @@
+"""Image to image (SDEdit): the image's latents noised to `strength` of the schedule, then denoised with the prompt."""
+from __future__ import annotations
+
+from ..diffusion.samplers import start_index
+from ..editing import load_image
+from .base import seeds_for, sha
+from .modes import FILTER, SAMPLING, Mode, Option
+
+
+def img2img(pipe, image, prompt, strength, negative_prompt, num_images, steps, guidance, sampler, seed, batch_size,
+            progress, callback, filter, style, llm):
+    pipe.check_prompt(prompt)
+    steps, guidance, sampler = pipe.settings(steps, guidance, sampler, num_images, batch_size)
+    start_index(steps, strength)  # a clear error before any work
+    source = load_image(image, pipe.image_size)
+    filtered = pipe.filter_prompt(prompt, filter, style=style, llm=llm)
+    seeds = seeds_for(seed, num_images)
+    cond, uncond = pipe.encode_prompt(filtered.rewritten), pipe.encode_prompt(negative_prompt or "")
+    latents = pipe.denoise(seeds, cond, uncond, guidance, sampler, steps, batch_size, progress, callback,
+                           init=pipe.encode_image(source[None]), strength=strength)
+    extra = {"mode": "img2img", "strength": strength, "init_image_sha256": sha(source)}
+    return pipe.attach(pipe.decode(latents), seeds, prompt, negative_prompt, steps, sampler, guidance, filtered, extra)
+
+
+MODE = Mode("img2img", "redraw an image after a prompt, keeping its layout (SDEdit)", (
+    Option("image", "image", None, "the input image (squared and resized to the model's size)", cli=False),
+    Option("prompt", "str", None, "what the new image should show", cli=False),
+    Option("strength", "float", 0.6, "share of the schedule that runs: 0 keeps the image, 1 ignores it"),
+    *SAMPLING, *FILTER,
+), img2img)

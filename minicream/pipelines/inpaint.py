@@ -1,0 +1,47 @@
+"""Inpainting: repaint where the mask is white (or transparent), keep the rest.
+
+The known latents replace the sampler's outside the mask after every step (noised to the level reached), and
+the result keeps the input's own pixels outside a feathered seam around the mask, as A1111 pastes them back,
+so the autoencoder's blur never touches what the user kept.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..diffusion.samplers import start_index
+from ..editing import load_image, load_mask, paste_back
+from .base import seeds_for, sha
+from .modes import FILTER, SAMPLING, Mode, Option
+
+
+def keep_latents(repaint: torch.Tensor, factor: int) -> torch.Tensor:
+    """bool (H, W) pixels to repaint -> float (1, 1, H/f, W/f), 1 where the latent is kept: a latent is repainted
+    when any pixel of its patch is."""
+    return 1.0 - torch.nn.functional.max_pool2d(repaint[None, None].float(), factor)
+
+
+def inpaint(pipe, image, mask, prompt, strength, negative_prompt, num_images, steps, guidance, sampler, seed,
+            batch_size, progress, callback, filter, style, llm):
+    pipe.check_prompt(prompt)
+    steps, guidance, sampler = pipe.settings(steps, guidance, sampler, num_images, batch_size)
+    start_index(steps, strength)
+    source = load_image(image, pipe.image_size)
+    repaint = load_mask(mask, pipe.image_size)
+    filtered = pipe.filter_prompt(prompt, filter, style=style, llm=llm)
+    seeds = seeds_for(seed, num_images)
+    cond, uncond = pipe.encode_prompt(filtered.rewritten), pipe.encode_prompt(negative_prompt or "")
+    keep = keep_latents(repaint, pipe.image_size // pipe.latent_shape[-1])
+    latents = pipe.denoise(seeds, cond, uncond, guidance, sampler, steps, batch_size, progress, callback,
+                           init=pipe.encode_image(source[None]), strength=strength, keep=keep)
+    pixels = paste_back(source, pipe.decode(latents), repaint)
+    extra = {"mode": "inpaint", "strength": strength, "init_image_sha256": sha(source), "mask_sha256": sha(repaint)}
+    return pipe.attach(pixels, seeds, prompt, negative_prompt, steps, sampler, guidance, filtered, extra)
+
+
+MODE = Mode("inpaint", "repaint the masked part of an image (white or transparent = repaint)", (
+    Option("image", "image", None, "the input image", cli=False),
+    Option("mask", "image", None, "the mask: white (or transparent) = repaint, black = keep", cli=False),
+    Option("prompt", "str", None, "what the repainted part should show", cli=False),
+    Option("strength", "float", 1.0, "share of the schedule that runs (1 = repaint from noise)"),
+    *SAMPLING, *FILTER,
+), inpaint)

@@ -1,0 +1,35 @@
+"""Text to image: noise -> denoise -> decode, with best-of-N reranking by the model's evaluator."""
+from __future__ import annotations
+
+from ..errors import MinicreamError
+from ..evaluator.rerank import candidate_seeds, check_candidates
+from .base import seeds_for
+from .modes import FILTER, SAMPLING, Mode, Option
+
+
+def text2img(pipe, prompt, negative_prompt, num_images, steps, guidance, sampler, seed, batch_size, progress, callback,
+             filter, style, llm, size, num_candidates, keep_top):
+    pipe.check_prompt(prompt)
+    steps, guidance, sampler = pipe.settings(steps, guidance, sampler, num_images, batch_size)
+    filtered = pipe.filter_prompt(prompt, filter, style=style, llm=llm)  # what was typed -> the model's captions
+    if size is not None and size != pipe.image_size:
+        raise MinicreamError(f"this model draws {pipe.image_size}x{pipe.image_size} images; size {size} is not supported "
+                             "(outpaint extends an image past it)")
+    seeds = seeds_for(seed, num_images)
+    check_candidates(num_candidates, keep_top)
+    if num_candidates > 1:
+        pipe.evaluator  # fail before any work if the model has no evaluator
+    gen_seeds = candidate_seeds(seeds, num_candidates)  # == seeds when num_candidates == 1
+    cond, uncond = pipe.encode_prompt(filtered.rewritten), pipe.encode_prompt(negative_prompt or "")
+    latents = pipe.denoise(gen_seeds, cond, uncond, guidance, sampler, steps, batch_size, progress, callback)
+    images = pipe.attach(pipe.decode(latents), gen_seeds, prompt, negative_prompt, steps, sampler, guidance, filtered)
+    return pipe.rerank(images, filtered.rewritten, num_candidates, keep_top) if num_candidates > 1 else images
+
+
+MODE = Mode("text2img", "draw images from a prompt", (
+    Option("prompt", "str", None, "what to draw", cli=False),
+    *SAMPLING, *FILTER,
+    Option("size", "int", None, "image size in pixels (the model's native size)"),
+    Option("num_candidates", "int", 1, "best-of-N: draw N candidates per image, keep the one the evaluator scores highest"),
+    Option("keep_top", "int", 1, "with best-of-N: return this many best candidates per image, best first"),
+), text2img)

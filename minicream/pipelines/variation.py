@@ -1,0 +1,26 @@
+"""Variations of an image: re-noised to `strength` and redrawn with new seeds.
+
+Without a prompt the evaluator names the image (the most likely of the model's concepts) and that name is the
+prompt, so the variations keep the concept, as Kandinsky's image-embedding variations do."""
+from __future__ import annotations
+
+from ..editing import load_image
+from .modes import SAMPLING, Mode, Option
+
+
+def variation(pipe, image, prompt, strength, negative_prompt, num_images, steps, guidance, sampler, seed, batch_size,
+              progress, callback):
+    if prompt is None:
+        prompt = pipe.name_image(load_image(image, pipe.image_size))
+    return pipe.run("img2img", image=image, prompt=prompt, strength=strength, negative_prompt=negative_prompt,
+                    num_images=num_images, steps=steps, guidance=guidance, sampler=sampler, seed=seed,
+                    batch_size=batch_size, progress=progress, callback=callback)
+
+
+MODE = Mode("variation", "variations of an image: the same concept, redrawn with new seeds", (
+    Option("image", "image", None, "the input image", cli=False),
+    Option("prompt", "str", None, "what the variations show (default: the evaluator names the image)"),
+    Option("strength", "float", 0.6, "share of the schedule that runs (more = freer)"),
+    *(o for o in SAMPLING if o.name != "num_images"),
+    Option("num_images", "int", 4, "number of variations"),
+), variation)
