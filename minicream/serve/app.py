@@ -3,6 +3,7 @@
 Routes (all but the page, its static files, /healthz and /openapi.json need the bearer token when one is set):
     GET  /                          the web page          GET  /static/...        its assets
     POST /v1/images/generations     OpenAI Images API     GET  /v1/models         OpenAI model list
+    POST /v1/images/edits, /v1/images/variations   OpenAI's multipart image edits (inpaint / img2img) and variations
     POST /api/generate              every pipeline option GET  /api/progress/{id} progress of a request
     GET  /api/models, /api/samplers GET  /outputs/{name}   images saved by the server
     GET  /healthz, /metrics (Prometheus), /openapi.json
@@ -32,14 +33,16 @@ from ..io.pngmeta import A1111_KEY, JSON_KEY, format_a1111, save_png
 from .errors import error_response, install_error_handlers
 from .metrics import Metrics
 from .queue import GenerationQueue
-from .schemas import (ErrorResponse, GeneratedImage, GenerateRequest, GenerateResponse, OpenAIImage,
+from .schemas import (MAX_IMAGES, MAX_PROMPT_CHARS, ErrorResponse, GeneratedImage, GenerateRequest, GenerateResponse, OpenAIImage,
                       OpenAIImageRequest, OpenAIImagesResponse)
 from .settings import ServeSettings
+from .uploads import UPLOAD_BYTES, UploadError, has_transparency, read_image
 
 log = logging.getLogger("minicream.serve")
 STATIC_DIR = Path(__file__).parent / "static"
 OUTPUT_NAME_CHARS = set("0123456789abcdef")
 MAX_BODY_BYTES = 64 * 1024
+UPLOAD_PATHS = frozenset({"/v1/images/edits", "/v1/images/variations"})
 PARAMS_KEY = "minicream"  # image.info key of the generation parameters (as in minicream.pipeline)
 _ERRORS = {code: {"model": ErrorResponse} for code in (401, 422, 429, 504)}
 
@@ -139,8 +142,10 @@ def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None
 
     api = APIRouter(dependencies=[Depends(require_token)], responses=_ERRORS)
 
-    def _generate(kwargs: dict, job_id: str | None = None):
+    def _generate(kwargs: dict, job_id: str | None = None, mode: str | None = None):
         def job(callback):
+            if mode is not None:
+                return pipe.run(mode, **kwargs, callback=callback)
             return pipe(**kwargs, callback=callback)
 
         return queue.run(job, job_id)
@@ -169,12 +174,15 @@ def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None
             return error_response(422, f"size: this model draws {native} images; use size '{native}' or 'auto' "
                                        f"(got {req.size!r})", "size")
         images = await _generate({"prompt": req.prompt, "num_images": req.n})
+        return _openai_response(images, req.response_format, request, req.prompt)
+
+    def _openai_response(images, response_format, request: Request, prompt: str | None):
         metrics.images.inc(len(images))
         data = []
         for im in images:
             params = _params(im)
-            revised = params.get("rewritten_prompt") or params.get("prompt") or req.prompt
-            if req.response_format == "url":
+            revised = params.get("rewritten_prompt") or params.get("prompt") or prompt
+            if response_format == "url":
                 path = _save(im, params)
                 if path is None:
                     return error_response(507, "the server could not store the image for a URL; ask for "
@@ -184,6 +192,69 @@ def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None
             else:
                 data.append(OpenAIImage(b64_json=base64.b64encode(png_bytes(im, params)).decode(), revised_prompt=revised))
         return OpenAIImagesResponse(created=int(time.time()), data=data)
+
+    async def _upload_form(request: Request, needs_prompt: bool):
+        """The multipart fields OpenAI's clients send, validated: (image, mask or None, prompt, n, response_format)."""
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise UploadError("send multipart/form-data with an 'image' file (as OpenAI's clients do)")
+        try:
+            form = await request.form(max_files=4, max_fields=32)
+        except Exception as e:  # the multipart parser's own errors (bad boundary, too many parts)
+            raise UploadError(f"could not read the multipart form ({str(e).splitlines()[0][:120] or type(e).__name__})") from None
+        files = [v for k, v in form.multi_items() if k in ("image", "image[]") and hasattr(v, "read")]
+        if not files:
+            raise UploadError("image: a file is required (multipart field 'image')")
+        image = read_image(await files[0].read(), "image")
+        mask_part = form.get("mask")
+        mask = read_image(await mask_part.read(), "mask") if hasattr(mask_part, "read") else None
+        if mask is not None and mask.size != image.size:
+            raise UploadError(f"mask: its size {mask.size[0]}x{mask.size[1]} differs from the image's {image.size[0]}x{image.size[1]}")
+        prompt = form.get("prompt")
+        if needs_prompt and (not isinstance(prompt, str) or not prompt.strip()):
+            raise UploadError("prompt: describe the edited image, e.g. \"red apple\"")
+        if isinstance(prompt, str) and len(prompt) > MAX_PROMPT_CHARS:
+            raise UploadError(f"prompt: at most {MAX_PROMPT_CHARS} characters")
+        n_raw = form.get("n") or "1"
+        if not isinstance(n_raw, str) or not n_raw.isdigit() or not 1 <= int(n_raw) <= MAX_IMAGES:
+            raise UploadError(f"n: an integer in 1..{MAX_IMAGES}")
+        fmt = form.get("response_format") or "b64_json"
+        if fmt not in ("b64_json", "url"):
+            raise UploadError("response_format: 'b64_json' or 'url'")
+        native = f"{size}x{size}"
+        if form.get("size") not in (None, "", "auto", native):
+            raise UploadError(f"size: this model draws {native} images; use '{native}' or 'auto'")
+        return image, mask, prompt, int(n_raw), fmt
+
+    @api.post("/v1/images/edits", response_model=OpenAIImagesResponse, response_model_exclude_none=True,
+              tags=["openai"], summary="Edit an image (OpenAI Images API): transparent mask pixels are repainted")
+    async def openai_edit(request: Request):
+        if not {"img2img", "inpaint"} <= set(getattr(pipe, "modes", {}) or {}):
+            return error_response(501, "this server's pipeline cannot edit images")
+        try:
+            image, mask, prompt, n, fmt = await _upload_form(request, needs_prompt=True)
+        except UploadError as e:
+            return error_response(400, str(e))
+        if mask is None and has_transparency(image):  # OpenAI: without a mask, the image's own transparency marks the edit
+            mask = image.convert("RGBA")
+        if mask is not None and mask.mode in ("RGBA", "LA") and not has_transparency(mask):
+            return error_response(400, "mask: it has no transparent pixels; make transparent the area to edit")
+        options = {"image": image, "prompt": prompt, "num_images": n}
+        if mask is not None:
+            options["mask"] = mask
+        images = await _generate(options, mode="inpaint" if mask is not None else "img2img")
+        return _openai_response(images, fmt, request, prompt)
+
+    @api.post("/v1/images/variations", response_model=OpenAIImagesResponse, response_model_exclude_none=True,
+              tags=["openai"], summary="Variations of an image (OpenAI Images API)")
+    async def openai_variations(request: Request):
+        if "variation" not in (getattr(pipe, "modes", {}) or {}):
+            return error_response(501, "this server's pipeline cannot make variations")
+        try:
+            image, _, _, n, fmt = await _upload_form(request, needs_prompt=False)
+        except UploadError as e:
+            return error_response(400, str(e))
+        images = await _generate({"image": image, "num_images": n}, mode="variation")
+        return _openai_response(images, fmt, request, None)
 
     @api.get("/v1/models", tags=["openai"], summary="List models (OpenAI shape)")
     async def openai_models():
@@ -347,8 +418,9 @@ class _Guard:
                 not token_ok(headers.get(b"authorization", b"").decode("latin-1"), self.token):
             return await self._refuse(scope, receive, send, 401, UNAUTHORIZED, t0, {"WWW-Authenticate": "Bearer"})
         length = headers.get(b"content-length")
-        too_large = f"request body too large (limit {MAX_BODY_BYTES} bytes)"
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+        limit = UPLOAD_BYTES if scope.get("path") in UPLOAD_PATHS else MAX_BODY_BYTES
+        too_large = f"request body too large (limit {limit} bytes)"
+        if length is not None and (not length.isdigit() or int(length) > limit):
             return await self._refuse(scope, receive, send, 413, too_large, t0)
         seen, refused = [0], [False]
 
@@ -356,7 +428,7 @@ class _Guard:
             message = await receive()
             if message["type"] == "http.request" and not refused[0]:
                 seen[0] += len(message.get("body", b""))
-                if seen[0] > MAX_BODY_BYTES and not started[0]:
+                if seen[0] > limit and not started[0]:
                     # A chunked body has no Content-Length: count what arrives, answer 413 once past the limit,
                     # and tell the app the client left (its own answer is dropped by send_wrapper).
                     refused[0], status[0] = True, 413
