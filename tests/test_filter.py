@@ -145,6 +145,33 @@ def test_nearest_concept_by_embedding_and_threshold(tiny_pipe, tmp_path, monkeyp
     assert r.rewritten == "tax returns" and r.concepts == [] and "used as typed" in r.warnings[0]
 
 
+def test_concurrent_calls_keep_their_own_settings(tiny_pipe, tmp_path, monkeypatch):
+    """One shared filter, many threads, different prompts and thresholds: each result is the one that call asked for
+    (the threshold and the closest concept live in the call, not on the filter)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from minicream.filter import get_offline_filter
+
+    monkeypatch.setenv("MINICREAM_CACHE_DIR", str(tmp_path))
+    vocab = small_vocab()
+    shared = get_offline_filter(vocab, tiny_pipe.text_encoder)
+    cases = [("a musical instrument", 0.0, "guitar"), ("a musical instrument", 0.999, "a musical instrument"),
+             ("red apple", 0.999, "red apple"), ("dog, twemoji", 0.5, "dog face, twemoji")] * 6
+    expect = {}
+    for prompt, threshold, _ in cases:  # alone, one at a time
+        expect[prompt, threshold] = rewrite(prompt, "offline", vocab, encoder=tiny_pipe.text_encoder, threshold=threshold)
+
+    def one(case):
+        prompt, threshold, want = case
+        r = rewrite(prompt, "offline", vocab, encoder=tiny_pipe.text_encoder, threshold=threshold)
+        return r.rewritten == want and r.warnings == expect[prompt, threshold].warnings
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(one, cases))
+    assert shared is get_offline_filter(vocab) and shared.threshold == OfflineFilter(vocab).threshold  # never changed
+    assert "closest: 'guitar'" in expect["a musical instrument", 0.999].warnings[0]
+
+
 # -- bad input ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("prompt, match", [
     ("", "empty"), ("   \t\n", "empty"), ("x" * 10_000, "10000 characters"), ("!!! ???", "nothing to draw"),

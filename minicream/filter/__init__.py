@@ -20,9 +20,10 @@ __all__ = ["MODES", "MAX_PROMPT_CHARS", "Concept", "FilterResult", "Vocabulary",
 _FILTERS: dict[int, object] = {}
 
 
-def get_offline_filter(vocabulary: Vocabulary, encoder=None, threshold: float | None = None):
-    """One OfflineFilter per vocabulary object (building its indices takes ~0.1 s for 1,900 concepts)."""
-    from .offline import DEFAULT_THRESHOLD, OfflineFilter
+def get_offline_filter(vocabulary: Vocabulary, encoder=None):
+    """One OfflineFilter per vocabulary object (building its indices takes ~0.1 s for 1,900 concepts). It is shared
+    by every call: a call's own settings (threshold) go to its rewrite(), never onto the filter."""
+    from .offline import OfflineFilter
 
     f = _FILTERS.get(id(vocabulary))
     if f is None or f.vocab is not vocabulary:
@@ -30,7 +31,6 @@ def get_offline_filter(vocabulary: Vocabulary, encoder=None, threshold: float | 
         _FILTERS[id(vocabulary)] = f
     elif encoder is not None and f._encoder is None:
         f._encoder = encoder
-    f.threshold = DEFAULT_THRESHOLD if threshold is None else threshold
     return f
 
 
@@ -59,9 +59,9 @@ def _rewrite(prompt, mode, vocabulary, style, encoder, llm, threshold) -> Filter
         return FilterResult(prompt, prompt, [], [], "none")
     if vocabulary is None:
         raise MinicreamError(f"filter {mode!r} needs the model's vocabulary (concepts.json or vocabulary.json)")
-    offline = get_offline_filter(vocabulary, encoder, threshold)
+    offline = get_offline_filter(vocabulary, encoder)
     if mode == "offline":
-        return offline.rewrite(prompt, style)
+        return offline.rewrite(prompt, style, threshold=threshold)
     from .llm import LLMConfig, llm_rewrite
 
     return llm_rewrite(prompt, vocabulary, offline, llm or LLMConfig.from_env(), style)

@@ -13,6 +13,8 @@ Around that: emoji characters become their concept, style words are kept (or add
 """
 from __future__ import annotations
 
+import contextvars
+import threading
 from dataclasses import dataclass, field
 
 from rapidfuzz import fuzz, process
@@ -46,13 +48,23 @@ class ObjectSpec:
     size: str | None = None
 
 
+@dataclass
+class _Call:
+    threshold: float
+    nearest: tuple | None = None  # (phrase, concept, similarity) of the last nearest-concept lookup
+
+
+_CALL: contextvars.ContextVar[_Call] = contextvars.ContextVar("offline_filter_call")
+
+
 class OfflineFilter:
     def __init__(self, vocab: Vocabulary, encoder=None, threshold: float = DEFAULT_THRESHOLD,
                  synonyms: dict[str, str] | None = None, scene_concepts=None):
         """`encoder`: a TextEncoder, or a zero-argument callable returning one (loaded only when needed)."""
         from ..data.scene_layout import DEFAULT_CONCEPTS
 
-        self.vocab, self.threshold, self._encoder = vocab, threshold, encoder
+        self.vocab, self.threshold, self._encoder = vocab, threshold, encoder  # threshold: the default of rewrite()
+        self._lock = threading.Lock()
         self.scene = set(DEFAULT_CONCEPTS if scene_concepts is None else scene_concepts)
         self.exact: dict[str, list[tuple[int, str, str]]] = {}
         self.ru_stems: dict[str, list[tuple[int, str, str]]] = {}
@@ -90,14 +102,23 @@ class OfflineFilter:
 
     @property
     def encoder(self):
-        if callable(self._encoder) and not hasattr(self._encoder, "encode"):
-            self._encoder = self._encoder()
-        return self._encoder
+        with self._lock:  # a lazy encoder is loaded once, even when two calls need it at the same moment
+            if callable(self._encoder) and not hasattr(self._encoder, "encode"):
+                self._encoder = self._encoder()
+            return self._encoder
 
     # -- the whole prompt -------------------------------------------------------------------------
-    def rewrite(self, prompt: str, style: str | None = None) -> FilterResult:
+    def rewrite(self, prompt: str, style: str | None = None, threshold: float | None = None) -> FilterResult:
+        """One call's state (its threshold, the nearest concept it tried) lives in a context variable, never on
+        this shared object: concurrent calls (serve --concurrency 2+) cannot see each other's."""
+        token = _CALL.set(_Call(self.threshold if threshold is None else float(threshold)))
+        try:
+            return self._rewrite(prompt, style)
+        finally:
+            _CALL.reset(token)
+
+    def _rewrite(self, prompt: str, style: str | None) -> FilterResult:
         check_prompt(prompt)
-        self._last_nearest = None
         if style is not None and style.lower() not in self.style_keys:
             raise MinicreamError(f"unknown style {style!r}; this model knows: {', '.join(self.vocab.styles) or 'none'}")
         changes, warnings = [], []
@@ -341,14 +362,16 @@ class OfflineFilter:
         from .embed import nearest
 
         (concept, sim), *_ = nearest(phrase, self.vocab, enc, k=1)
-        self._last_nearest = (phrase, concept, sim)
-        if sim < self.threshold:
+        call = _CALL.get(None) or _Call(self.threshold)  # outside rewrite(): this lookup's own state
+        call.nearest = (phrase, concept, sim)
+        if sim < call.threshold:
             return None
         return Match(concept, f"nearest concept by meaning, similarity {sim:.2f}")
 
     def _unresolved_message(self, phrase: str) -> str:
-        last = getattr(self, "_last_nearest", None)
-        closest = f" (closest: '{last[1]}', similarity {last[2]:.2f} < {self.threshold})" if last and last[0] else ""
+        call = _CALL.get(None) or _Call(self.threshold)
+        last = call.nearest
+        closest = f" (closest: '{last[1]}', similarity {last[2]:.2f} < {call.threshold})" if last and last[0] else ""
         return f"no concept of this model matches '{phrase}'{closest}; the prompt is used as typed"
 
 
