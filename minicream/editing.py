@@ -32,12 +32,13 @@ def load_image(image, size: int) -> torch.Tensor:
 
 
 def load_mask(mask, size: int) -> torch.Tensor:
-    """A PIL image or a path -> bool (size, size), True where to repaint (white; an image with transparency
+    """A PIL image or a path -> bool (size, size), True where to repaint (white; an image with transparent pixels
     repaints where it is transparent, as OpenAI's edits endpoint defines its mask)."""
     m = _open(mask, "mask")
-    if m.mode in ("RGBA", "LA") or (m.mode == "P" and "transparency" in m.info):
-        gray = 255 - np.asarray(m.convert("RGBA"))[..., 3]
-        m = Image.fromarray(gray.astype(np.uint8), "L")
+    if m.mode in ("RGBA", "LA", "PA") or (m.mode == "P" and "transparency" in m.info):
+        alpha = np.asarray(m.convert("RGBA"))[..., 3]
+        if alpha.min() < 255:  # transparency marks the area (OpenAI); a fully opaque RGBA mask is read by its brightness
+            m = Image.fromarray((255 - alpha).astype(np.uint8), "L")
     m = m.convert("L").resize((size, size), Image.BILINEAR)
     out = torch.from_numpy(np.asarray(m) >= 128)
     if not out.any():

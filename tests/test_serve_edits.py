@@ -110,3 +110,43 @@ def test_upload_limits(server):
     r = httpx.post(f"{url}/v1/images/variations", files={"image": ("a.png", b"x", "image/png")})  # no token: 401 first
     assert r.status_code == 401
     assert MAX_PIXELS < 4097 * 4097
+
+
+def b64png(im: Image.Image) -> str:
+    return base64.b64encode(png(im)).decode()
+
+
+def test_native_edit_every_mode(server, source):
+    url, pipe = server
+    white_right = Image.fromarray(np.where(np.arange(64)[None, :] >= 32, 255, 0).astype(np.uint8).repeat(64, 0), "L")
+    cases = [({"mode": "img2img", "prompt": "rocket", "strength": 0.5}, (64, 64), 1),
+             ({"mode": "inpaint", "prompt": "rocket", "mask": "data:image/png;base64," + b64png(white_right)}, (64, 64), 1),
+             ({"mode": "outpaint", "prompt": "red apple", "right": 32}, (96, 64), 1),
+             ({"mode": "variation", "num_images": 2}, (64, 64), 2),
+             ({"mode": "blend", "prompt": "rocket", "frames": 3}, (64, 64), 3)]
+    for body, size, count in cases:
+        r = httpx.post(f"{url}/api/edit", json={"image": b64png(source), "seed": 5, **body}, headers=AUTH, timeout=60)
+        assert r.status_code == 200, (body["mode"], r.text)
+        images = r.json()["images"]
+        assert len(images) == count and images[0]["parameters"]["mode"] == body["mode"]
+        assert Image.open(io.BytesIO(base64.b64decode(images[0]["png_base64"]))).size == size
+    # the inpainted image keeps the left half (black = keep) as the library does
+    r = httpx.post(f"{url}/api/edit", json={"image": b64png(source), "seed": 5, **cases[1][0]}, headers=AUTH, timeout=60)
+    got = np.asarray(Image.open(io.BytesIO(base64.b64decode(r.json()["images"][0]["png_base64"]))).convert("RGB"))
+    direct = np.asarray(pipe.edit(source, "rocket", mask=white_right, seed=5)[0])
+    assert np.array_equal(got, direct)
+
+
+@pytest.mark.parametrize("body, status, words", [
+    ({"mode": "inpaint", "prompt": "rocket"}, 422, "inpaint needs a mask"),
+    ({"mode": "img2img"}, 422, "needs a prompt"),
+    ({"mode": "paint", "prompt": "x"}, 422, "mode"),
+    ({"mode": "img2img", "prompt": "x", "image": "%%%"}, 400, "not valid base64"),
+    ({"mode": "img2img", "prompt": "x", "strength": 1.5}, 422, "strength"),
+    ({"mode": "outpaint", "prompt": "x", "right": 500}, 422, "right"),
+])
+def test_native_edit_bad_input(server, source, body, status, words):
+    url, _ = server
+    r = httpx.post(f"{url}/api/edit", json={"image": b64png(source), **body}, headers=AUTH, timeout=60)
+    assert r.status_code == status, r.text
+    assert "\n" not in r.text and words in r.json()["error"]["message"]

@@ -12,9 +12,12 @@ def variation(pipe, image, prompt, strength, negative_prompt, num_images, steps,
               progress, callback):
     if prompt is None:
         prompt = pipe.name_image(load_image(image, pipe.image_size))
-    return pipe.run("img2img", image=image, prompt=prompt, strength=strength, negative_prompt=negative_prompt,
-                    num_images=num_images, steps=steps, guidance=guidance, sampler=sampler, seed=seed,
-                    batch_size=batch_size, progress=progress, callback=callback)
+    images = pipe.run("img2img", image=image, prompt=prompt, strength=strength, negative_prompt=negative_prompt,
+                      num_images=num_images, steps=steps, guidance=guidance, sampler=sampler, seed=seed,
+                      batch_size=batch_size, progress=progress, callback=callback)
+    for im in images:
+        im.info["minicream"]["mode"] = "variation"
+    return images
 
 
 MODE = Mode("variation", "variations of an image: the same concept, redrawn with new seeds", (

@@ -5,6 +5,7 @@ Routes (all but the page, its static files, /healthz and /openapi.json need the 
     POST /v1/images/generations     OpenAI Images API     GET  /v1/models         OpenAI model list
     POST /v1/images/edits, /v1/images/variations   OpenAI's multipart image edits (inpaint / img2img) and variations
     POST /api/generate              every pipeline option GET  /api/progress/{id} progress of a request
+    POST /api/edit                  img2img, inpaint, outpaint, variation, blend of a base64 image, every option
     GET  /api/models, /api/samplers GET  /outputs/{name}   images saved by the server
     GET  /healthz, /metrics (Prometheus), /openapi.json
 The model loads once, here; generation runs in the bounded worker queue (queue.py).
@@ -33,7 +34,7 @@ from ..io.pngmeta import A1111_KEY, JSON_KEY, format_a1111, save_png
 from .errors import error_response, install_error_handlers
 from .metrics import Metrics
 from .queue import GenerationQueue
-from .schemas import (MAX_IMAGES, MAX_PROMPT_CHARS, ErrorResponse, GeneratedImage, GenerateRequest, GenerateResponse, OpenAIImage,
+from .schemas import (MAX_IMAGES, MAX_PROMPT_CHARS, EditRequest, ErrorResponse, GeneratedImage, GenerateRequest, GenerateResponse, OpenAIImage,
                       OpenAIImageRequest, OpenAIImagesResponse)
 from .settings import ServeSettings
 from .uploads import UPLOAD_BYTES, UploadError, has_transparency, read_image
@@ -42,12 +43,22 @@ log = logging.getLogger("minicream.serve")
 STATIC_DIR = Path(__file__).parent / "static"
 OUTPUT_NAME_CHARS = set("0123456789abcdef")
 MAX_BODY_BYTES = 64 * 1024
-UPLOAD_PATHS = frozenset({"/v1/images/edits", "/v1/images/variations"})
+UPLOAD_PATHS = frozenset({"/v1/images/edits", "/v1/images/variations", "/api/edit"})
 PARAMS_KEY = "minicream"  # image.info key of the generation parameters (as in minicream.pipeline)
 _ERRORS = {code: {"model": ErrorResponse} for code in (401, 422, 429, 504)}
 
 
 # -- helpers ------------------------------------------------------------------------------------------
+def _b64(data: str, field: str) -> bytes:
+    """base64 (standard or URL-safe, optionally a data: URL) -> bytes; a clear 400 otherwise."""
+    if data.startswith("data:"):
+        data = data.split(",", 1)[-1]
+    try:
+        return base64.b64decode(data + "=" * (-len(data) % 4), altchars=b"-_" if ("-" in data or "_" in data) else None, validate=True)
+    except (ValueError, TypeError):
+        raise UploadError(f"{field}: not valid base64") from None
+
+
 def png_bytes(image: Image.Image, params: dict) -> bytes:
     """The PNG as `save_png` writes it (A1111 `parameters` + lossless `minicream` JSON), in memory."""
     info = PngImagePlugin.PngInfo()
@@ -282,6 +293,16 @@ def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None
             kwargs["style"] = req.style
         t0 = time.monotonic()
         images = await _generate(kwargs, req.client_id)
+        out = _native_images(images)
+        first = out[0].parameters if out else {}
+        run = {"prompt": req.prompt, "negative_prompt": req.negative_prompt, "seed": first.get("seed", req.seed),
+               "sampler": first.get("sampler", req.sampler), "steps": first.get("steps", req.steps),
+               "guidance": first.get("cfg_scale", req.guidance), "num_images": req.num_images,
+               "num_candidates": req.num_candidates, "filter": first.get("filter", req.filter), "style": req.style,
+               "size": first.get("width", size), "model": model_name}
+        return GenerateResponse(images=out, parameters=run, elapsed_s=round(time.monotonic() - t0, 3))
+
+    def _native_images(images) -> list[GeneratedImage]:
         metrics.images.inc(len(images))
         out = []
         for im in images:
@@ -293,13 +314,48 @@ def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None
                                       rewritten_prompt=params.get("rewritten_prompt"),
                                       filter_explanation=params.get("filter_explanation"),
                                       score=float(score) if isinstance(score, (int, float)) else None))
+        return out
+
+    @api.post("/api/edit", response_model=GenerateResponse, tags=["minicream"],
+              summary="Edit an image: img2img, inpaint, outpaint, variation or blend, with every option")
+    async def edit(req: EditRequest):
+        if req.mode not in (getattr(pipe, "modes", {}) or {}):
+            return error_response(501, f"this server's pipeline has no {req.mode} mode")
+        try:
+            image = read_image(_b64(req.image, "image"), "image")
+            mask = read_image(_b64(req.mask, "mask"), "mask") if req.mask else None
+        except UploadError as e:
+            return error_response(400, str(e))
+        if req.mode == "inpaint" and mask is None:
+            return error_response(422, "mask: inpaint needs a mask (white or transparent = repaint)", "mask")
+        if mask is not None and mask.size != image.size:
+            return error_response(400, f"mask: its size {mask.size[0]}x{mask.size[1]} differs from the image's "
+                                       f"{image.size[0]}x{image.size[1]}")
+        if req.mode in ("img2img", "inpaint", "outpaint") and not (req.prompt or "").strip():
+            return error_response(422, f"prompt: {req.mode} needs a prompt describing the result", "prompt")
+        common = {"negative_prompt": req.negative_prompt, "seed": req.seed, "sampler": req.sampler, "steps": req.steps,
+                  "guidance": req.guidance}
+        if req.mode == "blend":
+            if not (req.prompt or "").strip():
+                return error_response(422, "prompt: blend goes from the image to a prompt; give one", "prompt")
+            options = {"a": image, "b": req.prompt, "frames": req.frames, **common}
+        else:
+            options = {"image": image, "num_images": req.num_images, **common}
+            if req.prompt:
+                options["prompt"] = req.prompt
+            if req.mode in ("img2img", "inpaint", "variation"):
+                options["strength"] = req.strength
+            if req.mode == "inpaint":
+                options["mask"] = mask
+            if req.mode == "outpaint":
+                options.update(left=req.left, right=req.right, top=req.top, bottom=req.bottom)
+        t0 = time.monotonic()
+        images = await _generate(options, req.client_id, mode=req.mode)
+        out = _native_images(images)
         first = out[0].parameters if out else {}
-        run = {"prompt": req.prompt, "negative_prompt": req.negative_prompt, "seed": first.get("seed", req.seed),
-               "sampler": first.get("sampler", req.sampler), "steps": first.get("steps", req.steps),
-               "guidance": first.get("cfg_scale", req.guidance), "num_images": req.num_images,
-               "num_candidates": req.num_candidates, "filter": first.get("filter", req.filter), "style": req.style,
-               "size": first.get("width", size), "model": model_name}
-        return GenerateResponse(images=out, parameters=run, elapsed_s=round(time.monotonic() - t0, 3))
+        return GenerateResponse(images=out, parameters={"mode": req.mode, "prompt": first.get("prompt"), "seed": first.get("seed"),
+                                                        "steps": first.get("steps"), "sampler": first.get("sampler")},
+                                elapsed_s=round(time.monotonic() - t0, 3))
 
     @api.get("/api/progress/{client_id}", tags=["minicream"], summary="Progress of a request sent with client_id")
     async def progress(client_id: str):

@@ -84,6 +84,44 @@ class GenerateRequest(BaseModel):
         return value
 
 
+EDIT_MODES = ("img2img", "inpaint", "outpaint", "variation", "blend")
+MAX_EXTEND = 192
+MAX_FRAMES = 16
+
+
+class EditRequest(BaseModel):
+    """`POST /api/edit`: change an image. `image` (and `mask`) are base64 PNG, JPEG or WebP (a data: URL is fine).
+    inpaint: mask white (or transparent) = repaint; outpaint: pixels to add per side; variation: prompt optional
+    (the evaluator names the image); blend: frames from the image to `prompt`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal[EDIT_MODES]
+    image: str = Field(min_length=1, description="base64 image (or a data: URL)")
+    mask: Optional[str] = Field(None, description="inpaint: base64 mask, the image's size")
+    prompt: Optional[str] = Field(None, max_length=MAX_PROMPT_CHARS)
+    negative_prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
+    strength: Optional[float] = Field(None, gt=0.0, le=1.0, description="img2img / inpaint / variation")
+    left: int = Field(0, ge=0, le=MAX_EXTEND)
+    right: int = Field(0, ge=0, le=MAX_EXTEND)
+    top: int = Field(0, ge=0, le=MAX_EXTEND)
+    bottom: int = Field(0, ge=0, le=MAX_EXTEND)
+    frames: int = Field(8, ge=2, le=MAX_FRAMES, description="blend")
+    seed: Optional[int] = Field(None, ge=0, le=MAX_SEED)
+    sampler: Optional[str] = Field(None, max_length=32)
+    steps: Optional[int] = Field(None, ge=1, le=MAX_STEPS)
+    guidance: Optional[float] = Field(None, ge=0.0, le=MAX_GUIDANCE)
+    num_images: int = Field(1, ge=1, le=MAX_IMAGES)
+    client_id: Optional[str] = Field(None, description="GET /api/progress/{client_id} reports progress")
+
+    @field_validator("client_id")
+    @classmethod
+    def _check_client_id(cls, value):
+        if value is not None and not CLIENT_ID.match(value):
+            raise ValueError("client_id must be 1-64 letters, digits, '-' or '_'")
+        return value
+
+
 class GeneratedImage(BaseModel):
     png_base64: str = Field(description="the PNG, with its generation parameters in text chunks")
     url: Optional[str] = Field(None, description="where the server saved it (GET, same token)")
