@@ -76,3 +76,52 @@ def test_page_generates_a_png(browser, tiny_pipe, tmp_path):
         assert base64.b64decode(src2.split(",", 1)[1]) == raw  # same seed, same settings: same image
         assert not errors, errors
         page.close()
+
+
+def test_page_paints_a_mask_and_inpaints(browser, tiny_pipe, tmp_path):
+    import numpy as np
+
+    source = tiny_pipe("red apple", steps=3, seed=7)[0]
+    path = tmp_path / "source.png"
+    source.save(path)
+    app = create_app(tiny_pipe, ServeSettings(output_dir=tmp_path / "out", token=None, timeout=120))
+    with serve_in_thread(app) as url:
+        page = browser.new_page()
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url + "/")
+        page.locator("#sampler option").first.wait_for(state="attached")
+        page.set_input_files("#edit-file", str(path))
+        page.wait_for_selector("#editor:not([hidden])")
+        assert page.input_value("#edit-mode") == "inpaint"
+        # Paint the right third with the mouse: down, drag down the canvas, up.
+        page.locator("#edit-mask").scroll_into_view_if_needed()  # the mouse only reaches what is on screen
+        box = page.locator("#edit-mask").bounding_box()
+        page.fill("#brush", "24")
+        page.dispatch_event("#brush", "input")
+        x = box["x"] + box["width"] * 0.85
+        page.mouse.move(x, box["y"] + 4)
+        page.mouse.down()
+        for k in range(1, 21):
+            page.mouse.move(x, box["y"] + box["height"] * k / 20, steps=2)
+        page.mouse.up()
+        page.fill("#prompt", "rocket")
+        page.fill("#steps", "3")
+        page.fill("#num_images", "1")
+        page.uncheck("#random_seed")
+        page.fill("#seed", "3")
+        page.click("#edit-run")
+        page.wait_for_selector("#results .card img", timeout=120_000)
+        assert "inpaint" in page.inner_text("#results .card")
+        raw = base64.b64decode(page.get_attribute("#results .card img", "src").split(",", 1)[1])
+        got = np.asarray(Image.open(io.BytesIO(raw)).convert("RGB")).astype(int)
+        src = np.asarray(source).astype(int)
+        assert np.array_equal(got[:, :24], src[:, :24])  # unpainted pixels are the input's own
+        assert np.abs(got[:, 48:] - src[:, 48:]).max() > 0  # the painted strip was repainted
+        # Without paint, inpainting asks for a mask instead of sending nothing.
+        page.click("#clear-mask")
+        page.click("#edit-run")
+        page.wait_for_selector("#error:not([hidden])")
+        assert "Paint the area" in page.inner_text("#error")
+        assert not errors, errors
+        page.close()

@@ -1,4 +1,5 @@
-// minicream web page: a form over POST /api/generate, a result grid and a session history.
+// minicream web page: a form over POST /api/generate, an image editor over POST /api/edit (paint a mask, inpaint,
+// img2img, outpaint, variations, blend), a result grid and a session history.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -92,6 +93,8 @@ function card(img, index) {
   const rows = [["seed", p.seed], ["sampler", p.sampler], ["steps", p.steps], ["guidance", p.cfg_scale], ["size", `${p.width}×${p.height}`]];
   if (p.negative_prompt) rows.splice(0, 0, ["negative", p.negative_prompt]);
   if (img.rewritten_prompt && img.rewritten_prompt !== p.prompt) rows.splice(0, 0, ["rewritten", img.rewritten_prompt]);
+  if (p.mode) rows.splice(0, 0, ["mode", p.mode + (p.weight !== undefined ? ` ${p.weight}` : "")]);
+  if (p.strength !== undefined) rows.push(["strength", p.strength]);
   if (p.filter) rows.push(["filter", p.filter]);
   if (img.score !== null && img.score !== undefined) rows.push(["score", img.score.toFixed(3)]);
   if (p.num_candidates) rows.push(["candidates", p.num_candidates]);
@@ -107,6 +110,10 @@ function card(img, index) {
   const stem = (p.prompt || "image").replace(/[^A-Za-z0-9]+/g, "_").slice(0, 40);
   a.download = `${stem}_${p.seed}_${index}.png`;
   div.appendChild(a);
+  const e = document.createElement("button");
+  e.type = "button"; e.className = "small edit"; e.textContent = "Edit";
+  e.addEventListener("click", () => loadEditImage(src));
+  div.appendChild(e);
   return div;
 }
 
@@ -163,7 +170,126 @@ async function generate() {
   }
 }
 
+// -- the editor ---------------------------------------------------------------------------------------
+const MAX_EDIT_SIDE = 512;
+const editor = { painting: false, hasImage: false };
+
+function loadEditImage(src) {
+  const img = new Image();
+  img.onload = () => {
+    const scale = Math.min(1, MAX_EDIT_SIDE / Math.max(img.naturalWidth, img.naturalHeight));
+    const w = Math.max(1, Math.round(img.naturalWidth * scale)), h = Math.max(1, Math.round(img.naturalHeight * scale));
+    for (const id of ["edit-image", "edit-mask"]) { $(id).width = w; $(id).height = h; }
+    const ctx = $("edit-image").getContext("2d");
+    ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, w, h);
+    ctx.drawImage(img, 0, 0, w, h);
+    clearMask();
+    editor.hasImage = true;
+    $("editor").hidden = false;
+    showError("");
+  };
+  img.onerror = () => showError("That file is not an image the browser can read (PNG, JPEG or WebP).");
+  img.src = src;
+}
+
+function loadEditFile(file) {
+  if (!file) return;
+  if (!/^image\/(png|jpeg|webp)$/.test(file.type)) { showError("Choose a PNG, JPEG or WebP image."); return; }
+  const reader = new FileReader();
+  reader.onload = () => loadEditImage(reader.result);
+  reader.readAsDataURL(file);
+}
+
+function clearMask() { const c = $("edit-mask"); c.getContext("2d").clearRect(0, 0, c.width, c.height); }
+
+function paintAt(ev) {
+  const c = $("edit-mask"), r = c.getBoundingClientRect();
+  const x = (ev.clientX - r.left) * c.width / r.width, y = (ev.clientY - r.top) * c.height / r.height;
+  const radius = Number($("brush").value) * c.width / 64 / 2;
+  const ctx = c.getContext("2d");
+  ctx.globalCompositeOperation = $("erase").checked ? "destination-out" : "source-over";
+  ctx.fillStyle = "#e11d48";
+  ctx.beginPath(); ctx.arc(x, y, Math.max(0.5, radius), 0, 2 * Math.PI); ctx.fill();
+}
+
+function maskDataURL() {
+  // The painted pixels become white (repaint), the rest black (keep), at the image's size.
+  const src = $("edit-mask"), out = document.createElement("canvas");
+  out.width = src.width; out.height = src.height;
+  const data = src.getContext("2d").getImageData(0, 0, src.width, src.height), px = data.data;
+  let painted = 0;
+  for (let i = 0; i < px.length; i += 4) {
+    const on = px[i + 3] > 0; painted += on;
+    px[i] = px[i + 1] = px[i + 2] = on ? 255 : 0; px[i + 3] = 255;
+  }
+  out.getContext("2d").putImageData(data, 0, 0);
+  return painted ? out.toDataURL("image/png") : null;
+}
+
+function syncEditMode() {
+  const mode = $("edit-mode").value;
+  $("outpaint-options").hidden = mode !== "outpaint";
+  $("blend-options").hidden = mode !== "blend";
+  $("strength").disabled = !["img2img", "inpaint", "variation"].includes(mode);
+  if (mode === "inpaint" && Number($("strength").value) < 1) { $("strength").value = 1; }
+  if (mode !== "inpaint" && Number($("strength").value) === 1) { $("strength").value = 0.6; }
+  $("strength-value").textContent = Number($("strength").value).toFixed(2);
+}
+
+async function runEdit() {
+  showError("");
+  if (!editor.hasImage) { showError("Choose an image to edit first."); return; }
+  const f = readForm(), mode = $("edit-mode").value;
+  const body = { mode, image: $("edit-image").toDataURL("image/png"), negative_prompt: f.negative_prompt, seed: f.seed,
+                 sampler: f.sampler, steps: f.steps, guidance: f.guidance, num_images: Math.min(f.num_images, 8) };
+  if (f.prompt.trim()) body.prompt = f.prompt;
+  if (["img2img", "inpaint", "variation"].includes(mode)) body.strength = Number($("strength").value);
+  if (mode === "inpaint") {
+    body.mask = maskDataURL();
+    if (!body.mask) { showError("Paint the area to repaint on the image first."); return; }
+  }
+  if (mode === "outpaint") body[$("extend-side").value] = Number($("extend-px").value);
+  if (mode === "blend") { body.frames = Number($("frames").value); delete body.num_images; }
+  if (mode !== "variation" && !body.prompt) { showError("Enter a prompt: what the edited image should show."); return; }
+  const clientId = "e" + Math.random().toString(36).slice(2) + Date.now().toString(36);
+  body.client_id = clientId;
+  $("edit-run").disabled = true; $("generate").disabled = true; $("progress").hidden = false;
+  $("progress-bar").removeAttribute("value"); $("progress-text").textContent = "starting…";
+  const stop = { done: false };
+  pollProgress(clientId, stop);
+  try {
+    const data = await api("/api/edit", body);
+    const grid = $("results"); grid.innerHTML = "";
+    data.images.forEach((img, i) => grid.appendChild(card(img, i)));
+    $("progress-text").textContent = `done in ${data.elapsed_s.toFixed(1)} s`;
+  } catch (e) {
+    showError(e.message);
+  } finally {
+    stop.done = true;
+    $("edit-run").disabled = false; $("generate").disabled = false;
+    setTimeout(() => { $("progress").hidden = true; }, 800);
+  }
+}
+
+function setUpEditor() {
+  $("edit-file").addEventListener("change", () => loadEditFile($("edit-file").files[0]));
+  const panel = $("edit-panel");
+  panel.addEventListener("dragover", (ev) => { ev.preventDefault(); panel.classList.add("dragover"); });
+  panel.addEventListener("dragleave", () => panel.classList.remove("dragover"));
+  panel.addEventListener("drop", (ev) => { ev.preventDefault(); panel.classList.remove("dragover"); loadEditFile(ev.dataTransfer.files[0]); });
+  const mask = $("edit-mask");
+  mask.addEventListener("pointerdown", (ev) => { editor.painting = true; mask.setPointerCapture(ev.pointerId); paintAt(ev); });
+  mask.addEventListener("pointermove", (ev) => { if (editor.painting) paintAt(ev); });
+  for (const type of ["pointerup", "pointercancel"]) mask.addEventListener(type, () => { editor.painting = false; });
+  $("clear-mask").addEventListener("click", clearMask);
+  $("edit-mode").addEventListener("change", syncEditMode);
+  $("strength").addEventListener("input", () => { $("strength-value").textContent = Number($("strength").value).toFixed(2); });
+  $("edit-run").addEventListener("click", runEdit);
+  syncEditMode();
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  setUpEditor();
   $("token").value = sessionStorage.getItem("minicream.token") || "";
   $("token").addEventListener("change", () => { sessionStorage.setItem("minicream.token", $("token").value.trim()); loadModel(); });
   $("random_seed").addEventListener("change", () => { $("seed").disabled = $("random_seed").checked; });
