@@ -227,10 +227,10 @@ def cmd_filter(args) -> None:
 
 
 def cmd_info(args) -> None:
-    from .io.pngmeta import read_png_params
+    from .io.pngmeta import printable, read_png_params
 
-    for key, value in read_png_params(args.image).items():
-        print(f"{key}: {value}")
+    for key, value in read_png_params(args.image).items():  # metadata is anyone's text: no escape codes reach the terminal
+        print(printable(f"{key}: {value}"))
 
 
 def cmd_samplers(args) -> None:
@@ -449,7 +449,35 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted (a training run continues with --resume)", file=sys.stderr)
         return 130
+    except OSError as e:  # a full disk, a folder where a file should be, no permission: the system's one line
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(f"error: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
+    except Exception as e:  # a bug: one line here, the traceback in a log file for the report
+        log = _crash_log()
+        print(f"error: unexpected {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''} "
+              f"(traceback in {log}; please report it)", file=sys.stderr)
+        return 1
     return 0
+
+
+def _crash_log() -> str:
+    """Write the current exception's traceback to a log file; its path (or a note that it could not be written)."""
+    import tempfile
+    import time
+    import traceback
+
+    folder = Path(os.environ.get("MINICREAM_CACHE") or Path.home() / ".cache" / "minicream") / "crash"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        folder = Path(tempfile.gettempdir())
+    path = folder / f"minicream-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    try:
+        path.write_text(f"minicream {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}")
+    except OSError:
+        return "nowhere: the log could not be written"
+    return str(path)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from ..errors import MinicreamError
 
 MAX_CANDIDATES = 64
 _SEED_STRIDE = 0x9E3779B1  # a large odd constant: derived seeds of nearby image seeds do not collide
-_SEED_MOD = 2**63
+_SEED_MOD = 2**31  # derived seeds stay valid everywhere a seed is taken (the HTTP API takes 0..2^31-1)
 
 
 def candidate_seed(seed: int, j: int) -> int:

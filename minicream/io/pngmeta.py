@@ -127,11 +127,31 @@ def parse_a1111(text: str) -> dict:
     return params
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """`text` without control characters (terminal escape codes, NUL): safe to print or to store in a PNG chunk."""
+    return _CONTROL.sub("\ufffd", text)
+
+
+def sanitize(value):
+    """Strings in a JSON-like value (dicts, lists) with control characters replaced."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {printable(str(k)): sanitize(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [sanitize(v) for v in value]
+    return value
+
+
 def save_png(image: Image.Image, path: str | os.PathLike, params: dict) -> None:
     """Write `image` as PNG at `path` (atomically) with params in `parameters` and `minicream` chunks.
 
     `params` must be JSON-serialisable: it is stored losslessly and read back by `read_png_params`.
     """
+    params = sanitize(params)
     info = PngImagePlugin.PngInfo()
     # add_text writes tEXt when the text is Latin-1, else iTXt (UTF-8); the JSON is ASCII-escaped,
     # so it is always tEXt. Prompts with emoji make `parameters` an iTXt chunk, as A1111 does too.

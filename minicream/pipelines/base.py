@@ -78,6 +78,10 @@ class Pipeline:
         self.latent_shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
         self.image_size = model.image_size
         self.defaults = model.defaults
+        factor = 2 ** (len(vae.config.block_out_channels) - 1)  # the autoencoder's downsampling
+        if self.latent_shape[-1] * factor != self.image_size:
+            raise MinicreamError(f"{model.path}: model_index.json says image_size {self.image_size}, but the UNet and "
+                                 f"autoencoder draw {self.latent_shape[-1] * factor} px images")
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path | None = None, device: str = "cpu",
@@ -250,6 +254,9 @@ class Pipeline:
 
     # -- decode, attach, rerank -----------------------------------------------------------------------
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        if not torch.isfinite(latents).all():  # broken weights would give an all-black PNG and exit 0
+            raise MinicreamError(f"{self.model_dir}: the model produced NaN or infinite values; its weights are broken "
+                                 "(re-export or retrain it)")
         return decode(self.vae, latents).cpu()
 
     def attach(self, pixels: torch.Tensor, seeds: list[int], prompt: str, negative_prompt: str, steps: int,

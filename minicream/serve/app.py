@@ -143,6 +143,11 @@ def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None
                               "Send `Authorization: Bearer TOKEN` when the server has a token.")
     app.state.pipeline, app.state.queue, app.state.metrics, app.state.settings = pipe, queue, metrics, settings
     install_error_handlers(app)
+    if settings.cors_origins:  # browser pages on these origins may call the API (with the token, if one is set)
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(_Guard, metrics=metrics, token=settings.token, hosts=allowed_hosts(settings))
 
     def require_token(request: Request) -> None:

@@ -3,6 +3,7 @@ so the openai client shows our message; no stack trace ever leaves the server (i
 from __future__ import annotations
 
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -15,6 +16,15 @@ from .queue import JobTimeout, QueueFull
 log = logging.getLogger("minicream.serve")
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error", 405: "invalid_request_error",
           413: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error", 504: "timeout_error"}
+
+
+_PATH = re.compile(r"(?<![\w.])/(?:[^\s/'\"]+/)+([^\s/'\"]*)")
+
+
+def hide_paths(message: str) -> str:
+    """Absolute paths in a message (the model folder, a cache) reduced to their last part: clients need not learn
+    the server's file layout."""
+    return _PATH.sub(lambda m: m.group(1) or "/", message)
 
 
 def error_response(status: int, message: str, param: str | None = None, headers: dict | None = None) -> JSONResponse:
@@ -56,7 +66,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(MinicreamError)
     async def _minicream(request: Request, exc: MinicreamError):  # the pipeline refusing its inputs
-        return error_response(422, str(exc))
+        return error_response(422, hide_paths(str(exc)))
 
     @app.exception_handler(QueueFull)
     async def _full(request: Request, exc: QueueFull):

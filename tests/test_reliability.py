@@ -1,0 +1,108 @@
+"""Issue 17, the remaining cases: broken model folders (NaN weights, a wrong image size), escape codes in PNG
+metadata, one error boundary in the CLI (expected: one line; unexpected: one line + a traceback log), best-of-N seeds
+that every API takes, CORS only when asked for, no server paths in API errors."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from PIL import Image, PngImagePlugin
+from safetensors.torch import load_file, save_file
+
+from minicream.cli import main
+from minicream.errors import MinicreamError
+from minicream.evaluator.rerank import candidate_seeds
+from minicream.io.pngmeta import read_png_params, save_png
+from minicream.pipelines import Pipeline
+from minicream.serve import ServeSettings, create_app
+from minicream.serve.errors import hide_paths
+from serve_fakes import FakePipe
+
+
+def one_line(err: str) -> str:
+    lines = [line.split("\r")[-1].strip() for line in err.splitlines()]
+    lines = [line for line in lines if line and not line.startswith("warning:") and "%|" not in line]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_nan_weights_are_an_error_not_a_black_png(tiny_model, tmp_path, capsys):
+    broken = tmp_path / "nan"
+    shutil.copytree(tiny_model, broken)
+    weights = broken / "unet" / "model.safetensors"
+    state = load_file(weights)
+    state = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in state.items()}
+    save_file(state, weights)
+    code = main(["generate", "red apple", "--model", str(broken), "-n", "1", "--steps", "2", "--out", str(tmp_path / "o")])
+    assert code == 2 and "NaN" in one_line(capsys.readouterr().err)
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").glob("*.png"))
+
+
+def test_image_size_must_match_the_networks(tiny_model, tmp_path):
+    bad = tmp_path / "m"
+    shutil.copytree(tiny_model, bad)
+    index = json.loads((bad / "model_index.json").read_text())
+    (bad / "model_index.json").write_text(json.dumps({**index, "image_size": 128}))
+    with pytest.raises(MinicreamError, match="image_size 128.*draw 64 px"):
+        Pipeline.from_pretrained(bad)
+
+
+def test_metadata_control_characters_never_reach_the_terminal_or_the_png(tmp_path, capsys):
+    path = tmp_path / "a.png"
+    save_png(Image.new("RGB", (8, 8)), path, {"prompt": "apple\x1b[31m red\x00", "seed": 1})
+    assert "\x1b" not in read_png_params(path)["prompt"] and "\x00" not in read_png_params(path)["prompt"]
+    forged = tmp_path / "forged.png"  # written by someone else: raw escape codes in the chunk
+    info = PngImagePlugin.PngInfo()
+    info.add_text("minicream", json.dumps({"prompt": "x\x1b]0;pwned\x07\x1b[2J", "seed": 2}))
+    Image.new("RGB", (8, 8)).save(forged, pnginfo=info)
+    assert main(["info", str(forged)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "seed: 2" in out
+
+
+def test_cli_unexpected_error_is_one_line_with_a_traceback_log(monkeypatch, tmp_path, capsys):
+    import minicream.cli as cli
+
+    monkeypatch.setenv("MINICREAM_CACHE", str(tmp_path))
+
+    def boom(args):
+        raise RuntimeError("something internal\nsecond line")
+
+    monkeypatch.setattr(cli, "cmd_samplers", boom)
+    assert main(["samplers"]) == 1
+    line = one_line(capsys.readouterr().err)
+    assert "unexpected RuntimeError: something internal" in line and "traceback in" in line
+    [log] = list((tmp_path / "crash").glob("*.log"))
+    assert "Traceback" in log.read_text() and "second line" in log.read_text()
+
+
+def test_cli_os_errors_are_one_line(tiny_model, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code = main(["generate", "red apple", "--model", str(tiny_model), "-n", "1", "--steps", "1", "--out", str(blocker / "sub")])
+    assert code == 1 and str(blocker) in one_line(capsys.readouterr().err)
+
+
+def test_best_of_n_seeds_are_valid_http_seeds():
+    seeds = candidate_seeds([2**31 - 1, 0, 12345], 8)
+    assert all(0 <= s < 2**31 for s in seeds)
+    assert candidate_seeds([7], 4)[0] == 7 and len(set(seeds)) == len(seeds)
+
+
+def test_cors_only_when_configured(tmp_path):
+    def preflight(settings):
+        client = TestClient(create_app(FakePipe(), settings), base_url="http://127.0.0.1")
+        return client.options("/api/generate", headers={"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST"})
+
+    r = preflight(ServeSettings(output_dir=tmp_path, token=None))
+    assert "access-control-allow-origin" not in r.headers
+    r = preflight(ServeSettings(output_dir=tmp_path, token=None, cors_origins=("http://localhost:3000",)))
+    assert r.headers.get("access-control-allow-origin") == "http://localhost:3000"
+
+
+def test_api_errors_hide_server_paths():
+    msg = "/srv/models/mine has no image evaluator (/srv/models/mine/evaluator is missing); use 1/2 or a/b"
+    assert hide_paths(msg) == "mine has no image evaluator (evaluator is missing); use 1/2 or a/b"
