@@ -87,16 +87,34 @@ def cmd_generate(args) -> None:
         if args.prompt is None and args.filter is None and args.style is None:
             stored = stored_result(p)
             settings["filter"] = "none" if stored is None else stored.mode_requested
-    for key in ("prompt", "negative", "steps", "guidance", "sampler", "seed", "dtype"):
+        if isinstance(p.get("layout"), dict):  # a scene re-runs on its recorded layout
+            settings["layout"], settings["harmonize"] = p["layout"], p.get("harmonize", 0.0)
+    for key in ("prompt", "negative", "steps", "guidance", "sampler", "seed", "dtype", "harmonize"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
+    if args.layout is not None:
+        from .layout import Layout
+
+        settings["layout"] = "none" if args.layout == "none" else Layout.read_json(args.layout)
     if not settings.get("prompt"):
         raise MinicreamError("no prompt given; usage: minicream generate \"red apple\" (or --from IMAGE.png)")
     pipe = Pipeline.from_pretrained(args.model, dtype=settings.get("dtype") or "auto")
     filtered = stored or pipe.filter_prompt(settings["prompt"], args.filter or settings.get("filter") or "offline",
                                             style=args.style, llm=llm_config(args) if args.filter == "llm" else None)
     print_explanation(filtered, args.explain)
-    images = pipe(settings["prompt"], filter=filtered, negative_prompt=settings.get("negative") or "", num_images=args.num_images,
+    layout = settings.get("layout")
+    if isinstance(layout, dict) and "width" not in layout:
+        layout = {**layout, "width": pipe.image_size, "height": pipe.image_size}
+    if args.explain and layout != "none" and (isinstance(layout, dict) or filtered.scene):
+        from .layout import Layout, describe, layout_from_scene
+
+        first = settings.get("seed")
+        shown = Layout.from_dict(layout, pipe.image_size, pipe.image_size) if isinstance(layout, dict) else \
+            layout_from_scene(filtered.scene, pipe.image_size, seed=first if first is not None else 0)
+        print("layout" + ("" if isinstance(layout, dict) else f" (seed {first if first is not None else 0})") + ":", file=sys.stderr)
+        for line in describe(shown):
+            print(f"  - {line}", file=sys.stderr)
+    images = pipe(settings["prompt"], filter=filtered, layout=layout, harmonize=settings.get("harmonize"), negative_prompt=settings.get("negative") or "", num_images=args.num_images,
                   steps=settings.get("steps"), guidance=settings.get("guidance"), sampler=settings.get("sampler"),
                   seed=settings.get("seed"), batch_size=args.batch_size, size=args.size, progress=True,
                   num_candidates=args.candidates)
@@ -224,6 +242,14 @@ def cmd_filter(args) -> None:
                      llm=llm_config(args) if args.filter == "llm" else None)
     print(result.rewritten)
     print_explanation(result, args.explain, out=sys.stdout)
+    if args.explain and result.scene:
+        from .io.model_dir import ModelDir
+        from .layout import describe, layout_from_scene
+
+        size = ModelDir.open(model_dir).image_size
+        print("layout (seed 0; each image's seed jitters it):")
+        for line in describe(layout_from_scene(result.scene, size, seed=0)):
+            print(f"  - {line}")
 
 
 def cmd_info(args) -> None:
@@ -345,6 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--from", dest="from_image", metavar="IMAGE.png", help="re-run the settings stored in a generated PNG")
     g.add_argument("--candidates", type=int, default=1, metavar="N", help="best-of-N: draw N candidates per image, keep the one the evaluator scores highest")
     g.add_argument("--dtype", choices=["auto", "bf16", "fp32"], help="UNet weights: auto (default: bf16 where the CPU/GPU computes it fast, else fp32), bf16, or fp32")
+    g.add_argument("--layout", metavar="LAYOUT.json", help='a scene layout: {"objects": [{"caption": "red apple", "box": [x0, y0, x1, y1]}]} '
+                   '(pixels of the model\'s canvas); "none" draws a several-object prompt as one caption. Default: the layout '
+                   'the filter finds in the prompt')
+    g.add_argument("--harmonize", type=float, help="with a layout: img2img strength of the final joint redraw (default 0)")
     add_filter_arguments(g, default=None)
     g.set_defaults(func=cmd_generate)
 

@@ -66,3 +66,14 @@ def cutout_from_white(image: Image.Image, threshold: int = 245) -> Image.Image:
     cut.putalpha(alpha)
     bbox = alpha.getbbox()
     return cut.crop(bbox) if bbox else rgb.convert("RGBA")
+
+
+def paste_fitted(canvas: Image.Image, cutout: Image.Image, bbox: tuple[int, int, int, int]) -> None:
+    """Fit an RGBA cut-out inside `bbox` (x0, y0, x1, y1; x1/y1 exclusive) keeping its aspect ratio, centred."""
+    x0, y0, x1, y1 = bbox
+    scale = min((x1 - x0) / cutout.width, (y1 - y0) / cutout.height)
+    width, height = max(1, round(cutout.width * scale)), max(1, round(cutout.height * scale))
+    resized = cutout.resize((width, height), Image.Resampling.LANCZOS)
+    left = x0 + (x1 - x0 - width) // 2
+    top = y0 + (y1 - y0 - height) // 2
+    canvas.paste(resized, (left, top), resized)

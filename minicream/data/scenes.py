@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from minicream.data.folder import Example
-from minicream.data.images import WHITE, cutout_from_white
+from minicream.data.images import WHITE, cutout_from_white, paste_fitted
 from minicream.data.scene_layout import DEFAULT_CONCEPTS, KINDS, ScenePlan, SceneObject, plan_scene
 from minicream.errors import MinicreamError
 
@@ -91,7 +91,7 @@ class SceneGenerator:
         for obj in plan.layout:
             if obj.concept not in chosen:  # counting repeats the very same image
                 chosen[obj.concept] = self._pick_example(obj.concept, style, rng)
-            self._paste(canvas, self._cutout(chosen[obj.concept]), obj.bbox)
+            paste_fitted(canvas, self._cutout(chosen[obj.concept]), obj.bbox)
         return Scene(canvas, plan.text, plan.kind, list(plan.layout), style)
 
     def sample(self, rng: random.Random | None = None) -> Scene:
@@ -115,17 +115,6 @@ class SceneGenerator:
         if key not in self._cutouts:
             self._cutouts[key] = cutout_from_white(example.image)
         return self._cutouts[key]
-
-    @staticmethod
-    def _paste(canvas: Image.Image, cutout: Image.Image, bbox: tuple[int, int, int, int]) -> None:
-        """Fit the cut-out inside `bbox` keeping aspect ratio, centred."""
-        x0, y0, x1, y1 = bbox
-        scale = min((x1 - x0) / cutout.width, (y1 - y0) / cutout.height)
-        width, height = max(1, round(cutout.width * scale)), max(1, round(cutout.height * scale))
-        resized = cutout.resize((width, height), Image.Resampling.LANCZOS)
-        left = x0 + (x1 - x0 - width) // 2
-        top = y0 + (y1 - y0 - height) // 2
-        canvas.paste(resized, (left, top), resized)
 
 
 def _layout_meta(layout: list[SceneObject]) -> list[dict]:

@@ -83,6 +83,8 @@ def scene_specs(per_task: int, seed: int = SCENE_SEED, concepts=DEFAULT_CONCEPTS
     for kind in ("two_objects", "counting", "position", "size"):
         for plan in scene_prompts(per_task, seed=seed + len(out), concepts=concepts, kinds=[kind]):
             spec = {"kind": kind, "objects": list(dict.fromkeys(o.concept for o in plan.layout))}
+            if kind == "size":  # the check reads (big, small); the caption may name the small one first
+                spec["objects"].sort(key=lambda c: f"big {c}" not in plan.text)
             if kind == "counting":
                 spec["count"] = len(plan.layout)
             if kind == "position":

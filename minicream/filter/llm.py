@@ -154,4 +154,4 @@ def llm_rewrite(prompt: str, vocab: Vocabulary, offline, cfg: LLMConfig, style: 
     changes = [f"LLM ({cfg.model}): '{prompt}' -> '{caption}'"]
     if checked.rewritten != caption:
         changes.append(f"normalised to the training captions: '{checked.rewritten}'")
-    return FilterResult(prompt, checked.rewritten, changes, checked.concepts, "llm", [])
+    return FilterResult(prompt, checked.rewritten, changes, checked.concepts, "llm", [], scene=checked.scene)

@@ -170,7 +170,11 @@ class OfflineFilter:
             for c in missing:
                 warnings.append(f"'{c}' was not trained in style '{found_style}'")
             rewritten = f"{rewritten}, {found_style}"
-        return FilterResult(prompt, rewritten, changes, concepts, "offline", warnings)
+        scene = None
+        if len(specs) > 1 or any(spec.count > 1 for spec in specs):
+            scene = {"relation": relation, "style": found_style,
+                     "objects": [{"concept": s.match.concept, "count": s.count, "size": s.size} for s in specs]}
+        return FilterResult(prompt, rewritten, changes, concepts, "offline", warnings, scene=scene)
 
     def _replace_emoji(self, text: str, changes: list[str]) -> str:
         import emoji as emoji_pkg

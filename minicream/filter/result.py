@@ -15,6 +15,9 @@ class FilterResult:
     mode_used: str = "none"           # "offline", "llm" or "none" (llm falls back to offline)
     warnings: list[str] = field(default_factory=list)
     mode_requested: str | None = None  # the mode asked for (mode_used differs when the LLM fell back)
+    # A scene of several objects (or a count), for the layout step: {"relation": "to the left of" | "to the right of"
+    # | "above" | "below" | "and" | None, "objects": [{"concept", "count", "size"}, ...], "style": str | None}
+    scene: dict | None = None
 
     @property
     def explanation(self) -> list[str]:

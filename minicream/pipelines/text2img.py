@@ -5,10 +5,11 @@ from ..errors import MinicreamError
 from ..evaluator.rerank import candidate_seeds, check_candidates
 from .base import seeds_for
 from .modes import FILTER, SAMPLING, Mode, Option
+from .scene import render
 
 
 def text2img(pipe, prompt, negative_prompt, num_images, steps, guidance, sampler, seed, batch_size, progress, callback,
-             filter, style, llm, size, num_candidates, keep_top):
+             filter, style, llm, size, num_candidates, keep_top, layout, harmonize):
     pipe.check_prompt(prompt)
     steps, guidance, sampler = pipe.settings(steps, guidance, sampler, num_images, batch_size)
     filtered = pipe.filter_prompt(prompt, filter, style=style, llm=llm)  # what was typed -> the model's captions
@@ -20,6 +21,10 @@ def text2img(pipe, prompt, negative_prompt, num_images, steps, guidance, sampler
     if num_candidates > 1:
         pipe.evaluator  # fail before any work if the model has no evaluator
     gen_seeds = candidate_seeds(seeds, num_candidates)  # == seeds when num_candidates == 1
+    if layout != "none" and (layout is not None or filtered.scene):  # several objects: a layout places them
+        images = render(pipe, filtered, prompt, layout, harmonize, negative_prompt, gen_seeds, steps, guidance, sampler,
+                        batch_size, progress, callback)
+        return pipe.rerank(images, filtered.rewritten, num_candidates, keep_top) if num_candidates > 1 else images
     cond, uncond = pipe.encode_prompt(filtered.rewritten), pipe.encode_prompt(negative_prompt or "")
     latents = pipe.denoise(gen_seeds, cond, uncond, guidance, sampler, steps, batch_size, progress, callback)
     images = pipe.attach(pipe.decode(latents), gen_seeds, prompt, negative_prompt, steps, sampler, guidance, filtered)
@@ -32,4 +37,7 @@ MODE = Mode("text2img", "draw images from a prompt", (
     Option("size", "int", None, "image size in pixels (the model's native size)"),
     Option("num_candidates", "int", 1, "best-of-N: draw N candidates per image, keep the one the evaluator scores highest"),
     Option("keep_top", "int", 1, "with best-of-N: return this many best candidates per image, best first"),
+    Option("layout", "object", None, "a scene layout (dict); \"none\" never lays out; default: the filter's scene, "
+                                     "when the prompt names several objects or a count", cli=False),
+    Option("harmonize", "float", 0.0, "with a layout: img2img strength of the final joint redraw"),
 ), text2img)

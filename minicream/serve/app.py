@@ -106,12 +106,14 @@ class _Features:
         self.num_candidates = "num_candidates" in names
         self.filter = "filter" in names
         self.style = "style" in names
+        self.layout = "layout" in names
+        self.harmonize = "harmonize" in names
         self.filter_modes = _filter_modes(pipe, filter_param) if self.filter else []
         self.filter_default = default if isinstance(default, str) else None
 
     def as_dict(self) -> dict:
         return {"num_candidates": self.num_candidates, "filter": self.filter, "filter_modes": self.filter_modes,
-                "filter_default": self.filter_default, "style": self.style}
+                "filter_default": self.filter_default, "style": self.style, "layout": self.layout}
 
 
 # -- the app --------------------------------------------------------------------------------------------
@@ -292,6 +294,12 @@ def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None
                 return error_response(422, f"filter: unknown mode {req.filter!r}; choose one of: "
                                            f"{', '.join(features.filter_modes)}", "filter")
             kwargs["filter"] = req.filter
+        for name in ("layout", "harmonize"):
+            value = getattr(req, name)
+            if value is not None:
+                if not getattr(features, name):
+                    return error_response(422, f"{name}: this server's pipeline has no scene layouts; leave it out", name)
+                kwargs[name] = value
         if req.style:
             if not features.style:
                 return error_response(422, "style: this server's pipeline has no style option; leave it out", "style")

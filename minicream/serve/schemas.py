@@ -72,6 +72,9 @@ class GenerateRequest(BaseModel):
     filter: Optional[str] = Field(None, max_length=32, description="language filter mode, e.g. offline | llm | none")
     style: Optional[str] = Field(None, max_length=200, description="style words the filter appends, e.g. 'openmoji style'")
     size: Optional[int] = Field(None, ge=8, le=4096, description="image side in pixels (the model's native size)")
+    layout: Optional[dict | Literal["none"]] = Field(None, description='scene layout {"objects": [{"caption", "box": '
+                                                    '[x0, y0, x1, y1]}]}; "none" = never; default: from the prompt')
+    harmonize: Optional[float] = Field(None, ge=0.0, lt=1.0, description="with a layout: strength of the joint redraw")
     client_id: Optional[str] = Field(None, description="any id of yours: GET /api/progress/{client_id} reports progress")
 
     _check_prompt = field_validator("prompt")(_prompt)
