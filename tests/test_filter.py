@@ -208,6 +208,18 @@ class _Handler(BaseHTTPRequestHandler):
         kind, content = _Handler.answers.get(user, ("ok", "{}"))
         if kind == "slow":
             time.sleep(1.5)
+        if kind == "trickle":  # headers at once, then one byte every 0.2 s: each read is quick, the whole is not
+            self.send_response(200)
+            self.send_header("Content-Length", "10000")
+            self.end_headers()
+            try:
+                for _ in range(100):
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            return
         if kind == "http500":
             self.send_response(500)
             self.end_headers()
@@ -272,6 +284,20 @@ def test_llm_failures_fall_back_to_offline(llm_server, prompt, answer, reason):
     assert time.time() - t0 < 5
     assert r.mode_used == "offline" and r.rewritten == "red apple" and r.mode_requested == "llm"
     assert reason in r.warnings[0] and "used the offline filter" in r.warnings[0]
+
+
+def test_llm_call_has_one_overall_deadline(llm_server):
+    """A trickling endpoint cannot hold the caller past the filter's timeout, nor past the server job's deadline."""
+    from minicream.deadline import job_deadline
+
+    t0 = time.monotonic()
+    r = _llm("trickle apple", llm_server, ("trickle", ""), timeout=1.0)
+    assert time.monotonic() - t0 < 2.5 and r.mode_used == "offline" and "in time" in r.warnings[0]
+    t0 = time.monotonic()
+    with job_deadline(time.monotonic() + 0.5):  # the request's deadline is nearer than the filter's 20 s
+        r = _llm("slow deadline apple", llm_server, ("slow", '{"prompt": "red apple"}'), timeout=20.0)
+    assert time.monotonic() - t0 < 1.4 and r.mode_used == "offline"
+    assert llm_server not in " ".join(r.warnings)  # the endpoint's URL stays out of the answer
 
 
 def test_llm_unreachable_falls_back():

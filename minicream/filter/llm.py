@@ -72,18 +72,58 @@ def _candidates(prompt: str, offline) -> list[str]:
     return list(dict.fromkeys(out))[:12]
 
 
+MAX_RESPONSE_BYTES = 256 * 1024
+
+
 def _ask(prompt: str, system: str, cfg: LLMConfig) -> str:
+    """The endpoint's answer, within one overall deadline: `cfg.timeout` seconds for the whole exchange (httpx's
+    timeouts are per read: an endpoint trickling a byte every few seconds would hold the caller for minutes), and
+    never past the current job's deadline (serve --timeout). The request runs in a helper thread; past the deadline
+    its connection is closed and httpx.TimeoutException is raised here."""
+    import threading
+
     import httpx
 
+    from ..deadline import remaining
+
+    budget = cfg.timeout
+    left = remaining()
+    if left is not None:
+        budget = min(budget, left)
+    if budget <= 0:
+        raise httpx.TimeoutException("no time left for the LLM call")
     headers = {"Content-Type": "application/json"}
     key = os.environ.get(cfg.api_key_env)
     if key:
         headers["Authorization"] = f"Bearer {key}"
     body = {"model": cfg.model, "temperature": 0, "max_tokens": 200,
             "messages": [{"role": "system", "content": system}, {"role": "user", "content": prompt}]}
-    r = httpx.post(cfg.url.rstrip("/") + "/chat/completions", json=body, headers=headers, timeout=cfg.timeout)
-    r.raise_for_status()
-    return r.json()["choices"][0]["message"]["content"]
+    client = httpx.Client(timeout=budget)
+    result: dict = {}
+
+    def call():
+        try:
+            with client.stream("POST", cfg.url.rstrip("/") + "/chat/completions", json=body, headers=headers) as r:
+                r.raise_for_status()
+                data = b""
+                for chunk in r.iter_bytes():
+                    data += chunk
+                    if len(data) > MAX_RESPONSE_BYTES:
+                        raise ValueError(f"the reply is longer than {MAX_RESPONSE_BYTES} bytes")
+            result["answer"] = json.loads(data)["choices"][0]["message"]["content"]
+        except BaseException as e:  # handed to the caller's thread
+            result["error"] = e
+
+    worker = threading.Thread(target=call, name="minicream-llm", daemon=True)
+    worker.start()
+    worker.join(budget)
+    if worker.is_alive():
+        client.close()  # unblocks the helper's socket read; the caller moves on now
+        raise httpx.TimeoutException(f"no complete answer within {budget:.3g} s")
+    client.close()
+    if "error" in result:
+        raise result["error"]
+    return result["answer"]
 
 
 def parse_answer(text: str, vocab: Vocabulary) -> tuple[str, list[str]]:
@@ -132,12 +172,12 @@ def llm_rewrite(prompt: str, vocab: Vocabulary, offline, cfg: LLMConfig, style: 
                                   style_hint=hint)
     try:
         answer = _ask(prompt, system, cfg)
-    except httpx.TimeoutException:
-        return fallback(f"no answer from {cfg.url} within {cfg.timeout:g} s")
+    except httpx.TimeoutException as e:
+        return fallback(f"no answer from the LLM endpoint in time ({e})")
     except httpx.HTTPStatusError as e:
-        return fallback(f"{cfg.url} answered HTTP {e.response.status_code}")
+        return fallback(f"the LLM endpoint answered HTTP {e.response.status_code}")
     except (httpx.HTTPError, OSError) as e:
-        return fallback(f"cannot reach {cfg.url}: {type(e).__name__}")
+        return fallback(f"cannot reach the LLM endpoint: {type(e).__name__}")
     except (KeyError, IndexError, TypeError, ValueError):
         return fallback("the reply is not a chat-completions response")
     try:

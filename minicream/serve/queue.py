@@ -14,6 +14,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..deadline import job_deadline
+
 
 class QueueFull(Exception):
     def __init__(self, retry_after: int):
@@ -87,7 +89,8 @@ class GenerationQueue:
             try:
                 if t0 > deadline:
                     raise JobTimeout(f"the request waited longer than the server's limit of {self.timeout:g} s")
-                return fn(callback)
+                with job_deadline(deadline):  # work before the first sampling step (the LLM filter) sees it too
+                    return fn(callback)
             finally:
                 self._recent_s = 0.8 * self._recent_s + 0.2 * (time.monotonic() - t0)
                 progress.state = "done"
