@@ -30,6 +30,16 @@ def browser():
         b.close()
 
 
+def open_page(browser, url):
+    """The page loaded against a token-less server, with its JavaScript errors collected."""
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url + "/")
+    page.locator("#sampler option").first.wait_for(state="attached")
+    return page, errors
+
+
 def test_page_generates_a_png(browser, tiny_pipe, tmp_path):
     app = create_app(tiny_pipe, ServeSettings(output_dir=tmp_path, token=TOKEN, timeout=120))
     with serve_in_thread(app) as url:
@@ -86,11 +96,7 @@ def test_page_paints_a_mask_and_inpaints(browser, tiny_pipe, tmp_path):
     source.save(path)
     app = create_app(tiny_pipe, ServeSettings(output_dir=tmp_path / "out", token=None, timeout=120))
     with serve_in_thread(app) as url:
-        page = browser.new_page()
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(url + "/")
-        page.locator("#sampler option").first.wait_for(state="attached")
+        page, errors = open_page(browser, url)
         page.set_input_files("#edit-file", str(path))
         page.wait_for_selector("#editor:not([hidden])")
         assert page.input_value("#edit-mode") == "inpaint"
@@ -123,5 +129,40 @@ def test_page_paints_a_mask_and_inpaints(browser, tiny_pipe, tmp_path):
         page.click("#edit-run")
         page.wait_for_selector("#error:not([hidden])")
         assert "Paint the area" in page.inner_text("#error")
+        assert not errors, errors
+        page.close()
+
+
+def test_page_draws_a_layout(browser, tiny_pipe, tmp_path):
+    app = create_app(tiny_pipe, ServeSettings(output_dir=tmp_path / "out", token=None, timeout=120))
+    with serve_in_thread(app) as url:
+        page, errors = open_page(browser, url)
+        page.click("#layout-panel summary")
+        canvas = page.locator("#layout-canvas")
+        canvas.scroll_into_view_if_needed()
+        box = canvas.bounding_box()
+
+        def drag(x0, y0, x1, y1):
+            page.mouse.move(box["x"] + x0 * box["width"], box["y"] + y0 * box["height"])
+            page.mouse.down()
+            page.mouse.move(box["x"] + x1 * box["width"], box["y"] + y1 * box["height"], steps=5)
+            page.mouse.up()
+
+        page.fill("#box-caption", "red apple")
+        drag(0.05, 0.3, 0.45, 0.7)
+        page.fill("#box-caption", "rocket")
+        drag(0.55, 0.3, 0.95, 0.7)
+        assert page.locator("#layout-boxes li").count() == 2
+        page.fill("#prompt", "an apple and a rocket")
+        page.fill("#steps", "2")
+        page.fill("#num_images", "1")
+        page.click("#generate")
+        page.wait_for_selector("#results .card img", timeout=120_000)
+        raw = base64.b64decode(page.get_attribute("#results .card img", "src").split(",", 1)[1])
+        params = __import__("json").loads(Image.open(io.BytesIO(raw)).info["minicream"])
+        assert params["mode"] == "scene"
+        objects = params["layout"]["objects"]
+        assert [o["caption"] for o in objects] == ["red apple", "rocket"]
+        assert objects[0]["box"][2] <= objects[1]["box"][0]  # drawn left of the rocket
         assert not errors, errors
         page.close()

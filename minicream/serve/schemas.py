@@ -25,6 +25,12 @@ def _prompt(value: str) -> str:
     return value
 
 
+def _client_id(value: str | None) -> str | None:
+    if value is not None and not CLIENT_ID.match(value):
+        raise ValueError("client_id must be 1-64 letters, digits, '-' or '_'")
+    return value
+
+
 # -- OpenAI Images API ------------------------------------------------------------------------------
 class OpenAIImageRequest(BaseModel):
     """`POST /v1/images/generations`, as OpenAI defines it. Fields we have no use for (model, quality,
@@ -79,12 +85,7 @@ class GenerateRequest(BaseModel):
 
     _check_prompt = field_validator("prompt")(_prompt)
 
-    @field_validator("client_id")
-    @classmethod
-    def _check_client_id(cls, value):
-        if value is not None and not CLIENT_ID.match(value):
-            raise ValueError("client_id must be 1-64 letters, digits, '-' or '_'")
-        return value
+    _check_client_id = field_validator("client_id")(_client_id)
 
 
 EDIT_MODES = ("img2img", "inpaint", "outpaint", "variation", "blend")
@@ -117,12 +118,7 @@ class EditRequest(BaseModel):
     num_images: int = Field(1, ge=1, le=MAX_IMAGES)
     client_id: Optional[str] = Field(None, description="GET /api/progress/{client_id} reports progress")
 
-    @field_validator("client_id")
-    @classmethod
-    def _check_client_id(cls, value):
-        if value is not None and not CLIENT_ID.match(value):
-            raise ValueError("client_id must be 1-64 letters, digits, '-' or '_'")
-        return value
+    _check_client_id = field_validator("client_id")(_client_id)
 
 
 class GeneratedImage(BaseModel):

@@ -5,6 +5,8 @@
 const $ = (id) => document.getElementById(id);
 const HISTORY_KEY = "minicream.history";
 let features = {};
+let imageSize = 64;
+const layout = { boxes: [], drag: null };
 
 function headers(json) {
   const h = json ? { "Content-Type": "application/json" } : {};
@@ -34,6 +36,8 @@ async function loadModel() {
     const data = await api("/api/models");
     const m = data.models[0];
     features = m.features || {};
+    imageSize = m.image_size || 64;
+    $("layout-panel").hidden = !features.layout;
     $("model-info").textContent = `model ${m.name} · ${m.image_size}×${m.image_size} px · ${m.model_hash || ""}`;
     const sel = $("sampler"); sel.innerHTML = "";
     for (const s of m.samplers) { const o = document.createElement("option"); o.value = o.textContent = s; sel.appendChild(o); }
@@ -71,10 +75,15 @@ function readForm() {
   if (features.num_candidates) p.num_candidates = Number($("num_candidates").value);
   if (features.filter && $("filter").value) p.filter = $("filter").value;
   if (features.style && $("style").value.trim()) p.style = $("style").value.trim();
+  if (features.layout && layout.boxes.length) {
+    p.layout = { width: imageSize, height: imageSize, objects: layout.boxes.map((b) => ({ caption: b.caption, box: b.box })) };
+  }
   return p;
 }
 
 function fillForm(p) {
+  layout.boxes = p.layout ? p.layout.objects.map((o) => ({ caption: o.caption, box: o.box.slice() })) : [];
+  if (typeof drawLayout === "function" && $("layout-canvas")) drawLayout();
   $("prompt").value = p.prompt || "";
   $("negative_prompt").value = p.negative_prompt || "";
   $("random_seed").checked = p.seed === null || p.seed === undefined;
@@ -94,6 +103,7 @@ function card(img, index) {
   if (p.negative_prompt) rows.splice(0, 0, ["negative", p.negative_prompt]);
   if (img.rewritten_prompt && img.rewritten_prompt !== p.prompt) rows.splice(0, 0, ["rewritten", img.rewritten_prompt]);
   if (p.mode) rows.splice(0, 0, ["mode", p.mode + (p.weight !== undefined ? ` ${p.weight}` : "")]);
+  if (p.layout) rows.push(["layout", p.layout.objects.map((o) => `${o.caption} [${o.box.join(",")}]`).join("; ")]);
   if (p.strength !== undefined) rows.push(["strength", p.strength]);
   if (p.filter) rows.push(["filter", p.filter]);
   if (img.score !== null && img.score !== undefined) rows.push(["score", img.score.toFixed(3)]);
@@ -271,6 +281,61 @@ async function runEdit() {
   }
 }
 
+// -- scene layout: boxes drawn on a canvas, each with its caption -----------------------------------------
+function layoutPoint(ev) {
+  const c = $("layout-canvas"), r = c.getBoundingClientRect();
+  const clamp = (v) => Math.min(Math.max(v, 0), 1);
+  return [clamp((ev.clientX - r.left) / r.width), clamp((ev.clientY - r.top) / r.height)];
+}
+
+function drawLayout() {
+  const c = $("layout-canvas"), ctx = c.getContext("2d");
+  ctx.clearRect(0, 0, c.width, c.height);
+  const k = c.width / imageSize;
+  ctx.font = "12px system-ui, sans-serif";
+  for (const b of layout.boxes) {
+    const [x0, y0, x1, y1] = b.box;
+    ctx.strokeStyle = "#1d4ed8"; ctx.lineWidth = 2; ctx.strokeRect(x0 * k, y0 * k, (x1 - x0) * k, (y1 - y0) * k);
+    ctx.fillStyle = "#1d4ed8"; ctx.fillText(b.caption, x0 * k + 3, y0 * k + 13);
+  }
+  if (layout.drag) {
+    const [a, b] = layout.drag;
+    ctx.strokeStyle = "#c2410c"; ctx.setLineDash([4, 3]);
+    ctx.strokeRect(Math.min(a[0], b[0]) * c.width, Math.min(a[1], b[1]) * c.height, Math.abs(a[0] - b[0]) * c.width, Math.abs(a[1] - b[1]) * c.height);
+    ctx.setLineDash([]);
+  }
+  const ol = $("layout-boxes"); ol.innerHTML = "";
+  layout.boxes.forEach((b, i) => {
+    const li = document.createElement("li");
+    li.textContent = `${b.caption}: [${b.box.join(", ")}] `;
+    const rm = document.createElement("button"); rm.type = "button"; rm.className = "small"; rm.textContent = "remove";
+    rm.addEventListener("click", () => { layout.boxes.splice(i, 1); drawLayout(); });
+    li.appendChild(rm); ol.appendChild(li);
+  });
+}
+
+function setUpLayout() {
+  const c = $("layout-canvas");
+  c.addEventListener("pointerdown", (ev) => {
+    if (!$("box-caption").value.trim()) { showError("Type the caption of the box first."); return; }
+    c.setPointerCapture(ev.pointerId); const p = layoutPoint(ev); layout.drag = [p, p]; drawLayout();
+  });
+  c.addEventListener("pointermove", (ev) => { if (layout.drag) { layout.drag[1] = layoutPoint(ev); drawLayout(); } });
+  c.addEventListener("pointerup", () => {
+    if (!layout.drag) return;
+    const [a, b] = layout.drag; layout.drag = null;
+    const px = (v) => Math.round(v * imageSize);
+    const box = [px(Math.min(a[0], b[0])), px(Math.min(a[1], b[1])), px(Math.max(a[0], b[0])), px(Math.max(a[1], b[1]))];
+    if (box[2] - box[0] >= 4 && box[3] - box[1] >= 4 && layout.boxes.length < 6) {
+      layout.boxes.push({ caption: $("box-caption").value.trim(), box });
+      showError("");
+    }
+    drawLayout();
+  });
+  $("clear-boxes").addEventListener("click", () => { layout.boxes = []; drawLayout(); });
+  drawLayout();
+}
+
 function setUpEditor() {
   $("edit-file").addEventListener("change", () => loadEditFile($("edit-file").files[0]));
   const panel = $("edit-panel");
@@ -290,6 +355,7 @@ function setUpEditor() {
 
 document.addEventListener("DOMContentLoaded", () => {
   setUpEditor();
+  setUpLayout();
   $("token").value = sessionStorage.getItem("minicream.token") || "";
   $("token").addEventListener("change", () => { sessionStorage.setItem("minicream.token", $("token").value.trim()); loadModel(); });
   $("random_seed").addEventListener("change", () => { $("seed").disabled = $("random_seed").checked; });
