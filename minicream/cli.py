@@ -234,9 +234,9 @@ def cmd_grid(args) -> None:
 def cmd_filter(args) -> None:
     from .filter import load_vocabulary, rewrite
     from .filter.cli_support import encoder_loader, llm_config, print_explanation
-    from .pipeline import default_model_dir
+    from .pipelines import resolve_model
 
-    model_dir = Path(args.model) if args.model else default_model_dir()
+    model_dir = resolve_model(args.model)
     vocab = None if args.filter == "none" else load_vocabulary(model_dir)
     result = rewrite(args.prompt, args.filter, vocab, style=args.style, encoder=encoder_loader(model_dir),
                      llm=llm_config(args) if args.filter == "llm" else None)

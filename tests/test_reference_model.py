@@ -20,3 +20,15 @@ def test_reference_model_is_shipped_and_draws():
     (image,) = pipe("red apple", num_images=1, steps=2, seed=0)
     assert image.size == (64, 64)
     assert np.asarray(image).std() > 0  # not a blank image
+
+
+def test_shipped_models_load_by_name(tmp_path, monkeypatch):
+    from minicream.pipelines import SHIPPED, resolve_model, shipped_model_dir
+
+    for name in SHIPPED:
+        assert (shipped_model_dir(name) / "model_index.json").is_file()
+        assert resolve_model(name) == shipped_model_dir(name)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "reference").mkdir()  # a folder of that name here wins: paths are never shadowed by names
+    assert resolve_model("reference") == tmp_path.joinpath("reference").relative_to(tmp_path)
+    assert resolve_model(None) == default_model_dir()

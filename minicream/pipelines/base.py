@@ -45,9 +45,27 @@ PARAMS_KEY = "minicream"  # PIL image.info key holding the generation parameters
 DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32}
 
 
+# Models shipped inside the package, by name (`Pipeline.from_pretrained("reference")`, `--model reference`).
+SHIPPED = {"reference": "reference"}
+DEFAULT_MODEL = "reference"
+
+
 def default_model_dir() -> Path:
     """The shipped default model, inside the installed package."""
-    return Path(__file__).parent.parent / "reference"
+    return shipped_model_dir(DEFAULT_MODEL)
+
+
+def shipped_model_dir(name: str) -> Path:
+    return Path(__file__).parent.parent / SHIPPED[name]
+
+
+def resolve_model(model: str | Path | None) -> Path:
+    """None: the default shipped model; a shipped model's name; else a model folder's path."""
+    if model is None:
+        return default_model_dir()
+    if isinstance(model, str) and model in SHIPPED and not Path(model).exists():
+        return shipped_model_dir(model)
+    return Path(model)
 
 
 def unet_dtype(dtype: str | torch.dtype | None, device: str | torch.device = "cpu") -> torch.dtype | None:
@@ -86,11 +104,12 @@ class Pipeline:
     @classmethod
     def from_pretrained(cls, model_dir: str | Path | None = None, device: str = "cpu",
                         dtype: str | torch.dtype | None = "auto") -> "Pipeline":
-        """dtype: the UNet's weights. bf16 (the shipped weights are stored in bf16) runs it without autocast;
+        """model_dir: a model folder, the name of a shipped model (`SHIPPED`), or None for the default one.
+        dtype: the UNet's weights. bf16 (the shipped weights are stored in bf16) runs it without autocast;
         None or "fp32" keeps fp32 weights, under bf16 autocast (the training-time numerics) where bf16 is fast;
         "auto" (default) is bf16 on hardware with fast bf16 (AMX, AVX512-BF16, CUDA) and fp32 elsewhere."""
         dtype = unet_dtype(dtype, device)
-        model = ModelDir.open(model_dir if model_dir is not None else default_model_dir())
+        model = ModelDir.open(resolve_model(model_dir))
         unet = load_unet(model.unet).to(device, dtype=dtype, memory_format=torch.channels_last)
         vae = load_autoencoder(model.vae).to(device)
         te = model.text_encoder
