@@ -70,6 +70,8 @@ def cmd_train(args) -> None:
 
 
 # -- generate -------------------------------------------------------------------------------------------
+EDIT_COMMANDS = {"img2img": "edit", "inpaint": "edit", "outpaint": "outpaint", "variation": "vary", "blend": "blend"}
+
 def cmd_generate(args) -> None:
     from .io.pngmeta import read_png_params
     from .pipeline import PARAMS_KEY, Pipeline
@@ -79,6 +81,9 @@ def cmd_generate(args) -> None:
     settings, stored = {}, None
     if args.from_image:
         p = read_png_params(args.from_image)
+        if p.get("mode") in EDIT_COMMANDS:
+            raise MinicreamError(f"{args.from_image} was made by {p['mode']}: re-run it with `minicream "
+                                 f"{EDIT_COMMANDS[p['mode']]} --from {args.from_image} IMAGE` (its input image is not stored)")
         settings = {"prompt": p.get("prompt"), "negative": p.get("negative_prompt", ""), "steps": p.get("steps"),
                     "guidance": p.get("cfg_scale"), "sampler": p.get("sampler"), "seed": p.get("seed"),
                     "dtype": p.get("dtype", "fp32")}  # images from before bf16 sampling were drawn under autocast
@@ -150,7 +155,7 @@ KIND_TYPES = {"str": str, "int": int, "float": float, "seed": int}
 SHORT = {"num_images": ("-n",), "negative_prompt": ("--negative",)}
 
 
-def add_mode_arguments(parser: argparse.ArgumentParser, mode_name: str) -> None:
+def add_mode_arguments(parser: argparse.ArgumentParser, mode_name: str, rerun: bool = True) -> None:
     """A flag for every CLI option the mode declares (minicream/pipelines/<mode>.py), with its help and default."""
     from .pipelines import Pipeline
 
@@ -162,32 +167,89 @@ def add_mode_arguments(parser: argparse.ArgumentParser, mode_name: str) -> None:
     parser.add_argument("--model", help="model directory (default: the shipped model)")
     parser.add_argument("--dtype", choices=["auto", "bf16", "fp32"], help="UNet weights (default auto)")
     parser.add_argument("--out", default="outputs", help="output folder")
+    if rerun:
+        parser.add_argument("--from", dest="from_image", metavar="IMAGE.png",
+                            help="re-run the settings stored in a PNG this command made (give the same input image and mask)")
 
 
-def _run_mode(args, mode: str, **inputs):
+STORED = {"prompt": "prompt", "negative_prompt": "negative_prompt", "steps": "steps", "guidance": "cfg_scale",
+          "sampler": "sampler", "seed": "seed", "strength": "strength"}  # option -> key in the PNG's parameters
+
+
+def _from_png(path, allowed: tuple[str, ...]) -> dict:
+    """The options a PNG made by one of the `allowed` modes stores (for `--from`), plus its input hashes."""
+    from .io.pngmeta import read_png_params
+
+    p = read_png_params(path)
+    if p.get("mode") not in allowed:
+        raise MinicreamError(f"{path} was made by {p.get('mode') or 'text2img'}, not by {' or '.join(allowed)}; "
+                             f"re-run it with the command that made it")
+    out = {k: p[v] for k, v in STORED.items() if v in p}
+    if isinstance(p.get("extend"), dict):
+        out.update({k: v for k, v in p["extend"].items() if k in ("left", "right", "top", "bottom")})
+    out["hashes"] = {k: p[k] for k in ("init_image_sha256", "mask_sha256") if k in p}
+    out["mode"] = p["mode"]
+    return out
+
+
+def _check_inputs(pipe, stored: dict, image, mask) -> None:
+    """The image (and mask) given to a `--from` re-run must be the ones the PNG was made from."""
+    from .editing import load_image, load_mask
+    from .pipelines.base import sha
+
+    for key, value, load in (("init_image_sha256", image, load_image), ("mask_sha256", mask, load_mask)):
+        want = stored["hashes"].get(key)
+        if want and value is not None and sha(load(value, pipe.image_size)) != want:
+            what = "image" if key.startswith("init") else "mask"
+            raise MinicreamError(f"the {what} given is not the one the --from PNG was made from (sha256 {want} expected)")
+
+
+def _run_mode(args, mode: str, stored: dict | None = None, **inputs):
+    """Run `mode` with the CLI's options; `stored` (from `--from`) fills what the command line leaves out."""
     from .pipelines import Pipeline
 
     pipe = Pipeline.from_pretrained(args.model, dtype=args.dtype or "auto")
-    options = {o.name: getattr(args, o.name) for o in pipe.modes[mode].options if o.cli and hasattr(args, o.name)}
+    stored = stored or {}
+    if stored:
+        _check_inputs(pipe, stored, inputs.get("image"), inputs.get("mask"))
+    options = {}
+    for o in pipe.modes[mode].options:
+        value = getattr(args, o.name, None) if o.cli else None
+        options[o.name] = value if value is not None else stored.get(o.name)
+    options = {k: v for k, v in options.items() if v is not None and k not in inputs}
     return pipe.run(mode, **options, **inputs, progress=True)
 
 
+def _prompt_of(args, stored: dict) -> str:
+    prompt = args.prompt or stored.get("prompt")
+    if not prompt:
+        raise MinicreamError("no prompt given: say what the result should show (or re-run a PNG with --from)")
+    return prompt
+
+
 def cmd_edit(args) -> None:
+    stored = _from_png(args.from_image, ("img2img", "inpaint")) if args.from_image else {}
+    if stored.get("mode") == "inpaint" and not args.mask:
+        raise MinicreamError(f"{args.from_image} was inpainted: give the same --mask")
     mode = "inpaint" if args.mask else "img2img"
-    images = _run_mode(args, mode, image=args.image, prompt=args.prompt, **({"mask": args.mask} if args.mask else {}))
-    _save_images(images, Path(args.out), args.prompt, prefix=f"{mode}_")
+    prompt = _prompt_of(args, stored)
+    images = _run_mode(args, mode, stored, image=args.image, prompt=prompt, **({"mask": args.mask} if args.mask else {}))
+    _save_images(images, Path(args.out), prompt, prefix=f"{mode}_")
 
 
 def cmd_vary(args) -> None:
     from .pipeline import PARAMS_KEY
 
-    images = _run_mode(args, "variation", image=args.image)
+    stored = _from_png(args.from_image, ("variation",)) if args.from_image else {}
+    images = _run_mode(args, "variation", stored, image=args.image)
     _save_images(images, Path(args.out), images[0].info[PARAMS_KEY]["prompt"], prefix="variation_")
 
 
 def cmd_outpaint(args) -> None:
-    images = _run_mode(args, "outpaint", image=args.image, prompt=args.prompt)
-    _save_images(images, Path(args.out), args.prompt, prefix="outpaint_")
+    stored = _from_png(args.from_image, ("outpaint",)) if args.from_image else {}
+    prompt = _prompt_of(args, stored)
+    images = _run_mode(args, "outpaint", stored, image=args.image, prompt=prompt)
+    _save_images(images, Path(args.out), prompt, prefix="outpaint_")
 
 
 def cmd_blend(args) -> None:
@@ -386,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ed = sub.add_parser("edit", help="img2img, or inpainting with --mask (white = repaint), of an image")
     ed.add_argument("image", help="input image (PNG/JPEG; squared and resized to the model's size)")
-    ed.add_argument("prompt", help="what the edited image should show")
+    ed.add_argument("prompt", nargs="?", help="what the edited image should show (default with --from: the stored prompt)")
     ed.add_argument("--mask", help="mask image: white (or transparent) = repaint, black = keep (then --strength defaults to 1.0)")
     add_mode_arguments(ed, "img2img")  # inpainting takes the same options
     ed.set_defaults(func=cmd_edit)
@@ -398,14 +460,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     op = sub.add_parser("outpaint", help="extend an image past its border, e.g. --right 64 makes 64 px -> 128 px wide")
     op.add_argument("image", help="input image")
-    op.add_argument("prompt", help="what the whole picture should show")
+    op.add_argument("prompt", nargs="?", help="what the whole picture should show (default with --from: the stored prompt)")
     add_mode_arguments(op, "outpaint")
     op.set_defaults(func=cmd_outpaint)
 
     bl = sub.add_parser("blend", help="frames between two prompts, two images, or an image and a prompt (a PNG strip + a GIF)")
     bl.add_argument("a", help="first end: a prompt or an image file")
     bl.add_argument("b", help="last end: a prompt or an image file")
-    add_mode_arguments(bl, "blend")
+    add_mode_arguments(bl, "blend", rerun=False)
     bl.set_defaults(func=cmd_blend)
 
     gr = sub.add_parser("grid", help="a labelled sample grid: each prompt in both emoji styles")

@@ -159,3 +159,32 @@ def test_cli_outpaint_and_blend(tiny_model, tiny_pipe, source, tmp_path, capsys)
     assert Image.open(strip).size[0] >= 3 * 64 and Image.open(gif).n_frames == 4  # there and back
     assert main(["outpaint", str(src), "red apple", "--steps", str(STEPS), "--model", str(tiny_model)]) == 2
     assert "at least one of left" in capsys.readouterr().err
+
+
+def test_edit_reruns_from_its_png(tiny_model, source, tmp_path, capsys):
+    from minicream.cli import main
+
+    src, mask = tmp_path / "src.png", tmp_path / "mask.png"
+    source.save(src)
+    m = np.zeros((64, 64), np.uint8)
+    m[:, 32:] = 255
+    Image.fromarray(m, "L").save(mask)
+    common = ["--steps", str(STEPS), "--model", str(tiny_model)]
+    assert main(["edit", str(src), "rocket", "--mask", str(mask), "--seed", "4", "--out", str(tmp_path / "a"), *common]) == 0
+    [first] = [p for p in capsys.readouterr().out.split() if p.endswith(".png")]
+    assert main(["edit", "--from", first, str(src), "--mask", str(mask), "--model", str(tiny_model), "--out", str(tmp_path / "b")]) == 0
+    [again] = [p for p in capsys.readouterr().out.split() if p.endswith(".png")]
+    assert Image.open(again).tobytes() == Image.open(first).tobytes()  # prompt, seed, steps, strength from the PNG
+    other = tmp_path / "other.png"
+    Image.new("RGB", (64, 64), "white").save(other)
+    assert main(["edit", "--from", first, str(other), "--mask", str(mask), "--model", str(tiny_model)]) == 2
+    assert "not the one the --from PNG was made from" in capsys.readouterr().err
+    assert main(["edit", "--from", first, str(src), "--model", str(tiny_model)]) == 2
+    assert "give the same --mask" in capsys.readouterr().err
+    assert main(["generate", "--from", first, "--model", str(tiny_model)]) == 2
+    assert "minicream edit --from" in capsys.readouterr().err
+    assert main(["outpaint", str(src), "red apple", "--right", "32", "--seed", "2", "--out", str(tmp_path / "c"), *common]) == 0
+    [wide] = [p for p in capsys.readouterr().out.split() if p.endswith(".png")]
+    assert main(["outpaint", "--from", wide, str(src), "--model", str(tiny_model), "--out", str(tmp_path / "d")]) == 0
+    [wide2] = [p for p in capsys.readouterr().out.split() if p.endswith(".png")]
+    assert Image.open(wide2).tobytes() == Image.open(wide).tobytes()
