@@ -18,13 +18,13 @@ from minicream.filter.llm import LLMConfig, parse_answer
 from minicream.filter.normalize import clean, key
 from minicream.filter.offline import OfflineFilter
 from minicream.io.pngmeta import read_png_params
-from minicream.pipeline import default_model_dir
+from minicream.pipelines import shipped_model_dir
 
 
 @pytest.fixture(scope="module")
 def ref_vocab() -> Vocabulary:
     """The shipped model's concepts (the reference recipe's 61 emoji concepts, with English aliases and Russian names)."""
-    return load_vocabulary(default_model_dir())
+    return load_vocabulary(shipped_model_dir("reference"))
 
 
 def small_vocab() -> Vocabulary:
@@ -55,7 +55,7 @@ def test_build_concepts_merges_styles_and_skips_skin_tones():
 
 
 def test_shipped_model_has_concepts_for_every_caption(ref_vocab):
-    captions = json.loads((default_model_dir() / "vocabulary.json").read_text())
+    captions = json.loads((shipped_model_dir("reference") / "vocabulary.json").read_text())
     names = {c.split(", ")[0] for c in captions}
     assert {c.name for c in ref_vocab.concepts} == names and ref_vocab.styles == ["openmoji", "twemoji"]
     assert ref_vocab.by_name["red apple"].ru == "красное яблоко"
@@ -379,7 +379,7 @@ def test_cli_generate_explain_info_and_exact_rerun(tiny_model, tmp_path, capsys)
 def test_filter_work_is_linear_in_prompt_length(monkeypatch):
     """1,000 emoji (2,000 words once resolved) passed validation and then took minutes in the n-gram search;
     n-grams longer than the longest known name are no longer tried, so lookups grow linearly."""
-    vocab = load_vocabulary(default_model_dir())
+    vocab = load_vocabulary(shipped_model_dir("reference"))
     calls = {"n": 0}
     real = OfflineFilter._lookup
 

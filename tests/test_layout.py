@@ -16,7 +16,7 @@ from minicream.evaluator.rerank import candidate_seed
 from minicream.filter import load_vocabulary, rewrite
 from minicream.io.pngmeta import read_png_params
 from minicream.layout import Layout, layout_from_scene
-from minicream.pipelines import PARAMS_KEY, default_model_dir
+from minicream.pipelines import PARAMS_KEY, shipped_model_dir
 from minicream.pipelines.scene import WHITE_THRESHOLD
 
 STEPS = 3
@@ -80,7 +80,7 @@ def test_given_layouts_are_validated(data, words):
 
 
 def test_filter_returns_the_scene():
-    vocab = load_vocabulary(default_model_dir())
+    vocab = load_vocabulary(shipped_model_dir("reference"))
     r = rewrite("three bananas", "offline", vocab)
     assert r.scene["objects"] == [{"concept": "banana", "count": 3, "size": None}]
     r = rewrite("a dog face to the left of a red apple", "offline", vocab)

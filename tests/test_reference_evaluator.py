@@ -16,9 +16,10 @@ import torch
 
 from minicream.evaluator.model import MiniCLIP
 from minicream.evaluator.train import JUDGE_DIR, heldout_retrieval
-from minicream.pipeline import default_model_dir
+from minicream.pipelines import shipped_model_dir
 
-EVALUATOR = default_model_dir() / "evaluator"
+REFERENCE = shipped_model_dir("reference")  # the 30-minute recipe's model, 61 concepts
+EVALUATOR = REFERENCE / "evaluator"
 DATA = Path(__file__).resolve().parents[1] / "data" / "emoji"
 
 
@@ -31,7 +32,7 @@ def test_shipped_evaluator_loads_and_is_small():
     held = results["evaluator"]["heldout"]["captions"]
     assert held["candidates"] == 388 and held["top1"] >= 0.2 and held["top5"] >= 0.5  # chance: 0.003 / 0.013
     assert results["judge"]["heldout"]["captions"]["top1"] >= 0.1
-    concepts = json.loads((default_model_dir() / "concepts.json").read_text())["concepts"]
+    concepts = json.loads((REFERENCE / "concepts.json").read_text())["concepts"]
     assert results["focus"]["concepts"] == len(concepts) == 61
     for name in ("evaluator", "judge"):  # among the generator's 61 concepts, on their (clean) training images
         assert results[name]["focus"]["seen"]["top1"] >= 0.9  # chance: 0.016
@@ -42,7 +43,7 @@ def test_shipped_judge_recognises_what_the_shipped_model_draws():
     from minicream.evaluator.scorer import Evaluator
     from minicream.pipeline import Pipeline
 
-    pipe = Pipeline.from_pretrained(None)
+    pipe = Pipeline.from_pretrained("reference")
     judge = Evaluator.from_pretrained(EVALUATOR / JUDGE_DIR, pipe.text_encoder)
     concepts = sorted(pipe.vocabulary.by_name)
     prompts = ["red apple", "dog face", "rocket", "pizza"]
