@@ -124,7 +124,7 @@ def test_variations_keep_the_evaluators_name_for_the_image(tiny_evaluated_model,
     src = pipe("rocket", steps=STEPS, seed=2)[0]
     out = pipe.vary(src, num_images=2, steps=STEPS, seed=9)
     p = out[0].info[PARAMS_KEY]
-    assert p["prompt"] in pipe.vocabulary.by_name and p["mode"] == "img2img" and p["strength"] == 0.6
+    assert p["prompt"] in pipe.vocabulary.by_name and p["mode"] == "variation" and p["strength"] == 0.6
     assert [im.info[PARAMS_KEY]["seed"] for im in out] == [9, 10]
     src.save(tmp_path / "in.png")
     assert main(["vary", str(tmp_path / "in.png"), "--model", str(tiny_evaluated_model), "-n", "2", "--steps",

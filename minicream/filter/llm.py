@@ -121,6 +121,8 @@ def _ask(prompt: str, system: str, cfg: LLMConfig) -> str:
         client.close()  # unblocks the helper's socket read; the caller moves on now
         raise httpx.TimeoutException(f"no complete answer within {budget:.3g} s")
     client.close()
+    if isinstance(result.get("error"), httpx.TimeoutException):  # httpx's own per-read timeout fired first
+        raise httpx.TimeoutException(f"no complete answer within {budget:.3g} s")
     if "error" in result:
         raise result["error"]
     return result["answer"]
