@@ -140,7 +140,9 @@ def test_unknown_sampler(tiny_model, tmp_path, capsys):
 
 @pytest.mark.parametrize("args, fragment", [
     (["--steps", "0"], "steps"),
+    (["--steps", "-5"], "steps"),
     (["--steps", "10000"], "steps"),
+    (["--batch-size", "-4"], "batch_size"),
     (["--guidance", "-1"], "guidance"),
     (["-n", "0"], "num_images"),
 ])
@@ -224,6 +226,9 @@ def test_train_unknown_key(capsys):
     (["--set", "unet.model.channels"], "section.key=value"),
     (["--set", "unet.model.moe=\"dense\""], "moe"),
     (["--set", "unet=3"], "[unet] must be a table"),
+    (["--config", "tiny", "--batch-size", "-4"], "unet.train.batch_size"),
+    (["--config", "tiny", "--steps", "-5"], "unet.train.steps"),
+    (["--config", "tiny", "--grad-accum", "0"], "unet.train.grad_accum"),
 ])
 def test_train_bad_config(capsys, args, fragment):
     code, _, err = call(capsys, "train", "--dry-run", *args)

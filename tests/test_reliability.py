@@ -106,3 +106,118 @@ def test_cors_only_when_configured(tmp_path):
 def test_api_errors_hide_server_paths():
     msg = "/srv/models/mine has no image evaluator (/srv/models/mine/evaluator is missing); use 1/2 or a/b"
     assert hide_paths(msg) == "mine has no image evaluator (evaluator is missing); use 1/2 or a/b"
+
+
+# -- files that are truncated, forged, too large, or cannot be written ---------------------------------------------
+def test_truncated_checkpoint_state_and_stage_files_are_one_line_errors(tmp_path):
+    from minicream.training.checkpoint import load_checkpoint
+    from minicream.training.recipe import _stage_done
+
+    ckpt = tmp_path / "checkpoints" / "step_00000010"
+    ckpt.mkdir(parents=True)
+    (ckpt / "state.json").write_text('{"step": 10, "optim')
+    with pytest.raises(MinicreamError, match="truncated or not valid JSON.*delete that step"):
+        load_checkpoint(ckpt)
+    (ckpt / "state.json").write_text("[1, 2]")
+    with pytest.raises(MinicreamError, match="not a checkpoint state"):
+        load_checkpoint(ckpt)
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages" / "unet.json").write_bytes(b'{"steps": 1')
+    with pytest.raises(MinicreamError, match="redo stage 'unet'"):
+        _stage_done(tmp_path, "unet")
+
+
+def test_forged_png_settings_for_generate_from(tiny_model, tmp_path, capsys):
+    for forged_values, word in (({"seed": 2**70}, "seed"), ({"steps": "abc"}, "steps")):
+        forged = tmp_path / "forged.png"
+        save_png(Image.new("RGB", (8, 8)), forged, {"prompt": "red apple", "steps": 1, "seed": 1, **forged_values})
+        code = main(["generate", "--from", str(forged), "--model", str(tiny_model), "--out", str(tmp_path / "o")])
+        assert code != 0 and word in one_line(capsys.readouterr().err)
+
+
+def test_info_refuses_a_decompression_bomb(tmp_path, monkeypatch, capsys):
+    bomb = tmp_path / "bomb.png"
+    save_png(Image.new("RGB", (64, 64)), bomb, {"prompt": "x"})
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4,096 pixels > 2x the limit: Pillow's bomb error
+    assert main(["info", str(bomb)]) != 0
+    assert "too large to open safely" in one_line(capsys.readouterr().err)
+
+
+def test_model_config_files_with_wrong_types_are_refused(tiny_model, tmp_path):
+    from minicream.models.autoencoder import load_autoencoder
+    from minicream.models.build import load_unet
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    cfg = json.loads((model / "unet" / "config.json").read_text())
+    (model / "unet" / "config.json").write_text(json.dumps({**cfg, "head_dim": "64"}))
+    with pytest.raises(MinicreamError, match="config.json"):
+        load_unet(model / "unet")
+    (model / "vae" / "config.json").write_text('{"block_out_channels": 7')
+    with pytest.raises(MinicreamError, match="not valid JSON"):
+        load_autoencoder(model / "vae")
+    (model / "vae" / "config.json").write_text('{"block_out_channels": "abc", "latent_channels": 4}')
+    with pytest.raises(MinicreamError, match="config.json"):
+        load_autoencoder(model / "vae")
+
+
+def test_eval_without_a_dataset_names_the_command(tiny_evaluated_model, tmp_path, capsys):
+    code = main(["eval", "--model", str(tiny_evaluated_model), "--benchmark", "concepts", "--data", str(tmp_path / "none"),
+                 "--out", str(tmp_path / "report")])
+    assert code != 0 and "minicream data emoji" in one_line(capsys.readouterr().err)
+    assert not (tmp_path / "report").exists()
+
+
+def test_full_disk_while_generating_is_one_line_and_keeps_nothing_half_written(tiny_model, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import minicream.io.pngmeta as pngmeta
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pngmeta, "save_png", full)
+    code = main(["generate", "red apple", "--model", str(tiny_model), "-n", "1", "--steps", "1", "--out", str(tmp_path)])
+    assert code == 1 and "No space left" in one_line(capsys.readouterr().err)
+
+
+def test_full_disk_while_training_is_one_line(emoji_root, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import minicream.training.checkpoint as checkpoint
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save_state_dict", full)
+    code = main(["train", "--config", "tiny", "--out", str(tmp_path / "run"), "--set", f"data.root={str(emoji_root)!r}",
+                 "--set", "autoencoder.train.steps=1", "--set", "autoencoder.train.checkpoint_every=1"])
+    assert code == 1 and "No space left" in one_line(capsys.readouterr().err)
+
+
+def test_generate_out_is_an_existing_file(tiny_model, tmp_path, capsys):
+    target = tmp_path / "file.png"
+    target.write_bytes(b"x")
+    code = main(["generate", "red apple", "--model", str(tiny_model), "-n", "1", "--steps", "1", "--out", str(target)])
+    assert code == 1 and str(target) in one_line(capsys.readouterr().err)
+    assert target.read_bytes() == b"x"
+
+
+def test_exported_files_follow_the_umask(tiny_model):
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    for f in ("unet/model.safetensors", "vae/model.safetensors", "model_index.json"):
+        assert (tiny_model / f).stat().st_mode & 0o777 == 0o666 & ~mask, f
+
+
+def test_api_error_messages_carry_no_server_paths_end_to_end(tmp_path):
+    class BrokenPipe(FakePipe):
+        def __call__(self, *args, **kwargs):
+            raise MinicreamError(f"{tmp_path}/models/mine: the model produced NaN or infinite values")
+
+    with TestClient(create_app(BrokenPipe(), ServeSettings(output_dir=tmp_path / "o", token=None)),
+                    base_url="http://127.0.0.1", raise_server_exceptions=False) as c:
+        r = c.post("/api/generate", json={"prompt": "red apple"})
+    assert 400 <= r.status_code < 600 and str(tmp_path) not in r.text and "mine" in r.text

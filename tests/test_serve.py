@@ -179,7 +179,8 @@ def test_malformed_requests(client):
 
 
 @pytest.mark.parametrize("name", ["../../etc/passwd", "..%2F..%2Fetc%2Fpasswd", "%2e%2e%2fsecret.png", "x.png",
-                                  "0" * 32 + ".txt", "0" * 32 + ".png", "/etc/passwd", "..", "0" * 31 + "/.png"])
+                                  "0" * 32 + ".txt", "0" * 32 + ".png", "/etc/passwd", "..", "0" * 31 + "/.png",
+                                  "x.png%00.png", "0" * 32 + "%00.png"])
 def test_outputs_route_cannot_escape_output_dir(tmp_path, name):
     (tmp_path / "secret.png").write_bytes(PNG)  # next to the output dir, never reachable
     with make_client(tmp_path) as c:

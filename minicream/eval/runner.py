@@ -66,6 +66,10 @@ def run_benchmark(model_dir: str | Path | None, name: str, out_dir: str | Path, 
 
     t0 = time.time()
     data_root, out_dir = Path(data_root), Path(out_dir)
+    if not any((data_root / split).is_dir() for split in ("train", "test")):
+        # before any image is drawn: every benchmark compares with, or draws its prompts from, the real images
+        raise MinicreamError(f"no dataset in {data_root}: build it first with `minicream data emoji {data_root}` "
+                             "(or `make data/emoji/train/metadata.jsonl`), or pass --data")
     test = _load_examples(data_root, "test")
     pipe = Pipeline.from_pretrained(model_dir)
     if name == "objects":
@@ -125,7 +129,7 @@ def run_benchmark(model_dir: str | Path | None, name: str, out_dir: str | Path, 
     if single:
         pool = bench.pool or all_concepts
         graders = {grader_name.split()[0]: grader}
-        if bench.name == "coverage":  # the independent check's way: the nearest of every real image
+        if bench.name in ("coverage", "concepts"):  # the independent check's way: the nearest of every real image
             graders["nearest"] = NearestJudge.from_dataset(data_root, size=pipe.image_size)
         res["object_accuracy"] = {name: _accuracy(g, fake, bench, single, pool) for name, g in graders.items()}
         res["object_accuracy"]["evaluator (self-graded)"] = _accuracy(evaluator, fake, bench, single, pool)

@@ -58,8 +58,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     if not directory.is_dir():
         raise MinicreamError(f"{target}: cannot write, directory {directory} does not exist")
     tmp = _create_temp(directory, target.name)
+    mode = tmp.stat().st_mode & 0o777  # 0666 less the umask, as any tool writes files
     try:
         yield tmp
+        os.chmod(tmp, mode)  # a writer that replaced the file (safetensors writes 0600) gets the usual mode back
         fsync_path(tmp)
         os.replace(tmp, target)
     except BaseException:
@@ -67,3 +69,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
         raise
     _fsync_dir(directory)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write a small text file (a stage record, a config) so that a crash leaves the old file or the new one."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def read_json(path: str | os.PathLike, hint: str = ""):
+    """A JSON file's content; a truncated or corrupt file is a one-line MinicreamError (with `hint` on what to do)."""
+    import json
+
+    p = Path(path)
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MinicreamError(f"{p}: truncated or not valid JSON ({e})" + (f"; {hint}" if hint else "")) from None

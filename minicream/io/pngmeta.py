@@ -173,6 +173,8 @@ def read_png_params(path: str | os.PathLike) -> dict:
         with Image.open(p) as im:
             im.load()  # text chunks after the image data are only read on load
             text = dict(getattr(im, "text", {}) or {})
+    except Image.DecompressionBombError as exc:  # more pixels than Pillow's limit: refuse before decoding them
+        raise MinicreamError(f"{p}: refused, the image is too large to open safely ({str(exc).split('.')[0]})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise MinicreamError(f"{p}: corrupt PNG ({reason})") from None

@@ -14,6 +14,7 @@ import torch
 from diffusers import AutoencoderKL
 
 from ..errors import MinicreamError
+from ..io.atomic import read_json
 from ..io.weights import load_state_dict, save_state_dict
 from ..precision import fast_bf16
 from .base import WEIGHTS_NAME
@@ -51,8 +52,14 @@ def load_autoencoder(directory: str | Path) -> AutoencoderKL:
     cfg_path = directory / "config.json"
     if not cfg_path.is_file():
         raise MinicreamError(f"{cfg_path}: missing autoencoder config.json")
-    config = {k: v for k, v in json.loads(cfg_path.read_text()).items() if not k.startswith("_")}
-    vae = AutoencoderKL.from_config(config)
+    data = read_json(cfg_path)
+    if not isinstance(data, dict):
+        raise MinicreamError(f"{cfg_path}: expected a JSON object of AutoencoderKL settings")
+    config = {k: v for k, v in data.items() if not k.startswith("_")}
+    try:
+        vae = AutoencoderKL.from_config(config)
+    except (TypeError, ValueError, AttributeError, KeyError, RuntimeError) as e:
+        raise MinicreamError(f"{cfg_path}: invalid autoencoder settings ({str(e).splitlines()[0][:160]})") from None
     state = load_state_dict(directory / WEIGHTS_NAME)
     try:
         vae.load_state_dict({k: v.float() for k, v in state.items()})

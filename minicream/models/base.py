@@ -49,7 +49,13 @@ class PretrainedMixin:
             data = json.loads(cfg_path.read_text())
         except json.JSONDecodeError as e:
             raise MinicreamError(f"{cfg_path}: not valid JSON ({e})") from None
-        model = cls(config_from_dict(cls.config_class, data, str(cfg_path)))
+        if not isinstance(data, dict):
+            raise MinicreamError(f"{cfg_path}: expected a JSON object of {cls.config_class.__name__} fields")
+        config = config_from_dict(cls.config_class, data, str(cfg_path))
+        try:
+            model = cls(config)
+        except (TypeError, ValueError, AttributeError, RuntimeError) as e:  # e.g. "head_dim": "64"
+            raise MinicreamError(f"{cfg_path}: invalid values ({str(e).splitlines()[0][:160]})") from None
         state = load_state_dict(directory / WEIGHTS_NAME)
         try:
             missing, unexpected = model.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}, strict=False)

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ..errors import MinicreamError
+from ..io.atomic import read_json
 from ..io.weights import load_state_dict, save_state_dict
 
 
@@ -69,7 +70,9 @@ def load_checkpoint(path: Path) -> dict:
     path = Path(path)
     if not (path / "state.json").is_file():
         raise MinicreamError(f"{path}: not a checkpoint (no state.json)")
-    state = json.loads((path / "state.json").read_text())
+    state = read_json(path / "state.json", "the checkpoint is damaged: delete that step_* folder to resume from the one before")
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int) or "optimizer" not in state:
+        raise MinicreamError(f"{path / 'state.json'}: not a checkpoint state (no step / optimizer entries)")
     opt_tensors = load_state_dict(path / "optimizer.safetensors")
     return {
         "step": state["step"],

@@ -27,6 +27,7 @@ from ..diffusion.objectives import make_objective
 from ..errors import MinicreamError
 from ..filter.vocabulary import write_model_concepts
 from ..models.autoencoder import build_autoencoder, decode, encode, psnr, save_autoencoder
+from ..io.atomic import read_json, write_text_atomic
 from ..io.model_dir import MODEL_INDEX  # the model folder's layout lives in io/model_dir.py
 from ..models.build import build_unet
 from ..text.encoder import TextEncoder
@@ -51,12 +52,12 @@ class RunLog:
 
 def _stage_done(run: Path, name: str) -> dict | None:
     p = run / "stages" / f"{name}.json"
-    return json.loads(p.read_text()) if p.is_file() else None
+    return read_json(p, f"delete it to redo stage {name!r}") if p.is_file() else None
 
 
 def _mark_done(run: Path, name: str, result: dict) -> None:
     (run / "stages").mkdir(parents=True, exist_ok=True)
-    (run / "stages" / f"{name}.json").write_text(json.dumps(result, indent=1))
+    write_text_atomic(run / "stages" / f"{name}.json", json.dumps(result, indent=1))
 
 
 # 1. ------------------------------------------------------------------------------------------------

@@ -145,6 +145,15 @@ class Trainer:
                    unit="step", dynamic_ncols=True)
         t_start, samples, t_last, ema_loss = time.time(), 0, time.time(), None
         history = []
+        try:
+            self._loop(bar, t_start, samples, t_last, ema_loss, history)
+        finally:
+            bar.close()  # an error message then starts on its own line, not after the progress bar
+        acc.end_training()
+        return {"steps": self.step, "seconds": time.time() - t_start, "history": history}
+
+    def _loop(self, bar, t_start, samples, t_last, ema_loss, history) -> None:
+        cfg, acc, model = self.cfg, self.acc, self.model
         while self.step < cfg.steps:
             logs = {}
             for micro in range(cfg.grad_accum):
@@ -179,9 +188,6 @@ class Trainer:
                 self.save()
             if out_of_time:
                 break
-        bar.close()
-        acc.end_training()
-        return {"steps": self.step, "seconds": time.time() - t_start, "history": history}
 
     def final_model(self, use_ema: bool = True) -> torch.nn.Module:
         model = self.acc.unwrap_model(self.model)
