@@ -9,8 +9,12 @@ each (concepts, objects and minicream-table) with the shipped evaluator and judg
          8x8: about our UNet's FLOPs per sample, see bench/train_step.py), trained by the same recipe
   stock_fp32  the same without bf16 autocast: on this CPU the stock UNet trains faster in fp32
   moe_b96  the shipped design at batch 96 (800 steps) instead of 48 (1500): a larger batch at equal time
+  moe8     8 experts instead of 4, top-1: twice the expert parameters at the same active FLOPs (issue 13)
+  flow     the shipped design trained with the rectified-flow objective (logit-normal levels, SD3) instead of v
 
     python bench/moe_ablation.py --minutes 12 --vae-from runs/ref --out runs/ablation [--arms moe,dense] [--parallel]
+    python bench/moe_ablation.py --config full --benchmarks coverage --evaluator minicream/full/evaluator \
+        --vae-from runs/full2 --minutes 15 --steps 1000 --arms moe,dense,moe8,flow --parallel --out runs/ablation13
 
 --vae-from reuses a finished run's autoencoder (stage 3), so both arms train only the UNet on identical latents.
 --parallel trains both arms at once, each pinned to its own CPU core with one thread (fair on a 2-core machine:
@@ -37,6 +41,8 @@ ARMS["stock_fp32"] = ARMS["stock"] + ["--set", 'unet.train.mixed_precision="no"'
 # Twice the batch (same learning rate) with about the schedule length that fits the same minutes: does a larger batch,
 # which raises samples/s on this CPU, buy quality at equal time? (An arm's own --steps wins over --steps.)
 ARMS["moe_b96"] = ARMS["moe"] + ["--set", "unet.train.batch_size=96", "--steps", "800"]
+ARMS["moe8"] = ARMS["moe"] + ["--set", "unet.model.num_experts=8"]
+ARMS["flow"] = ARMS["moe"] + ["--set", 'unet.objective="flow"']
 
 
 def prepare(run: Path, vae_from: Path | None) -> None:
@@ -70,8 +76,10 @@ def main(argv=None) -> int:
     ap.add_argument("--minutes", type=float, default=12.0, help="UNet training minutes per arm")
     ap.add_argument("--steps", type=int, default=1500, help="optimizer steps (the schedule's length; time stops first)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--parallel", action="store_true", help="train the arms at once, one core each (at most 2 arms here)")
+    ap.add_argument("--parallel", action="store_true", help="train the arms one per core at a time (rounds of as many arms as cores)")
     ap.add_argument("--arms", default="moe,dense", help=f"comma-separated, of {', '.join(ARMS)}")
+    ap.add_argument("--benchmarks", default="objects,concepts,minicream-table",
+                    help="objects,concepts,minicream-table (61-concept models) or coverage (the full vocabulary)")
     ap.add_argument("--evaluator", default=str(Path(__file__).resolve().parents[1] / "minicream" / "reference" / "evaluator"))
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -86,6 +94,8 @@ def main(argv=None) -> int:
     for i, arm in enumerate(arms):
         run = out / arm
         prepare(run, vae_from)
+        if args.parallel and i % len(cores) == 0:  # one arm per core at a time: a round ends before the next starts
+            [p.wait() for p in procs]
         p = launch(train_cmd(run, arm, args), out / f"{arm}.log", cores[i % len(cores)] if args.parallel else None)
         if not args.parallel:
             p.wait()
@@ -101,12 +111,23 @@ def main(argv=None) -> int:
             shutil.copytree(args.evaluator, model / "evaluator")
         steps = [line for line in (out / arm / "train_log.txt").read_text().splitlines() if "5. unet:" in line][-1]
         rows[arm] = {"unet": steps.split("5. unet: ")[1].split(";")[0]}
-        for bench, extra in (("objects", ["--samples", "8"]), ("concepts", []), ("minicream-table", [])):
+        for bench in args.benchmarks.split(","):
+            extra = ["--samples", "8"] if bench == "objects" else []
             rep = out / arm / f"eval_{bench}"
             subprocess.run([sys.executable, "-m", "minicream.cli", "eval", "--model", str(model), "--benchmark", bench,
                             "--out", str(rep), *extra], check=True, stdout=subprocess.DEVNULL)
             res = json.loads((rep / "report.json").read_text())
             rows[arm][bench] = res
+    (out / "ablation.json").write_text(json.dumps(rows, indent=1, default=str))
+    if "coverage" in rows[arms[0]]:
+        print("| arm | UNet training | coverage nearest top-1 / top-5 | judge top-1 / top-5 | KID | SSIM plain |")
+        print("|---|---|---|---|---|---|")
+        for arm, r in rows.items():
+            c = r["coverage"]
+            n, j = c["object_accuracy"]["nearest"], c["object_accuracy"]["judge"]
+            print(f"| {arm} | {r['unet']} | {n['top1']:.3f} / {n['top5']:.3f} (n {n['n']}) | {j['top1']:.3f} / {j['top5']:.3f} | "
+                  f"{c['kid_evaluator']['mean']:.4f} ± {c['kid_evaluator']['std']:.4f} | {c['ssim_pairwise_plain']} |")
+        return 0
     print("| arm | UNet training | concepts judge top-1 / top-5 | concepts KID | objects judge top-1 / top-5 | table judge top-1 | table FD |")
     print("|---|---|---|---|---|---|---|")
     for arm, r in rows.items():
