@@ -69,6 +69,29 @@ def cmd_train(args) -> None:
     print(f"model written to {model_dir}")
 
 
+DISTILL_FLAGS = {"teacher": "teacher", "pairs": "pairs", "reflow_minutes": "reflow.max_minutes",
+                 "distill_minutes": "distill.max_minutes"}
+
+
+def cmd_distill(args) -> None:
+    from .config import to_toml
+    from .training.distill import load_distill_config
+
+    overrides = list(args.set or [])
+    for flag, key in DISTILL_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}")
+    cfg = load_distill_config(args.config, overrides)
+    if args.dry_run:
+        print(to_toml(cfg))
+        return
+    from .training.distill import run_distill
+
+    out = args.out or "runs/onestep"
+    print(f"one-step model written to {run_distill(cfg, out, resume=args.resume)}")
+
+
 # -- generate -------------------------------------------------------------------------------------------
 EDIT_COMMANDS = {"img2img": "edit", "inpaint": "edit", "outpaint": "outpaint", "variation": "vary", "blend": "blend"}
 
@@ -335,14 +358,17 @@ def cmd_serve(args) -> None:
 
     settings = ServeSettings(host=args.host, port=args.port, queue_size=args.queue_size, concurrency=args.concurrency,
                              timeout=args.timeout, output_dir=Path(args.output_dir),
-                             allowed_hosts=tuple(args.allowed_host or ()), max_saved=args.max_saved)
+                             allowed_hosts=tuple(args.allowed_host or ()), max_saved=args.max_saved,
+                             compile=args.compile)
     if args.token:
         settings.token = args.token
     check_settings(settings)
     if args.host not in LOOPBACK and settings.token is None:
         print(f"warning: serving on {args.host} without a token: anyone who can reach it can generate", file=sys.stderr)
-    app = create_app(args.model, settings)
-    print(f"minicream: serving {app.state.pipeline.model_dir} on http://{args.host}:{args.port}/"
+    if args.compile:
+        print("compiling the UNet once (torch.compile; about a minute or two per model)...", file=sys.stderr)
+    app = create_app(args.model or None, settings)
+    print(f"minicream: serving {', '.join(str(p.model_dir) for p in app.state.pipelines.values())} on http://{args.host}:{args.port}/"
           + (" (bearer token required)" if settings.token else ""))
     run(app, settings)
 
@@ -417,6 +443,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--deterministic", action="store_true", help="deterministic algorithms for reproducible runs")
     t.set_defaults(func=cmd_train)
 
+    di = sub.add_parser("distill", help="one-step model from a teacher: reflow (2-rectified flow), then distillation")
+    di.add_argument("--teacher", metavar="MODEL", help="a shipped model's name or a model folder (default: the default model)")
+    di.add_argument("--out", help="run directory (default runs/onestep); the student is written to OUT/model")
+    di.add_argument("--config", default="onestep", help="preset name or TOML file (default: onestep)")
+    di.add_argument("--pairs", type=int, help="(noise, image, prompt) triples drawn from the teacher")
+    di.add_argument("--reflow-minutes", type=float, help="time cap of the reflow stage")
+    di.add_argument("--distill-minutes", type=float, help="time cap of the distillation stage")
+    di.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    di.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    di.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field, e.g. reflow.lr=2e-4")
+    di.set_defaults(func=cmd_distill)
+
     g = sub.add_parser("generate", help="generate images from a prompt")
     g.add_argument("prompt", nargs="?", help="what to draw")
     g.add_argument("--model", help="model directory (default: the shipped reference model)")
@@ -487,7 +525,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_info)
 
     sv = sub.add_parser("serve", help="web page + OpenAI-compatible image API (FastAPI)")
-    sv.add_argument("--model", help="model directory (default: the shipped reference model)")
+    sv.add_argument("--model", action="append", metavar="MODEL",
+                    help="a model directory or shipped name (default: the default model); repeat to serve several, "
+                         "e.g. --model reference --model onestep: the page and the APIs switch between them")
+    sv.add_argument("--compile", action="store_true", help="torch.compile each UNet once at start-up (faster calls)")
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     sv.add_argument("--allowed-host", action="append", metavar="NAME",
                     help="a Host header name to answer besides the bound address (repeatable; DNS-rebinding guard)")

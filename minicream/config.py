@@ -132,8 +132,8 @@ def _parse_override(text: str) -> tuple[list[str], object]:
     return key.strip().split("."), value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RecipeConfig:
-    """Load a preset name ("reference", "tiny") or a TOML file, then apply `section.key=value` overrides."""
+def read_toml(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """A preset's name (`minicream/presets/NAME.toml`) or a TOML file, with `section.key=value` overrides applied."""
     data: dict = {}
     if path is not None:
         p = Path(path)
@@ -151,8 +151,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         node = data
         for k in keys[:-1]:
             node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise MinicreamError(f"--set {item!r}: {k} is not a section")
         node[keys[-1]] = value
-    cfg = _build(RecipeConfig, data, "")
+    return data
+
+
+def build_dataclass(cls, data: dict):
+    """A config dataclass from TOML data; unknown keys are refused with the known ones named."""
+    return _build(cls, data, "")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RecipeConfig:
+    """Load a preset name ("reference", "tiny") or a TOML file, then apply `section.key=value` overrides."""
+    cfg = _build(RecipeConfig, read_toml(path, overrides), "")
     validate_config(cfg)
     return cfg
 

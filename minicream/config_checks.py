@@ -92,3 +92,20 @@ def validate_config(cfg) -> None:
         _int(f"evaluator.{name}", getattr(cfg.evaluator, name), 0)
     for name in ("max_minutes", "judge_max_minutes"):
         _num(f"evaluator.{name}", getattr(cfg.evaluator, name), 0.0)
+
+
+def validate_distill(cfg) -> None:
+    """Raise MinicreamError for the first invalid field of a DistillConfig (training/distill.py)."""
+    if not isinstance(cfg.teacher, str):
+        _fail("teacher", cfg.teacher, "must name a shipped model or a model folder (empty: the default model)")
+    for name, lo in (("pairs", 1), ("scene_prompts", 0), ("steps", 0), ("shard_size", 1), ("sample_batch", 1),
+                     ("seed", 0), ("student_steps", 0), ("measure_samples", 1)):
+        _int(name, getattr(cfg, name), lo)
+    if cfg.sample_batch > 256:
+        _fail("sample_batch", cfg.sample_batch, "must be at most 256")
+    if not isinstance(cfg.sampler, str):
+        _fail("sampler", cfg.sampler, "must be a sampler's name, or empty for the teacher's")
+    _num("guidance", cfg.guidance, -1.0, 50.0)
+    _num("perceptual_weight", cfg.perceptual_weight, 0.0)
+    _train("reflow", cfg.reflow)
+    _train("distill", cfg.distill)

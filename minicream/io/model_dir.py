@@ -54,6 +54,11 @@ class ModelDir:
         objective = _field(index, index_path, "objective", dict)
         if objective.get("prediction_type") not in PREDICTION_TYPES:
             raise MinicreamError(f"{index_path}: objective.prediction_type must be one of {', '.join(PREDICTION_TYPES)}")
+        network = objective.get("network")  # a flow model whose network predicts v (minicream distill)
+        if network is not None and (objective["prediction_type"] != "flow" or not isinstance(network, dict)
+                                    or network.get("prediction_type") != "v_prediction"):
+            raise MinicreamError(f"{index_path}: objective.network is for flow models whose network predicts v: "
+                                 '{"prediction_type": "v_prediction", "beta_schedule": ...}')
         te = _field(index, index_path, "text_encoder", dict)
         _field(index, index_path, "name", str, te)
         _field(index, index_path, "max_length", int, te)

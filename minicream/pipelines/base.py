@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 import torch
 from PIL import Image
 
+from ..diffusion.reflow import network_alphas, velocity_from_v
 from ..diffusion.samplers import available_samplers, cfg_model_fn, sample
 from ..diffusion.tiling import tiled_model_fn
 from ..errors import MinicreamError
@@ -118,6 +119,14 @@ class Pipeline:
         encoder = TextEncoder.load(None if te["name"] == "minilm" else te["name"], max_length=te["max_length"], device=device)
         return cls(unet, vae, encoder, model, device=device)
 
+    def compile(self, warmup: bool = True) -> "Pipeline":
+        """torch.compile the UNet (once: `minicream serve --compile`); with `warmup`, draw one image now so the
+        compilation happens at start-up, not in the first request."""
+        self.unet = torch.compile(self.unet)
+        if warmup:
+            self("warm-up", num_images=1, seed=0, filter="none")
+        return self
+
     # -- modes ----------------------------------------------------------------------------------------
     def run(self, mode: str, **options) -> list[Image.Image]:
         """Run one mode (`Pipeline.modes`) with its declared options."""
@@ -144,6 +153,10 @@ class Pipeline:
 
     def blend(self, a, b, **options) -> list[Image.Image]:
         return self.run("blend", a=a, b=b, **options)
+
+    @cached_property
+    def network_alphas(self) -> torch.Tensor:
+        return network_alphas(self.index["objective"]["network"])
 
     @property
     def samplers(self) -> list[str]:
@@ -229,6 +242,12 @@ class Pipeline:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=not half and fast_bf16(self.device)):
                 return self.unet(x, t, emb.hidden.to(self.unet_dtype), emb.mask, emb.pooled).float()
 
+        if self.index["objective"].get("network"):  # a flow model whose network predicts v (minicream distill)
+            net_fn = unet_fn
+
+            def unet_fn(x, t, emb):  # noqa: F811 - the same call, as the flow's velocity (diffusion/reflow.py)
+                return velocity_from_v(lambda xv, tv: net_fn(xv, tv, emb), self.network_alphas)(x, t)
+
         if guidance == 1.0:
             return lambda x, t: unet_fn(x, t, cond)
         both = _cat_embeddings(uncond, cond)
@@ -292,10 +311,20 @@ class Pipeline:
                 "dtype": "fp32" if self.unet_dtype == torch.float32 else "bf16",
                 **({"rewritten_prompt": filtered.rewritten, "filter": filtered.mode_requested,
                     "filter_explanation": filtered.explanation} if filtered is not None else {}),
+                **self.provenance,
                 **(extra or {}),
             }
             images.append(im)
         return images
+
+    @cached_property
+    def provenance(self) -> dict:
+        """What a distilled model is and which teacher it came from (model_index.json "distill"), for the PNG."""
+        d = self.index.get("distill")
+        if not isinstance(d, dict):
+            return {}
+        return {"model_kind": str(d.get("what", "distilled")),
+                "teacher": f"{d.get('teacher', '?')} ({d.get('teacher_hash', '?')})"}
 
     @property
     def evaluator(self):

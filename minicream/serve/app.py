@@ -116,20 +116,57 @@ class _Features:
                 "filter_default": self.filter_default, "style": self.style, "layout": self.layout}
 
 
+class _UnknownModel(Exception):
+    pass
+
+
 # -- the app --------------------------------------------------------------------------------------------
-def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None) -> FastAPI:
-    """A FastAPI app serving one pipeline (a `Pipeline`, anything callable like one, or a model directory;
-    None = the shipped reference model)."""
-    settings = settings or ServeSettings()
+def _load(pipeline_or_model_dir, compile_unet: bool = False):
     if pipeline_or_model_dir is None or isinstance(pipeline_or_model_dir, (str, Path)):
         from ..pipeline import Pipeline
 
         pipe = Pipeline.from_pretrained(pipeline_or_model_dir)
+        if compile_unet:
+            pipe.compile()
+        return pipe
+    return pipeline_or_model_dir
+
+
+def _model_name(pipe) -> str:
+    return Path(getattr(pipe, "model_dir", "model")).name
+
+
+def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None) -> FastAPI:
+    """A FastAPI app serving pipelines: a `Pipeline` (or anything callable like one), a model directory or a shipped
+    model's name (None = the default model), or a list / {name: ...} dict of those, the first being the default.
+    Requests choose one with `model` (OpenAI clients' model names we do not have fall back to the default)."""
+    settings = settings or ServeSettings()
+    given = pipeline_or_model_dir
+    if isinstance(given, dict):
+        pipes = {str(name): _load(v, settings.compile) for name, v in given.items()}
     else:
-        pipe = pipeline_or_model_dir
+        loaded = [_load(v, settings.compile) for v in (given if isinstance(given, (list, tuple)) else [given])]
+        pipes = {}
+        for pl in loaded:
+            pipes.setdefault(_model_name(pl), pl)
+    if not pipes:
+        raise MinicreamError("no model to serve")
+    model_name, pipe = next(iter(pipes.items()))
+    served_names = {id(pl): name for name, pl in pipes.items()}
     features = _Features(pipe)
-    model_name = Path(getattr(pipe, "model_dir", "model")).name
     size = int(pipe.image_size)
+    for name, other in pipes.items():
+        if int(other.image_size) != size:
+            raise MinicreamError(f"model {name} draws {other.image_size} px images, {model_name} {size} px: "
+                                 "serve models of one image size together")
+
+    def pick(name: str | None):
+        """The pipeline a request names (None: the default); an unknown name is the caller's error."""
+        if name is None or name == "":
+            return pipe
+        if name not in pipes:
+            raise _UnknownModel(f"model: {name!r} is not loaded here; choose one of: {', '.join(pipes)}")
+        return pipes[name]
     output_dir = Path(settings.output_dir).resolve()
     queue = GenerationQueue(settings.concurrency, settings.queue_size, settings.timeout)
     metrics = Metrics(queue)
@@ -143,6 +180,7 @@ def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None
     app = FastAPI(title="minicream", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Text-to-image generation with a small latent-diffusion model. "
                               "Send `Authorization: Bearer TOKEN` when the server has a token.")
+    app.state.pipelines = pipes
     app.state.pipeline, app.state.queue, app.state.metrics, app.state.settings = pipe, queue, metrics, settings
     install_error_handlers(app)
     if settings.cors_origins:  # browser pages on these origins may call the API (with the token, if one is set)
@@ -160,11 +198,13 @@ def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None
 
     api = APIRouter(dependencies=[Depends(require_token)], responses=_ERRORS)
 
-    def _generate(kwargs: dict, job_id: str | None = None, mode: str | None = None):
+    def _generate(kwargs: dict, job_id: str | None = None, mode: str | None = None, target=None):
+        target = pipe if target is None else target
+
         def job(callback):
             if mode is not None:
-                return pipe.run(mode, **kwargs, callback=callback)
-            return pipe(**kwargs, callback=callback)
+                return target.run(mode, **kwargs, callback=callback)
+            return target(**kwargs, callback=callback)
 
         return queue.run(job, job_id)
 
@@ -191,7 +231,7 @@ def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None
         if req.size not in (None, "auto", native):
             return error_response(422, f"size: this model draws {native} images; use size '{native}' or 'auto' "
                                        f"(got {req.size!r})", "size")
-        images = await _generate({"prompt": req.prompt, "num_images": req.n})
+        images = await _generate({"prompt": req.prompt, "num_images": req.n}, target=pipes.get(req.model or "", pipe))
         return _openai_response(images, req.response_format, request, req.prompt)
 
     def _openai_response(images, response_format, request: Request, prompt: str | None):
@@ -276,11 +316,16 @@ def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None
 
     @api.get("/v1/models", tags=["openai"], summary="List models (OpenAI shape)")
     async def openai_models():
-        return {"object": "list", "data": [{"id": model_name, "object": "model", "created": int(started), "owned_by": "minicream"}]}
+        return {"object": "list", "data": [{"id": name, "object": "model", "created": int(started), "owned_by": "minicream"}
+                                           for name in pipes]}
 
     # -- native API -------------------------------------------------------------------------------
     @api.post("/api/generate", response_model=GenerateResponse, tags=["minicream"], summary="Generate with every option")
     async def generate(req: GenerateRequest):
+        try:
+            target = pick(req.model)
+        except _UnknownModel as e:
+            return error_response(422, str(e), "model")
         kwargs = {"prompt": req.prompt, "negative_prompt": req.negative_prompt, "num_images": req.num_images,
                   "steps": req.steps, "guidance": req.guidance, "sampler": req.sampler, "seed": req.seed, "size": req.size}
         if req.num_candidates != 1:
@@ -305,14 +350,14 @@ def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None
                 return error_response(422, "style: this server's pipeline has no style option; leave it out", "style")
             kwargs["style"] = req.style
         t0 = time.monotonic()
-        images = await _generate(kwargs, req.client_id)
+        images = await _generate(kwargs, req.client_id, target=target)
         out = _native_images(images)
         first = out[0].parameters if out else {}
         run = {"prompt": req.prompt, "negative_prompt": req.negative_prompt, "seed": first.get("seed", req.seed),
                "sampler": first.get("sampler", req.sampler), "steps": first.get("steps", req.steps),
                "guidance": first.get("cfg_scale", req.guidance), "num_images": req.num_images,
                "num_candidates": req.num_candidates, "filter": first.get("filter", req.filter), "style": req.style,
-               "size": first.get("width", size), "model": model_name}
+               "size": first.get("width", size), "model": served_names.get(id(target), model_name)}
         return GenerateResponse(images=out, parameters=run, elapsed_s=round(time.monotonic() - t0, 3))
 
     def _native_images(images) -> list[GeneratedImage]:
@@ -332,7 +377,11 @@ def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None
     @api.post("/api/edit", response_model=GenerateResponse, tags=["minicream"],
               summary="Edit an image: img2img, inpaint, outpaint, variation or blend, with every option")
     async def edit(req: EditRequest):
-        if req.mode not in (getattr(pipe, "modes", {}) or {}):
+        try:
+            target = pick(req.model)
+        except _UnknownModel as e:
+            return error_response(422, str(e), "model")
+        if req.mode not in (getattr(target, "modes", {}) or {}):
             return error_response(501, f"this server's pipeline has no {req.mode} mode")
         try:
             image = read_image(_b64(req.image, "image"), "image")
@@ -363,7 +412,7 @@ def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None
             if req.mode == "outpaint":
                 options.update(left=req.left, right=req.right, top=req.top, bottom=req.bottom)
         t0 = time.monotonic()
-        images = await _generate(options, req.client_id, mode=req.mode)
+        images = await _generate(options, req.client_id, mode=req.mode, target=target)
         out = _native_images(images)
         first = out[0].parameters if out else {}
         return GenerateResponse(images=out, parameters={"mode": req.mode, "prompt": first.get("prompt"), "seed": first.get("seed"),
@@ -377,25 +426,33 @@ def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None
             return {"state": "unknown", "step": 0, "total": 0}
         return {"state": p.state, "step": p.step, "total": p.total, "queued": queue.queued}
 
-    @api.get("/api/models", tags=["minicream"], summary="The loaded model")
+    @api.get("/api/models", tags=["minicream"], summary="The loaded models (the first is the default)")
     async def models():
-        return {"models": [{"name": model_name, "image_size": size, "model_hash": getattr(pipe, "model_hash", None),
-                            "samplers": list(pipe.samplers), "defaults": dict(getattr(pipe, "defaults", {}) or {}),
-                            "features": features.as_dict(), "loaded": True}]}
+        return {"models": [{"name": name, "image_size": size, "model_hash": getattr(pl, "model_hash", None),
+                            "samplers": list(pl.samplers), "defaults": dict(getattr(pl, "defaults", {}) or {}),
+                            "kind": (getattr(pl, "provenance", None) or {}).get("model_kind"),
+                            "teacher": (getattr(pl, "provenance", None) or {}).get("teacher"),
+                            "features": (features if pl is pipe else _Features(pl)).as_dict(), "loaded": True}
+                           for name, pl in pipes.items()]}
 
-    @api.get("/api/samplers", tags=["minicream"], summary="Samplers this model can use")
-    async def samplers():
-        defaults = getattr(pipe, "defaults", {}) or {}
-        return {"samplers": list(pipe.samplers), "default": defaults.get("sampler")}
+    @api.get("/api/samplers", tags=["minicream"], summary="Samplers a model can use (default: the default model)")
+    async def samplers(model: str | None = None):
+        try:
+            target = pick(model)
+        except _UnknownModel as e:
+            return error_response(422, str(e), "model")
+        defaults = getattr(target, "defaults", {}) or {}
+        return {"samplers": list(target.samplers), "default": defaults.get("sampler")}
 
     @api.get("/outputs/{name}", tags=["minicream"], summary="An image saved by this server",
              response_class=FileResponse)
     async def output_file(name: str):
         # Names are ours (32 hex digits + .png): anything else, '..' and '/' included, is not a file we wrote.
         stem = name.removesuffix(".png")
+        if len(stem) != 32 or not name.endswith(".png") or not set(stem) <= OUTPUT_NAME_CHARS:  # before any path call:
+            return error_response(404, f"no such image: {name[:80]!r}")  # a NUL byte makes resolve() raise
         path = (output_dir / name).resolve()
-        if (len(stem) != 32 or not name.endswith(".png") or not set(stem) <= OUTPUT_NAME_CHARS
-                or path.parent != output_dir or not path.is_file()):
+        if path.parent != output_dir or not path.is_file():
             return error_response(404, f"no such image: {name[:80]!r}")
         return FileResponse(path, media_type="image/png")
 

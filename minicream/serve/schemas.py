@@ -39,6 +39,7 @@ class OpenAIImageRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    model: Optional[str] = Field(None, max_length=256, description="a loaded model's name; others (dall-e-2, ...) mean the default")
     n: int = Field(1, ge=1, le=MAX_IMAGES)
     size: Optional[str] = Field(None, max_length=32, description="WIDTHxHEIGHT (the model's native size) or 'auto'")
     response_format: Optional[Literal["b64_json", "url"]] = "b64_json"
@@ -69,6 +70,7 @@ class GenerateRequest(BaseModel):
 
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
     negative_prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
+    model: Optional[str] = Field(None, max_length=128, description="a loaded model's name (GET /api/models); default: the first")
     seed: Optional[int] = Field(None, ge=0, le=MAX_SEED, description="seed of the first image; null = random")
     sampler: Optional[str] = Field(None, max_length=32)
     steps: Optional[int] = Field(None, ge=1, le=MAX_STEPS)
@@ -101,6 +103,7 @@ class EditRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mode: Literal[EDIT_MODES]
+    model: Optional[str] = Field(None, max_length=128, description="a loaded model's name (GET /api/models); default: the first")
     image: str = Field(min_length=1, description="base64 image (or a data: URL)")
     mask: Optional[str] = Field(None, description="inpaint: base64 mask, the image's size")
     prompt: Optional[str] = Field(None, max_length=MAX_PROMPT_CHARS)

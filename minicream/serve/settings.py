@@ -19,4 +19,5 @@ class ServeSettings:
     output_dir: Path = Path("outputs/serve")  # saved images; GET /outputs/{name} serves only this folder
     cors_origins: tuple[str, ...] = ()        # browser origins allowed to call the API (none by default)
     max_saved: int = 1000                     # saved images kept in output_dir; the oldest beyond it are deleted
+    compile: bool = False                     # torch.compile each loaded UNet once at start-up (slow start, faster calls)
     allowed_hosts: tuple[str, ...] = ()       # Host header names accepted besides the bound address (DNS rebinding)

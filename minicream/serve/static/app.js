@@ -31,30 +31,44 @@ async function api(path, body) {
 
 function showError(msg) { $("error").textContent = msg; $("error").hidden = !msg; }
 
+let models = [];
+
+function applyModel(m) {
+  features = m.features || {};
+  imageSize = m.image_size || 64;
+  $("layout-panel").hidden = !features.layout;
+  $("model-info").textContent = `model ${m.name} · ${m.image_size}×${m.image_size} px · ${m.model_hash || ""}`
+    + (m.kind ? ` · ${m.kind}${m.teacher ? " of " + m.teacher : ""}` : "");
+  const sel = $("sampler"); sel.innerHTML = "";
+  for (const s of m.samplers) { const o = document.createElement("option"); o.value = o.textContent = s; sel.appendChild(o); }
+  const d = m.defaults || {};
+  if (d.sampler) sel.value = d.sampler;
+  if (d.steps) $("steps").value = d.steps;
+  if (d.guidance !== undefined) $("guidance").value = d.guidance;
+  $("num_candidates").disabled = !features.num_candidates;
+  if (!features.num_candidates) $("num_candidates").title = "this server's pipeline has no best-of-N";
+  if (features.filter) {
+    const f = $("filter"); f.innerHTML = "";
+    const modes = features.filter_modes && features.filter_modes.length ? features.filter_modes : [features.filter_default || ""];
+    for (const mode of modes) { const o = document.createElement("option"); o.value = mode; o.textContent = mode || "(default)"; f.appendChild(o); }
+    if (features.filter_default) f.value = features.filter_default;
+    $("filter-label").hidden = false;
+  }
+  $("style-label").hidden = !features.style;
+}
+
 async function loadModel() {
   try {
     const data = await api("/api/models");
-    const m = data.models[0];
-    features = m.features || {};
-    imageSize = m.image_size || 64;
-    $("layout-panel").hidden = !features.layout;
-    $("model-info").textContent = `model ${m.name} · ${m.image_size}×${m.image_size} px · ${m.model_hash || ""}`;
-    const sel = $("sampler"); sel.innerHTML = "";
-    for (const s of m.samplers) { const o = document.createElement("option"); o.value = o.textContent = s; sel.appendChild(o); }
-    const d = m.defaults || {};
-    if (d.sampler) sel.value = d.sampler;
-    if (d.steps) $("steps").value = d.steps;
-    if (d.guidance !== undefined) $("guidance").value = d.guidance;
-    $("num_candidates").disabled = !features.num_candidates;
-    if (!features.num_candidates) $("num_candidates").title = "this server's pipeline has no best-of-N";
-    if (features.filter) {
-      const f = $("filter"); f.innerHTML = "";
-      const modes = features.filter_modes && features.filter_modes.length ? features.filter_modes : [features.filter_default || ""];
-      for (const mode of modes) { const o = document.createElement("option"); o.value = mode; o.textContent = mode || "(default)"; f.appendChild(o); }
-      if (features.filter_default) f.value = features.filter_default;
-      $("filter-label").hidden = false;
+    models = data.models;
+    const pick = $("model"); pick.innerHTML = "";
+    for (const m of models) {
+      const o = document.createElement("option"); o.value = m.name;
+      o.textContent = m.name + (m.defaults && m.defaults.steps ? ` (${m.defaults.steps} step${m.defaults.steps === 1 ? "" : "s"})` : "");
+      pick.appendChild(o);
     }
-    $("style-label").hidden = !features.style;
+    $("model-label").hidden = models.length < 2;
+    applyModel(models[0]);
     showError("");
   } catch (e) {
     $("model-info").textContent = "model info unavailable";
@@ -66,6 +80,7 @@ function readForm() {
   const p = {
     prompt: $("prompt").value,
     negative_prompt: $("negative_prompt").value,
+    model: $("model").value || null,
     seed: $("random_seed").checked ? null : Number($("seed").value),
     sampler: $("sampler").value || null,
     steps: Number($("steps").value),
@@ -250,7 +265,7 @@ async function runEdit() {
   showError("");
   if (!editor.hasImage) { showError("Choose an image to edit first."); return; }
   const f = readForm(), mode = $("edit-mode").value;
-  const body = { mode, image: $("edit-image").toDataURL("image/png"), negative_prompt: f.negative_prompt, seed: f.seed,
+  const body = { mode, model: f.model, image: $("edit-image").toDataURL("image/png"), negative_prompt: f.negative_prompt, seed: f.seed,
                  sampler: f.sampler, steps: f.steps, guidance: f.guidance, num_images: Math.min(f.num_images, 8) };
   if (f.prompt.trim()) body.prompt = f.prompt;
   if (["img2img", "inpaint", "variation"].includes(mode)) body.strength = Number($("strength").value);
@@ -357,6 +372,7 @@ document.addEventListener("DOMContentLoaded", () => {
   setUpEditor();
   setUpLayout();
   $("token").value = sessionStorage.getItem("minicream.token") || "";
+  $("model").addEventListener("change", () => { const m = models.find((x) => x.name === $("model").value); if (m) applyModel(m); });
   $("token").addEventListener("change", () => { sessionStorage.setItem("minicream.token", $("token").value.trim()); loadModel(); });
   $("random_seed").addEventListener("change", () => { $("seed").disabled = $("random_seed").checked; });
   $("seed").disabled = $("random_seed").checked;
