@@ -166,3 +166,26 @@ def test_page_draws_a_layout(browser, tiny_pipe, tmp_path):
         assert objects[0]["box"][2] <= objects[1]["box"][0]  # drawn left of the rocket
         assert not errors, errors
         page.close()
+
+
+def test_page_switches_models_and_takes_their_defaults(browser, tmp_path):
+    from serve_fakes import FakePipe
+
+    class OneStep(FakePipe):
+        defaults = {"sampler": "ddim", "steps": 1, "guidance": 1.0}
+        provenance = {"model_kind": "one-step student", "teacher": "fake-model (0123456789)"}
+
+    teacher, student = FakePipe(), OneStep()
+    app = create_app({"teacher": teacher, "onestep": student}, ServeSettings(output_dir=tmp_path, token=None))
+    with serve_in_thread(app) as url:
+        page, errors = open_page(browser, url)
+        assert page.is_visible("#model") and page.input_value("#model") == "teacher"
+        assert page.input_value("#steps") == "4"
+        page.select_option("#model", "onestep")
+        assert page.input_value("#steps") == "1" and page.input_value("#guidance") == "1"
+        assert page.input_value("#sampler") == "ddim" and "one-step student" in page.inner_text("#model-info")
+        page.fill("#prompt", "red apple")
+        page.click("#generate")
+        page.wait_for_selector("#results .card img", timeout=30_000)
+        assert student.calls and student.calls[-1]["steps"] == 1 and not teacher.calls
+        assert not errors, errors
