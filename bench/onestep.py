@@ -97,8 +97,11 @@ def speed(pipes: dict, repeats: int) -> dict:
         jobs[("stock SD 1 step", 256, b)] = stock(256, b)
     jobs[("teacher 20 steps", 64, 64)] = ours("teacher 20 steps", 64, 64)
     best = {k: float("inf") for k in jobs}
-    for fn in jobs.values():
-        fn()  # warm-up: oneDNN primitives, allocator
+    warm = {}
+    for k, fn in jobs.items():
+        t0 = time.perf_counter()
+        fn()  # warm-up: oneDNN primitives, allocator (and torch.compile's compilation, per shape)
+        warm[k[0]] = warm.get(k[0], 0.0) + time.perf_counter() - t0
     for r in range(repeats):
         for k, fn in jobs.items():
             t0 = time.perf_counter()
@@ -111,7 +114,8 @@ def speed(pipes: dict, repeats: int) -> dict:
         b_best = max(through, key=through.get) if through else None
         out[name] = {"latency_1_s": round(best[(name, 1, 1)], 4), "latency_8_s": round(best[(name, 8, 8)], 4),
                      "images_per_s": round(through[b_best], 1) if b_best else None, "best_batch": b_best,
-                     "images_per_s_by_batch": {b: round(v, 1) for b, v in sorted(through.items())}}
+                     "images_per_s_by_batch": {b: round(v, 1) for b, v in sorted(through.items())},
+                     "warmup_s": round(warm[name], 1)}
     return out
 
 
@@ -125,6 +129,7 @@ def main() -> int:
     ap.add_argument("--json")
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--compile", action="store_true", help="also the student with torch.compile (serve --compile)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     from minicream.pipelines.base import Pipeline, resolve_model
@@ -144,10 +149,12 @@ def main() -> int:
         print("speed (UNet + decoder):", flush=True)
         pipes = {"teacher 20 steps": (Pipeline.from_pretrained(teacher), 20),
                  "student 1 step": (Pipeline.from_pretrained(args.student), 1)}
+        if args.compile:
+            pipes["student 1 step, compiled"] = (Pipeline.from_pretrained(args.student).compile(warmup=False), 1)
         result["speed"] = speed(pipes, args.repeats)
         for name, r in result["speed"].items():
             print(f"  {name:20s} 1 image {r['latency_1_s'] * 1000:.1f} ms  8 images {r['latency_8_s'] * 1000:.1f} ms  "
-                  f"{r['images_per_s']} images/s at batch {r['best_batch']}", flush=True)
+                  f"{r['images_per_s']} images/s at batch {r['best_batch']} (warm-up {r['warmup_s']} s)", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     return 0

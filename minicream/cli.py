@@ -48,14 +48,20 @@ TRAIN_FLAGS = {  # flag -> config field (every flag is a config field; anything 
 }
 
 
-def cmd_train(args) -> None:
-    from .config import load_config, to_toml
-
+def flag_overrides(args, table: dict[str, str]) -> list[str]:
+    """`--set` overrides, then each given flag as its config field's override (flags win)."""
     overrides = list(args.set or [])
-    for flag, key in TRAIN_FLAGS.items():
+    for flag, key in table.items():
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}")
+    return overrides
+
+
+def cmd_train(args) -> None:
+    from .config import load_config, to_toml
+
+    overrides = flag_overrides(args, TRAIN_FLAGS)
     if args.deterministic:
         overrides += ["unet.train.deterministic=true", "autoencoder.train.deterministic=true"]
     cfg = load_config(args.config, overrides)
@@ -77,12 +83,7 @@ def cmd_distill(args) -> None:
     from .config import to_toml
     from .training.distill import load_distill_config
 
-    overrides = list(args.set or [])
-    for flag, key in DISTILL_FLAGS.items():
-        value = getattr(args, flag)
-        if value is not None:
-            overrides.append(f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}")
-    cfg = load_distill_config(args.config, overrides)
+    cfg = load_distill_config(args.config, flag_overrides(args, DISTILL_FLAGS))
     if args.dry_run:
         print(to_toml(cfg))
         return

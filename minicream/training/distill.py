@@ -28,11 +28,12 @@ from tqdm.auto import tqdm
 
 from ..diffusion.reflow import euler_path, network_alphas, one_step, reflow_loss, straightness, velocity_from_v
 from ..errors import MinicreamError
-from ..io.atomic import read_json, write_text_atomic
+from ..io.atomic import write_text_atomic
 from ..io.model_dir import MODEL_INDEX, ModelDir
 from ..io.weights import short_hash
 from ..models.base import WEIGHTS_NAME
 from ..text.encoder import TextEmbeddings
+from .stages import mark_done, stage_done
 from .trainer import TrainConfig, Trainer
 
 
@@ -65,16 +66,6 @@ def load_distill_config(path: str | Path | None = "onestep", overrides=()) -> Di
     cfg = build_dataclass(DistillConfig, read_toml(path or None, overrides))
     validate_distill(cfg)
     return cfg
-
-
-def _stage(run: Path, name: str) -> dict | None:
-    p = run / "stages" / f"{name}.json"
-    return read_json(p, f"delete it to redo stage {name!r}") if p.is_file() else None
-
-
-def _done(run: Path, name: str, result: dict) -> None:
-    (run / "stages").mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run / "stages" / f"{name}.json", json.dumps(result, indent=1))
 
 
 # 1. ------------------------------------------------------------------------------------------------
@@ -200,6 +191,15 @@ def distill_task(noise: torch.Tensor, targets: torch.Tensor, ids: torch.Tensor, 
     return loss_fn
 
 
+def _train(model, task, n: int, tcfg: TrainConfig, run: Path, name: str, log, resume: bool):
+    """One training stage (reflow, distill) with the shared Trainer: resumable, logged to the run's log."""
+    trainer = Trainer(model, task, n, tcfg, run, name, log_fn=lambda s, r: log(
+        f"{name} step {s}/{tcfg.steps} loss {r['loss_avg']:.4f} {r['samples_per_s']:.0f} samples/s"))
+    if resume and trainer.resume():
+        log(f"{name}: resumed at step {trainer.step}")
+    return trainer, trainer.train()
+
+
 # 6. ------------------------------------------------------------------------------------------------
 def export_flow_model(out: Path, teacher: ModelDir, unet, what: str, sample: dict, info: dict) -> None:
     """A model folder like the teacher's (same autoencoder, evaluator, vocabulary) whose UNet is `unet`, read as a
@@ -260,32 +260,27 @@ def run_distill(cfg: DistillConfig, run_dir: str | Path, resume: bool = False) -
     log(f"1. prompts: {len(prompts)} ({cfg.scene_prompts} scenes)")
 
     # 2. Teacher pairs
-    if _stage(run, "pairs") is None:
+    if stage_done(run, "pairs") is None:
         t0 = time.time()
         res = draw_pairs(pipe, prompts, text, cfg, run / "pairs", log)
         res["seconds"] = round(time.time() - t0, 1)
-        _done(run, "pairs", res)
+        mark_done(run, "pairs", res)
         log(f"2. pairs: {res}")
     pairs = load_pairs(run / "pairs")
     alphas = network_alphas({"beta_schedule": teacher.objective.get("beta_schedule", "scaled_linear"),
                              "rescale_betas_zero_snr": teacher.objective.get("rescale_betas_zero_snr", False)})
-    pair_info = {**info, "pairs": len(pairs["noise"]), **{k: _stage(run, "pairs")[k] for k in ("sampler", "steps", "guidance")}}
+    pair_info = {**info, "pairs": len(pairs["noise"]), **{k: stage_done(run, "pairs")[k] for k in ("sampler", "steps", "guidance")}}
 
     # 3. Reflow
     reflow_dir = run / "reflow_model"
-    if _stage(run, "reflow") is None:
+    if stage_done(run, "reflow") is None:
         torch.manual_seed(cfg.seed)
-        model = load_unet(teacher.unet).float()
-        trainer = Trainer(model, reflow_task(pairs, text, alphas), len(pairs["noise"]), cfg.reflow, run, "reflow",
-                          log_fn=lambda s, r: log(f"reflow step {s}/{cfg.reflow.steps} loss {r['loss_avg']:.4f} "
-                                                  f"{r['samples_per_s']:.0f} samples/s"))
-        if resume and trainer.resume():
-            log(f"reflow: resumed at step {trainer.step}")
-        stats = trainer.train()
+        trainer, stats = _train(load_unet(teacher.unet).float(), reflow_task(pairs, text, alphas), len(pairs["noise"]),
+                                cfg.reflow, run, "reflow", log, resume)
         export_flow_model(reflow_dir, teacher, trainer.final_model(), "2-rectified flow (reflow of the teacher's pairs)",
                           {"sampler": "euler", "steps": 4, "guidance": 1.0},
                           {**pair_info, "reflow_steps": stats["steps"], "reflow_seconds": round(stats["seconds"])})
-        _done(run, "reflow", {"steps": stats["steps"], "seconds": round(stats["seconds"], 1)})
+        mark_done(run, "reflow", {"steps": stats["steps"], "seconds": round(stats["seconds"], 1)})
         log(f"3. reflow: {stats['steps']} steps in {stats['seconds']:.0f}s -> {reflow_dir}")
     reflow = Pipeline.from_pretrained(reflow_dir, dtype="fp32")
 
@@ -302,39 +297,34 @@ def run_distill(cfg: DistillConfig, run_dir: str | Path, resume: bool = False) -
                 u_fn = reflow.model_fn(text[pairs["prompt_id"][sl]], None, 1.0)
                 out.append(euler_path(u_fn, pairs["noise"][sl], cfg.student_steps)[0])
             save_file({"latents": torch.cat(out).contiguous()}, str(tgt_path))
-            _done(run, "targets", {"student_steps": cfg.student_steps, "seconds": round(time.time() - t0, 1)})
+            mark_done(run, "targets", {"student_steps": cfg.student_steps, "seconds": round(time.time() - t0, 1)})
             log(f"4. targets: {cfg.student_steps}-step images of the 2-rectified flow ({time.time() - t0:.0f}s)")
         targets = load_file(str(tgt_path))["latents"]
 
     # 5. Distil to one step
     student_dir = run / "model"
-    if _stage(run, "distill") is None:
+    if stage_done(run, "distill") is None:
         from ..evaluator.model import MiniCLIP
         from ..models.autoencoder import load_autoencoder
 
         torch.manual_seed(cfg.seed)
-        model = load_unet(reflow_dir / "unet").float()
         feats = EvaluatorFeatures(MiniCLIP.from_pretrained(teacher.evaluator)) if teacher.has(teacher.evaluator) else None
         task = distill_task(pairs["noise"], targets, pairs["prompt_id"], text, alphas, load_autoencoder(teacher.vae),
                             feats, cfg.perceptual_weight)
-        trainer = Trainer(model, task, len(targets), cfg.distill, run, "distill",
-                          log_fn=lambda s, r: log(f"distill step {s}/{cfg.distill.steps} loss {r['loss_avg']:.4f} "
-                                                  f"{r['samples_per_s']:.0f} samples/s"))
-        if resume and trainer.resume():
-            log(f"distill: resumed at step {trainer.step}")
-        stats = trainer.train()
+        trainer, stats = _train(load_unet(reflow_dir / "unet").float(), task, len(targets), cfg.distill, run, "distill",
+                                log, resume)
         export_flow_model(student_dir, teacher, trainer.final_model(), "one-step student distilled from the 2-rectified flow",
                           {"sampler": "euler", "steps": 1, "guidance": 1.0},
                           {**pair_info, "student_targets": f"2-rectified flow, {cfg.student_steps} Euler steps"
                            if cfg.student_steps else "the teacher's pairs", "distill_steps": stats["steps"],
                            "distill_seconds": round(stats["seconds"]), "perceptual_weight": cfg.perceptual_weight})
-        _done(run, "distill", {"steps": stats["steps"], "seconds": round(stats["seconds"], 1)})
+        mark_done(run, "distill", {"steps": stats["steps"], "seconds": round(stats["seconds"], 1)})
         log(f"5. distill: {stats['steps']} steps in {stats['seconds']:.0f}s -> {student_dir}")
 
     # 6. Straightness before and after reflow
-    if _stage(run, "measure") is None:
+    if stage_done(run, "measure") is None:
         res = measure_straightness(pipe, reflow, prompts, cfg)
-        _done(run, "measure", res)
+        mark_done(run, "measure", res)
         log(f"6. straightness: {res}")
     shutil.copy(run / "train_log.txt", student_dir / "train_log.txt")
     write_text_atomic(student_dir / "distill_config.toml", to_toml(cfg))

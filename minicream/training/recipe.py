@@ -27,10 +27,11 @@ from ..diffusion.objectives import make_objective
 from ..errors import MinicreamError
 from ..filter.vocabulary import write_model_concepts
 from ..models.autoencoder import build_autoencoder, decode, encode, psnr, save_autoencoder
-from ..io.atomic import read_json, write_text_atomic
 from ..io.model_dir import MODEL_INDEX  # the model folder's layout lives in io/model_dir.py
 from ..models.build import build_unet
 from ..text.encoder import TextEncoder
+from .stages import mark_done as _mark_done
+from .stages import stage_done as _stage_done
 from .resume_check import check_data, check_resume, data_fingerprint
 from .tasks import autoencoder_loss, unet_loss
 from .trainer import Trainer
@@ -48,16 +49,6 @@ class RunLog:
         print(line, flush=True)
         with open(self.path, "a") as f:
             f.write(line + "\n")
-
-
-def _stage_done(run: Path, name: str) -> dict | None:
-    p = run / "stages" / f"{name}.json"
-    return read_json(p, f"delete it to redo stage {name!r}") if p.is_file() else None
-
-
-def _mark_done(run: Path, name: str, result: dict) -> None:
-    (run / "stages").mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run / "stages" / f"{name}.json", json.dumps(result, indent=1))
 
 
 # 1. ------------------------------------------------------------------------------------------------
