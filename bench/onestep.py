@@ -96,6 +96,11 @@ def speed(pipes: dict, repeats: int) -> dict:
             jobs[(name, 256, b)] = ours(name, 256, b)
         jobs[("stock SD 1 step", 256, b)] = stock(256, b)
     jobs[("teacher 20 steps", 64, 64)] = ours("teacher 20 steps", 64, 64)
+    student = pipes["student 1 step"][0]
+    latents = torch.randn(256, *student.latent_shape, generator=torch.Generator().manual_seed(0))
+    for b in BATCHES:  # where the one-step time goes: the decoder alone
+        jobs[("decoder only", 256, b)] = (lambda b=b: [decode(student.vae, latents[i:i + b], batch_size=b)
+                                                      for i in range(0, 256, b)])
     best = {k: float("inf") for k in jobs}
     warm = {}
     for k, fn in jobs.items():
@@ -109,10 +114,11 @@ def speed(pipes: dict, repeats: int) -> dict:
             best[k] = min(best[k], time.perf_counter() - t0)
         print(f"  speed round {r + 1}/{repeats} done", flush=True)
     out = {}
-    for name in [*pipes, "stock SD 1 step"]:
+    for name in [*pipes, "stock SD 1 step", "decoder only"]:
         through = {b: n / best[(nm, n, b)] for (nm, n, b) in best if nm == name and n >= 64}
         b_best = max(through, key=through.get) if through else None
-        out[name] = {"latency_1_s": round(best[(name, 1, 1)], 4), "latency_8_s": round(best[(name, 8, 8)], 4),
+        out[name] = {"latency_1_s": round(best.get((name, 1, 1), float("nan")), 4),
+                     "latency_8_s": round(best.get((name, 8, 8), float("nan")), 4),
                      "images_per_s": round(through[b_best], 1) if b_best else None, "best_batch": b_best,
                      "images_per_s_by_batch": {b: round(v, 1) for b, v in sorted(through.items())},
                      "warmup_s": round(warm[name], 1)}

@@ -197,3 +197,45 @@ def test_server_switches_between_teacher_and_student(distilled, tiny_evaluated_m
         assert r.status_code == 422 and "nope" in r.json()["error"]["message"] and "onestep" in r.json()["error"]["message"]
         r = c.post("/v1/images/generations", json={"prompt": "red apple", "model": "dall-e-2"})  # OpenAI's names: the default
         assert r.status_code == 200
+
+
+# -- the shipped one-step model --------------------------------------------------------------------------------------
+def test_shipped_onestep_model_draws_in_one_step_from_its_teacher(tmp_path, capsys):
+    """`--model onestep` from a clean clone; its teacher is the shipped default model (re-distil when that changes)."""
+    from minicream.cli import main
+    from minicream.io.pngmeta import read_png_params
+    from minicream.pipeline import Pipeline
+    from minicream.pipelines.base import DEFAULT_MODEL, shipped_model_dir
+
+    student = Pipeline.from_pretrained("onestep")
+    assert student.defaults == {"sampler": "euler", "steps": 1, "guidance": 1.0}
+    default = Pipeline.from_pretrained()
+    distill = student.index["distill"]
+    assert distill["teacher"] == DEFAULT_MODEL and distill["teacher_hash"] == default.model_hash, \
+        "the default model changed: re-distil the one-step model (`minicream distill`, then ship runs/onestep/model)"
+    assert (shipped_model_dir("onestep") / "train_log.txt").is_file()
+    size = sum(f.stat().st_size for f in (shipped_model_dir("onestep") / "unet").iterdir())
+    assert size <= 80e6
+    assert main(["generate", "red apple", "--model", "onestep", "-n", "8", "--seed", "0", "--out", str(tmp_path)]) == 0
+    pngs = sorted(tmp_path.glob("*.png"))
+    assert len(pngs) == 8
+    p = read_png_params(pngs[0])
+    assert p["steps"] == 1 and p["model"] == "onestep" and "one-step" in p["model_kind"]
+    assert p["teacher"] == f"{DEFAULT_MODEL} ({default.model_hash})"
+    assert len({_pixels(f) for f in pngs}) == 8  # eight different pictures
+
+
+def _pixels(path) -> bytes:
+    from PIL import Image
+
+    return Image.open(path).convert("RGB").tobytes()
+
+
+def test_resume_may_change_only_the_training_lengths(distilled, tiny_evaluated_model):
+    from minicream.errors import MinicreamError
+    from minicream.training.distill import load_distill_config, run_distill
+
+    saved = (distilled / "config.toml").read_text()
+    with pytest.raises(MinicreamError, match=r"pairs \(12 in the run, 13 now\)"):
+        run_distill(load_distill_config(distilled / "config.toml", ["pairs=13"]), distilled, resume=True)
+    assert (distilled / "config.toml").read_text() == saved  # nothing written before the refusal

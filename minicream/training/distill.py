@@ -195,9 +195,14 @@ def _train(model, task, n: int, tcfg: TrainConfig, run: Path, name: str, log, re
     """One training stage (reflow, distill) with the shared Trainer: resumable, logged to the run's log."""
     trainer = Trainer(model, task, n, tcfg, run, name, log_fn=lambda s, r: log(
         f"{name} step {s}/{tcfg.steps} loss {r['loss_avg']:.4f} {r['samples_per_s']:.0f} samples/s"))
+    start = 0
     if resume and trainer.resume():
-        log(f"{name}: resumed at step {trainer.step}")
-    return trainer, trainer.train()
+        start = trainer.step
+        log(f"{name}: resumed at step {start}")
+    stats = trainer.train()
+    if start:  # this sitting's seconds only: the log holds the earlier ones
+        stats["resumed_at_step"] = start
+    return trainer, stats
 
 
 # 6. ------------------------------------------------------------------------------------------------
@@ -222,6 +227,31 @@ def export_flow_model(out: Path, teacher: ModelDir, unet, what: str, sample: dic
     write_text_atomic(out / MODEL_INDEX, json.dumps(index, indent=1))
 
 
+def _timing(name: str, stats: dict) -> dict:
+    """A stage's seconds; a resumed stage's earlier sittings are in train_log.txt, so only the step it resumed at."""
+    if "resumed_at_step" in stats:
+        return {f"{name}_resumed_at_step": stats["resumed_at_step"]}
+    return {f"{name}_seconds": round(stats["seconds"])}
+
+
+def _lengthless(cfg: DistillConfig) -> dict:
+    """The settings a resumed run must share: all but how long the training stages run."""
+    d = dataclasses.asdict(cfg)
+    for stage in ("reflow", "distill"):
+        d[stage].pop("steps"), d[stage].pop("max_minutes")
+    return d
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in a:
+        if isinstance(a[k], dict):
+            out += _differences(a[k], b[k], f"{prefix}{k}.")
+        elif a[k] != b[k]:
+            out.append(f"{prefix}{k} ({a[k]!r} in the run, {b[k]!r} now)")
+    return out
+
+
 def teacher_info(teacher: ModelDir) -> dict:
     return {"teacher": teacher.path.name, "teacher_hash": short_hash(teacher.unet / WEIGHTS_NAME)}
 
@@ -241,10 +271,13 @@ def run_distill(cfg: DistillConfig, run_dir: str | Path, resume: bool = False) -
         raise MinicreamError(f"{teacher_dir}: distill needs a v-prediction teacher (this one is "
                              f"{teacher.objective.get('prediction_type')!r})")
     if resume and (run / "config.toml").is_file():
-        saved = (run / "config.toml").read_text()
-        if saved != to_toml(cfg):
-            raise MinicreamError(f"{run}: --resume with another configuration than the run's ({run / 'config.toml'}); "
-                                 "use the same settings or a new --out")
+        from ..config import build_dataclass, read_toml
+
+        saved = build_dataclass(DistillConfig, read_toml(run / "config.toml"))
+        differ = _differences(_lengthless(saved), _lengthless(cfg))
+        if differ:
+            raise MinicreamError(f"{run}: --resume with other settings than the run's in {', '.join(differ)}; only the "
+                                 "stages' steps and max_minutes may change (use the same settings or a new --out)")
     (run / "cache").mkdir(parents=True, exist_ok=True)
     write_text_atomic(run / "config.toml", to_toml(cfg))
     log = RunLog(run / "train_log.txt")
@@ -279,7 +312,7 @@ def run_distill(cfg: DistillConfig, run_dir: str | Path, resume: bool = False) -
                                 cfg.reflow, run, "reflow", log, resume)
         export_flow_model(reflow_dir, teacher, trainer.final_model(), "2-rectified flow (reflow of the teacher's pairs)",
                           {"sampler": "euler", "steps": 4, "guidance": 1.0},
-                          {**pair_info, "reflow_steps": stats["steps"], "reflow_seconds": round(stats["seconds"])})
+                          {**pair_info, "reflow_steps": stats["steps"], **_timing("reflow", stats)})
         mark_done(run, "reflow", {"steps": stats["steps"], "seconds": round(stats["seconds"], 1)})
         log(f"3. reflow: {stats['steps']} steps in {stats['seconds']:.0f}s -> {reflow_dir}")
     reflow = Pipeline.from_pretrained(reflow_dir, dtype="fp32")
@@ -317,7 +350,7 @@ def run_distill(cfg: DistillConfig, run_dir: str | Path, resume: bool = False) -
                           {"sampler": "euler", "steps": 1, "guidance": 1.0},
                           {**pair_info, "student_targets": f"2-rectified flow, {cfg.student_steps} Euler steps"
                            if cfg.student_steps else "the teacher's pairs", "distill_steps": stats["steps"],
-                           "distill_seconds": round(stats["seconds"]), "perceptual_weight": cfg.perceptual_weight})
+                           "perceptual_weight": cfg.perceptual_weight, **_timing("distill", stats)})
         mark_done(run, "distill", {"steps": stats["steps"], "seconds": round(stats["seconds"], 1)})
         log(f"5. distill: {stats['steps']} steps in {stats['seconds']:.0f}s -> {student_dir}")
 
