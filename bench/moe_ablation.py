@@ -105,7 +105,9 @@ def main(argv=None) -> int:
         return 1
 
     rows = {}
-    for arm in arms:
+    coverage = "coverage" in args.benchmarks.split(",")
+    print(HEADER_COVERAGE if coverage else HEADER_61, flush=True)
+    for arm in arms:  # graded one arm at a time; rows are printed and saved as they come (a rerun skips finished reports)
         model = out / arm / "model"
         if not (model / "evaluator").exists():
             shutil.copytree(args.evaluator, model / "evaluator")
@@ -114,31 +116,32 @@ def main(argv=None) -> int:
         for bench in args.benchmarks.split(","):
             extra = ["--samples", "8"] if bench == "objects" else []
             rep = out / arm / f"eval_{bench}"
-            subprocess.run([sys.executable, "-m", "minicream.cli", "eval", "--model", str(model), "--benchmark", bench,
-                            "--out", str(rep), *extra], check=True, stdout=subprocess.DEVNULL)
-            res = json.loads((rep / "report.json").read_text())
-            rows[arm][bench] = res
-    (out / "ablation.json").write_text(json.dumps(rows, indent=1, default=str))
-    if "coverage" in rows[arms[0]]:
-        print("| arm | UNet training | coverage nearest top-1 / top-5 | judge top-1 / top-5 | KID | SSIM plain |")
-        print("|---|---|---|---|---|---|")
-        for arm, r in rows.items():
-            c = r["coverage"]
-            n, j = c["object_accuracy"]["nearest"], c["object_accuracy"]["judge"]
-            print(f"| {arm} | {r['unet']} | {n['top1']:.3f} / {n['top5']:.3f} (n {n['n']}) | {j['top1']:.3f} / {j['top5']:.3f} | "
-                  f"{c['kid_evaluator']['mean']:.4f} ± {c['kid_evaluator']['std']:.4f} | {c['ssim_pairwise_plain']} |")
-        return 0
-    print("| arm | UNet training | concepts judge top-1 / top-5 | concepts KID | objects judge top-1 / top-5 | table judge top-1 | table FD |")
-    print("|---|---|---|---|---|---|---|")
-    for arm, r in rows.items():
-        c, o, t = r["concepts"], r["objects"], r["minicream-table"]
-        ca, oa, ta = c["object_accuracy"]["judge"], o["object_accuracy"]["judge"], t["object_accuracy"]["judge"]
-        print(f"| {arm} | {r['unet']} | {ca['top1']:.3f} / {ca['top5']:.3f} (n {ca['n']}) | "
-              f"{c['kid_evaluator']['mean']:.4f} ± {c['kid_evaluator']['std']:.4f} | {oa['top1']:.3f} / {oa['top5']:.3f} (n {oa['n']}) | "
-              f"{ta['top1']:.3f} | {t['fd_evaluator']:.3f} |")
-    (out / "ablation.json").write_text(json.dumps(rows, indent=1, default=str))
+            if not (rep / "report.json").exists():
+                subprocess.run([sys.executable, "-m", "minicream.cli", "eval", "--model", str(model), "--benchmark", bench,
+                                "--out", str(rep), *extra], check=True, stdout=subprocess.DEVNULL)
+            rows[arm][bench] = json.loads((rep / "report.json").read_text())
+        (out / "ablation.json").write_text(json.dumps(rows, indent=1, default=str))
+        print(table_row(arm, rows[arm], coverage), flush=True)
     return 0
 
+
+HEADER_COVERAGE = ("| arm | UNet training | coverage nearest top-1 / top-5 | judge top-1 / top-5 | KID | SSIM plain |\n"
+                   "|---|---|---|---|---|---|")
+HEADER_61 = ("| arm | UNet training | concepts judge top-1 / top-5 | concepts KID | objects judge top-1 / top-5 | "
+             "table judge top-1 | table FD |\n|---|---|---|---|---|---|---|")
+
+
+def table_row(arm: str, r: dict, coverage: bool) -> str:
+    if coverage:
+        c = r["coverage"]
+        n, j = c["object_accuracy"]["nearest"], c["object_accuracy"]["judge"]
+        return (f"| {arm} | {r['unet']} | {n['top1']:.3f} / {n['top5']:.3f} (n {n['n']}) | {j['top1']:.3f} / {j['top5']:.3f} | "
+                f"{c['kid_evaluator']['mean']:.4f} ± {c['kid_evaluator']['std']:.4f} | {c['ssim_pairwise_plain']} |")
+    c, o, t = r["concepts"], r["objects"], r["minicream-table"]
+    ca, oa, ta = c["object_accuracy"]["judge"], o["object_accuracy"]["judge"], t["object_accuracy"]["judge"]
+    return (f"| {arm} | {r['unet']} | {ca['top1']:.3f} / {ca['top5']:.3f} (n {ca['n']}) | "
+            f"{c['kid_evaluator']['mean']:.4f} ± {c['kid_evaluator']['std']:.4f} | {oa['top1']:.3f} / {oa['top5']:.3f} (n {oa['n']}) | "
+            f"{ta['top1']:.3f} | {t['fd_evaluator']:.3f} |")
 
 if __name__ == "__main__":
     sys.exit(main())
