@@ -11,6 +11,8 @@ each (concepts, objects and minicream-table) with the shipped evaluator and judg
   moe_b96  the shipped design at batch 96 (800 steps) instead of 48 (1500): a larger batch at equal time
   moe8     8 experts instead of 4, top-1: twice the expert parameters at the same active FLOPs (issue 13)
   flow     the shipped design trained with the rectified-flow objective (logit-normal levels, SD3) instead of v
+  ln_sd3   v with SD3's logit-normal noise levels (logit mean 0, std 1: log-SNR ~ N(0, 2)) instead of uniform t
+  ln_noisy v with logit-normal levels shifted to noise (mean 1: log-SNR ~ N(-2, 2); uniform t has median -1.3)
 
     python bench/moe_ablation.py --minutes 12 --vae-from runs/ref --out runs/ablation [--arms moe,dense] [--parallel]
     python bench/moe_ablation.py --config full --benchmarks coverage --evaluator minicream/full/evaluator \
@@ -43,6 +45,8 @@ ARMS["stock_fp32"] = ARMS["stock"] + ["--set", 'unet.train.mixed_precision="no"'
 ARMS["moe_b96"] = ARMS["moe"] + ["--set", "unet.train.batch_size=96", "--steps", "800"]
 ARMS["moe8"] = ARMS["moe"] + ["--set", "unet.model.num_experts=8"]
 ARMS["flow"] = ARMS["moe"] + ["--set", 'unet.objective="flow"']
+ARMS["ln_sd3"] = ARMS["moe"] + ["--set", 'unet.timesteps="logit_normal"']
+ARMS["ln_noisy"] = ARMS["ln_sd3"] + ["--set", "unet.logit_mean=1.0"]
 
 
 def prepare(run: Path, vae_from: Path | None) -> None:

@@ -63,6 +63,9 @@ class UNetSection:
     beta_schedule: str = "scaled_linear"  # noise schedule of epsilon/v (SD's; its sigma_max ~15 keeps every sampler stable)
     min_snr_gamma: float = 5.0  # 0 disables min-SNR weighting
     zero_terminal_snr: bool = False  # v only: the last timestep is pure noise (Lin et al. 2023)
+    timesteps: str = "uniform"  # noise levels of epsilon/v: "uniform" t or "logit_normal" (SD3; flow always is)
+    logit_mean: float = 0.0  # logit-normal levels: > 0 spends more samples at high noise (-1.2/1.2 = EDM's)
+    logit_std: float = 1.0
     cfg_dropout: float = 0.1  # probability of training on the empty prompt (for classifier-free guidance)
     moe_aux_weight: float = 0.01  # load-balancing loss weight
     moe_z_weight: float = 0.001  # router z-loss weight

@@ -8,6 +8,7 @@ import math
 from .errors import MinicreamError
 
 OBJECTIVES = ("epsilon", "v", "flow")
+TIMESTEPS = ("uniform", "logit_normal")  # diffusion/objectives.py (not imported here: config checks stay torch-free)
 PRECISIONS = ("bf16", "no")
 
 
@@ -82,6 +83,9 @@ def validate_config(cfg) -> None:
         _fail("data.size", d.size, f"must be a multiple of {factor} for these autoencoder and UNet levels")
     _choice("unet.objective", u.objective, OBJECTIVES)
     _num("unet.min_snr_gamma", u.min_snr_gamma, 0.0)
+    _choice("unet.timesteps", u.timesteps, TIMESTEPS)
+    _num("unet.logit_mean", u.logit_mean)
+    _num("unet.logit_std", u.logit_std, 0.0)
     _num("unet.cfg_dropout", u.cfg_dropout, 0.0, 1.0, hi_open=True)
     _num("unet.moe_aux_weight", u.moe_aux_weight, 0.0)
     _num("unet.moe_z_weight", u.moe_z_weight, 0.0)

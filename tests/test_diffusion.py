@@ -344,6 +344,29 @@ def test_zero_terminal_snr_objective():
         make_objective("epsilon", zero_snr=True)
 
 
+def test_logit_normal_timesteps_match_the_flow_time_snr():
+    """Known answers: flow time s = 1/2 (logit 0) has SNR 1, so a near-zero spread puts every draw on the step
+    whose alpha-bar is nearest 1/2; logit mean 1 / std 1 gives log-SNR ~ N(-2, 2) (median -2, quartiles -2 +- 1.35);
+    EDM's -1.2 / 1.2 gives median log-SNR +2.4. Uniform stays uniform, and the same generator redraws the same t."""
+    obj = make_objective("v", timesteps="logit_normal", logit_mean=0.0, logit_std=1e-6)
+    a = obj.alphas_cumprod
+    t = obj.sample_timesteps(64, torch.Generator().manual_seed(0))
+    best = int((a - 0.5).abs().argmin())
+    assert (t == best).all()
+    for mean, std in ((1.0, 1.0), (-1.2, 1.2)):
+        obj = make_objective("v", timesteps="logit_normal", logit_mean=mean, logit_std=std)
+        log_snr = -obj.neg_log_snr[obj.sample_timesteps(40000, torch.Generator().manual_seed(1))]
+        q1, med, q3 = torch.quantile(log_snr, torch.tensor([0.25, 0.5, 0.75])).tolist()
+        assert abs(med - (-2 * mean)) < 0.1 and abs((q3 - q1) / 2 - 0.6745 * 2 * std) < 0.1
+    uni = make_objective("v").sample_timesteps(40000, torch.Generator().manual_seed(2))
+    assert uni.min() == 0 and uni.max() == 999 and abs(uni.float().mean().item() - 499.5) < 5
+    obj = make_objective("epsilon", timesteps="logit_normal")
+    torch.testing.assert_close(obj.sample_timesteps(8, torch.Generator().manual_seed(3)),
+                               obj.sample_timesteps(8, torch.Generator().manual_seed(3)))
+    with pytest.raises(MinicreamError, match="timestep sampling 'cosine'"):
+        make_objective("v", timesteps="cosine")
+
+
 @pytest.mark.parametrize("name", ["epsilon", "v", "flow"])
 def test_objective_scheduler_config_builds_every_sampler(name):
     obj = make_objective(name)

@@ -99,7 +99,8 @@ def _unet_trainer(cfg: RecipeConfig, run: Path, latents, caption_choices, text, 
     if cfg.init_from:
         _warm_start(model, Path(cfg.init_from) / "unet")
         log(f"unet: warm start from {cfg.init_from} (fresh optimizer and schedule)")
-    objective = make_objective(u.objective, u.min_snr_gamma or None, u.beta_schedule, u.zero_terminal_snr)
+    objective = make_objective(u.objective, u.min_snr_gamma or None, u.beta_schedule, u.zero_terminal_snr,
+                               u.timesteps, u.logit_mean, u.logit_std)
     loss_fn = unet_loss(latents, caption_choices, text, empty_id, objective, u.cfg_dropout, model.moe_layers,
                         u.moe_aux_weight, u.moe_z_weight)
     n_params = sum(p.numel() for p in model.parameters())
