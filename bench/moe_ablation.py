@@ -13,6 +13,7 @@ each (concepts, objects and minicream-table) with the shipped evaluator and judg
   flow     the shipped design trained with the rectified-flow objective (logit-normal levels, SD3) instead of v
   ln_sd3   v with SD3's logit-normal noise levels (logit mean 0, std 1: log-SNR ~ N(0, 2)) instead of uniform t
   ln_noisy v with logit-normal levels shifted to noise (mean 1: log-SNR ~ N(-2, 2); uniform t has median -1.3)
+  repa     the shipped design plus REPA (weight 0.5), aligned with the --evaluator's image tower (training/repa.py)
 
     python bench/moe_ablation.py --minutes 12 --vae-from runs/ref --out runs/ablation [--arms moe,dense] [--parallel]
     python bench/moe_ablation.py --config full --benchmarks coverage --evaluator minicream/full/evaluator \
@@ -47,6 +48,7 @@ ARMS["moe8"] = ARMS["moe"] + ["--set", "unet.model.num_experts=8"]
 ARMS["flow"] = ARMS["moe"] + ["--set", 'unet.objective="flow"']
 ARMS["ln_sd3"] = ARMS["moe"] + ["--set", 'unet.timesteps="logit_normal"']
 ARMS["ln_noisy"] = ARMS["ln_sd3"] + ["--set", "unet.logit_mean=1.0"]
+ARMS["repa"] = ARMS["moe"] + ["--set", "unet.repa_weight=0.5", "--set", "unet.repa_encoder={evaluator}"]
 
 
 def prepare(run: Path, vae_from: Path | None) -> None:
@@ -59,7 +61,7 @@ def prepare(run: Path, vae_from: Path | None) -> None:
 
 def train_cmd(run: Path, arm: str, args) -> list[str]:
     return [sys.executable, "-m", "minicream.cli", "train", "--config", args.config, "--out", str(run), "--resume",
-            "--steps", str(args.steps), *ARMS[arm], "--max-minutes", str(args.minutes), "--seed", str(args.seed),
+            "--steps", str(args.steps), *[a.replace("{evaluator}", repr(str(args.evaluator))) for a in ARMS[arm]], "--max-minutes", str(args.minutes), "--seed", str(args.seed),
             "--set", 'evaluator.preset=""']  # no stage 7: every arm is graded by the same shipped evaluator and judge
 
 

@@ -66,6 +66,8 @@ class UNetSection:
     timesteps: str = "uniform"  # noise levels of epsilon/v: "uniform" t or "logit_normal" (SD3; flow always is)
     logit_mean: float = 0.0  # logit-normal levels: > 0 spends more samples at high noise (-1.2/1.2 = EDM's)
     logit_std: float = 1.0
+    repa_weight: float = 0.0  # REPA: align an early UNet layer with a frozen image encoder (training/repa.py); 0 = off
+    repa_encoder: str = ""  # REPA's encoder: a model folder or shipped name whose evaluator gives the targets
     cfg_dropout: float = 0.1  # probability of training on the empty prompt (for classifier-free guidance)
     moe_aux_weight: float = 0.01  # load-balancing loss weight
     moe_z_weight: float = 0.001  # router z-loss weight

@@ -86,6 +86,11 @@ def validate_config(cfg) -> None:
     _choice("unet.timesteps", u.timesteps, TIMESTEPS)
     _num("unet.logit_mean", u.logit_mean)
     _num("unet.logit_std", u.logit_std, 0.0)
+    _num("unet.repa_weight", u.repa_weight, 0.0)
+    if u.repa_weight and not u.repa_encoder:
+        _fail("unet.repa_encoder", u.repa_encoder, "must name a model folder or shipped model with an evaluator when unet.repa_weight > 0")
+    if u.repa_weight and m.arch != "minicream":
+        _fail("unet.repa_weight", u.repa_weight, "REPA needs unet.model.arch = \"minicream\"")
     _num("unet.cfg_dropout", u.cfg_dropout, 0.0, 1.0, hi_open=True)
     _num("unet.moe_aux_weight", u.moe_aux_weight, 0.0)
     _num("unet.moe_z_weight", u.moe_z_weight, 0.0)

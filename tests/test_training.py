@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -384,6 +385,53 @@ def test_recipe_stage_7_trains_the_evaluator_and_resume_skips_done_stages(tiny_r
     second = (run / "train_log.txt").read_text()[len(log):]
     assert "5. unet" not in second and "7. evaluator" not in second
     assert (model / "unet" / "model.safetensors").read_bytes() == unet_before
+
+
+def test_repa_recipe_trains_the_head_and_exports_only_the_unet(tiny_run, emoji_root, tmp_path):
+    """REPA (unet.repa_weight): targets from the shipped reference evaluator at the UNet's first token resolution,
+    the alignment loss logged, the exported UNet the same tensors as a plain run's (no head), and it generates."""
+    from conftest import tiny_config
+    from safetensors.torch import load_file
+
+    from minicream.pipeline import Pipeline
+    from minicream.training.recipe import run_recipe
+
+    run = _copy_run(tiny_run, tmp_path / "run", keep_unet=False)
+    model = run_recipe(tiny_config(emoji_root, "unet.repa_weight=0.5", 'unet.repa_encoder="reference"'), run,
+                       resume=True, cpu=True)
+    log = (run / "train_log.txt").read_text()
+    assert "REPA targets (" in log and "from reference's evaluator" in log
+    align = float(re.search(r"unet step 4/4 loss \S+ \d+ samples/s repa (\S+)", log).group(1))
+    assert 0.0 < align < 2.0  # 1 - cosine similarity, logged beside the denoising loss
+    plain = load_file(tiny_run / "model" / "unet" / "model.safetensors")
+    ours = load_file(model / "unet" / "model.safetensors")
+    assert sorted(ours) == sorted(plain) and not any("head" in k for k in ours)
+    assert np.asarray(Pipeline.from_pretrained(model)("red apple", seed=1, steps=3)[0]).std() > 1
+
+
+def test_repa_alignment_loss_known_answers():
+    """Cosine alignment: head output equal to the targets -> 0, opposite -> 2, orthogonal -> 1; the targets come
+    from the evaluator stage at the requested resolution (64 px tower: 8x8 is its third stage, 128 channels)."""
+    from minicream.models.build import build_unet
+    from minicream.pipelines.base import shipped_model_dir
+    from minicream.training.repa import WithREPA, encoder_targets
+
+    unet = build_unet(UNetConfig(channels=[32, 64], attention=[False, True], context_dim=384, pooled_dim=384))
+    wrapped = WithREPA(unet, 32)
+    wrapped.head = torch.nn.Identity()
+    x = torch.randn(2, 32, 4, 4)
+    for target, answer in ((x, 0.0), (-x, 2.0), (3 * x, 0.0)):
+        wrapped.captured = x
+        assert abs(wrapped.alignment_loss(target).item() - answer) < 1e-5
+    wrapped.captured = torch.tensor([[[[1.0]], [[0.0]]]])
+    assert abs(wrapped.alignment_loss(torch.tensor([[[[0.0]], [[3.0]]]])).item() - 1.0) < 1e-6
+    with pytest.raises(RuntimeError, match="before a forward"):
+        wrapped.alignment_loss(x)
+    images = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8)
+    t = encoder_targets(shipped_model_dir("reference"), images, 8)
+    assert t.shape == (3, 128, 8, 8) and t.dtype == torch.bfloat16
+    with pytest.raises(MinicreamError, match="no evaluator"):
+        encoder_targets("/nonexistent", images, 8)
 
 
 def test_flow_recipe_model_generates(tiny_run, emoji_root, tmp_path):

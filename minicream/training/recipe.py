@@ -89,7 +89,7 @@ def caption_variants(example: Example, cfg: RecipeConfig) -> list[str]:
 
 
 # 5. ------------------------------------------------------------------------------------------------
-def _unet_trainer(cfg: RecipeConfig, run: Path, latents, caption_choices, text, empty_id, log, cpu):
+def _unet_trainer(cfg: RecipeConfig, run: Path, latents, images, caption_choices, text, empty_id, log, cpu):
     u = cfg.unet
     # The text encoder decides the conditioning widths (384 for MiniLM; another local encoder may differ).
     dim = text.hidden.shape[-1]
@@ -101,15 +101,25 @@ def _unet_trainer(cfg: RecipeConfig, run: Path, latents, caption_choices, text, 
         log(f"unet: warm start from {cfg.init_from} (fresh optimizer and schedule)")
     objective = make_objective(u.objective, u.min_snr_gamma or None, u.beta_schedule, u.zero_terminal_snr,
                                u.timesteps, u.logit_mean, u.logit_std)
-    loss_fn = unet_loss(latents, caption_choices, text, empty_id, objective, u.cfg_dropout, model.moe_layers,
-                        u.moe_aux_weight, u.moe_z_weight)
     n_params = sum(p.numel() for p in model.parameters())
+    repa = None
+    if u.repa_weight:
+        from .repa import WithREPA, encoder_targets
+
+        t0 = time.time()
+        targets = encoder_targets(u.repa_encoder, images, latents.shape[-1] // u.model.patch_size)
+        repa = (targets, u.repa_weight)
+        model = WithREPA(model, targets.shape[1])
+        log(f"unet: REPA targets {tuple(targets.shape)} from {u.repa_encoder}'s evaluator, weight {u.repa_weight} "
+            f"({time.time() - t0:.1f}s)")
+    loss_fn = unet_loss(latents, caption_choices, text, empty_id, objective, u.cfg_dropout, model.moe_layers,
+                        u.moe_aux_weight, u.moe_z_weight, repa)
     log(f"unet: {n_params / 1e6:.2f} M parameters, arch={u.model.arch}, moe={u.model.moe}, experts={u.model.num_experts}, top_k={u.model.top_k}, objective={u.objective}")
 
     def log_step(step, rec):
         usage = [f"{x:.2f}" for m in model.moe_layers for x in m.pop_usage()]
         log(f"unet step {step}/{u.train.steps} loss {rec['loss_avg']:.4f} {rec['samples_per_s']:.0f} samples/s"
-            + (f" expert usage [{' '.join(usage)}]" if usage else ""))
+            + (f" repa {rec['repa']:.3f}" if "repa" in rec else "") + (f" expert usage [{' '.join(usage)}]" if usage else ""))
 
     return Trainer(model, loss_fn, len(latents), u.train, run, "unet", cpu=cpu, log_fn=log_step), objective
 
@@ -207,11 +217,13 @@ def run_recipe(cfg: RecipeConfig, run_dir: str | Path, resume: bool = False, cpu
     unet_cfg = json.loads(json.dumps(config_to_dict(cfg.unet)))
     if (_stage_done(run, "export") or {}).get("unet") != unet_cfg:
         t0 = time.time()
-        trainer, objective = _unet_trainer(cfg, run, latents, caption_choices, text, index[""], log, cpu)
+        trainer, objective = _unet_trainer(cfg, run, latents, images, caption_choices, text, index[""], log, cpu)
         if resume and trainer.resume():
             log(f"unet: resumed at step {trainer.step}")
         stats = trainer.train()
         unet = trainer.final_model()
+        if cfg.unet.repa_weight:
+            unet = unet.unet  # REPA's head is not exported
         log(f"5. unet: {stats['steps']} steps in {stats['seconds']:.0f}s; peak resident memory so far {_peak_rss_gb():.2f} GB")
 
         # 6. Export

@@ -28,8 +28,10 @@ def autoencoder_loss(images_uint8: torch.Tensor, kl_weight: float):
 
 
 def unet_loss(latents: torch.Tensor, caption_choices: list[list[int]], text, empty_id: int, objective,
-              cfg_dropout: float, moe_layers: list[MoEFeedForward], aux_weight: float, z_weight: float):
-    """Denoising loss. caption_choices[i]: indices into the cached text table usable for example i."""
+              cfg_dropout: float, moe_layers: list[MoEFeedForward], aux_weight: float, z_weight: float,
+              repa: tuple[torch.Tensor, float] | None = None):
+    """Denoising loss. caption_choices[i]: indices into the cached text table usable for example i.
+    repa: (encoder targets per example, weight) when the model is a `training.repa.WithREPA`."""
     n_choices = torch.tensor([len(c) for c in caption_choices])
     table = torch.full((len(caption_choices), int(n_choices.max())), -1, dtype=torch.long)
     for i, c in enumerate(caption_choices):
@@ -45,6 +47,11 @@ def unet_loss(latents: torch.Tensor, caption_choices: list[list[int]], text, emp
         x0 = latents[idx].to(device).contiguous(memory_format=torch.channels_last)
         loss = objective(lambda x_t, t: model(x_t, t, ctx, mask, pooled), x0, gen).mean()
         logs = {"denoise": loss.item()}
+        if repa is not None:
+            targets, weight = repa
+            align = getattr(model, "module", model).alignment_loss(targets[idx].to(device))
+            loss = loss + weight * align
+            logs["repa"] = align.item()
         if moe_layers:
             aux = sum(m.aux_loss for m in moe_layers) / len(moe_layers)
             z = sum(m.z_loss for m in moe_layers) / len(moe_layers)
