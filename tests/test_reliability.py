@@ -3,8 +3,10 @@ metadata, one error boundary in the CLI (expected: one line; unexpected: one lin
 that every API takes, CORS only when asked for, no server paths in API errors."""
 from __future__ import annotations
 
+import io
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -135,12 +137,55 @@ def test_forged_png_settings_for_generate_from(tiny_model, tmp_path, capsys):
         assert code != 0 and word in one_line(capsys.readouterr().err)
 
 
-def test_info_refuses_a_decompression_bomb(tmp_path, monkeypatch, capsys):
-    bomb = tmp_path / "bomb.png"
-    save_png(Image.new("RGB", (64, 64)), bomb, {"prompt": "x"})
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4,096 pixels > 2x the limit: Pillow's bomb error
-    assert main(["info", str(bomb)]) != 0
-    assert "too large to open safely" in one_line(capsys.readouterr().err)
+def test_info_reads_metadata_without_decoding_pixels(tmp_path, monkeypatch, capsys):
+    """`info` walks the PNG's chunks and never decodes the image: one beyond Pillow's pixel limit (a decompression
+    bomb to Image.open) still shows its parameters, instantly; text after the image data is found too."""
+    big = tmp_path / "big.png"
+    save_png(Image.new("RGB", (64, 64)), big, {"prompt": "x"})
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4,096 pixels > 2x the limit: Image.open would refuse
+    assert main(["info", str(big)]) == 0
+    assert "prompt: x" in capsys.readouterr().out
+
+
+def _png_with_chunks(path: Path, *chunks: tuple[bytes, bytes]) -> None:
+    """A 1x1 PNG with extra chunks after the image data (where `info` must still look)."""
+    import struct
+    import zlib
+
+    buf = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buf, format="PNG")
+    raw = buf.getvalue()
+    end = raw.rindex(b"IEND") - 4
+    extra = b"".join(struct.pack(">I", len(d)) + k + d + struct.pack(">I", zlib.crc32(k + d)) for k, d in chunks)
+    path.write_bytes(raw[:end] + extra + raw[end:])
+
+
+def test_png_text_chunks_bombs_and_corruption(tmp_path, capsys):
+    import zlib
+
+    from minicream.io.pngmeta import MAX_TEXT_CHUNK, read_png_text
+
+    params = b'{"prompt": "\\u00e9t\\u00e9", "seed": 3}'
+    ok = tmp_path / "ok.png"
+    _png_with_chunks(ok, (b"zTXt", b"minicream\0\0" + zlib.compress(params)),
+                     (b"iTXt", b"note\0\0\0en\0\0" + "été".encode()), (b"tEXt", b"note\0last"))
+    assert read_png_text(ok) == {"minicream": params.decode(), "note": "last"}
+    assert main(["info", str(ok)]) == 0 and "prompt: été" in capsys.readouterr().out
+    bomb = tmp_path / "bomb.png"  # 64 MB of text in a 64 KB chunk: refused, not inflated
+    _png_with_chunks(bomb, (b"zTXt", b"minicream\0\0" + zlib.compress(b"a" * (64 << 20))))
+    cases = {bomb: f"larger than {MAX_TEXT_CHUNK} bytes"}
+    bad_crc = tmp_path / "crc.png"
+    _png_with_chunks(bad_crc, (b"tEXt", b"minicream\0{}"))
+    data = bytearray(bad_crc.read_bytes())
+    data[data.index(b"minicream\0{}") + 10] ^= 1
+    bad_crc.write_bytes(bytes(data))
+    cases[bad_crc] = "fails its CRC"
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(ok.read_bytes()[:-20])
+    cases[cut] = "corrupt PNG (truncated"
+    for path, words in cases.items():
+        assert main(["info", str(path)]) != 0
+        assert words in one_line(capsys.readouterr().err)
 
 
 def test_model_config_files_with_wrong_types_are_refused(tiny_model, tmp_path):

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -161,23 +163,73 @@ def save_png(image: Image.Image, path: str | os.PathLike, params: dict) -> None:
         image.save(tmp, format="PNG", pnginfo=info)
 
 
+MAX_TEXT_CHUNK = 1 << 20  # bytes of one (decompressed) text chunk, Pillow's limit too
+_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+
+
+def _inflate(data: bytes, p: Path) -> bytes:
+    z = zlib.decompressobj()
+    try:
+        out = z.decompress(data, MAX_TEXT_CHUNK)
+    except zlib.error:
+        raise MinicreamError(f"{p}: corrupt PNG (a compressed text chunk does not decompress)") from None
+    if z.unconsumed_tail:
+        raise MinicreamError(f"{p}: refused, a compressed text chunk is larger than {MAX_TEXT_CHUNK} bytes")
+    return out
+
+
+def _text_chunk(kind: bytes, data: bytes, p: Path) -> tuple[str, str]:
+    key, sep, rest = data.partition(b"\0")
+    if not sep:
+        raise MinicreamError(f"{p}: corrupt PNG (a {kind.decode()} chunk has no keyword)")
+    if kind == b"tEXt":
+        return key.decode("latin-1"), rest.decode("latin-1")
+    if kind == b"zTXt":
+        return key.decode("latin-1"), _inflate(rest[1:], p).decode("latin-1")
+    if len(rest) < 2:
+        raise MinicreamError(f"{p}: corrupt PNG (a short iTXt chunk)")
+    compressed, body = rest[0], rest[2:]
+    _lang, _, body = body.partition(b"\0")
+    _translated, _, body = body.partition(b"\0")
+    value = _inflate(body, p) if compressed else body
+    return key.decode("latin-1"), value.decode("utf-8", errors="replace")
+
+
+def read_png_text(path: str | os.PathLike) -> dict[str, str]:
+    """The PNG's text chunks (tEXt, zTXt, iTXt; before or after the image data), read chunk by chunk without
+    decoding a pixel: a huge or malicious image costs its file's read, never its pixels' memory."""
+    p = Path(path)
+    text: dict[str, str] = {}
+    with open(p, "rb") as f:
+        if f.read(8) != PNG_SIGNATURE:
+            raise MinicreamError(f"{p}: is not a PNG file")
+        while True:
+            head = f.read(8)
+            if len(head) < 8:
+                raise MinicreamError(f"{p}: corrupt PNG (truncated: no IEND chunk)")
+            length, kind = struct.unpack(">I4s", head)
+            if kind == b"IEND":
+                return text
+            if kind not in _TEXT_CHUNKS:
+                f.seek(length + 4, os.SEEK_CUR)  # the data and its CRC, unread
+                continue
+            if length > MAX_TEXT_CHUNK:
+                raise MinicreamError(f"{p}: refused, a text chunk is larger than {MAX_TEXT_CHUNK} bytes")
+            data, crc = f.read(length), f.read(4)
+            if len(data) < length or len(crc) < 4:
+                raise MinicreamError(f"{p}: corrupt PNG (truncated inside a {kind.decode()} chunk)")
+            if zlib.crc32(kind + data) != struct.unpack(">I", crc)[0]:
+                raise MinicreamError(f"{p}: corrupt PNG (a {kind.decode()} chunk fails its CRC)")
+            key, value = _text_chunk(kind, data, p)
+            text[key] = value  # a repeated keyword: the last one wins, as in Pillow
+
+
 def read_png_params(path: str | os.PathLike) -> dict:
     """Generation params of a PNG written by `save_png` (or by A1111: parsed from its infotext)."""
     p = Path(path)
     if not p.is_file():
         raise MinicreamError(f"{p}: file not found" if not p.exists() else f"{p}: is not a regular file")
-    with open(p, "rb") as f:
-        if f.read(8) != PNG_SIGNATURE:
-            raise MinicreamError(f"{p}: is not a PNG file")
-    try:
-        with Image.open(p) as im:
-            im.load()  # text chunks after the image data are only read on load
-            text = dict(getattr(im, "text", {}) or {})
-    except Image.DecompressionBombError as exc:  # more pixels than Pillow's limit: refuse before decoding them
-        raise MinicreamError(f"{p}: refused, the image is too large to open safely ({str(exc).split('.')[0]})") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise MinicreamError(f"{p}: corrupt PNG ({reason})") from None
+    text = read_png_text(p)
     if JSON_KEY in text:
         try:
             params = json.loads(text[JSON_KEY])
