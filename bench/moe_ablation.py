@@ -19,6 +19,9 @@ each (concepts, objects and minicream-table) with the shipped evaluator and judg
     python bench/moe_ablation.py --config full --benchmarks coverage --evaluator minicream/full/evaluator \
         --vae-from runs/full2 --minutes 15 --steps 1000 --arms moe,dense,moe8,flow --parallel --out runs/ablation13
 
+    python bench/moe_ablation.py --config full --benchmarks coverage --evaluator minicream/full/evaluator \
+        --init-from full --minutes 25 --steps 1500 --arms moe,ln_noisy --parallel --out runs/ablation13_warm
+
 --vae-from reuses a finished run's autoencoder (stage 3), so both arms train only the UNet on identical latents.
 --parallel trains both arms at once, each pinned to its own CPU core with one thread (fair on a 2-core machine:
 both get the same hardware at the same time); otherwise they run one after the other with all threads.
@@ -62,7 +65,8 @@ def prepare(run: Path, vae_from: Path | None) -> None:
 def train_cmd(run: Path, arm: str, args) -> list[str]:
     return [sys.executable, "-m", "minicream.cli", "train", "--config", args.config, "--out", str(run), "--resume",
             "--steps", str(args.steps), *[a.replace("{evaluator}", repr(str(args.evaluator))) for a in ARMS[arm]], "--max-minutes", str(args.minutes), "--seed", str(args.seed),
-            "--set", 'evaluator.preset=""']  # no stage 7: every arm is graded by the same shipped evaluator and judge
+            "--set", 'evaluator.preset=""',  # no stage 7: every arm is graded by the same shipped evaluator and judge
+            *(["--init-from", args.init_from] if args.init_from else [])]
 
 
 def launch(cmd: list[str], log: Path, core: int | None) -> subprocess.Popen:
@@ -79,6 +83,8 @@ def main(argv=None) -> int:
     ap.add_argument("--config", default="reference")
     ap.add_argument("--out", default="runs/ablation")
     ap.add_argument("--vae-from", help="a finished run directory whose autoencoder both arms reuse")
+    ap.add_argument("--init-from", help="warm-start every arm from this exported model (folder or shipped name): "
+                                        "compares the arms later in training, where a from-scratch arm is still at the floor")
     ap.add_argument("--minutes", type=float, default=12.0, help="UNet training minutes per arm")
     ap.add_argument("--steps", type=int, default=1500, help="optimizer steps (the schedule's length; time stops first)")
     ap.add_argument("--seed", type=int, default=0)
