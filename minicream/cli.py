@@ -400,7 +400,7 @@ def cmd_eval(args) -> None:
 
     out = args.out or f"outputs/eval/{args.benchmark}" + (f"_best{args.candidates}" if args.candidates > 1 else "")
     run_benchmark(args.model, args.benchmark, out, samples=args.samples, candidates=args.candidates, seed=args.seed,
-                  data_root=args.data, steps=args.steps, limit=args.limit)
+                  data_root=args.data, steps=args.steps, limit=args.limit, guidance=args.guidance, sampler=args.sampler)
     print(Path(out) / "report.md")
 
 
@@ -562,6 +562,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, help="only the first N prompts of the benchmark (a quicker subset)")
     ev.add_argument("--seed", type=int, default=0, help="base of the per-sample seeds")
     ev.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+    ev.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's)")
+    ev.add_argument("--sampler", help="sampler (default: the model's; `minicream samplers` lists them)")
     ev.add_argument("--data", default="data/emoji", help="dataset with the real reference images")
     ev.set_defaults(func=cmd_eval)
 

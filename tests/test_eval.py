@@ -199,8 +199,9 @@ def test_eval_cli_writes_reports(tiny_evaluated_model, emoji_root, tmp_path, cap
     assert set(GENEVAL_TASKS) <= set(rep["tasks"]) and 0 <= rep["geneval_mean"] <= 1
     out3 = tmp_path / "concepts"
     assert main(["eval", "--model", str(tiny_evaluated_model), "--benchmark", "concepts", "--samples", "1", "--steps", "1",
-                 "--data", str(emoji_root), "--out", str(out3)]) == 0
+                 "--data", str(emoji_root), "--out", str(out3), "--guidance", "2.5", "--sampler", "euler"]) == 0
     rep = json.loads((out3 / "report.json").read_text())
+    assert (rep["guidance"], rep["sampler"]) == (2.5, "euler") and "guidance 2.5" in (out3 / "report.md").read_text()
     concepts = [c["name"] for c in json.loads((tiny_evaluated_model / "concepts.json").read_text())["concepts"]]
     assert rep["prompts"] == rep["n_generated"] == len(concepts) >= 2
     assert rep["object_accuracy"]["judge"]["n"] == rep["object_accuracy"]["judge"]["classes"] == len(concepts)
@@ -216,8 +217,10 @@ def test_eval_cli_writes_reports(tiny_evaluated_model, emoji_root, tmp_path, cap
     assert main(["eval", "--model", str(tiny_evaluated_model), "--benchmark", "nope", "--data", str(emoji_root)]) == 2
     assert main(["eval", "--model", str(tiny_evaluated_model), "--samples", "0", "--data", str(emoji_root)]) == 2
     assert main(["eval", "--model", str(tmp_path), "--data", str(emoji_root)]) == 2
+    assert main(["eval", "--model", str(tiny_evaluated_model), "--benchmark", "concepts", "--guidance", "-1",
+                 "--data", str(emoji_root), "--out", str(tmp_path / "bad")]) == 2
     err = capsys.readouterr().err
-    assert "unknown benchmark" in err and "at least 1" in err and "not a minicream model" in err
+    assert "unknown benchmark" in err and "at least 1" in err and "not a minicream model" in err and "guidance must be" in err
 
 
 def _rows(root):

@@ -386,6 +386,19 @@ def test_recipe_stage_7_trains_the_evaluator_and_resume_skips_done_stages(tiny_r
     assert "5. unet" not in second and "7. evaluator" not in second
     assert (model / "unet" / "model.safetensors").read_bytes() == unet_before
 
+    # A warm-started sitting with the same evaluator recipe and data copies the evaluator instead of retraining it
+    warm_cfg = tiny_config(emoji_root, f"evaluator.preset={str(preset)!r}", "evaluator.judge_steps=1",
+                           f"init_from={str(model)!r}", "unet.train.steps=1")
+    warm = run_recipe(warm_cfg, tmp_path / "warm", cpu=True)
+    assert "copied, not retrained" in (tmp_path / "warm" / "train_log.txt").read_text()
+    for f in ("model.safetensors", "results.json", "judge/model.safetensors"):
+        assert (warm / "evaluator" / f).read_bytes() == (model / "evaluator" / f).read_bytes(), f
+    from minicream.evaluator.train import reuse_evaluator
+
+    changed = load_recipe(str(preset), ["judge_train.steps=2"])
+    assert reuse_evaluator(model / "evaluator", changed, emoji_root, tmp_path / "other") is None
+    assert not (tmp_path / "other").exists()
+
 
 def test_repa_recipe_trains_the_head_and_exports_only_the_unet(tiny_run, emoji_root, tmp_path):
     """REPA (unet.repa_weight): targets from the shipped reference evaluator at the UNet's first token resolution,

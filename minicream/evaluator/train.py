@@ -24,6 +24,7 @@ from ..data.selection import select_examples
 from ..errors import MinicreamError
 from ..io.atomic import atomic_path
 from ..text.encoder import TextEncoder
+from ..training.resume_check import data_fingerprint
 from ..training.trainer import TrainConfig, Trainer
 from .model import EvaluatorConfig, MiniCLIP
 
@@ -268,7 +269,8 @@ def train_evaluator(config: EvaluatorRecipe | None, data_root: str | Path, out_d
     encoder = encoder or TextEncoder.load(None, max_length=recipe.text_max_length)
     log(f"evaluator data: {len(train)} train / {len(test)} test images, {len(texts)} texts; encoding texts (cached)")
     pooled = encode_texts(encoder, texts, cache / "train_texts.safetensors")
-    results: dict = {"data": str(data_root), "train_images": len(train), "recipe": dataclasses.asdict(recipe)}
+    results: dict = {"data": str(data_root), "data_fingerprint": data_fingerprint(Path(data_root)), "train_images": len(train),
+                     "recipe": dataclasses.asdict(recipe)}
     if focus:
         results["focus"] = {"images": len(focus), "concepts": len(focus_concepts)}
     concepts = sorted({ex.meta["concept"] for ex in train + test if ex.meta.get("concept")})
@@ -296,6 +298,26 @@ def train_evaluator(config: EvaluatorRecipe | None, data_root: str | Path, out_d
     with atomic_path(out_dir / RESULTS_FILE) as tmp:
         tmp.write_text(json.dumps(results, indent=2))
     return results
+
+
+def reuse_evaluator(src: str | Path, recipe: EvaluatorRecipe, data_root: str | Path, out_dir: str | Path) -> dict | None:
+    """Copy the evaluator (and judge) in `src` to `out_dir` and return its results when it was trained by this same
+    `recipe` on this same data (the caption fingerprint of `data_root`); None, copying nothing, otherwise.
+    A warm-started sitting changes only the generator: its evaluator would come out the same."""
+    src, out_dir = Path(src), Path(out_dir)
+    try:
+        old = json.loads((src / RESULTS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(old, dict) or old.get("data_fingerprint") != data_fingerprint(Path(data_root)) \
+            or old.get("recipe") != json.loads(json.dumps(dataclasses.asdict(recipe))):
+        return None
+    tmp = out_dir.parent / f".{out_dir.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.replace(out_dir)
+    return old
 
 
 def focus_of_model(model_dir: str | Path) -> dict:

@@ -249,7 +249,7 @@ def run_recipe(cfg: RecipeConfig, run_dir: str | Path, resume: bool = False, cpu
 def train_model_evaluator(cfg: RecipeConfig, model_dir: Path, run_dir: Path, log, resume: bool, encoder) -> dict:
     """Stage 7: the evaluator preset, focused on the generator's selection, saved to `model_dir/evaluator`."""
     from ..evaluator.scorer import EVALUATOR_DIR
-    from ..evaluator.train import load_recipe, train_evaluator
+    from ..evaluator.train import load_recipe, reuse_evaluator, train_evaluator
 
     e = cfg.evaluator
     overrides = [f"{key}={value}" for key, value in (("train.steps", e.steps), ("judge_train.steps", e.judge_steps),
@@ -257,6 +257,11 @@ def train_model_evaluator(cfg: RecipeConfig, model_dir: Path, run_dir: Path, log
                                                      ("judge_train.max_minutes", e.judge_max_minutes)) if value]
     recipe = dataclasses.replace(load_recipe(e.preset, overrides), concepts=tuple(cfg.data.concepts), groups=tuple(cfg.data.groups))
     root = cfg.data.root if cfg.data.source == "emoji" else cfg.data.source
+    if cfg.init_from:  # a warm-started sitting: the evaluator depends only on its recipe and the data
+        reused = reuse_evaluator(Path(cfg.init_from) / EVALUATOR_DIR, recipe, root, model_dir / EVALUATOR_DIR)
+        if reused is not None:
+            log(f"evaluator: {cfg.init_from}'s evaluator and judge come from this same recipe and data: copied, not retrained")
+            return reused
     return train_evaluator(recipe, root, model_dir / EVALUATOR_DIR, log=log, run_dir=run_dir, resume=resume, encoder=encoder)
 
 
