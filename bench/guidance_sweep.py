@@ -8,7 +8,8 @@ nearest-real-image top-1/top-5 (all prompts, bare-name prompts), pairwise SSIM o
 
     python bench/guidance_sweep.py --model runs/full4/model --limit 200 --arms "4;3;4@0.8;6@0.8" --out runs/gsweep
 
-An arm is `GUIDANCE` or `GUIDANCE@HI`: guidance where the noise level t/T <= HI, the conditional prediction above it.
+An arm is `GUIDANCE` or `GUIDANCE@HI`: guidance where the noise level t/T <= HI, the conditional prediction above it
+(`minicream eval --guidance G --guidance-max-noise HI`).
 """
 from __future__ import annotations
 
@@ -17,33 +18,14 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import minicream.pipelines.base as base  # noqa: E402
 from minicream.eval.runner import run_benchmark  # noqa: E402
 
-STOCK_CFG = base.cfg_model_fn
 
-
-def interval_cfg(hi: float, num_train_timesteps: int = 1000):
-    """cfg_model_fn with guidance only where t / T <= hi (batch rows share one t in our samplers)."""
-
-    def make(model_fn, guidance):
-        def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            out_uncond, out_cond = model_fn(torch.cat([x, x]), torch.cat([t, t])).chunk(2)
-            g = guidance if float(t.max()) / num_train_timesteps <= hi else 1.0
-            return out_uncond + g * (out_cond - out_uncond)
-
-        return guided
-
-    return make
-
-
-def parse_arm(arm: str) -> tuple[float, float | None]:
+def parse_arm(arm: str) -> tuple[float, float]:
     g, _, hi = arm.partition("@")
-    return float(g), (float(hi) if hi else None)
+    return float(g), (float(hi) if hi else 1.0)
 
 
 def row(name: str, res: dict) -> dict:
@@ -67,19 +49,17 @@ def main() -> None:
     rows = []
     for arm in args.arms.split(";"):
         g, hi = parse_arm(arm)
-        base.cfg_model_fn = STOCK_CFG if hi is None else interval_cfg(hi)
         report = out / arm.replace("@", "_at_") / "report.json"
         if report.is_file():
             res = json.loads(report.read_text())
         else:
-            res = run_benchmark(args.model, "coverage", report.parent, guidance=g, limit=args.limit, data_root=args.data,
-                                log=lambda s: None)
+            res = run_benchmark(args.model, "coverage", report.parent, guidance=g, guidance_max_noise=hi, limit=args.limit,
+                                data_root=args.data, log=lambda s: None)
         rows.append(row(arm, res))
         r = rows[-1]
         print(f"{arm:>8}  top-1 {r['top1']:.3f}  top-5 {r['top5']:.3f}  (bare {r['plain_top5']:.3f}, styled "
               f"{r['styled_top5']:.3f})  SSIM bare {r['ssim_plain']:.3f}  KID {r['kid']:.4f}  n {r['n']}  {r['seconds']:.0f} s",
               flush=True)
-    base.cfg_model_fn = STOCK_CFG
     (out / "sweep.json").write_text(json.dumps({"model": args.model, "limit": args.limit, "rows": rows}, indent=2))
 
 

@@ -120,6 +120,29 @@ def test_generate_from_png_with_overrides(generated, tiny_model, tmp_path, capsy
     assert not (tmp_path / "red_apple_grid.png").exists()  # a grid only for more than one image
 
 
+def test_guidance_max_noise_is_recorded_and_rerun(generated, tiny_model, tmp_path, capsys):
+    """--guidance-max-noise changes the image, is stored in the PNG, and --from re-runs it (and an image that
+    stores none re-runs at 1, guidance at every step, whatever the model's default)."""
+    out, _ = generated
+    code, _, err = call(capsys, "generate", "red apple", "--model", str(tiny_model), "-n", "1", "--steps", "3",
+                        "--seed", "100", "--guidance-max-noise", "0.5", "--out", str(tmp_path / "half"))
+    assert code == 0, err
+    half = tmp_path / "half" / "red_apple_100.png"
+    assert read_png_params(half)["guidance_max_noise"] == 0.5
+    assert "Guidance max noise: 0.5" in Image.open(half).text["parameters"]
+    with Image.open(half) as a, Image.open(out / "red_apple_100.png") as b:
+        assert not np.array_equal(np.asarray(a), np.asarray(b))
+    assert "guidance_max_noise" not in read_png_params(out / "red_apple_100.png")  # 1 is not written
+    code, _, err = call(capsys, "generate", "--from", str(half), "--model", str(tiny_model), "-n", "1",
+                        "--out", str(tmp_path / "again"))
+    assert code == 0, err
+    with Image.open(half) as a, Image.open(tmp_path / "again" / "red_apple_100.png") as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    code, _, err = call(capsys, "generate", "red apple", "--model", str(tiny_model), "-n", "1", "--steps", "1",
+                        "--guidance-max-noise", "0", "--out", str(tmp_path / "bad"))
+    assert code == 2 and "guidance_max_noise must be a number in (0, 1]" in err and not (tmp_path / "bad").exists()
+
+
 def test_generate_grid(tiny_model, tmp_path, capsys):
     code, stdout, err = call(capsys, "generate", "dog face", "--model", str(tiny_model), "-n", "2", "--steps", "1",
                              "--out", str(tmp_path), "--grid", "--seed", "0")

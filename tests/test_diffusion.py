@@ -317,6 +317,28 @@ def test_cfg_model_fn_mixes_uncond_and_cond():
     assert torch.equal(out, torch.full((2, 4, 2, 2), 1.0 + 2.5 * (3.0 - 1.0)))
 
 
+def test_cfg_model_fn_guides_only_below_max_noise():
+    """Guidance interval: above max_noise * T the conditional prediction alone (from cond_fn when given, one
+    batch; else the cond half), at or below it the usual mix."""
+    calls = []
+
+    def model_fn(x, t):
+        calls.append(("both", x.shape[0]))
+        half = x.shape[0] // 2
+        return torch.cat([torch.full_like(x[:half], 1.0), torch.full_like(x[half:], 3.0)])
+
+    def cond_fn(x, t):
+        calls.append(("cond", x.shape[0]))
+        return torch.full_like(x, 3.0)
+
+    x = torch.zeros(2, 4, 2, 2)
+    for fn in (cfg_model_fn(model_fn, 2.5, max_noise=0.5, cond_fn=cond_fn), cfg_model_fn(model_fn, 2.5, max_noise=0.5)):
+        assert torch.equal(fn(x, torch.tensor([501.0, 501.0])), torch.full_like(x, 3.0))  # t/T > 0.5: cond only
+        assert torch.equal(fn(x, torch.tensor([500.0, 500.0])), torch.full_like(x, 6.0))  # 1 + 2.5 * (3 - 1)
+    assert calls == [("cond", 2), ("both", 4), ("both", 4), ("both", 4)]
+    assert torch.equal(cfg_model_fn(model_fn, 2.5, max_noise=1.0)(x, torch.tensor([999.0, 999.0])), torch.full_like(x, 6.0))
+
+
 # --- objectives ----------------------------------------------------------------------------------------
 
 

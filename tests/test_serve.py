@@ -132,6 +132,8 @@ BAD_NATIVE = [
     ({"prompt": "x", "steps": "many"}, "steps"),
     ({"prompt": "x", "guidance": -1}, "guidance"),
     ({"prompt": "x", "guidance": 31}, "guidance"),
+    ({"prompt": "x", "guidance_max_noise": 0}, "guidance_max_noise"),
+    ({"prompt": "x", "guidance_max_noise": 1.5}, "guidance_max_noise"),
     ({"prompt": "x", "num_images": 0}, "num_images"),
     ({"prompt": "x", "num_images": 9}, "num_images"),
     ({"prompt": "x", "num_candidates": 9}, "num_candidates"),
@@ -404,6 +406,8 @@ def test_real_pipeline_options_pass_through(tiny_server):
         r = httpx.post(f"{url}/api/generate", json={"prompt": "red apple", "steps": 2, "filter": "none"}, headers=auth, timeout=60)
         image = r.json()["images"][0]
         assert image["rewritten_prompt"] == "red apple" and image["parameters"]["filter"] == "none"
+    r = httpx.post(f"{url}/api/generate", json={"prompt": "red apple", "steps": 2, "guidance_max_noise": 0.6}, headers=auth, timeout=60)
+    assert r.status_code == 200 and r.json()["images"][0]["parameters"]["guidance_max_noise"] == 0.6
     if features["num_candidates"]:
         r = httpx.post(f"{url}/api/generate", json={"prompt": "red apple", "steps": 2, "num_candidates": 2}, headers=auth, timeout=60)
         if r.status_code == 200:

@@ -25,7 +25,8 @@ def markdown(res: dict) -> str:
     lines = [f"## `minicream eval --benchmark {res['benchmark']}`" + (f" (best of {res['candidates']})" if res["candidates"] > 1 else ""), "",
              f"{res['prompts']} prompts × {res['samples_per_prompt']} samples = n {res['n_generated']} generated"
              + (f", n {res['n_real']} real" if "n_real" in res else "")
-             + f"; {res['sampler']}, {res['steps']} steps" + (f", guidance {res['guidance']}" if res.get("guidance") is not None else "") + f"; model {res['model_hash']}; {res['seconds']['total']:.0f} s.", ""]
+             + f"; {res['sampler']}, {res['steps']} steps" + (f", guidance {res['guidance']}" if res.get("guidance") is not None else "")
+             + (f" below noise {res['guidance_max_noise']}" if res.get("guidance_max_noise", 1.0) < 1.0 else "") + f"; model {res['model_hash']}; {res['seconds']['total']:.0f} s.", ""]
     if res["benchmark"] == "minicream-table":
         lines += ["| metric | kandinsky (paper) | midjourney (paper) | mini-CREAM (paper) | minicream (measured) |", "|---|---|---|---|---|"]
         lines.append(f"| FID (paper: InceptionV3; ours: evaluator features) | {PAPER_TABLE['FID']['kandinsky']} | {PAPER_TABLE['FID']['midjourney']} | {PAPER_TABLE['FID']['mini-CREAM']} | {_fmt(res.get('fd_evaluator'), 4)} |")

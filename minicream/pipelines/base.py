@@ -16,6 +16,8 @@ are shortcuts to them.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import numbers
 import random
@@ -43,6 +45,8 @@ from .modes import Mode
 
 MAX_STEPS, MAX_GUIDANCE, MAX_IMAGES = 500, 50.0, 256
 PARAMS_KEY = "minicream"  # PIL image.info key holding the generation parameters
+# The guidance interval of the mode call in progress (Pipeline.guidance_limit); None outside one.
+_MAX_NOISE: contextvars.ContextVar[float | None] = contextvars.ContextVar("guidance_max_noise", default=None)
 DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32}
 
 
@@ -163,6 +167,29 @@ class Pipeline:
     def samplers(self) -> list[str]:
         return available_samplers(self.index["objective"]["prediction_type"])
 
+    @contextlib.contextmanager
+    def guidance_limit(self, max_noise: float | None):
+        """Within it, guidance applies only at noise levels t / T <= `max_noise` (0 < max_noise <= 1; 1 = every
+        step). None keeps the enclosing call's value, else the model's default ("guidance_max_noise" in
+        model_index.json "sample"), else 1. Every mode call runs inside one (see Mode.__call__)."""
+        if max_noise is None:
+            max_noise = _MAX_NOISE.get()
+        if max_noise is None:
+            max_noise = self.defaults.get("guidance_max_noise", 1.0)
+        if isinstance(max_noise, bool) or not isinstance(max_noise, numbers.Real) or not 0.0 < max_noise <= 1.0:
+            raise MinicreamError(f"guidance_max_noise must be a number in (0, 1], got {max_noise!r}")
+        token = _MAX_NOISE.set(float(max_noise))
+        try:
+            yield
+        finally:
+            _MAX_NOISE.reset(token)
+
+    @property
+    def guidance_max_noise(self) -> float:
+        """The guidance interval in effect (the call's, else the model's default)."""
+        value = _MAX_NOISE.get()
+        return float(self.defaults.get("guidance_max_noise", 1.0)) if value is None else value
+
     # -- check ----------------------------------------------------------------------------------------
     def settings(self, steps, guidance, sampler, num_images: int = 1, batch_size: int = 8) -> tuple[int, float, str]:
         """The model's defaults for what is None, every value range-checked before any work."""
@@ -252,7 +279,9 @@ class Pipeline:
         if guidance == 1.0:
             return lambda x, t: unet_fn(x, t, cond)
         both = _cat_embeddings(uncond, cond)
-        return cfg_model_fn(lambda x, t: unet_fn(x, t, both), guidance)
+        return cfg_model_fn(lambda x, t: unet_fn(x, t, both), guidance, self.guidance_max_noise,
+                            cond_fn=lambda x, t: unet_fn(x, t, cond),
+                            num_train_timesteps=self.index["objective"].get("num_train_timesteps", 1000))
 
     def canvas_model_fn(self, cond: TextEmbeddings, uncond: TextEmbeddings, guidance: float, canvas: tuple[int, int]) -> Callable:
         """model_fn over latents of size `canvas`: the UNet itself at its native size, MultiDiffusion windows
@@ -310,6 +339,7 @@ class Pipeline:
                 "cfg_scale": guidance, "seed": s, "width": im.width, "height": im.height,
                 "model_hash": self.model_hash, "model": self.model_dir.name,
                 "dtype": "fp32" if self.unet_dtype == torch.float32 else "bf16",
+                **({"guidance_max_noise": self.guidance_max_noise} if self.guidance_max_noise < 1.0 else {}),
                 **({"rewritten_prompt": filtered.rewritten, "filter": filtered.mode_requested,
                     "filter_explanation": filtered.explanation} if filtered is not None else {}),
                 **self.provenance,

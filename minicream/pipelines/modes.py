@@ -34,12 +34,18 @@ class Option:
         return "--" + self.name.replace("_", "-")
 
 
+# Options that Mode.__call__ applies to the pipeline for the whole call (Pipeline.guidance_limit) instead of passing
+# them to the mode's function.
+PIPELINE_OPTIONS = ("guidance_max_noise",)
+
 # Options every sampling mode takes, in one place so that each mode declares the same names, defaults and help.
 SAMPLING = (
     Option("negative_prompt", "str", "", "what the image should not show (replaces the unconditional branch of guidance)"),
     Option("num_images", "int", 1, "number of images"),
     Option("steps", "int", None, "sampling steps (default: the model's)"),
     Option("guidance", "float", None, "classifier-free guidance scale (default: the model's)"),
+    Option("guidance_max_noise", "float", None, "guidance only at noise levels t/T up to this (0-1]; above it the "
+           "conditional prediction alone, which keeps the seeds' variety (default: the model's, else 1 = every step)"),
     Option("sampler", "str", None, "sampler name (see `minicream samplers`; default: the model's)"),
     Option("seed", "seed", None, "seed of the first image (the others use seed+1, ...), or one seed per image"),
     Option("batch_size", "int", 8, "images denoised together (results do not depend on it)"),
@@ -79,7 +85,10 @@ class Mode:
         for o in self.options:
             if o.choices and values[o.name] not in o.choices:
                 raise MinicreamError(f"{self.name}: {o.name} must be one of {', '.join(map(str, o.choices))}, got {values[o.name]!r}")
-        return self.run(pipe, **values)
+        # The guidance interval is the pipeline's (Pipeline.guidance_limit): it reaches every denoise of this call,
+        # nested modes included, without each mode passing it along.
+        with pipe.guidance_limit(values.pop(PIPELINE_OPTIONS[0], None)):
+            return self.run(pipe, **values)
 
 
 def discover() -> dict[str, Mode]:

@@ -328,6 +328,8 @@ def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None
             return error_response(422, str(e), "model")
         kwargs = {"prompt": req.prompt, "negative_prompt": req.negative_prompt, "num_images": req.num_images,
                   "steps": req.steps, "guidance": req.guidance, "sampler": req.sampler, "seed": req.seed, "size": req.size}
+        if req.guidance_max_noise is not None:
+            kwargs["guidance_max_noise"] = req.guidance_max_noise
         if req.num_candidates != 1:
             if not features.num_candidates:
                 return error_response(422, "num_candidates: this server's pipeline has no best-of-N; use 1", "num_candidates")
@@ -397,6 +399,8 @@ def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None
             return error_response(422, f"prompt: {req.mode} needs a prompt describing the result", "prompt")
         common = {"negative_prompt": req.negative_prompt, "seed": req.seed, "sampler": req.sampler, "steps": req.steps,
                   "guidance": req.guidance}
+        if req.guidance_max_noise is not None:
+            common["guidance_max_noise"] = req.guidance_max_noise
         if req.mode == "blend":
             if not (req.prompt or "").strip():
                 return error_response(422, "prompt: blend goes from the image to a prompt; give one", "prompt")

@@ -75,6 +75,8 @@ class GenerateRequest(BaseModel):
     sampler: Optional[str] = Field(None, max_length=32)
     steps: Optional[int] = Field(None, ge=1, le=MAX_STEPS)
     guidance: Optional[float] = Field(None, ge=0.0, le=MAX_GUIDANCE)
+    guidance_max_noise: Optional[float] = Field(None, gt=0.0, le=1.0, description="guidance only at noise levels t/T up "
+                                                "to this; above it the conditional prediction alone (more variety)")
     num_images: int = Field(1, ge=1, le=MAX_IMAGES)
     num_candidates: int = Field(1, ge=1, le=MAX_CANDIDATES, description="best-of-N (needs an evaluator-aware pipeline)")
     filter: Optional[str] = Field(None, max_length=32, description="language filter mode, e.g. offline | llm | none")
@@ -118,6 +120,8 @@ class EditRequest(BaseModel):
     sampler: Optional[str] = Field(None, max_length=32)
     steps: Optional[int] = Field(None, ge=1, le=MAX_STEPS)
     guidance: Optional[float] = Field(None, ge=0.0, le=MAX_GUIDANCE)
+    guidance_max_noise: Optional[float] = Field(None, gt=0.0, le=1.0, description="guidance only at noise levels t/T up "
+                                                "to this; above it the conditional prediction alone (more variety)")
     num_images: int = Field(1, ge=1, le=MAX_IMAGES)
     client_id: Optional[str] = Field(None, description="GET /api/progress/{client_id} reports progress")
 
