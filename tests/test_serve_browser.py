@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import re
 
 import pytest
 from PIL import Image
@@ -189,3 +190,34 @@ def test_page_switches_models_and_takes_their_defaults(browser, tmp_path):
         page.wait_for_selector("#results .card img", timeout=30_000)
         assert student.calls and student.calls[-1]["steps"] == 1 and not teacher.calls
         assert not errors, errors
+
+
+def test_page_sends_guidance_max_noise_only_when_changed(browser, tmp_path):
+    from serve_fakes import FakePipe
+
+    class Interval(FakePipe):
+        defaults = {"sampler": "euler", "steps": 2, "guidance": 4.0, "guidance_max_noise": 0.8}
+
+        def __call__(self, *args, guidance_max_noise=None, **kwargs):
+            images = super().__call__(*args, **kwargs)
+            self.calls[-1]["guidance_max_noise"] = guidance_max_noise
+            used = self.defaults["guidance_max_noise"] if guidance_max_noise is None else guidance_max_noise
+            for im in images:
+                im.info["minicream"]["guidance_max_noise"] = used
+            return images
+
+    pipe = Interval()
+    app = create_app(pipe, ServeSettings(output_dir=tmp_path, token=None))
+    with serve_in_thread(app) as url:
+        page, errors = open_page(browser, url)
+        assert page.input_value("#guidance_max_noise") == "0.8"  # the model's default
+        page.fill("#prompt", "grapes")
+        page.click("#generate")
+        page.wait_for_selector("#results .card img", timeout=30_000)
+        assert pipe.calls[-1]["guidance_max_noise"] is None  # unchanged: the model's default applies
+        page.fill("#guidance_max_noise", "0.6")
+        page.click("#generate")
+        page.locator("#results dd", has_text=re.compile(r"^0\.6$")).first.wait_for(timeout=30_000)  # on the new card
+        assert pipe.calls[-1]["guidance_max_noise"] == 0.6
+        assert not errors, errors
+        page.close()
