@@ -8,13 +8,15 @@ nearest-real-image top-1/top-5 (all prompts, bare-name prompts), pairwise SSIM o
 
     python bench/guidance_sweep.py --model runs/full4/model --limit 200 --arms "4;3;4@0.8;6@0.8" --out runs/gsweep
 
-An arm is `GUIDANCE` or `GUIDANCE@HI`: guidance where the noise level t/T <= HI, the conditional prediction above it
-(`minicream eval --guidance G --guidance-max-noise HI`).
+An arm is `GUIDANCE[@HI][+cadsS]`: guidance where the noise level t/T <= HI, the conditional prediction above it
+(`minicream eval --guidance G --guidance-max-noise HI`); with `+cadsS`, condition-annealed sampling of noise scale S
+(Sadat et al. 2024; `--cads S`, `minicream/diffusion/cads.py`).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -23,9 +25,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from minicream.eval.runner import run_benchmark  # noqa: E402
 
 
-def parse_arm(arm: str) -> tuple[float, float]:
-    g, _, hi = arm.partition("@")
-    return float(g), (float(hi) if hi else 1.0)
+ARM = re.compile(r"^(?P<g>[0-9.]+)(@(?P<hi>[0-9.]+))?(\+cads(?P<s>[0-9.]+))?$")
+
+
+def parse_arm(arm: str) -> dict:
+    """`4`, `4@0.8`, `4@0.8+cads0.25` -> the sampling options of the arm."""
+    m = ARM.match(arm.strip())
+    if not m:
+        raise SystemExit(f"bad arm {arm!r}: expected GUIDANCE[@HI][+cadsS], e.g. 4@0.8+cads0.25")
+    return {"guidance": float(m["g"]), "guidance_max_noise": float(m["hi"] or 1.0), "cads": float(m["s"] or 0.0)}
 
 
 def row(name: str, res: dict) -> dict:
@@ -48,12 +56,12 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for arm in args.arms.split(";"):
-        g, hi = parse_arm(arm)
-        report = out / arm.replace("@", "_at_") / "report.json"
+        opts = parse_arm(arm)
+        report = out / arm.replace("@", "_at_").replace("+", "_") / "report.json"
         if report.is_file():
             res = json.loads(report.read_text())
         else:
-            res = run_benchmark(args.model, "coverage", report.parent, guidance=g, guidance_max_noise=hi, limit=args.limit,
+            res = run_benchmark(args.model, "coverage", report.parent, **opts, limit=args.limit,
                                 data_root=args.data, log=lambda s: None)
         rows.append(row(arm, res))
         r = rows[-1]

@@ -111,7 +111,8 @@ def cmd_generate(args) -> None:
         settings = {"prompt": p.get("prompt"), "negative": p.get("negative_prompt", ""), "steps": p.get("steps"),
                     "guidance": p.get("cfg_scale"), "sampler": p.get("sampler"), "seed": p.get("seed"),
                     "dtype": p.get("dtype", "fp32"),  # images from before bf16 sampling were drawn under autocast
-                    "guidance_max_noise": p.get("guidance_max_noise", 1.0)}  # not stored = guidance at every step
+                    "guidance_max_noise": p.get("guidance_max_noise", 1.0),  # not stored = guidance at every step
+                    "cads": p.get("cads", 0.0)}  # not stored = no condition annealing
         # A re-run reads exactly the stored rewrite, unless the prompt or the filter is changed on the command line;
         # images without one (older, or from A1111) were encoded as typed.
         if args.prompt is None and args.filter is None and args.style is None:
@@ -119,7 +120,7 @@ def cmd_generate(args) -> None:
             settings["filter"] = "none" if stored is None else stored.mode_requested
         if isinstance(p.get("layout"), dict):  # a scene re-runs on its recorded layout
             settings["layout"], settings["harmonize"] = p["layout"], p.get("harmonize", 0.0)
-    for key in ("prompt", "negative", "steps", "guidance", "guidance_max_noise", "sampler", "seed", "dtype", "harmonize"):
+    for key in ("prompt", "negative", "steps", "guidance", "guidance_max_noise", "cads", "sampler", "seed", "dtype", "harmonize"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     if args.layout is not None:
@@ -146,7 +147,7 @@ def cmd_generate(args) -> None:
             print(f"  - {line}", file=sys.stderr)
     images = pipe(settings["prompt"], filter=filtered, layout=layout, harmonize=settings.get("harmonize"), negative_prompt=settings.get("negative") or "", num_images=args.num_images,
                   steps=settings.get("steps"), guidance=settings.get("guidance"), sampler=settings.get("sampler"),
-                  guidance_max_noise=settings.get("guidance_max_noise"),
+                  guidance_max_noise=settings.get("guidance_max_noise"), cads=settings.get("cads"),
                   seed=settings.get("seed"), batch_size=args.batch_size, size=args.size, progress=True,
                   num_candidates=args.candidates)
     out = _save_images(images, Path(args.out), settings["prompt"])
@@ -212,6 +213,7 @@ def _from_png(path, allowed: tuple[str, ...]) -> dict:
                              f"re-run it with the command that made it")
     out = {k: p[v] for k, v in STORED.items() if v in p}
     out["guidance_max_noise"] = p.get("guidance_max_noise", 1.0)  # not stored = guidance at every step
+    out["cads"] = p.get("cads", 0.0)  # not stored = no condition annealing
     if isinstance(p.get("extend"), dict):
         out.update({k: v for k, v in p["extend"].items() if k in ("left", "right", "top", "bottom")})
     out["hashes"] = {k: p[k] for k in ("init_image_sha256", "mask_sha256") if k in p}
@@ -404,7 +406,7 @@ def cmd_eval(args) -> None:
     out = args.out or f"outputs/eval/{args.benchmark}" + (f"_best{args.candidates}" if args.candidates > 1 else "")
     run_benchmark(args.model, args.benchmark, out, samples=args.samples, candidates=args.candidates, seed=args.seed,
                   data_root=args.data, steps=args.steps, limit=args.limit, guidance=args.guidance, sampler=args.sampler,
-                  guidance_max_noise=args.guidance_max_noise)
+                  guidance_max_noise=args.guidance_max_noise, cads=args.cads)
     print(Path(out) / "report.md")
 
 
@@ -469,6 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--guidance", type=float, help="classifier-free guidance scale")
     g.add_argument("--guidance-max-noise", type=float, metavar="F", help="guidance only at noise levels t/T up to F "
                    "(0-1]; above it the conditional prediction alone: more variety between seeds (default: the model's)")
+    g.add_argument("--cads", type=float, metavar="S", help="condition annealing (CADS, Sadat et al. 2024): noise of "
+                   "scale S on the prompt's embedding at high noise levels, for variety between seeds (default: the model's)")
     g.add_argument("--sampler", help="ddim, ddpm, dpmpp_2m, euler, euler_a, heun, plms (see `minicream samplers`)")
     g.add_argument("--seed", type=int, help="seed of the first image (the others use seed+1, seed+2, ...)")
     g.add_argument("--batch-size", type=int, default=8, help="images denoised together")
@@ -570,6 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
     ev.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's)")
     ev.add_argument("--guidance-max-noise", type=float, metavar="F", help="guidance only at noise levels t/T up to F (default: the model's)")
+    ev.add_argument("--cads", type=float, metavar="S", help="condition-annealing noise scale (default: the model's)")
     ev.add_argument("--sampler", help="sampler (default: the model's; `minicream samplers` lists them)")
     ev.add_argument("--data", default="data/emoji", help="dataset with the real reference images")
     ev.set_defaults(func=cmd_eval)

@@ -143,6 +143,26 @@ def test_guidance_max_noise_is_recorded_and_rerun(generated, tiny_model, tmp_pat
     assert code == 2 and "guidance_max_noise must be a number in (0, 1]" in err and not (tmp_path / "bad").exists()
 
 
+def test_cads_is_recorded_and_rerun(generated, tiny_model, tmp_path, capsys):
+    """--cads changes the image, is stored in the PNG, and --from re-runs it exactly; a bad scale is a one-line error."""
+    out, _ = generated
+    code, _, err = call(capsys, "generate", "red apple", "--model", str(tiny_model), "-n", "2", "--steps", "3",
+                        "--seed", "100", "--cads", "0.5", "--out", str(tmp_path / "cads"))
+    assert code == 0, err
+    first = tmp_path / "cads" / "red_apple_100.png"
+    assert read_png_params(first)["cads"] == 0.5 and "cads" not in read_png_params(out / "red_apple_100.png")
+    with Image.open(first) as a, Image.open(out / "red_apple_100.png") as b:
+        assert not np.array_equal(np.asarray(a), np.asarray(b))
+    code, _, err = call(capsys, "generate", "--from", str(first), "--model", str(tiny_model), "-n", "1",
+                        "--out", str(tmp_path / "again"))
+    assert code == 0, err
+    with Image.open(first) as a, Image.open(tmp_path / "again" / "red_apple_100.png") as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b))  # the CADS noise is the image's own (seeded), not the batch's
+    code, _, err = call(capsys, "generate", "red apple", "--model", str(tiny_model), "-n", "1", "--steps", "1",
+                        "--cads", "-1", "--out", str(tmp_path / "bad"))
+    assert code == 2 and "cads must be a number in [0, 10]" in err and not (tmp_path / "bad").exists()
+
+
 def test_generate_grid(tiny_model, tmp_path, capsys):
     code, stdout, err = call(capsys, "generate", "dog face", "--model", str(tiny_model), "-n", "2", "--steps", "1",
                              "--out", str(tmp_path), "--grid", "--seed", "0")

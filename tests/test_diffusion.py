@@ -586,3 +586,27 @@ def test_known_region_is_kept_and_the_rest_is_drawn(sampler):
     assert torch.equal(out[:, :, :4], known_latents[:, :, :4])
     tol = 0.05 if sampler in ENDS_AT_T0 else 1e-3
     assert (out[:, :, 4:] - x0[:, :, 4:]).abs().max().item() < tol
+
+
+def test_cads_schedule_and_perturbation_known_answers():
+    from minicream.diffusion.cads import CADS
+
+    c = CADS(scale=0.5, tau1=0.6, tau2=0.9)
+    assert (c.gamma(0.3), c.gamma(0.6), c.gamma(0.75), c.gamma(0.9), c.gamma(1.0)) == (1.0, 1.0, pytest.approx(0.5), 0.0, 0.0)
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(2, 5, 8, generator=g) * 3 + 1
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    y = y * mask[..., None]
+    noise = torch.randn(2, 5, 8, generator=g)
+    assert torch.equal(c.perturb(y, 0.5, noise, mask), y)  # clean below tau1
+    assert torch.equal(CADS(0.0).perturb(y, 1.0, noise, mask), y)  # scale 0 is off
+    out = c.perturb(y, 0.95, noise, mask)  # above tau2: the noise alone, given y's statistics (real tokens only)
+    assert torch.equal(out[0, 3:], torch.zeros(2, 8))  # padding stays zero
+    for row in range(2):
+        real, got, n = y[row][mask[row]], out[row][mask[row]], noise[row][mask[row]]
+        assert float(got.mean()) == pytest.approx(float(real.mean()), abs=1e-5)
+        assert float(got.std(unbiased=False)) == pytest.approx(float(real.std(unbiased=False)), rel=1e-5)
+        assert torch.corrcoef(torch.stack([got.flatten(), n.flatten()]))[0, 1] > 0.9999
+    half = c.perturb(y, 0.75, noise, mask)  # between: y plus noise, rescaled to y's statistics
+    r = torch.corrcoef(torch.stack([half[1].flatten(), y[1].flatten()]))[0, 1]
+    assert 0.8 < r < 1.0

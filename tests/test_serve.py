@@ -134,6 +134,8 @@ BAD_NATIVE = [
     ({"prompt": "x", "guidance": 31}, "guidance"),
     ({"prompt": "x", "guidance_max_noise": 0}, "guidance_max_noise"),
     ({"prompt": "x", "guidance_max_noise": 1.5}, "guidance_max_noise"),
+    ({"prompt": "x", "cads": -0.1}, "cads"),
+    ({"prompt": "x", "cads": 11}, "cads"),
     ({"prompt": "x", "num_images": 0}, "num_images"),
     ({"prompt": "x", "num_images": 9}, "num_images"),
     ({"prompt": "x", "num_candidates": 9}, "num_candidates"),
@@ -408,6 +410,8 @@ def test_real_pipeline_options_pass_through(tiny_server):
         assert image["rewritten_prompt"] == "red apple" and image["parameters"]["filter"] == "none"
     r = httpx.post(f"{url}/api/generate", json={"prompt": "red apple", "steps": 2, "guidance_max_noise": 0.6}, headers=auth, timeout=60)
     assert r.status_code == 200 and r.json()["images"][0]["parameters"]["guidance_max_noise"] == 0.6
+    r = httpx.post(f"{url}/api/generate", json={"prompt": "red apple", "steps": 2, "cads": 0.5}, headers=auth, timeout=60)
+    assert r.status_code == 200 and r.json()["images"][0]["parameters"]["cads"] == 0.5
     if features["num_candidates"]:
         r = httpx.post(f"{url}/api/generate", json={"prompt": "red apple", "steps": 2, "num_candidates": 2}, headers=auth, timeout=60)
         if r.status_code == 200:

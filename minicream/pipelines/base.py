@@ -29,6 +29,7 @@ import torch
 from PIL import Image
 
 from ..diffusion.reflow import network_alphas, velocity_from_v
+from ..diffusion.cads import CADS
 from ..diffusion.samplers import available_samplers, cfg_model_fn, sample
 from ..diffusion.tiling import tiled_model_fn
 from ..errors import MinicreamError
@@ -47,6 +48,9 @@ MAX_STEPS, MAX_GUIDANCE, MAX_IMAGES = 500, 50.0, 256
 PARAMS_KEY = "minicream"  # PIL image.info key holding the generation parameters
 # The guidance interval of the mode call in progress (Pipeline.guidance_limit); None outside one.
 _MAX_NOISE: contextvars.ContextVar[float | None] = contextvars.ContextVar("guidance_max_noise", default=None)
+# The condition-annealing noise scale of the mode call in progress (Pipeline.condition_annealing); None outside one.
+_CADS: contextvars.ContextVar[float | None] = contextvars.ContextVar("cads", default=None)
+CADS_SEED_OFFSET = 0xCAD5  # CADS noise comes from a generator of its own per image (seed + this), not the latents'
 DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32}
 
 
@@ -184,6 +188,29 @@ class Pipeline:
         finally:
             _MAX_NOISE.reset(token)
 
+    @contextlib.contextmanager
+    def condition_annealing(self, scale: float | None):
+        """Within it, the conditioning is noised at high noise levels with scale `scale` (CADS, diffusion/cads.py;
+        0 = off). None keeps the enclosing call's value, else the model's default ("cads" in model_index.json
+        "sample"), else 0. Every mode call runs inside one (see Mode.__call__)."""
+        if scale is None:
+            scale = _CADS.get()
+        if scale is None:
+            scale = self.defaults.get("cads", 0.0)
+        if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not 0.0 <= scale <= 10.0:
+            raise MinicreamError(f"cads must be a number in [0, 10], got {scale!r}")
+        token = _CADS.set(float(scale))
+        try:
+            yield
+        finally:
+            _CADS.reset(token)
+
+    @property
+    def cads(self) -> float:
+        """The condition-annealing scale in effect (the call's, else the model's default, else 0 = off)."""
+        value = _CADS.get()
+        return float(self.defaults.get("cads", 0.0)) if value is None else value
+
     @property
     def guidance_max_noise(self) -> float:
         """The guidance interval in effect (the call's, else the model's default)."""
@@ -261,9 +288,14 @@ class Pipeline:
         return encode(self.vae, pixels.to(self.device))
 
     # -- denoise --------------------------------------------------------------------------------------
-    def model_fn(self, cond: TextEmbeddings, uncond: TextEmbeddings, guidance: float) -> Callable:
-        """The UNet as model_fn(x, t) for the samplers, with classifier-free guidance; cond/uncond have x's batch."""
+    def model_fn(self, cond: TextEmbeddings, uncond: TextEmbeddings, guidance: float,
+                 generators: Sequence[torch.Generator] | None = None) -> Callable:
+        """The UNet as model_fn(x, t) for the samplers, with classifier-free guidance; cond/uncond have x's batch.
+        With condition annealing on (self.cads > 0), the conditional rows are noised at high noise levels, with noise
+        from `generators` (one per row)."""
         half = self.unet_dtype != torch.float32
+        T = self.index["objective"].get("num_train_timesteps", 1000)
+        cads = CADS(self.cads)
 
         def unet_fn(x, t, emb):
             x = x.to(self.unet_dtype).contiguous(memory_format=torch.channels_last)
@@ -276,22 +308,40 @@ class Pipeline:
             def unet_fn(x, t, emb):  # noqa: F811 - the same call, as the flow's velocity (diffusion/reflow.py)
                 return velocity_from_v(lambda xv, tv: net_fn(xv, tv, emb), self.network_alphas)(x, t)
 
+        if cads.scale > 0:
+            if generators is None or len(generators) != len(cond):
+                raise MinicreamError("condition annealing needs one generator per image")
+            clean_fn = unet_fn
+
+            def unet_fn(x, t, emb):  # noqa: F811 - the same call, its conditional rows noised (CADS)
+                t_frac = float(t.max()) / T
+                if cads.gamma(t_frac) >= 1.0:
+                    return clean_fn(x, t, emb)
+                n = len(cond)
+                rows = slice(len(emb) - n, None)  # the conditional rows: all of them, or the second half with uncond
+                draw = lambda like: torch.stack([torch.randn(like.shape[1:], generator=g) for g in generators])
+                hidden, pooled = emb.hidden.clone(), emb.pooled.clone()
+                hidden[rows] = cads.perturb(hidden[rows], t_frac, draw(hidden[rows]).to(hidden.device), emb.mask[rows])
+                pooled[rows] = cads.perturb(pooled[rows], t_frac, draw(pooled[rows]).to(pooled.device))
+                return clean_fn(x, t, TextEmbeddings(hidden, emb.mask, pooled, emb.truncated))
+
         if guidance == 1.0:
             return lambda x, t: unet_fn(x, t, cond)
         both = _cat_embeddings(uncond, cond)
         return cfg_model_fn(lambda x, t: unet_fn(x, t, both), guidance, self.guidance_max_noise,
-                            cond_fn=lambda x, t: unet_fn(x, t, cond),
-                            num_train_timesteps=self.index["objective"].get("num_train_timesteps", 1000))
+                            cond_fn=lambda x, t: unet_fn(x, t, cond), num_train_timesteps=T)
 
-    def canvas_model_fn(self, cond: TextEmbeddings, uncond: TextEmbeddings, guidance: float, canvas: tuple[int, int]) -> Callable:
+    def canvas_model_fn(self, cond: TextEmbeddings, uncond: TextEmbeddings, guidance: float, canvas: tuple[int, int],
+                        generators: Sequence[torch.Generator] | None = None) -> Callable:
         """model_fn over latents of size `canvas`: the UNet itself at its native size, MultiDiffusion windows
         of the native size on a larger canvas. cond/uncond: one row per image."""
         native = tuple(self.latent_shape[-2:])
         if tuple(canvas) == native:
-            return self.model_fn(cond, uncond, guidance)
+            return self.model_fn(cond, uncond, guidance, generators)
         probe = tiled_model_fn(lambda x, t: x, canvas, native)
         rows = [i for i in range(len(cond)) for _ in range(probe.n_windows)]
-        return tiled_model_fn(self.model_fn(cond[rows], uncond[rows], guidance), canvas, native)
+        gens = None if generators is None else [generators[i] for i in rows]  # a window's noise from its image's
+        return tiled_model_fn(self.model_fn(cond[rows], uncond[rows], guidance, gens), canvas, native)
 
     def denoise(self, seeds: list[int], cond: TextEmbeddings, uncond: TextEmbeddings, guidance: float, sampler: str,
                 steps: int, batch_size: int = 8, progress: bool = False, callback=None, init: torch.Tensor | None = None,
@@ -316,7 +366,9 @@ class Pipeline:
             u = uncond[padded if len(uncond) > 1 else [0] * chunk]
             start_from = None if init is None else init[padded if len(init) > 1 else [0] * chunk].to(self.device)
             known = None if keep is None else (start_from, keep.expand(chunk, *keep.shape[1:]).to(self.device))
-            out = sample(self.canvas_model_fn(c, u, guidance, canvas), x.to(self.device), sampler, steps,
+            cads_gens = [torch.Generator("cpu").manual_seed((int(seeds[r]) + CADS_SEED_OFFSET) % 2 ** 63) for r in padded] \
+                if self.cads > 0 else None
+            out = sample(self.canvas_model_fn(c, u, guidance, canvas, cads_gens), x.to(self.device), sampler, steps,
                          self.index["objective"], gens, progress=progress, callback=callback, init=start_from,
                          strength=strength, known=known)
             latents.append(out[:len(rows)])
@@ -340,6 +392,7 @@ class Pipeline:
                 "model_hash": self.model_hash, "model": self.model_dir.name,
                 "dtype": "fp32" if self.unet_dtype == torch.float32 else "bf16",
                 **({"guidance_max_noise": self.guidance_max_noise} if self.guidance_max_noise < 1.0 else {}),
+                **({"cads": self.cads} if self.cads > 0 else {}),
                 **({"rewritten_prompt": filtered.rewritten, "filter": filtered.mode_requested,
                     "filter_explanation": filtered.explanation} if filtered is not None else {}),
                 **self.provenance,

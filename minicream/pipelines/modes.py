@@ -36,7 +36,7 @@ class Option:
 
 # Options that Mode.__call__ applies to the pipeline for the whole call (Pipeline.guidance_limit) instead of passing
 # them to the mode's function.
-PIPELINE_OPTIONS = ("guidance_max_noise",)
+PIPELINE_OPTIONS = ("guidance_max_noise", "cads")
 
 # Options every sampling mode takes, in one place so that each mode declares the same names, defaults and help.
 SAMPLING = (
@@ -46,6 +46,8 @@ SAMPLING = (
     Option("guidance", "float", None, "classifier-free guidance scale (default: the model's)"),
     Option("guidance_max_noise", "float", None, "guidance only at noise levels t/T up to this (0-1]; above it the "
            "conditional prediction alone, which keeps the seeds' variety (default: the model's, else 1 = every step)"),
+    Option("cads", "float", None, "condition annealing (CADS): noise of this scale on the prompt's embedding at high "
+           "noise levels, annealed away by t/T 0.6, for variety between seeds (default: the model's, else 0 = off)"),
     Option("sampler", "str", None, "sampler name (see `minicream samplers`; default: the model's)"),
     Option("seed", "seed", None, "seed of the first image (the others use seed+1, ...), or one seed per image"),
     Option("batch_size", "int", 8, "images denoised together (results do not depend on it)"),
@@ -87,7 +89,7 @@ class Mode:
                 raise MinicreamError(f"{self.name}: {o.name} must be one of {', '.join(map(str, o.choices))}, got {values[o.name]!r}")
         # The guidance interval is the pipeline's (Pipeline.guidance_limit): it reaches every denoise of this call,
         # nested modes included, without each mode passing it along.
-        with pipe.guidance_limit(values.pop(PIPELINE_OPTIONS[0], None)):
+        with pipe.guidance_limit(values.pop("guidance_max_noise", None)), pipe.condition_annealing(values.pop("cads", None)):
             return self.run(pipe, **values)
 
 

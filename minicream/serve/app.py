@@ -330,6 +330,8 @@ def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None
                   "steps": req.steps, "guidance": req.guidance, "sampler": req.sampler, "seed": req.seed, "size": req.size}
         if req.guidance_max_noise is not None:
             kwargs["guidance_max_noise"] = req.guidance_max_noise
+        if req.cads is not None:
+            kwargs["cads"] = req.cads
         if req.num_candidates != 1:
             if not features.num_candidates:
                 return error_response(422, "num_candidates: this server's pipeline has no best-of-N; use 1", "num_candidates")
@@ -401,6 +403,8 @@ def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None
                   "guidance": req.guidance}
         if req.guidance_max_noise is not None:
             common["guidance_max_noise"] = req.guidance_max_noise
+        if req.cads is not None:
+            common["cads"] = req.cads
         if req.mode == "blend":
             if not (req.prompt or "").strip():
                 return error_response(422, "prompt: blend goes from the image to a prompt; give one", "prompt")

@@ -77,6 +77,8 @@ class GenerateRequest(BaseModel):
     guidance: Optional[float] = Field(None, ge=0.0, le=MAX_GUIDANCE)
     guidance_max_noise: Optional[float] = Field(None, gt=0.0, le=1.0, description="guidance only at noise levels t/T up "
                                                 "to this; above it the conditional prediction alone (more variety)")
+    cads: Optional[float] = Field(None, ge=0.0, le=10.0, description="condition annealing (CADS): noise of this scale "
+                                  "on the prompt's embedding at high noise levels (more variety); 0 = off")
     num_images: int = Field(1, ge=1, le=MAX_IMAGES)
     num_candidates: int = Field(1, ge=1, le=MAX_CANDIDATES, description="best-of-N (needs an evaluator-aware pipeline)")
     filter: Optional[str] = Field(None, max_length=32, description="language filter mode, e.g. offline | llm | none")
@@ -122,6 +124,8 @@ class EditRequest(BaseModel):
     guidance: Optional[float] = Field(None, ge=0.0, le=MAX_GUIDANCE)
     guidance_max_noise: Optional[float] = Field(None, gt=0.0, le=1.0, description="guidance only at noise levels t/T up "
                                                 "to this; above it the conditional prediction alone (more variety)")
+    cads: Optional[float] = Field(None, ge=0.0, le=10.0, description="condition annealing (CADS): noise of this scale "
+                                  "on the prompt's embedding at high noise levels (more variety); 0 = off")
     num_images: int = Field(1, ge=1, le=MAX_IMAGES)
     client_id: Optional[str] = Field(None, description="GET /api/progress/{client_id} reports progress")
 
