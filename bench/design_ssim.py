@@ -7,6 +7,10 @@ left out), with the same SSIM as the benchmark (`minicream.eval.metrics.pairwise
 uniformly at random for each seed and drew it exactly would score about 1/k * 1 + (1 - 1/k) * this (k designs).
 
     python bench/design_ssim.py --data data/emoji --concepts 200 --seed 0
+    python bench/design_ssim.py --concepts 80 --blur 1.2 --autoencoder runs/full5/model   # does softness raise it?
+
+--blur S: the same after a Gaussian blur of S px (a soft drawing); --autoencoder MODEL: the same after a round trip
+through MODEL's autoencoder (what a perfect UNet on its latents could give at best).
 """
 from __future__ import annotations
 
@@ -40,21 +44,44 @@ def load(paths: list[Path]) -> torch.Tensor:
     return torch.stack([torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1) for p in paths])
 
 
+def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> the same, Gaussian-blurred (separable, 7 taps, edges replicated)."""
+    k = torch.exp(-torch.arange(-3, 4).float() ** 2 / (2 * sigma ** 2))
+    k = (k / k.sum()).view(1, 1, 1, 7).repeat(3, 1, 1, 1)
+    y = torch.nn.functional.conv2d(torch.nn.functional.pad(x.float(), (3, 3, 0, 0), mode="replicate"), k, groups=3)
+    y = torch.nn.functional.conv2d(torch.nn.functional.pad(y, (0, 0, 3, 3), mode="replicate"), k.transpose(2, 3), groups=3)
+    return y.round().clamp(0, 255).to(torch.uint8)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="data/emoji", type=Path)
     ap.add_argument("--concepts", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, help="write the figures here too")
+    ap.add_argument("--blur", type=float, help="blur every image by this many px (Gaussian sigma) first")
+    ap.add_argument("--autoencoder", help="round-trip every image through this model's autoencoder first")
     args = ap.parse_args()
+    transform = lambda x: x  # noqa: E731
+    if args.autoencoder:
+        from minicream.evaluator.scorer import to_uint8
+        from minicream.pipelines import Pipeline
+
+        pipe = Pipeline.from_pretrained(args.autoencoder)
+        transform = lambda x: to_uint8(pipe.decode(pipe.encode_image(x)))  # noqa: E731
+    if args.blur:
+        inner, sigma = transform, args.blur
+        transform = lambda x: blur(inner(x), sigma)  # noqa: E731
     torch.set_num_threads(1)
     groups = {k: v for k, v in designs_by_concept(args.data).items() if len(v) >= 2}
     keys = random.Random(args.seed).sample(sorted(groups), min(args.concepts, len(groups)))
     per_k: dict[int, list[float]] = collections.defaultdict(list)
     for key in keys:
-        per_k[len(groups[key])].append(pairwise_ssim(load(groups[key])))
+        with torch.no_grad():
+            per_k[len(groups[key])].append(pairwise_ssim(transform(load(groups[key]))))
     values = [v for vs in per_k.values() for v in vs]
     out = {"concepts_with_2plus_designs": len(groups), "drawn": len(keys), "seed": args.seed,
+           "blur": args.blur, "autoencoder": args.autoencoder,
            "mean_pairwise_ssim": round(float(np.mean(values)), 4),
            "by_design_count": {k: {"n": len(v), "mean": round(float(np.mean(v)), 4)} for k, v in sorted(per_k.items())}}
     for k, row in out["by_design_count"].items():

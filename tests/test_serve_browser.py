@@ -192,18 +192,20 @@ def test_page_switches_models_and_takes_their_defaults(browser, tmp_path):
         assert not errors, errors
 
 
-def test_page_sends_guidance_max_noise_only_when_changed(browser, tmp_path):
+def test_page_sends_guidance_max_noise_and_cads_only_when_changed(browser, tmp_path):
     from serve_fakes import FakePipe
 
     class Interval(FakePipe):
-        defaults = {"sampler": "euler", "steps": 2, "guidance": 4.0, "guidance_max_noise": 0.8}
+        defaults = {"sampler": "euler", "steps": 2, "guidance": 4.0, "guidance_max_noise": 0.8, "cads": 0.0}
 
-        def __call__(self, *args, guidance_max_noise=None, **kwargs):
+        def __call__(self, *args, guidance_max_noise=None, cads=None, **kwargs):
             images = super().__call__(*args, **kwargs)
-            self.calls[-1]["guidance_max_noise"] = guidance_max_noise
+            self.calls[-1].update(guidance_max_noise=guidance_max_noise, cads=cads)
             used = self.defaults["guidance_max_noise"] if guidance_max_noise is None else guidance_max_noise
             for im in images:
                 im.info["minicream"]["guidance_max_noise"] = used
+                if cads:
+                    im.info["minicream"]["cads"] = cads
             return images
 
     pipe = Interval()
@@ -211,13 +213,18 @@ def test_page_sends_guidance_max_noise_only_when_changed(browser, tmp_path):
     with serve_in_thread(app) as url:
         page, errors = open_page(browser, url)
         assert page.input_value("#guidance_max_noise") == "0.8"  # the model's default
+        assert page.input_value("#cads") == "0"
         page.fill("#prompt", "grapes")
         page.click("#generate")
         page.wait_for_selector("#results .card img", timeout=30_000)
-        assert pipe.calls[-1]["guidance_max_noise"] is None  # unchanged: the model's default applies
+        assert pipe.calls[-1]["guidance_max_noise"] is None and pipe.calls[-1]["cads"] is None  # the model's defaults
         page.fill("#guidance_max_noise", "0.6")
         page.click("#generate")
         page.locator("#results dd", has_text=re.compile(r"^0\.6$")).first.wait_for(timeout=30_000)  # on the new card
-        assert pipe.calls[-1]["guidance_max_noise"] == 0.6
+        assert pipe.calls[-1]["guidance_max_noise"] == 0.6 and pipe.calls[-1]["cads"] is None
+        page.fill("#cads", "0.5")
+        page.click("#generate")
+        page.locator("#results dt", has_text="CADS").first.wait_for(timeout=30_000)
+        assert pipe.calls[-1]["cads"] == 0.5
         assert not errors, errors
         page.close()

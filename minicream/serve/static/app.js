@@ -7,6 +7,7 @@ const HISTORY_KEY = "minicream.history";
 let features = {};
 let imageSize = 64;
 let maxNoiseDefault = 1;  // the loaded model's guidance_max_noise
+let cadsDefault = 0;  // the loaded model's condition-annealing scale
 const layout = { boxes: [], drag: null };
 
 function headers(json) {
@@ -48,6 +49,8 @@ function applyModel(m) {
   if (d.guidance !== undefined) $("guidance").value = d.guidance;
   maxNoiseDefault = d.guidance_max_noise !== undefined ? d.guidance_max_noise : 1;
   $("guidance_max_noise").value = maxNoiseDefault;
+  cadsDefault = d.cads !== undefined ? d.cads : 0;
+  $("cads").value = cadsDefault;
   $("num_candidates").disabled = !features.num_candidates;
   if (!features.num_candidates) $("num_candidates").title = "this server's pipeline has no best-of-N";
   if (features.filter) {
@@ -92,6 +95,7 @@ function readForm() {
   };
   // sent only when changed: the model's own default applies otherwise
   if (Number($("guidance_max_noise").value) !== maxNoiseDefault) p.guidance_max_noise = Number($("guidance_max_noise").value);
+  if (Number($("cads").value) !== cadsDefault) p.cads = Number($("cads").value);
   if (features.num_candidates) p.num_candidates = Number($("num_candidates").value);
   if (features.filter && $("filter").value) p.filter = $("filter").value;
   if (features.style && $("style").value.trim()) p.style = $("style").value.trim();
@@ -110,6 +114,7 @@ function fillForm(p) {
   if (!$("random_seed").checked) $("seed").value = p.seed;
   $("seed").disabled = $("random_seed").checked;
   $("guidance_max_noise").value = p.guidance_max_noise !== undefined ? p.guidance_max_noise : maxNoiseDefault;
+  $("cads").value = p.cads !== undefined ? p.cads : cadsDefault;
   for (const k of ["sampler", "steps", "guidance", "num_images", "num_candidates", "filter", "style"]) if (p[k] !== undefined && p[k] !== null) $(k).value = p[k];
 }
 
@@ -126,6 +131,7 @@ function card(img, index) {
   if (p.mode) rows.splice(0, 0, ["mode", p.mode + (p.weight !== undefined ? ` ${p.weight}` : "")]);
   if (p.layout) rows.push(["layout", p.layout.objects.map((o) => `${o.caption} [${o.box.join(",")}]`).join("; ")]);
   if (p.guidance_max_noise !== undefined && p.guidance_max_noise < 1) rows.push(["guidance below noise", p.guidance_max_noise]);
+  if (p.cads !== undefined && p.cads > 0) rows.push(["CADS", p.cads]);
   if (p.strength !== undefined) rows.push(["strength", p.strength]);
   if (p.filter) rows.push(["filter", p.filter]);
   if (img.score !== null && img.score !== undefined) rows.push(["score", img.score.toFixed(3)]);
@@ -275,6 +281,7 @@ async function runEdit() {
   const body = { mode, model: f.model, image: $("edit-image").toDataURL("image/png"), negative_prompt: f.negative_prompt, seed: f.seed,
                  sampler: f.sampler, steps: f.steps, guidance: f.guidance, num_images: Math.min(f.num_images, 8) };
   if (f.guidance_max_noise !== undefined) body.guidance_max_noise = f.guidance_max_noise;
+  if (f.cads !== undefined) body.cads = f.cads;
   if (f.prompt.trim()) body.prompt = f.prompt;
   if (["img2img", "inpaint", "variation"].includes(mode)) body.strength = Number($("strength").value);
   if (mode === "inpaint") {
