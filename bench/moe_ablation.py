@@ -14,6 +14,7 @@ each (concepts, objects and minicream-table) with the shipped evaluator and judg
   ln_sd3   v with SD3's logit-normal noise levels (logit mean 0, std 1: log-SNR ~ N(0, 2)) instead of uniform t
   ln_noisy v with logit-normal levels shifted to noise (mean 1: log-SNR ~ N(-2, 2); uniform t has median -1.3)
   repa     the shipped design plus REPA (weight 0.5), aligned with the --evaluator's image tower (training/repa.py)
+  aug      the shipped design on the images plus one zoomed (0.75-1) and shifted (<= 4 px) copy of each (data.augment=1)
 
     python bench/moe_ablation.py --minutes 12 --vae-from runs/ref --out runs/ablation [--arms moe,dense] [--parallel]
     python bench/moe_ablation.py --config full --benchmarks coverage --evaluator minicream/full/evaluator \
@@ -52,6 +53,7 @@ ARMS["flow"] = ARMS["moe"] + ["--set", 'unet.objective="flow"']
 ARMS["ln_sd3"] = ARMS["moe"] + ["--set", 'unet.timesteps="logit_normal"']
 ARMS["ln_noisy"] = ARMS["ln_sd3"] + ["--set", "unet.logit_mean=1.0"]
 ARMS["repa"] = ARMS["moe"] + ["--set", "unet.repa_weight=0.5", "--set", "unet.repa_encoder={evaluator}"]
+ARMS["aug"] = ARMS["moe"] + ["--set", "data.augment=1"]  # one zoomed/shifted copy of every image (data.augment)
 
 
 def prepare(run: Path, vae_from: Path | None) -> None:

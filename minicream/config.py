@@ -40,6 +40,12 @@ class DataConfig:
     # emoji group ("Food & Drink", "Animals & Nature", ...) is in `groups`; both empty keeps everything.
     concepts: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
+    # Augmentation, precomputed: `augment` extra copies of every single-object image, each zoomed by a factor drawn
+    # from [augment_zoom, 1] and shifted by up to `augment_shift` px (white around it; it stays inside the canvas).
+    # Leaking by design: the model learns to draw a design at several sizes and places (variety between seeds).
+    augment: int = 0
+    augment_zoom: float = 0.75
+    augment_shift: int = 4
 
 
 @dataclass

@@ -61,6 +61,9 @@ def validate_config(cfg) -> None:
     _int("data.size", d.size, 8)
     _int("data.limit", d.limit, 0)
     _num("data.scene_ratio", d.scene_ratio, 0.0, 1.0, hi_open=True)
+    _int("data.augment", d.augment, 0)
+    _num("data.augment_zoom", d.augment_zoom, 0.1, 1.0)
+    _int("data.augment_shift", d.augment_shift, 0)
     if not isinstance(d.skin_tones, bool):
         _fail("data.skin_tones", d.skin_tones, "must be true or false")
     _int("text.max_length", cfg.text.max_length, 1)

@@ -320,3 +320,35 @@ def test_select_examples_by_concept_and_group(emoji_examples):
         select_examples(emoji_examples, (), ("Food",))
     with pytest.raises(MinicreamError, match="no training image of 'unicorn'"):
         select_examples(emoji_examples, ("unicorn",), ())
+
+
+def test_zoom_shift_known_answers():
+    from minicream.data.images import zoom_shift
+
+    black = Image.new("RGB", (64, 64), (0, 0, 0))
+
+    def ink_box(im):
+        a = np.asarray(im)[..., 0] < 128
+        ys, xs = np.where(a)
+        return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+    assert ink_box(zoom_shift(black, 1.0, 0, 0)) == (0, 0, 64, 64)
+    assert ink_box(zoom_shift(black, 0.5, 0, 0)) == (16, 16, 48, 48)
+    assert ink_box(zoom_shift(black, 0.5, 5, -3)) == (21, 13, 53, 45)
+    assert ink_box(zoom_shift(black, 0.5, 100, -100)) == (32, 0, 64, 32)  # clamped: stays inside the canvas
+    assert ink_box(zoom_shift(black, 1.0, 4, 4)) == (0, 0, 64, 64)  # full size: no room to move
+    assert np.asarray(zoom_shift(black, 0.5, 0, 0))[0, 0].tolist() == [255, 255, 255]  # white around
+
+
+def test_augmented_copies_are_seeded_zoomed_and_keep_captions():
+    from minicream.training.recipe import augmented_copies
+
+    rng = np.random.default_rng(0)
+    ex = [Example(Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)), f"c{i}", {"concept": f"c{i}"})
+          for i in range(3)]
+    a = augmented_copies(ex, 2, 0.75, 4)
+    b = augmented_copies(ex, 2, 0.75, 4)
+    assert [e.text for e in a] == ["c0", "c1", "c2"] * 2 and all(e.meta["augmented"] and e.meta["concept"] == e.text for e in a)
+    assert all(np.array_equal(np.asarray(x.image), np.asarray(y.image)) for x, y in zip(a, b))  # the same every run
+    assert not any(np.array_equal(np.asarray(x.image), np.asarray(e.image)) for x, e in zip(a, ex * 2))
+    assert "augmented" not in ex[0].meta  # the originals are untouched

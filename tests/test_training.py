@@ -555,6 +555,8 @@ def test_resume_refuses_another_config_or_dataset_before_touching_the_run(tiny_r
     ('unet.objective="x0"', "unet.objective = 'x0': must be one of epsilon, v, flow"),
     ('unet.timesteps="cosine"', "unet.timesteps = 'cosine': must be one of uniform, logit_normal"),
     ("unet.logit_std=-1.0", "unet.logit_std = -1.0: must be at least 0.0"),
+    ("data.augment=-1", "data.augment = -1: must be at least 0"),
+    ("data.augment_zoom=1.5", "data.augment_zoom = 1.5: must be at most 1.0"),
 ])
 def test_bad_config_values_are_one_line_errors(override, words, capsys):
     """Validated once, before any work, with the field named (these were ~45 tracebacks)."""

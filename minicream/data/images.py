@@ -46,6 +46,19 @@ def to_square_rgb(image: Image.Image, size: int) -> Image.Image:
     return square
 
 
+def zoom_shift(image: Image.Image, zoom: float, dx: int, dy: int) -> Image.Image:
+    """An RGB image on white, scaled by `zoom` (<= 1) about its centre, then moved by (dx, dy) px; the move is
+    clamped so that the scaled image stays inside the canvas."""
+    w, h = image.size
+    sw, sh = max(1, round(w * zoom)), max(1, round(h * zoom))
+    small = image.resize((sw, sh), Image.Resampling.LANCZOS) if (sw, sh) != (w, h) else image
+    x = min(max((w - sw) // 2 + dx, 0), w - sw)
+    y = min(max((h - sh) // 2 + dy, 0), h - sh)
+    out = Image.new("RGB", (w, h), (255, 255, 255))
+    out.paste(small.convert("RGB"), (x, y))
+    return out
+
+
 def cutout_from_white(image: Image.Image, threshold: int = 245) -> Image.Image:
     """RGBA cut-out of an object drawn on white, cropped to its content.
 

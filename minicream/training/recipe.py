@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 import time
 from pathlib import Path
 
@@ -71,6 +72,8 @@ def load_training_data(cfg: RecipeConfig, log) -> tuple[list[Example], list[Exam
     pool = examples  # scenes draw objects from the whole dataset, even when `limit` trims the single images
     if d.limit:
         examples = examples[: d.limit]
+    if d.augment:
+        examples = examples + augmented_copies(examples, d.augment, d.augment_zoom, d.augment_shift)
     scenes: list[Example] = []
     if d.scene_ratio > 0 and d.source == "emoji":
         from ..data.scenes import make_scene_dataset
@@ -78,6 +81,20 @@ def load_training_data(cfg: RecipeConfig, log) -> tuple[list[Example], list[Exam
         n = round(len(examples) * d.scene_ratio / (1 - d.scene_ratio))
         scenes = make_scene_dataset(pool, n, size=d.size, seed=cfg.unet.train.seed)
     return examples, scenes
+
+
+def augmented_copies(examples: list[Example], copies: int, zoom: float, shift: int, seed: int = 0) -> list[Example]:
+    """`copies` zoomed and shifted copies of every example (data.augment), the same for a given seed and list."""
+    from ..data.images import zoom_shift
+
+    rng = random.Random(seed)
+    out = []
+    for _ in range(copies):
+        for e in examples:
+            z = rng.uniform(zoom, 1.0)
+            dx, dy = rng.randint(-shift, shift), rng.randint(-shift, shift)
+            out.append(Example(image=zoom_shift(e.image, z, dx, dy), text=e.text, meta={**e.meta, "augmented": True}))
+    return out
 
 
 def caption_variants(example: Example, cfg: RecipeConfig) -> list[str]:
