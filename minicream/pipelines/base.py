@@ -172,38 +172,32 @@ class Pipeline:
         return available_samplers(self.index["objective"]["prediction_type"])
 
     @contextlib.contextmanager
+    def _call_option(self, var: contextvars.ContextVar, name: str, value, default: float, ok, interval: str):
+        """Within it, `var` holds `value`; None keeps the enclosing call's value, else the model's default (`name`
+        in model_index.json "sample"), else `default`. The value must be a number for which ok(value) holds."""
+        if value is None:
+            value = var.get()
+        if value is None:
+            value = self.defaults.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not ok(value):
+            raise MinicreamError(f"{name} must be a number in {interval}, got {value!r}")
+        token = var.set(float(value))
+        try:
+            yield
+        finally:
+            var.reset(token)
+
     def guidance_limit(self, max_noise: float | None):
         """Within it, guidance applies only at noise levels t / T <= `max_noise` (0 < max_noise <= 1; 1 = every
         step). None keeps the enclosing call's value, else the model's default ("guidance_max_noise" in
         model_index.json "sample"), else 1. Every mode call runs inside one (see Mode.__call__)."""
-        if max_noise is None:
-            max_noise = _MAX_NOISE.get()
-        if max_noise is None:
-            max_noise = self.defaults.get("guidance_max_noise", 1.0)
-        if isinstance(max_noise, bool) or not isinstance(max_noise, numbers.Real) or not 0.0 < max_noise <= 1.0:
-            raise MinicreamError(f"guidance_max_noise must be a number in (0, 1], got {max_noise!r}")
-        token = _MAX_NOISE.set(float(max_noise))
-        try:
-            yield
-        finally:
-            _MAX_NOISE.reset(token)
+        return self._call_option(_MAX_NOISE, "guidance_max_noise", max_noise, 1.0, lambda v: 0.0 < v <= 1.0, "(0, 1]")
 
-    @contextlib.contextmanager
     def condition_annealing(self, scale: float | None):
         """Within it, the conditioning is noised at high noise levels with scale `scale` (CADS, diffusion/cads.py;
         0 = off). None keeps the enclosing call's value, else the model's default ("cads" in model_index.json
         "sample"), else 0. Every mode call runs inside one (see Mode.__call__)."""
-        if scale is None:
-            scale = _CADS.get()
-        if scale is None:
-            scale = self.defaults.get("cads", 0.0)
-        if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not 0.0 <= scale <= 10.0:
-            raise MinicreamError(f"cads must be a number in [0, 10], got {scale!r}")
-        token = _CADS.set(float(scale))
-        try:
-            yield
-        finally:
-            _CADS.reset(token)
+        return self._call_option(_CADS, "cads", scale, 0.0, lambda v: 0.0 <= v <= 10.0, "[0, 10]")
 
     @property
     def cads(self) -> float:

@@ -34,8 +34,8 @@ class Option:
         return "--" + self.name.replace("_", "-")
 
 
-# Options that Mode.__call__ applies to the pipeline for the whole call (Pipeline.guidance_limit) instead of passing
-# them to the mode's function.
+# Options that Mode.__call__ applies to the pipeline for the whole call (Pipeline.guidance_limit and
+# Pipeline.condition_annealing) instead of passing them to the mode's function.
 PIPELINE_OPTIONS = ("guidance_max_noise", "cads")
 
 # Options every sampling mode takes, in one place so that each mode declares the same names, defaults and help.
@@ -87,8 +87,8 @@ class Mode:
         for o in self.options:
             if o.choices and values[o.name] not in o.choices:
                 raise MinicreamError(f"{self.name}: {o.name} must be one of {', '.join(map(str, o.choices))}, got {values[o.name]!r}")
-        # The guidance interval is the pipeline's (Pipeline.guidance_limit): it reaches every denoise of this call,
-        # nested modes included, without each mode passing it along.
+        # The guidance interval and condition annealing are the pipeline's: they reach every denoise of this call,
+        # nested modes included, without each mode passing them along.
         with pipe.guidance_limit(values.pop("guidance_max_noise", None)), pipe.condition_annealing(values.pop("cads", None)):
             return self.run(pipe, **values)
 
