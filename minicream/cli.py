@@ -149,7 +149,7 @@ def cmd_generate(args) -> None:
                   steps=settings.get("steps"), guidance=settings.get("guidance"), sampler=settings.get("sampler"),
                   guidance_max_noise=settings.get("guidance_max_noise"), cads=settings.get("cads"),
                   seed=settings.get("seed"), batch_size=args.batch_size, size=args.size, progress=True,
-                  num_candidates=args.candidates)
+                  num_candidates=args.candidates, style=args.style or ("model" if stored is not None else None))
     out = _save_images(images, Path(args.out), settings["prompt"])
     if args.grid and len(images) > 1:
         from .io.grid import image_grid
@@ -325,11 +325,12 @@ def cmd_grid(args) -> None:
 def cmd_filter(args) -> None:
     from .filter import load_vocabulary, rewrite
     from .filter.cli_support import encoder_loader, llm_config, print_explanation
+    from .filter.variety import filter_style
     from .pipelines import resolve_model
 
     model_dir = resolve_model(args.model)
     vocab = None if args.filter == "none" else load_vocabulary(model_dir)
-    result = rewrite(args.prompt, args.filter, vocab, style=args.style, encoder=encoder_loader(model_dir),
+    result = rewrite(args.prompt, args.filter, vocab, style=filter_style(args.style), encoder=encoder_loader(model_dir),
                      llm=llm_config(args) if args.filter == "llm" else None)
     print(result.rewritten)
     print_explanation(result, args.explain, out=sys.stdout)
@@ -406,7 +407,7 @@ def cmd_eval(args) -> None:
     out = args.out or f"outputs/eval/{args.benchmark}" + (f"_best{args.candidates}" if args.candidates > 1 else "")
     run_benchmark(args.model, args.benchmark, out, samples=args.samples, candidates=args.candidates, seed=args.seed,
                   data_root=args.data, steps=args.steps, limit=args.limit, guidance=args.guidance, sampler=args.sampler,
-                  guidance_max_noise=args.guidance_max_noise, cads=args.cads)
+                  guidance_max_noise=args.guidance_max_noise, cads=args.cads, style=args.style)
     print(Path(out) / "report.md")
 
 
@@ -574,6 +575,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
     ev.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's)")
     ev.add_argument("--guidance-max-noise", type=float, metavar="F", help="guidance only at noise levels t/T up to F (default: the model's)")
+    ev.add_argument("--style", help="style option of every prompt: vary (a prompt naming no design draws one per "
+                                    "image, by its seed) or model (the model chooses); default: the model's")
     ev.add_argument("--cads", type=float, metavar="S", help="condition-annealing noise scale (default: the model's)")
     ev.add_argument("--sampler", help="sampler (default: the model's; `minicream samplers` lists them)")
     ev.add_argument("--data", default="data/emoji", help="dataset with the real reference images")

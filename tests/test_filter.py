@@ -18,6 +18,7 @@ from minicream.filter.llm import LLMConfig, parse_answer
 from minicream.filter.normalize import clean, key
 from minicream.filter.offline import OfflineFilter
 from minicream.io.pngmeta import read_png_params
+from minicream.pipeline import PARAMS_KEY
 from minicream.pipelines import shipped_model_dir
 
 
@@ -396,3 +397,67 @@ def test_filter_work_is_linear_in_prompt_length(monkeypatch):
     assert counts[1] <= 12 * counts[0]  # 10x the prompt, ~10x the lookups (all n-grams: ~1,000x)
     max_words = OfflineFilter(vocab).max_words
     assert counts[1] <= 4 * (max_words + 2) * 2000
+
+
+# -- style variety (filter/variety.py) ------------------------------------------------------------------------
+def test_varied_styles_known_answers():
+    from minicream.filter.variety import common_styles, filter_style, varied_styles
+
+    v = small_vocab()  # red apple and rocket: openmoji + twemoji; dog face: twemoji only
+    assert v.styles == ["openmoji", "twemoji"]
+    assert varied_styles(off("apple", v), v, [0, 1, 2, 7]) == ["openmoji", "twemoji", "openmoji", "twemoji"]
+    assert varied_styles(off("apple, twemoji", v), v, [0, 1]) is None  # the prompt names a design
+    assert varied_styles(off("dog", v), v, [0, 1]) is None  # one design only: nothing to vary
+    assert varied_styles(off("red apple", v, style="twemoji"), v, [0]) is None
+    assert varied_styles(rewrite("red apple", "none", None), v, [0]) is None  # no filter: no known concept
+    assert common_styles(["red apple", "rocket"], v) == ["openmoji", "twemoji"]
+    assert common_styles(["red apple", "dog face"], v) == ["twemoji"] and common_styles(["red apple", "unknown"], v) == []
+    assert [filter_style(s) for s in ("vary", "model", "noto", None)] == [None, None, "noto", None]
+
+
+def test_style_vary_draws_one_design_per_seed(tiny_pipe):
+    """Under style "vary" a bare name is drawn as "name, design" with design = seed mod n: bit-identical to asking
+    for that design; a typed design, "model" and filter "none" are left alone; the model's default applies."""
+    v = tiny_pipe.vocabulary
+    styles = [s for s in v.styles if s in v.by_name["dog face"].styles]
+    assert len(styles) == 2
+    kw = dict(steps=2, num_images=2, seed=4)
+    varied = tiny_pipe("dog face", style="vary", **kw)
+    want = [f"dog face, {styles[s % 2]}" for s in (4, 5)]
+    assert [im.info[PARAMS_KEY]["rewritten_prompt"] for im in varied] == want
+    assert "chosen by the seed" in varied[1].info[PARAMS_KEY]["filter_explanation"][-1]
+    [direct] = tiny_pipe(want[1], style="model", steps=2, seed=5)
+    assert np.array_equal(np.asarray(varied[1]), np.asarray(direct))
+    plain = tiny_pipe("dog face", style="model", **kw)
+    assert [im.info[PARAMS_KEY]["rewritten_prompt"] for im in plain] == ["dog face"] * 2
+    assert tiny_pipe("dog face, twemoji", style="vary", **kw)[1].info[PARAMS_KEY]["rewritten_prompt"] == "dog face, twemoji"
+    assert tiny_pipe("dog face", style="vary", filter="none", **kw)[1].info[PARAMS_KEY]["rewritten_prompt"] == "dog face"
+    tiny_pipe.defaults["style"] = "vary"  # the model's default (model_index.json sample.style)
+    try:
+        assert tiny_pipe("dog face", **kw)[0].info[PARAMS_KEY]["rewritten_prompt"] == want[0]
+        assert tiny_pipe("dog face", style="model", **kw)[0].info[PARAMS_KEY]["rewritten_prompt"] == "dog face"
+        [edited] = tiny_pipe.edit(varied[0], "dog face", steps=2, seed=1, strength=0.5)  # other modes: no design added
+        assert edited.info[PARAMS_KEY]["rewritten_prompt"] == "dog face"
+    finally:
+        del tiny_pipe.defaults["style"]
+    for bad in (5, "  "):
+        with pytest.raises(MinicreamError, match="style must be"):
+            tiny_pipe("dog face", style=bad, steps=1)
+
+
+def test_cli_style_vary_reruns_exactly(tiny_model, tmp_path, capsys):
+    args = ["--model", str(tiny_model), "-n", "2", "--steps", "2", "--seed", "6", "--style", "vary"]
+    assert main(["generate", "dog face", "--out", str(tmp_path / "a"), *args]) == 0
+    capsys.readouterr()
+    pngs = sorted((tmp_path / "a").glob("*.png"))
+    captions = [read_png_params(p)["rewritten_prompt"] for p in pngs]
+    assert len(set(captions)) == 2 and all(c.startswith("dog face, ") for c in captions)
+    assert main(["generate", "--from", str(pngs[1]), "--model", str(tiny_model), "-n", "1", "--out", str(tmp_path / "b")]) == 0
+    capsys.readouterr()
+    [again] = list((tmp_path / "b").glob("*.png"))
+    assert read_png_params(again)["rewritten_prompt"] == captions[1]
+    from PIL import Image
+
+    assert np.array_equal(np.asarray(Image.open(pngs[1])), np.asarray(Image.open(again)))
+    assert main(["filter", "dog face", "--style", "vary", "--model", str(tiny_model)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "dog face"

@@ -27,7 +27,8 @@ def markdown(res: dict) -> str:
              + (f", n {res['n_real']} real" if "n_real" in res else "")
              + f"; {res['sampler']}, {res['steps']} steps" + (f", guidance {res['guidance']}" if res.get("guidance") is not None else "")
              + (f" below noise {res['guidance_max_noise']}" if res.get("guidance_max_noise", 1.0) < 1.0 else "")
-             + (f", CADS {res['cads']}" if res.get("cads", 0.0) > 0 else "") + f"; model {res['model_hash']}; {res['seconds']['total']:.0f} s.", ""]
+             + (f", CADS {res['cads']}" if res.get("cads", 0.0) > 0 else "")
+             + (f", style {res['style']}" if res.get("style", "model") != "model" else "") + f"; model {res['model_hash']}; {res['seconds']['total']:.0f} s.", ""]
     if res["benchmark"] == "minicream-table":
         lines += ["| metric | kandinsky (paper) | midjourney (paper) | mini-CREAM (paper) | minicream (measured) |", "|---|---|---|---|---|"]
         lines.append(f"| FID (paper: InceptionV3; ours: evaluator features) | {PAPER_TABLE['FID']['kandinsky']} | {PAPER_TABLE['FID']['midjourney']} | {PAPER_TABLE['FID']['mini-CREAM']} | {_fmt(res.get('fd_evaluator'), 4)} |")

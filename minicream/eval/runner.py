@@ -62,7 +62,8 @@ def _accuracy(model: Evaluator, images: torch.Tensor, bench: Benchmark, rows: li
 def run_benchmark(model_dir: str | Path | None, name: str, out_dir: str | Path, samples: int | None = None,
                   candidates: int = 1, seed: int = 0, data_root: str | Path = "data/emoji", steps: int | None = None,
                   batch_size: int = 16, limit: int | None = None, guidance: float | None = None, sampler: str | None = None,
-                  guidance_max_noise: float | None = None, cads: float | None = None, log: Callable[[str], None] = print) -> dict:
+                  guidance_max_noise: float | None = None, cads: float | None = None, style: str | None = None,
+                  log: Callable[[str], None] = print) -> dict:
     from ..pipeline import Pipeline
 
     t0 = time.time()
@@ -91,7 +92,7 @@ def run_benchmark(model_dir: str | Path | None, name: str, out_dir: str | Path, 
     for i, p in enumerate(bench.prompts):
         out = pipe(p["prompt"], num_images=bench.samples, seed=bench.sample_seeds(i), steps=steps, batch_size=batch_size,
                    num_candidates=candidates, guidance=guidance, sampler=sampler,
-                   guidance_max_noise=guidance_max_noise, cads=cads)
+                   guidance_max_noise=guidance_max_noise, cads=cads, style=style)
         images += out
     fake = to_uint8(images)
     t_gen = time.time() - t0
@@ -109,7 +110,8 @@ def run_benchmark(model_dir: str | Path | None, name: str, out_dir: str | Path, 
                  "sampler": sampler or pipe.defaults.get("sampler"), "steps": steps or pipe.defaults.get("steps"),
                  "guidance": guidance if guidance is not None else pipe.defaults.get("guidance"),
                  "guidance_max_noise": guidance_max_noise or pipe.guidance_max_noise,
-                 "cads": cads if cads is not None else pipe.cads, "grader": grader_name}
+                 "cads": cads if cads is not None else pipe.cads, "style": pipe.resolve_style(style) or "model",
+                 "grader": grader_name}
     if real is not None:
         res["n_real"] = len(real)
         res["fd_evaluator"] = round(metrics.frechet_distance(real, fake, feat), 4)

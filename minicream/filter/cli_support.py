@@ -12,7 +12,9 @@ def add_filter_arguments(parser, default: str | None = "offline") -> None:
     parser.add_argument("--filter", choices=MODES, default=default,
                         help="language filter before encoding (default: offline; 'none' reads the prompt as typed)")
     parser.add_argument("--explain", action="store_true", help="print each change the language filter made")
-    parser.add_argument("--style", help="art style to ask for (e.g. twemoji, openmoji); added to the prompt")
+    parser.add_argument("--style", help="design to ask for (e.g. twemoji, openmoji, noto, fluent), added to the prompt; "
+                                        "'vary': a prompt naming no design draws one per image, by its seed; "
+                                        "'model': the model chooses (default: the model's sample.style)")
     parser.add_argument("--llm-url", help="OpenAI-compatible API base URL for --filter llm "
                                           "(default $MINICREAM_LLM_URL or http://localhost:11434/v1)")
     parser.add_argument("--llm-model", help="model name for --filter llm (default $MINICREAM_LLM_MODEL or llama3.2)")

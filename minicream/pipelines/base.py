@@ -35,6 +35,7 @@ from ..diffusion.tiling import tiled_model_fn
 from ..errors import MinicreamError
 from ..evaluator.rerank import best_indices
 from ..filter import FilterResult
+from ..filter.variety import CHOICES, filter_style
 from ..io.model_dir import ModelDir
 from ..io.weights import short_hash
 from ..models.autoencoder import decode, encode, load_autoencoder
@@ -259,7 +260,18 @@ class Pipeline:
                 raise MinicreamError("the given FilterResult was made for another prompt")
             return filter
         vocab = None if filter == "none" else self.vocabulary
-        return rewrite(prompt, filter, vocab, style=style, encoder=self.text_encoder, llm=llm)
+        return rewrite(prompt, filter, vocab, style=filter_style(self.resolve_style(style)), encoder=self.text_encoder, llm=llm)
+
+    def resolve_style(self, style: str | None) -> str | None:
+        """The style option in effect: the call's, else the model's default ("style" in model_index.json "sample"),
+        else None (no design added). "vary" and "model" are kept as they are (filter/variety.py)."""
+        if style is None:
+            style = self.defaults.get("style") or None
+        if style is not None and (not isinstance(style, str) or not style.strip()):
+            raise MinicreamError(f"style must be a design name, \"vary\" or \"model\", got {style!r}")
+        if style is not None and style.strip().lower() in CHOICES:
+            return style.strip().lower()
+        return style
 
     def encode_prompt(self, texts: str | Sequence[str]) -> TextEmbeddings:
         return self.text_encoder.encode([texts] if isinstance(texts, str) else list(texts)).to(self.device)

@@ -56,7 +56,9 @@ SAMPLING = (
 )
 FILTER = (
     Option("filter", "str", "offline", "language filter: offline, llm or none (or a FilterResult to reuse)", cli=False),
-    Option("style", "str", None, "a design word (twemoji, openmoji, noto, fluent) the filter adds"),
+    Option("style", "str", None, "a design word (twemoji, openmoji, noto, fluent) the filter adds; \"vary\": a prompt "
+                                 "naming no design draws one per image, by its seed; \"model\": the model chooses "
+                                 "(default: the model's, model_index.json sample.style)"),
     Option("llm", "object", None, "LLM settings for filter='llm'", cli=False),
 )
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from ..errors import MinicreamError
 from ..evaluator.rerank import candidate_seeds, check_candidates
-from .base import seeds_for
+from ..filter.variety import VARY, styled_caption, varied_styles
+from .base import PARAMS_KEY, seeds_for
 from .modes import FILTER, SAMPLING, Mode, Option
 from .scene import render
 
@@ -25,9 +26,21 @@ def text2img(pipe, prompt, negative_prompt, num_images, steps, guidance, sampler
         images = render(pipe, filtered, prompt, layout, harmonize, negative_prompt, gen_seeds, steps, guidance, sampler,
                         batch_size, progress, callback)
         return pipe.rerank(images, filtered.rewritten, num_candidates, keep_top) if num_candidates > 1 else images
-    cond, uncond = pipe.encode_prompt(filtered.rewritten), pipe.encode_prompt(negative_prompt or "")
+    # A prompt naming no design, under style "vary": each image its own design, by its seed (filter/variety.py).
+    # By the generation seed, best-of-N candidates too: a PNG's seed alone, re-run, gives the same image.
+    designs = varied_styles(filtered, pipe.vocabulary, gen_seeds) \
+        if filtered.concepts and pipe.resolve_style(style) == VARY else None
+    if designs is None:
+        cond = pipe.encode_prompt(filtered.rewritten)
+    else:
+        order = list(dict.fromkeys(designs))
+        cond = pipe.encode_prompt([styled_caption(filtered, d) for d in order])[[order.index(d) for d in designs]]
+    uncond = pipe.encode_prompt(negative_prompt or "")
     latents = pipe.denoise(gen_seeds, cond, uncond, guidance, sampler, steps, batch_size, progress, callback)
     images = pipe.attach(pipe.decode(latents), gen_seeds, prompt, negative_prompt, steps, sampler, guidance, filtered)
+    for im, d in zip(images, designs or []):
+        im.info[PARAMS_KEY].update(rewritten_prompt=styled_caption(filtered, d),
+                                   filter_explanation=filtered.explanation + [f"style '{d}' chosen by the seed (style vary)"])
     return pipe.rerank(images, filtered.rewritten, num_candidates, keep_top) if num_candidates > 1 else images
 
 
