@@ -14,8 +14,9 @@ real designs (the nearest-real-image judge's features, `minicream/eval/nearest.p
 
     python bench/design_spread.py --model runs/full5/model --concepts 48 --seeds 4 --arms "4;4@0.8;4+cads0.1"
 
-An arm is `GUIDANCE[@HI][+cadsS]`: guidance scale, guidance only at noise levels t/T <= HI, and condition-annealed
-sampling with noise scale S (`--guidance-max-noise`, `--cads`).
+An arm is `GUIDANCE[@HI][+cadsS][+vary]`: guidance scale, guidance only at noise levels t/T <= HI, and condition-annealed
+sampling with noise scale S (`--guidance-max-noise`, `--cads`); `+vary` draws each seed with style "vary" (one design
+per image by its seed, `--style vary`), every other arm with style "model" (the model chooses).
 """
 from __future__ import annotations
 
@@ -75,6 +76,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0, help="draws the concepts")
     ap.add_argument("--data", default="data/emoji", type=Path)
+    ap.add_argument("--random-seeds", action="store_true",
+                    help="each concept's K seeds drawn at random (default: consecutive, as in one batch); under "
+                         "style vary consecutive seeds always differ in design, random ones coincide 1 time in n")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     arms = {a: parse_arm(a) for a in args.arms.split(";")}
@@ -93,7 +97,8 @@ def main() -> None:
         t0 = time.time()
         per, imgs, targets = [], [], []
         for k, concept in enumerate(chosen):
-            out = pipe(concept, num_images=args.seeds, seed=1000 * k, **opts)
+            seeds = random.Random(k).sample(range(2 ** 31), args.seeds) if args.random_seeds else 1000 * k
+            out = pipe(concept, num_images=args.seeds, seed=seeds, **opts)
             x = to_uint8(out)
             per.append(analyse(x, concept, judge.db, concepts, styles))
             imgs.append(x)
@@ -114,7 +119,8 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     uniform = 1 - (1 - 1 / all_designs) ** args.seeds
-    result = {"model": args.model, "concepts": len(chosen), "seeds": args.seeds, "designs": all_designs,
+    result = {"model": args.model, "concepts": len(chosen), "seeds": args.seeds, "random_seeds": args.random_seeds,
+              "designs": all_designs,
               "uniform_distinct_designs": round(all_designs * uniform, 2), "uniform_same_pairs": round(1 / all_designs, 3),
               "rows": rows}
     if args.json:

@@ -10,7 +10,8 @@ nearest-real-image top-1/top-5 (all prompts, bare-name prompts), pairwise SSIM o
 
 An arm is `GUIDANCE[@HI][+cadsS]`: guidance where the noise level t/T <= HI, the conditional prediction above it
 (`minicream eval --guidance G --guidance-max-noise HI`); with `+cadsS`, condition-annealed sampling of noise scale S
-(Sadat et al. 2024; `--cads S`, `minicream/diffusion/cads.py`).
+(Sadat et al. 2024; `--cads S`, `minicream/diffusion/cads.py`); with `+vary`, style "vary" (`--style vary`,
+`minicream/filter/variety.py`), else style "model", whatever the model's default.
 """
 from __future__ import annotations
 
@@ -25,15 +26,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from minicream.eval.runner import run_benchmark  # noqa: E402
 
 
-ARM = re.compile(r"^(?P<g>[0-9.]+)(@(?P<hi>[0-9.]+))?(\+cads(?P<s>[0-9.]+))?$")
+ARM = re.compile(r"^(?P<g>[0-9.]+)(@(?P<hi>[0-9.]+))?(\+cads(?P<s>[0-9.]+))?(?P<vary>\+vary)?$")
 
 
 def parse_arm(arm: str) -> dict:
-    """`4`, `4@0.8`, `4@0.8+cads0.25` -> the sampling options of the arm."""
+    """`4`, `4@0.8`, `4@0.8+cads0.25`, `4+vary` -> the sampling options of the arm (`+vary`: style "vary", one design
+    per image by its seed when the prompt names none; without it style "model": the model chooses)."""
     m = ARM.match(arm.strip())
     if not m:
-        raise SystemExit(f"bad arm {arm!r}: expected GUIDANCE[@HI][+cadsS], e.g. 4@0.8+cads0.25")
-    return {"guidance": float(m["g"]), "guidance_max_noise": float(m["hi"] or 1.0), "cads": float(m["s"] or 0.0)}
+        raise SystemExit(f"bad arm {arm!r}: expected GUIDANCE[@HI][+cadsS][+vary], e.g. 4@0.8+cads0.25")
+    return {"guidance": float(m["g"]), "guidance_max_noise": float(m["hi"] or 1.0), "cads": float(m["s"] or 0.0),
+            "style": "vary" if m["vary"] else "model"}
 
 
 def row(name: str, res: dict) -> dict:

@@ -84,6 +84,7 @@ class SampleConfig:
     sampler: str = "dpmpp_2m"
     steps: int = 20
     guidance: float = 4.0
+    style: str = ""  # "vary": a prompt naming no design draws one per image, by its seed; "" or "model": the model chooses
 
 
 @dataclass

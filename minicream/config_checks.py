@@ -100,6 +100,8 @@ def validate_config(cfg) -> None:
     _train("unet.train", u.train)
     _int("sample.steps", cfg.sample.steps, 1)
     _num("sample.guidance", cfg.sample.guidance, 0.0)
+    if cfg.sample.style not in ("", "vary", "model"):
+        _fail("sample.style", cfg.sample.style, "must be \"vary\", \"model\" or empty")
     for name in ("steps", "judge_steps"):
         _int(f"evaluator.{name}", getattr(cfg.evaluator, name), 0)
     for name in ("max_minutes", "judge_max_minutes"):

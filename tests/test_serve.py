@@ -412,6 +412,11 @@ def test_real_pipeline_options_pass_through(tiny_server):
     assert r.status_code == 200 and r.json()["images"][0]["parameters"]["guidance_max_noise"] == 0.6
     r = httpx.post(f"{url}/api/generate", json={"prompt": "red apple", "steps": 2, "cads": 0.5}, headers=auth, timeout=60)
     assert r.status_code == 200 and r.json()["images"][0]["parameters"]["cads"] == 0.5
+    if features["style"]:  # style "vary": one design per image (dog face is in both of the tiny model's designs)
+        r = httpx.post(f"{url}/api/generate", json={"prompt": "dog face", "steps": 2, "num_images": 2, "style": "vary"},
+                       headers=auth, timeout=60)
+        assert r.status_code == 200 and sorted(im["rewritten_prompt"] for im in r.json()["images"]) == \
+            ["dog face, openmoji", "dog face, twemoji"]
     if features["num_candidates"]:
         r = httpx.post(f"{url}/api/generate", json={"prompt": "red apple", "steps": 2, "num_candidates": 2}, headers=auth, timeout=60)
         if r.status_code == 200:

@@ -557,6 +557,7 @@ def test_resume_refuses_another_config_or_dataset_before_touching_the_run(tiny_r
     ("unet.logit_std=-1.0", "unet.logit_std = -1.0: must be at least 0.0"),
     ("data.augment=-1", "data.augment = -1: must be at least 0"),
     ("data.augment_zoom=1.5", "data.augment_zoom = 1.5: must be at most 1.0"),
+    ('sample.style="noto"', "sample.style = 'noto': must be \"vary\", \"model\" or empty"),
 ])
 def test_bad_config_values_are_one_line_errors(override, words, capsys):
     """Validated once, before any work, with the field named (these were ~45 tracebacks)."""

@@ -223,7 +223,8 @@ def export_flow_model(out: Path, teacher: ModelDir, unet, what: str, sample: dic
                            "network": {"prediction_type": "v_prediction",
                                        "beta_schedule": t_obj.get("beta_schedule", "scaled_linear"),
                                        "rescale_betas_zero_snr": bool(t_obj.get("rescale_betas_zero_snr", False))}},
-             "sample": sample, "distill": {"what": what, **info}}
+             "sample": {**({"style": teacher.defaults["style"]} if teacher.defaults.get("style") else {}), **sample},
+             "distill": {"what": what, **info}}
     write_text_atomic(out / MODEL_INDEX, json.dumps(index, indent=1))
 
 
