@@ -55,7 +55,7 @@ def test_info_routes(client):
     m = client.get("/api/models").json()["models"][0]
     assert m["image_size"] == 16 and m["samplers"] == ["ddim", "euler"] and m["name"] == "fake-model"
     assert m["features"] == {"num_candidates": False, "filter": False, "filter_modes": [], "filter_default": None,
-                             "style": False, "layout": False}
+                             "style": False, "layout": False, "guidance_max_noise": False, "cads": False}
     assert client.get("/api/samplers").json() == {"samplers": ["ddim", "euler"], "default": "euler"}
     assert client.get("/v1/models").json()["data"][0]["id"] == "fake-model"
     paths = client.get("/openapi.json").json()["paths"]
@@ -96,8 +96,12 @@ def test_optional_pipeline_options_pass_through_only_when_supported(tmp_path, cl
     with make_client(tmp_path, pipe) as c:
         features = c.get("/api/models").json()["models"][0]["features"]
         assert features == {"num_candidates": True, "filter": True, "filter_modes": ["off", "rewrite"], "filter_default": "off",
-                            "style": False, "layout": False}
+                            "style": False, "layout": False, "guidance_max_noise": False, "cads": False}
         assert_one_line_error(c.post("/api/generate", json={"prompt": "x", "style": "bold"}), 422, "style")
+        # options this pipeline does not take are a 422 naming them, not a 500 (they reached it as unknown arguments)
+        assert_one_line_error(c.post("/api/generate", json={"prompt": "x", "cads": 0.5}), 422, "cads", "condition annealing")
+        assert_one_line_error(c.post("/api/generate", json={"prompt": "x", "guidance_max_noise": 0.5}), 422,
+                              "guidance_max_noise")
         r = c.post("/api/generate", json={"prompt": "cat face", "num_candidates": 3, "filter": "rewrite"})
         assert r.status_code == 200, r.text
         img = r.json()["images"][0]

@@ -228,3 +228,12 @@ def test_page_sends_guidance_max_noise_and_cads_only_when_changed(browser, tmp_p
         assert pipe.calls[-1]["cads"] == 0.5
         assert not errors, errors
         page.close()
+    plain = FakePipe()  # a pipeline without either option: the fields are disabled and never sent
+    with serve_in_thread(create_app(plain, ServeSettings(output_dir=tmp_path, token=None))) as url:
+        page, errors = open_page(browser, url)
+        assert page.is_disabled("#guidance_max_noise") and page.is_disabled("#cads")
+        page.fill("#prompt", "grapes")
+        page.click("#generate")
+        page.wait_for_selector("#results .card img", timeout=30_000)
+        assert plain.calls and not errors, errors
+        page.close()

@@ -106,6 +106,8 @@ class _Features:
         self.num_candidates = "num_candidates" in names
         self.filter = "filter" in names
         self.style = "style" in names
+        self.guidance_max_noise = "guidance_max_noise" in names
+        self.cads = "cads" in names
         self.layout = "layout" in names
         self.harmonize = "harmonize" in names
         self.filter_modes = _filter_modes(pipe, filter_param) if self.filter else []
@@ -113,7 +115,8 @@ class _Features:
 
     def as_dict(self) -> dict:
         return {"num_candidates": self.num_candidates, "filter": self.filter, "filter_modes": self.filter_modes,
-                "filter_default": self.filter_default, "style": self.style, "layout": self.layout}
+                "filter_default": self.filter_default, "style": self.style, "layout": self.layout,
+                "guidance_max_noise": self.guidance_max_noise, "cads": self.cads}
 
 
 class _UnknownModel(Exception):
@@ -328,10 +331,11 @@ def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None
             return error_response(422, str(e), "model")
         kwargs = {"prompt": req.prompt, "negative_prompt": req.negative_prompt, "num_images": req.num_images,
                   "steps": req.steps, "guidance": req.guidance, "sampler": req.sampler, "seed": req.seed, "size": req.size}
-        if req.guidance_max_noise is not None:
-            kwargs["guidance_max_noise"] = req.guidance_max_noise
-        if req.cads is not None:
-            kwargs["cads"] = req.cads
+        for name, what in (("guidance_max_noise", "guidance interval"), ("cads", "condition annealing")):
+            if getattr(req, name) is not None:
+                if not getattr(features, name):
+                    return error_response(422, f"{name}: this server's pipeline has no {what}; leave it out", name)
+                kwargs[name] = getattr(req, name)
         if req.num_candidates != 1:
             if not features.num_candidates:
                 return error_response(422, "num_candidates: this server's pipeline has no best-of-N; use 1", "num_candidates")

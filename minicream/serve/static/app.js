@@ -51,6 +51,8 @@ function applyModel(m) {
   $("guidance_max_noise").value = maxNoiseDefault;
   cadsDefault = d.cads !== undefined ? d.cads : 0;
   $("cads").value = cadsDefault;
+  $("guidance_max_noise").disabled = features.guidance_max_noise === false;  // not sent when the pipeline lacks it
+  $("cads").disabled = features.cads === false;
   $("num_candidates").disabled = !features.num_candidates;
   if (!features.num_candidates) $("num_candidates").title = "this server's pipeline has no best-of-N";
   if (features.filter) {
@@ -94,8 +96,8 @@ function readForm() {
     num_images: Number($("num_images").value),
   };
   // sent only when changed: the model's own default applies otherwise
-  if (Number($("guidance_max_noise").value) !== maxNoiseDefault) p.guidance_max_noise = Number($("guidance_max_noise").value);
-  if (Number($("cads").value) !== cadsDefault) p.cads = Number($("cads").value);
+  if (!$("guidance_max_noise").disabled && Number($("guidance_max_noise").value) !== maxNoiseDefault) p.guidance_max_noise = Number($("guidance_max_noise").value);
+  if (!$("cads").disabled && Number($("cads").value) !== cadsDefault) p.cads = Number($("cads").value);
   if (features.num_candidates) p.num_candidates = Number($("num_candidates").value);
   if (features.filter && $("filter").value) p.filter = $("filter").value;
   if (features.style && $("style").value.trim()) p.style = $("style").value.trim();
