@@ -57,7 +57,7 @@ DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.floa
 
 # Models shipped inside the package, by name (`Pipeline.from_pretrained("reference")`, `--model reference`).
 # "reference": the 30-minute recipe, 61 concepts (the default). "full": `--config full` on every concept in four
-# designs, 6,203 steps so far (not the default yet: continue it with `--init-from full`). "onestep": the default
+# designs, two sittings = 16,203 steps (not the default yet: continue it with `--init-from full`). "onestep": the default
 # model distilled to one step by `minicream distill` (reflow, then distillation; its model_index.json names the teacher).
 SHIPPED = {"reference": "reference", "full": "full", "onestep": "onestep"}
 DEFAULT_MODEL = "reference"
