@@ -15,6 +15,8 @@ each (concepts, objects and minicream-table) with the shipped evaluator and judg
   ln_noisy v with logit-normal levels shifted to noise (mean 1: log-SNR ~ N(-2, 2); uniform t has median -1.3)
   repa     the shipped design plus REPA (weight 0.5), aligned with the --evaluator's image tower (training/repa.py)
   aug      the shipped design on the images plus one zoomed (0.75-1) and shifted (<= 4 px) copy of each (data.augment=1)
+  steps_clock  the learning rate's cosine over --steps alone, as before session 15: a run cut by --minutes stops
+           mid-decay (the reference and full presets now follow the clock too: unet.train.schedule_clock = "time")
 
     python bench/moe_ablation.py --minutes 12 --vae-from runs/ref --out runs/ablation [--arms moe,dense] [--parallel]
     python bench/moe_ablation.py --config full --benchmarks coverage --evaluator minicream/full/evaluator \
@@ -54,6 +56,7 @@ ARMS["ln_sd3"] = ARMS["moe"] + ["--set", 'unet.timesteps="logit_normal"']
 ARMS["ln_noisy"] = ARMS["ln_sd3"] + ["--set", "unet.logit_mean=1.0"]
 ARMS["repa"] = ARMS["moe"] + ["--set", "unet.repa_weight=0.5", "--set", "unet.repa_encoder={evaluator}"]
 ARMS["aug"] = ARMS["moe"] + ["--set", "data.augment=1"]  # one zoomed/shifted copy of every image (data.augment)
+ARMS["steps_clock"] = ARMS["moe"] + ["--set", 'unet.train.schedule_clock="steps"']
 
 
 def prepare(run: Path, vae_from: Path | None) -> None:

@@ -10,6 +10,7 @@ from .errors import MinicreamError
 OBJECTIVES = ("epsilon", "v", "flow")
 TIMESTEPS = ("uniform", "logit_normal")  # diffusion/objectives.py (not imported here: config checks stay torch-free)
 PRECISIONS = ("bf16", "no")
+SCHEDULE_CLOCKS = ("steps", "time")
 
 
 def _fail(field: str, value, rule: str):
@@ -51,6 +52,7 @@ def _train(prefix: str, t) -> None:
     _num(f"{prefix}.ema_decay", t.ema_decay, 0.0, 1.0, hi_open=True)
     _num(f"{prefix}.max_minutes", t.max_minutes, 0.0)
     _choice(f"{prefix}.mixed_precision", t.mixed_precision, PRECISIONS)
+    _choice(f"{prefix}.schedule_clock", t.schedule_clock, SCHEDULE_CLOCKS)
     if not isinstance(t.deterministic, bool):
         _fail(f"{prefix}.deterministic", t.deterministic, "must be true or false")
 

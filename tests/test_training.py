@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import shutil
@@ -24,7 +25,7 @@ from minicream.models.unet import MoEUNet, UNetConfig
 from minicream.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from minicream.training.ema import EMA
 from minicream.training.tasks import unet_loss
-from minicream.training.trainer import TrainConfig, Trainer, batch_indices, lr_lambda
+from minicream.training.trainer import LRSchedule, TrainConfig, Trainer, batch_indices, lr_lambda
 
 CTX, POOLED, T_TEXT, N_EXAMPLES = 24, 20, 5, 10
 
@@ -258,6 +259,41 @@ def test_lr_schedule_known_values():
     assert f(2) == pytest.approx(1.0)
     assert f(6) == pytest.approx(0.1 + 0.9 * 0.5)  # half way through the cosine
     assert f(10) == pytest.approx(0.1) and f(50) == pytest.approx(0.1)
+
+
+def test_lr_schedule_follows_the_clock_when_it_is_further_along():
+    f = LRSchedule(TrainConfig(steps=10, warmup_steps=2, decay_to=0.1))
+    f.time_progress = 0.5  # half the time limit used after 1 of 8 cosine steps: the clock leads
+    assert f(3) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert f(1) == 1.0  # warm-up counts steps only
+    assert f(8) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.75)))  # the steps lead
+    f.time_progress = 1.0
+    assert f(3) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("clock", ["steps", "time"])
+def test_a_run_stopped_by_the_clock_ends_decayed_only_under_the_time_clock(tmp_path, clock):
+    cfg = train_config(steps=100_000, warmup_steps=1, max_minutes=0.02, checkpoint_every=100_000, log_every=1000,
+                       schedule_clock=clock, ema_decay=0.0)
+    trainer = make_trainer(tmp_path, tiny_unet(), cfg)
+    stats = trainer.train()
+    assert 1 < stats["steps"] < 100_000  # stopped by the clock (1.2 s)
+    last = trainer.sched.get_last_lr()[0] / cfg.lr
+    if clock == "time":
+        assert last == pytest.approx(cfg.decay_to, abs=0.01)
+        state = json.loads((latest_checkpoint(tmp_path / "unet") / "state.json").read_text())
+        assert state["lr_scheduler"]["lr_lambdas"][0]["time_progress"] == pytest.approx(1.0, abs=0.05)
+        resumed = make_trainer(tmp_path, tiny_unet(), cfg)  # the clock's progress survives --resume
+        assert resumed.resume() and resumed.schedule.time_progress == pytest.approx(1.0, abs=0.05)
+        assert resumed.sched.get_last_lr()[0] / cfg.lr == pytest.approx(last)
+    else:
+        assert last > 0.99  # a few hundred steps into 100,000: the learning rate has barely moved
+
+
+def test_deterministic_runs_ignore_the_time_clock(tmp_path):
+    cfg = train_config(max_minutes=5.0, schedule_clock="time", deterministic=True)
+    assert not make_trainer(tmp_path, tiny_unet(), cfg).time_clock
+    assert make_trainer(tmp_path / "b", tiny_unet(), train_config(max_minutes=5.0, schedule_clock="time")).time_clock
 
 
 # --- 2 processes ------------------------------------------------------------------------------------
@@ -558,6 +594,7 @@ def test_resume_refuses_another_config_or_dataset_before_touching_the_run(tiny_r
     ("data.augment=-1", "data.augment = -1: must be at least 0"),
     ("data.augment_zoom=1.5", "data.augment_zoom = 1.5: must be at most 1.0"),
     ('sample.style="noto"', "sample.style = 'noto': must be \"vary\", \"model\" or empty"),
+    ('unet.train.schedule_clock="wall"', "unet.train.schedule_clock = 'wall': must be one of steps, time"),
 ])
 def test_bad_config_values_are_one_line_errors(override, words, capsys):
     """Validated once, before any work, with the field named (these were ~45 tracebacks)."""

@@ -40,19 +40,39 @@ class TrainConfig:
     mixed_precision: str = "bf16"  # "bf16" | "no"; bf16 runs as fp32 where the hardware lacks it (precision.py)
     deterministic: bool = False
     max_minutes: float = 0.0  # stop (with a checkpoint) after this much training time; 0 = no limit
+    # "steps": the cosine runs over `steps`; "time": over whichever of `steps` and `max_minutes` comes first, so a run
+    # stopped by the clock still ends with its learning rate decayed (ignored by --deterministic runs: time varies)
+    schedule_clock: str = "steps"
 
 
 # loss_fn(model, batch_indices, generator) -> (loss scalar, dict of floats to log)
 LossFn = Callable[[torch.nn.Module, torch.Tensor, torch.Generator], tuple[torch.Tensor, dict]]
 
 
+class LRSchedule:
+    """Linear warm-up over `warmup_steps`, then cosine decay from lr to lr * decay_to over the run's progress.
+
+    Progress after warm-up is the fraction of the remaining steps done, or, once `time_progress` is set (the trainer
+    sets it each step under schedule_clock = "time"), whichever of the two is further along. A callable object, not a
+    closure, so LambdaLR keeps `time_progress` in its state_dict and a resumed run continues where it was.
+    """
+
+    def __init__(self, cfg: TrainConfig):
+        self.warmup_steps, self.steps, self.decay_to = cfg.warmup_steps, cfg.steps, cfg.decay_to
+        self.time_progress = 0.0
+
+    def progress(self, step: int) -> float:
+        p = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
+        return min(1.0, max(p, self.time_progress))
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        return self.decay_to + (1 - self.decay_to) * 0.5 * (1 + math.cos(math.pi * self.progress(step)))
+
+
 def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
-    def f(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        p = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-        return cfg.decay_to + (1 - cfg.decay_to) * 0.5 * (1 + math.cos(math.pi * min(1.0, p)))
-    return f
+    return LRSchedule(cfg)
 
 
 def batch_indices(step: int, micro: int, n: int, cfg: TrainConfig, rank: int, world: int) -> torch.Tensor:
@@ -92,7 +112,10 @@ class Trainer:
         model = model.to(self.acc.device, memory_format=torch.channels_last)
         # Fused AdamW (one kernel over all parameters) on CPU too: half the optimizer time of foreach here.
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99), fused=True)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+        self.schedule = LRSchedule(cfg)
+        # By the clock only when there is a clock to follow and the run need not be reproducible.
+        self.time_clock = cfg.schedule_clock == "time" and cfg.max_minutes > 0 and not cfg.deterministic
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, self.schedule)
         self.model, self.opt, self.sched = self.acc.prepare(model, opt, sched)
         self.ema = EMA(self.acc.unwrap_model(self.model), cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.gen = torch.Generator().manual_seed(cfg.seed * 7919 + self.acc.process_index)
@@ -132,7 +155,9 @@ class Trainer:
         else:
             self.gen.manual_seed(self.cfg.seed * 7919 + self.acc.process_index + 104729 * state["step"])
         self.step = state["step"]
-        self.sched.scheduler.load_state_dict(state["extra"]["lr_scheduler"])  # last_epoch = step
+        self.sched.scheduler.load_state_dict(state["extra"]["lr_scheduler"])  # last_epoch = step (+ time_progress)
+        self.schedule.warmup_steps, self.schedule.steps = self.cfg.warmup_steps, self.cfg.steps  # today's settings
+        self.schedule.decay_to = self.cfg.decay_to
         return True
 
     # -- loop --------------------------------------------------------------------------------------
@@ -154,6 +179,7 @@ class Trainer:
 
     def _loop(self, bar, t_start, samples, t_last, ema_loss, history) -> None:
         cfg, acc, model = self.cfg, self.acc, self.model
+        p0 = max(0.0, self.schedule.progress(self.step))  # a resumed run spreads what is left over its own clock
         while self.step < cfg.steps:
             logs = {}
             for micro in range(cfg.grad_accum):
@@ -165,6 +191,9 @@ class Trainer:
             if cfg.grad_clip > 0:
                 acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             self.opt.step()
+            if self.time_clock:
+                frac = min(1.0, (time.time() - t_start) / (cfg.max_minutes * 60))
+                self.schedule.time_progress = max(self.schedule.time_progress, p0 + (1 - p0) * frac)
             self.sched.step()
             self.opt.zero_grad(set_to_none=True)
             if self.ema:
