@@ -15,6 +15,8 @@ each (concepts, objects and minicream-table) with the shipped evaluator and judg
   ln_noisy v with logit-normal levels shifted to noise (mean 1: log-SNR ~ N(-2, 2); uniform t has median -1.3)
   repa     the shipped design plus REPA (weight 0.5), aligned with the --evaluator's image tower (training/repa.py)
   aug      the shipped design on the images plus one zoomed (0.75-1) and shifted (<= 4 px) copy of each (data.augment=1)
+  lr3e4    the shipped design at peak learning rate 3e-4 instead of the preset's (8e-4 in `full`): for warm-started
+           sittings, which lose ground to a restart at the full rate
   steps_clock  the learning rate's cosine over --steps alone, as before session 15: a run cut by --minutes stops
            mid-decay (the reference and full presets now follow the clock too: unet.train.schedule_clock = "time")
 
@@ -56,6 +58,7 @@ ARMS["ln_sd3"] = ARMS["moe"] + ["--set", 'unet.timesteps="logit_normal"']
 ARMS["ln_noisy"] = ARMS["ln_sd3"] + ["--set", "unet.logit_mean=1.0"]
 ARMS["repa"] = ARMS["moe"] + ["--set", "unet.repa_weight=0.5", "--set", "unet.repa_encoder={evaluator}"]
 ARMS["aug"] = ARMS["moe"] + ["--set", "data.augment=1"]  # one zoomed/shifted copy of every image (data.augment)
+ARMS["lr3e4"] = ARMS["moe"] + ["--set", "unet.train.lr=3e-4"]
 ARMS["steps_clock"] = ARMS["moe"] + ["--set", 'unet.train.schedule_clock="steps"']
 
 
