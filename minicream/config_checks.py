@@ -53,6 +53,8 @@ def _train(prefix: str, t) -> None:
     _num(f"{prefix}.max_minutes", t.max_minutes, 0.0)
     _choice(f"{prefix}.mixed_precision", t.mixed_precision, PRECISIONS)
     _choice(f"{prefix}.schedule_clock", t.schedule_clock, SCHEDULE_CLOCKS)
+    _int(f"{prefix}.plan_samples", t.plan_samples, 0)
+    _num(f"{prefix}.cooldown", t.cooldown, 0.0, 1.0)
     if not isinstance(t.deterministic, bool):
         _fail(f"{prefix}.deterministic", t.deterministic, "must be true or false")
 

@@ -290,6 +290,37 @@ def test_a_run_stopped_by_the_clock_ends_decayed_only_under_the_time_clock(tmp_p
         assert last > 0.99  # a few hundred steps into 100,000: the learning rate has barely moved
 
 
+def test_planned_schedule_resumes_the_plans_rate_after_a_short_warm_up():
+    """A sitting of a plan over 1,000 samples that starts at sample 500 (half way): warm-up rises to the plan's rate
+    there, the cosine then follows the samples seen along the plan, and the last 20% of the sitting cools down."""
+    cfg = TrainConfig(steps=20, batch_size=10, warmup_steps=2, decay_to=0.1, plan_samples=1000, cooldown=0.2)
+    f = LRSchedule(cfg, plan_offset=500)
+    half = 0.1 + 0.9 * 0.5  # the cosine half way through the plan
+    assert f.plan_position(0) == 500 and f.plan_position(20) == 700
+    assert f(0) == pytest.approx(half / 2)  # warm-up step 1 of 2 towards the plan's rate at sample 500
+    assert f(1) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.51)))  # end of warm-up: the plan's rate
+    assert f(10) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.6)))  # 600 of 1,000 samples
+    # the sitting's progress after warm-up is (step - 2) / 18; cooldown starts when 20% of it is left
+    at = 2 + 0.9 * 18  # 90% of the sitting: half way down from the plan's rate to decay_to
+    plan = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (500 + at * 10) / 1000))
+    assert f(at) == pytest.approx(0.1 + (plan - 0.1) * 0.5)
+    assert f(20) == pytest.approx(0.1)  # a sitting ends annealed
+    f.time_progress = 0.85  # stopped by the clock: the cooldown follows the clock too
+    assert f(5) == pytest.approx(0.1 + (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.55)) - 0.1) * 0.75)
+    plain = LRSchedule(TrainConfig(steps=20, batch_size=10, warmup_steps=2, decay_to=0.1, plan_samples=1000))
+    assert plain(19) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.19)))  # no cooldown: the plan alone
+    assert LRSchedule(TrainConfig(plan_samples=1000, batch_size=10), plan_offset=5000)(500) == pytest.approx(0.1)
+
+
+def test_planned_schedule_is_validated():
+    from minicream.config import load_config
+
+    with pytest.raises(MinicreamError, match="plan_samples"):
+        load_config("tiny", ["unet.train.plan_samples=-1"])
+    with pytest.raises(MinicreamError, match="cooldown"):
+        load_config("tiny", ["unet.train.cooldown=1.5"])
+
+
 def test_deterministic_runs_ignore_the_time_clock(tmp_path):
     cfg = train_config(max_minutes=5.0, schedule_clock="time", deterministic=True)
     assert not make_trainer(tmp_path, tiny_unet(), cfg).time_clock
@@ -545,6 +576,23 @@ def test_init_from_warm_starts_from_exported_weights(tiny_model, emoji_root, tmp
     for part in ("vae", "unet"):
         before, after = _weights(tiny_model, part), _weights(out, part)
         assert all(torch.equal(before[k], after[k]) for k in before), part
+
+
+def test_sittings_record_their_place_in_the_plan(tiny_model, emoji_root, tmp_path):
+    """An export records the samples seen over every sitting; a sitting warm-started from it continues the count and
+    the planned schedule from there (the continuation point of a model trained over several sittings)."""
+    from conftest import tiny_config
+    from minicream.training.recipe import run_recipe, training_record
+
+    first = training_record(tiny_model)
+    assert first["sittings"] == 1 and first["samples"] > 0
+    cfg = tiny_config(emoji_root, f"init_from={str(tiny_model)!r}", "unet.train.steps=3", "unet.train.batch_size=4",
+                      f"unet.train.plan_samples={first['samples'] * 10}", "unet.train.cooldown=0.5")
+    out = run_recipe(cfg, tmp_path / "sitting2", cpu=True)
+    second = training_record(out)
+    assert second == {"samples": first["samples"] + 3 * 4, "sittings": 2, "plan_samples": first["samples"] * 10}
+    log = (tmp_path / "sitting2" / "train_log.txt").read_text()
+    assert f"this sitting starts at {first['samples']:,}" in log
 
 
 def test_init_from_refuses_another_unet_architecture(tiny_model, emoji_root, tmp_path):

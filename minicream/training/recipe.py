@@ -113,9 +113,14 @@ def _unet_trainer(cfg: RecipeConfig, run: Path, latents, images, caption_choices
     set_seed(u.train.seed)  # the initial weights are part of a deterministic run
     model = build_unet(dataclasses.replace(u.model, context_dim=dim, pooled_dim=dim, in_channels=latents.shape[1],
                                         sample_size=latents.shape[-1]))
+    offset = 0
     if cfg.init_from:
         _warm_start(model, Path(cfg.init_from) / "unet")
-        log(f"unet: warm start from {cfg.init_from} (fresh optimizer and schedule)")
+        offset = training_record(Path(cfg.init_from)).get("samples", 0)
+        log(f"unet: warm start from {cfg.init_from} (fresh optimizer; {offset:,} samples trained before)")
+    if u.train.plan_samples:
+        log(f"unet: planned schedule of {u.train.plan_samples:,} samples; this sitting starts at {offset:,} "
+            f"({offset / u.train.plan_samples:.1%}), warm-up {u.train.warmup_steps} steps, cooldown {u.train.cooldown:.0%}")
     objective = make_objective(u.objective, u.min_snr_gamma or None, u.beta_schedule, u.zero_terminal_snr,
                                u.timesteps, u.logit_mean, u.logit_std)
     n_params = sum(p.numel() for p in model.parameters())
@@ -138,7 +143,17 @@ def _unet_trainer(cfg: RecipeConfig, run: Path, latents, images, caption_choices
         log(f"unet step {step}/{u.train.steps} loss {rec['loss_avg']:.4f} {rec['samples_per_s']:.0f} samples/s"
             + (f" repa {rec['repa']:.3f}" if "repa" in rec else "") + (f" expert usage [{' '.join(usage)}]" if usage else ""))
 
-    return Trainer(model, loss_fn, len(latents), u.train, run, "unet", cpu=cpu, log_fn=log_step), objective
+    return Trainer(model, loss_fn, len(latents), u.train, run, "unet", cpu=cpu, log_fn=log_step,
+                   plan_offset=offset), objective
+
+
+def training_record(model_dir: Path) -> dict:
+    """What an exported model says of its training (model_index.json "training"): samples seen over all its
+    sittings, the number of sittings, the planned schedule's length. Empty for a model that records none."""
+    try:
+        return dict(json.loads((model_dir / MODEL_INDEX).read_text()).get("training") or {})
+    except (OSError, ValueError):
+        return {}
 
 
 def run_recipe(cfg: RecipeConfig, run_dir: str | Path, resume: bool = False, cpu: bool | None = None) -> Path:
@@ -245,7 +260,11 @@ def run_recipe(cfg: RecipeConfig, run_dir: str | Path, resume: bool = False, cpu
 
         # 6. Export
         if trainer.acc.is_main_process:
-            export_model(model_dir, cfg, unet, vae, objective, encoder, sorted({e.text for e in examples}))
+            before = training_record(Path(cfg.init_from)) if cfg.init_from else {}
+            record = {"samples": trainer.schedule.plan_position(stats["steps"]),
+                      "sittings": int(before.get("sittings", 0)) + 1,
+                      "plan_samples": cfg.unet.train.plan_samples}
+            export_model(model_dir, cfg, unet, vae, objective, encoder, sorted({e.text for e in examples}), record)
             _mark_done(run, "export", {"unet_steps": stats["steps"], "unet_seconds": round(stats["seconds"], 1),
                                        "mb": round(_dir_mb(model_dir), 1), "unet": unet_cfg})
             log(f"6. export: {model_dir} ({_dir_mb(model_dir):.1f} MB); total {(time.time() - t_total) / 60:.1f} min")
@@ -335,7 +354,8 @@ def _dir_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
 
 
-def export_model(model_dir: Path, cfg: RecipeConfig, unet, vae, objective, encoder, vocabulary: list[str]) -> None:
+def export_model(model_dir: Path, cfg: RecipeConfig, unet, vae, objective, encoder, vocabulary: list[str],
+                 training: dict | None = None) -> None:
     """The model directory: bf16 safetensors + configs, everything Pipeline.from_pretrained needs."""
     model_dir.mkdir(parents=True, exist_ok=True)
     unet.float().save_pretrained(model_dir / "unet", dtype=torch.bfloat16)
@@ -348,6 +368,8 @@ def export_model(model_dir: Path, cfg: RecipeConfig, unet, vae, objective, encod
         "sample": config_to_dict(cfg.sample),
         "recipe": config_to_dict(cfg),
     }
+    if training:  # samples seen over every sitting: where the next --init-from sitting resumes a planned schedule
+        index["training"] = training
     (model_dir / MODEL_INDEX).write_text(json.dumps(index, indent=1))
     (model_dir / "vocabulary.json").write_text(json.dumps(vocabulary, ensure_ascii=False, indent=0))
     write_model_concepts(model_dir, vocabulary, cfg.data.root if cfg.data.source == "emoji" else cfg.data.source)

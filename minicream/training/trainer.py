@@ -43,6 +43,15 @@ class TrainConfig:
     # "steps": the cosine runs over `steps`; "time": over whichever of `steps` and `max_minutes` comes first, so a run
     # stopped by the clock still ends with its learning rate decayed (ignored by --deterministic runs: time varies)
     schedule_clock: str = "steps"
+    # A schedule planned over several sittings (0 = off: the cosine is this run's own). The cosine runs over
+    # `plan_samples` training samples counted from the first sitting; a warm-started sitting (recipe init_from) begins
+    # where the model it starts from stopped (its model_index.json "training" record), after `warmup_steps` of warm-up
+    # to that learning rate for its fresh optimizer.
+    plan_samples: int = 0
+    # The last `cooldown` fraction of a planned sitting (by steps, or by the clock under schedule_clock = "time")
+    # decays the learning rate linearly to lr * decay_to, so that the weights it exports are annealed; the next
+    # sitting resumes the plan where this one's position stands, not from the cooled rate.
+    cooldown: float = 0.0
 
 
 # loss_fn(model, batch_indices, generator) -> (loss scalar, dict of floats to log)
@@ -55,20 +64,41 @@ class LRSchedule:
     Progress after warm-up is the fraction of the remaining steps done, or, once `time_progress` is set (the trainer
     sets it each step under schedule_clock = "time"), whichever of the two is further along. A callable object, not a
     closure, so LambdaLR keeps `time_progress` in its state_dict and a resumed run continues where it was.
+
+    With `plan_samples` the cosine instead follows the plan's position, `plan_offset` samples (those of earlier
+    sittings) plus this run's steps x batch; warm-up rises to the plan's rate there, and the last `cooldown` of the
+    run's own progress decays linearly to lr * decay_to.
     """
 
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig, plan_offset: int = 0):
         self.warmup_steps, self.steps, self.decay_to = cfg.warmup_steps, cfg.steps, cfg.decay_to
+        self.plan_samples, self.plan_offset, self.batch_size = cfg.plan_samples, plan_offset, cfg.batch_size
+        self.cooldown = cfg.cooldown
         self.time_progress = 0.0
 
     def progress(self, step: int) -> float:
         p = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
         return min(1.0, max(p, self.time_progress))
 
+    def _cosine(self, progress: float) -> float:
+        return self.decay_to + (1 - self.decay_to) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def plan_position(self, step: int) -> int:
+        """Training samples seen along the plan after `step` optimizer steps of this run."""
+        return self.plan_offset + step * self.batch_size
+
     def __call__(self, step: int) -> float:
+        if not self.plan_samples:
+            if step < self.warmup_steps:
+                return (step + 1) / self.warmup_steps
+            return self._cosine(self.progress(step))
+        target = self._cosine(min(1.0, self.plan_position(step) / self.plan_samples))
         if step < self.warmup_steps:
-            return (step + 1) / self.warmup_steps
-        return self.decay_to + (1 - self.decay_to) * 0.5 * (1 + math.cos(math.pi * self.progress(step)))
+            return target * (step + 1) / self.warmup_steps
+        left = 1.0 - self.progress(step)  # of this sitting
+        if self.cooldown > 0 and left < self.cooldown:
+            return self.decay_to + (target - self.decay_to) * left / self.cooldown
+        return target
 
 
 def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
@@ -91,7 +121,8 @@ def batch_indices(step: int, micro: int, n: int, cfg: TrainConfig, rank: int, wo
 
 class Trainer:
     def __init__(self, model: torch.nn.Module, loss_fn: LossFn, num_examples: int, cfg: TrainConfig,
-                 run_dir: str | Path, name: str, cpu: bool | None = None, log_fn: Callable | None = None):
+                 run_dir: str | Path, name: str, cpu: bool | None = None, log_fn: Callable | None = None,
+                 plan_offset: int = 0):
         self.cfg, self.loss_fn, self.n, self.name = cfg, loss_fn, num_examples, name
         self.run_dir = Path(run_dir)
         self.log_fn = log_fn
@@ -112,7 +143,7 @@ class Trainer:
         model = model.to(self.acc.device, memory_format=torch.channels_last)
         # Fused AdamW (one kernel over all parameters) on CPU too: half the optimizer time of foreach here.
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99), fused=True)
-        self.schedule = LRSchedule(cfg)
+        self.schedule = LRSchedule(cfg, plan_offset)  # plan_offset: samples of earlier sittings (plan_samples)
         # By the clock only when there is a clock to follow and the run need not be reproducible.
         self.time_clock = cfg.schedule_clock == "time" and cfg.max_minutes > 0 and not cfg.deterministic
         sched = torch.optim.lr_scheduler.LambdaLR(opt, self.schedule)
@@ -158,6 +189,7 @@ class Trainer:
         self.sched.scheduler.load_state_dict(state["extra"]["lr_scheduler"])  # last_epoch = step (+ time_progress)
         self.schedule.warmup_steps, self.schedule.steps = self.cfg.warmup_steps, self.cfg.steps  # today's settings
         self.schedule.decay_to = self.cfg.decay_to
+        self.schedule.plan_samples, self.schedule.cooldown = self.cfg.plan_samples, self.cfg.cooldown
         return True
 
     # -- loop --------------------------------------------------------------------------------------
