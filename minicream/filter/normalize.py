@@ -43,16 +43,26 @@ def clean(text: str) -> tuple[str, int]:
     Returns the text and how many invisible characters were removed.
     """
     text = unicodedata.normalize("NFKC", text)
+    in_emoji = _emoji_positions(text)
     out, removed = [], 0
-    for ch in text:
+    for i, ch in enumerate(text):
         cat = unicodedata.category(ch)
         if ch in "\t\n\r\v\f":
             out.append(" ")
-        elif cat in ("Cc", "Cs", "Co", "Cn") or (cat == "Cf" and ch not in _KEEP_FORMAT):
+        elif i not in in_emoji and (cat in ("Cc", "Cs", "Co", "Cn") or (cat == "Cf" and ch not in _KEEP_FORMAT)):
             removed += 1
         else:
             out.append(ch)
     return _SPACE.sub(" ", "".join(out)).strip(), removed
+
+
+def _emoji_positions(text: str) -> set[int]:
+    """Positions of the characters of the emoji in `text` (the `emoji` package's): they stay. Python's Unicode tables
+    can be older than the package's (3.11: Unicode 14), so newer emoji (Emoji 15+: moose, goose, shovel, ...) read as
+    unassigned ("Cn"); subdivision flags (England, Scotland, Wales) are tag sequences of format ("Cf") characters."""
+    import emoji
+
+    return {i for m in emoji.emoji_list(text) for i in range(m["match_start"], m["match_end"])}
 
 
 def key(text: str) -> str:
