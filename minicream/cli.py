@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -58,6 +59,27 @@ def flag_overrides(args, table: dict[str, str]) -> list[str]:
     return overrides
 
 
+MAX_TRAIN_SEED = 2**32 - 1  # training derives its generators' seeds from it (seed * 100003 + epoch < 2**64)
+SKELETON = {"config.toml", "train_log.txt", "cache"}  # what a run folder holds before its first stage does any work
+
+
+def train_seed(text: str) -> int:
+    """argparse type of `train --seed`: refused at once, not after minutes of training."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text[:40]!r}") from None
+    if not 0 <= value <= MAX_TRAIN_SEED:
+        raise argparse.ArgumentTypeError(f"must be in 0..{MAX_TRAIN_SEED}, got {text[:40]}")
+    return value
+
+
+def _only_skeleton(run: Path) -> bool:
+    """The run folder holds nothing but what run_recipe writes before any work (a failed start leaves just that)."""
+    entries = list(run.iterdir()) if run.is_dir() else []
+    return all(e.name in SKELETON for e in entries) and not any((run / "cache").glob("*"))
+
+
 def cmd_train(args) -> None:
     from .config import load_config, to_toml
 
@@ -68,10 +90,21 @@ def cmd_train(args) -> None:
     if args.dry_run:
         print(to_toml(cfg))
         return
+    source = cfg.data.source
+    if source != "emoji" and not Path(source).is_dir():  # before a run folder exists: a typo costs nothing
+        raise MinicreamError(f"--data {source}: no such folder; give 'emoji' or a folder with metadata.jsonl or .txt captions")
     from .training.recipe import run_recipe
 
-    out = args.out or f"runs/{Path(str(args.config)).stem}"
-    model_dir = run_recipe(cfg, out, resume=args.resume)
+    out = Path(args.out or f"runs/{Path(str(args.config)).stem}")
+    fresh = not out.exists() or not any(out.iterdir())
+    try:
+        model_dir = run_recipe(cfg, out, resume=args.resume)
+    except BaseException:
+        # A run that failed before any work (its data unreadable, say) leaves no folder that a rerun must be told
+        # to delete: one that did some work is kept for --resume.
+        if fresh and out.is_dir() and _only_skeleton(out):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     print(f"model written to {model_dir}")
 
 
@@ -97,14 +130,14 @@ def cmd_distill(args) -> None:
 EDIT_COMMANDS = {"img2img": "edit", "inpaint": "edit", "outpaint": "outpaint", "variation": "vary", "blend": "blend"}
 
 def cmd_generate(args) -> None:
-    from .io.pngmeta import read_png_params
+    from .io.pngmeta import check_stored_types, read_png_params
     from .pipeline import PARAMS_KEY, Pipeline
 
     from .filter.cli_support import llm_config, print_explanation, stored_result
 
     settings, stored = {}, None
     if args.from_image:
-        p = read_png_params(args.from_image)
+        p = check_stored_types(read_png_params(args.from_image), args.from_image)
         if p.get("mode") in EDIT_COMMANDS:
             raise MinicreamError(f"{args.from_image} was made by {p['mode']}: re-run it with `minicream "
                                  f"{EDIT_COMMANDS[p['mode']]} --from {args.from_image} IMAGE` (its input image is not stored)")
@@ -205,9 +238,9 @@ STORED = {"prompt": "prompt", "negative_prompt": "negative_prompt", "steps": "st
 
 def _from_png(path, allowed: tuple[str, ...]) -> dict:
     """The options a PNG made by one of the `allowed` modes stores (for `--from`), plus its input hashes."""
-    from .io.pngmeta import read_png_params
+    from .io.pngmeta import check_stored_types, read_png_params
 
-    p = read_png_params(path)
+    p = check_stored_types(read_png_params(path), path)
     if p.get("mode") not in allowed:
         raise MinicreamError(f"{path} was made by {p.get('mode') or 'text2img'}, not by {' or '.join(allowed)}; "
                              f"re-run it with the command that made it")
@@ -366,7 +399,8 @@ def cmd_serve(args) -> None:
     settings = ServeSettings(host=args.host, port=args.port, queue_size=args.queue_size, concurrency=args.concurrency,
                              timeout=args.timeout, output_dir=Path(args.output_dir),
                              allowed_hosts=tuple(args.allowed_host or ()), max_saved=args.max_saved,
-                             compile=args.compile)
+                             compile=args.compile, cors_origins=tuple(args.cors_origin or ()),
+                             body_timeout=args.body_timeout)
     if args.token:
         settings.token = args.token
     check_settings(settings)
@@ -445,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, help="UNet learning rate")
     t.add_argument("--moe", choices=["token", "timestep", "none"], help="mid-block router (none = dense twin)")
     t.add_argument("--objective", choices=["epsilon", "v", "flow"], help="training objective")
-    t.add_argument("--seed", type=int, help="training seed")
+    t.add_argument("--seed", type=train_seed, help=f"training seed (0..{MAX_TRAIN_SEED})")
     t.add_argument("--max-minutes", type=float, help="stop UNet training after this many minutes")
     t.add_argument("--grad-accum", type=int, help="gradient accumulation steps")
     t.add_argument("--deterministic", action="store_true", help="deterministic algorithms for reproducible runs")
@@ -551,6 +585,10 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--timeout", type=float, default=120.0, help="seconds per request before HTTP 504")
     sv.add_argument("--output-dir", default="outputs/serve", help="where images returned as URLs are saved")
     sv.add_argument("--max-saved", type=int, default=1000, help="saved images kept; the oldest beyond are deleted")
+    sv.add_argument("--cors-origin", action="append", metavar="ORIGIN",
+                    help="a browser origin (e.g. http://localhost:3000) whose pages may call the API (repeatable); "
+                         "without a token, POSTs from other sites are refused")
+    sv.add_argument("--body-timeout", type=float, default=30.0, help="seconds a request body may take to arrive (HTTP 408)")
     sv.set_defaults(func=cmd_serve)
 
     te = sub.add_parser("train-evaluator", help="train the image evaluator (mini-CLIP) and the judge on a captioned image folder")

@@ -10,13 +10,14 @@ Boxes are (x0, y0, x1, y1) in pixels, x1/y1 exclusive, as in the data builder's 
 """
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
 
 from .errors import MinicreamError
+from .io.atomic import read_json as read_json_file
 
 MAX_OBJECTS = 6
+MAX_LAYOUT_BYTES = 64 * 1024  # a layout of six boxes is a few hundred bytes
 HORIZONTAL = ("to the left of", "to the right of", "and", None)
 VERTICAL = ("above", "below")
 # Box side as a fraction of the canvas, by how many objects share it (the data builder's scene sizes).
@@ -69,14 +70,22 @@ class Layout:
             out.append(LayoutObject(cap.strip(), (x0, y0, x1, y1)))
         return cls(w, h, out)
 
+    def check_harmonizable(self, native: int, factor: int) -> None:
+        """The joint redraw (harmonize > 0) runs the model in windows of its `native` size over latents `factor` times
+        smaller than the pixels: the canvas must hold one window and divide into latents."""
+        if min(self.width, self.height) < native or self.width % factor or self.height % factor:
+            raise MinicreamError(f"layout: a {self.width}x{self.height} canvas cannot be harmonized by this model: it "
+                                 f"needs at least {native}x{native} px, in multiples of {factor} (or harmonize 0)")
+
     @staticmethod
     def read_json(path) -> dict:
         """A layout file's JSON (validated when the pipeline uses it, against the model's canvas)."""
         try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except (OSError, ValueError) as e:
-            raise MinicreamError(f"layout {path}: not a readable JSON file ({type(e).__name__}: {e})") from None
+            data = read_json_file(path, max_bytes=MAX_LAYOUT_BYTES)
+        except OSError as e:
+            raise MinicreamError(f"layout {path}: not a readable JSON file ({type(e).__name__}: {e.strerror or e})") from None
+        except MinicreamError as e:  # not JSON, too large, too deeply nested, not a regular file (/dev/zero)
+            raise MinicreamError(f"layout {path}: not a readable JSON file ({str(e).removeprefix(f'{path}: ')})") from None
         if not isinstance(data, dict):
             raise MinicreamError(f"layout {path}: expected a JSON object with \"objects\"")
         return data

@@ -63,3 +63,21 @@ class FakePipeWithOptions(FakePipe):
                                         rewritten_prompt=prompt.upper() if filter == "rewrite" else prompt)
         self.calls[-1].update(num_candidates=num_candidates, filter=filter)
         return images
+
+
+class FakeEditPipe(FakePipe):
+    """A stand-in with the edit modes as well (Pipeline.run(mode, ...)): records each run's mode and options, and
+    draws like FakePipe. `name` is the model's name on the server."""
+
+    modes = dict.fromkeys(("img2img", "inpaint", "outpaint", "variation", "blend"))
+
+    def __init__(self, *args, name: str = "fake-model", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.model_dir = Path(name)
+        self.runs: list[dict] = []
+
+    def run(self, mode, callback=None, **options):
+        self.runs.append({"mode": mode, **options})
+        count = options.get("frames") if mode == "blend" else options.get("num_images")
+        return super().__call__(str(options.get("prompt") or options.get("b") or "thing"), num_images=count or 1,
+                                steps=options.get("steps"), seed=options.get("seed"), callback=callback)

@@ -371,3 +371,82 @@ def test_generate_from_a_png_without_dtype_reruns_it_in_fp32(generated, tiny_mod
     assert read_png_params(again)["dtype"] == "fp32"
     with Image.open(old) as a, Image.open(again) as b:
         assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+# --- issue 29: inputs that must be one-line errors (exit 2), not "unexpected" crashes ---------------------------
+
+
+def forged_png(path, text: str):
+    """A PNG whose `minicream` chunk holds `text` as it is (anyone can write one)."""
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("minicream", text)
+    Image.new("RGB", (8, 8)).save(path, pnginfo=info)
+    return str(path)
+
+
+@pytest.mark.parametrize("command, stored, key", [
+    ("generate", {"negative_prompt": 5}, "negative_prompt"),
+    ("generate", {"harmonize": "strong", "layout": {"objects": [{"caption": "x", "box": [0, 0, 8, 8]}]}}, "harmonize"),
+    ("generate", {"mode": ["img2img"]}, "mode"),
+    ("generate", {"filter_explanation": 3}, "filter_explanation"),
+    ("edit", {"mode": "img2img", "strength": "x"}, "strength"),
+    ("edit", {"mode": "img2img", "seed": 1.5}, "seed"),
+])
+def test_from_a_png_whose_settings_have_wrong_types(tmp_path, capsys, command, stored, key):
+    import json
+
+    png = forged_png(tmp_path / "forged.png", json.dumps({"prompt": "red apple", "steps": 1, "seed": 1, **stored}))
+    source = tmp_path / "in.png"
+    Image.new("RGB", (64, 64), "white").save(source)
+    args = [command, "--from", png] if command == "generate" else [command, str(source), "rocket", "--from", png]
+    code, _, err = call(capsys, *args, "--model", "onestep", "--out", str(tmp_path / "o"))
+    assert_one_line_error(code, err, f"the stored {key} is", "not a")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("command", ["info", "generate", "edit"])
+def test_deeply_nested_json_in_a_png_is_one_line(tmp_path, capsys, command):
+    png = forged_png(tmp_path / "deep.png", '{"prompt": "x", "a": ' + "[" * 50_000 + "]" * 50_000 + "}")
+    Image.new("RGB", (64, 64)).save(tmp_path / "in.png")
+    args = {"info": ["info", png], "generate": ["generate", "--from", png],
+            "edit": ["edit", str(tmp_path / "in.png"), "x", "--from", png]}[command]
+    code, _, err = call(capsys, *args, *(["--model", "onestep", "--out", str(tmp_path / "o")] if command != "info" else []))
+    assert_one_line_error(code, err, "nests JSON deeper than 64 levels")
+
+
+def test_layout_that_is_not_a_regular_file_is_not_read(tmp_path, capsys):
+    code, _, err = call(capsys, "generate", "red apple", "--layout", "/dev/zero", "--model", "onestep",
+                        "--out", str(tmp_path / "o"))
+    assert_one_line_error(code, err, "/dev/zero", "not a regular file")
+
+
+def test_train_seed_out_of_range_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    import minicream.training.recipe as recipe
+
+    monkeypatch.setattr(recipe, "run_recipe", lambda *a, **k: pytest.fail("training started"))
+    code, _, err = call(capsys, "train", "--config", "tiny", "--seed", "99999999999999999999999", "--out", str(tmp_path / "r"))
+    assert code == 2 and "--seed: must be in 0..4294967295" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_train_with_a_mistyped_or_empty_data_folder_leaves_no_run_folder(tmp_path, capsys):
+    """A rerun with the right --data must not be refused as 'not empty' (nor need the folder deleted by hand)."""
+    run = tmp_path / "run"
+    code, _, err = call(capsys, "train", "--config", "tiny", "--data", str(tmp_path / "phots"), "--out", str(run))
+    assert_one_line_error(code, err, "--data", "phots", "no such folder")
+    (tmp_path / "empty").mkdir()
+    code, _, err = call(capsys, "train", "--config", "tiny", "--data", str(tmp_path / "empty"), "--out", str(run))
+    assert code == 2 and "no captioned images" in err and "Traceback" not in err
+    assert not run.exists()
+
+
+def test_blend_with_a_mistyped_image_path_is_an_error(tmp_path, capsys):
+    code, _, err = call(capsys, "blend", str(tmp_path / "phot.png"), "rocket", "--model", "onestep",
+                        "--out", str(tmp_path / "o"))
+    assert_one_line_error(code, err, "phot.png", "looks like an image path", "no such file")
+    assert not (tmp_path / "o").exists()
+    code, out, err = call(capsys, "blend", "red apple", "rocket", "--frames", "2", "--model", "onestep",
+                          "--out", str(tmp_path / "o"))
+    assert code == 0 and out.count(".png") == 1, err  # prompts stay prompts

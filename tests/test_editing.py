@@ -130,3 +130,51 @@ def test_variations_keep_the_evaluators_name_for_the_image(tiny_evaluated_model,
     assert main(["vary", str(tmp_path / "in.png"), "--model", str(tiny_evaluated_model), "-n", "2", "--steps",
                  str(STEPS), "--out", str(tmp_path / "v")]) == 0
     assert len(list((tmp_path / "v").glob("variation_*.png"))) == 2
+
+
+# -- issue 29: a mask cropped as its image is, inputs as displayed -----------------------------------------------------
+def test_a_non_square_images_mask_is_cropped_as_the_image_is(tiny_pipe, tmp_path):
+    """A 128x64 image is edited as its centred 64x64 square (columns 32-95): a mask stripe over its columns 72-87 must
+    repaint crop columns 40-55, not be stretched onto other pixels; a stripe outside the square repaints nothing."""
+    stripe = np.zeros((64, 128), np.uint8)
+    stripe[:, 72:88] = 255
+    repaint = load_mask(Image.fromarray(stripe, "L"), 64, like=(128, 64)).numpy()
+    assert repaint[:, 40:56].all() and not repaint[:, :39].any() and not repaint[:, 57:].any()
+    rng = np.random.default_rng(0)
+    wide = Image.fromarray(rng.integers(0, 255, (64, 128, 3), dtype=np.uint8))
+    [out] = tiny_pipe.edit(wide, "rocket", mask=Image.fromarray(stripe, "L"), steps=STEPS, seed=1)
+    kept = np.asarray(wide)[:, 32:96]
+    far = np.r_[0:40 - SEAM - 2, 56 + SEAM + 2:64]  # away from the stripe and its feathered seam
+    assert np.array_equal(np.asarray(out)[:, far], kept[:, far])
+    edge = np.zeros((64, 128), np.uint8)
+    edge[:, 112:] = 255  # the image's right stripe: outside the square the model edits
+    with pytest.raises(MinicreamError, match="repaints nothing inside the image's centred square"):
+        tiny_pipe.edit(wide, "rocket", mask=Image.fromarray(edge, "L"), steps=STEPS)
+    with pytest.raises(MinicreamError, match="does not match the image's 128x64"):
+        tiny_pipe.edit(wide, "rocket", mask=Image.new("L", (64, 64), 255), steps=STEPS)
+
+
+def test_inputs_are_read_as_displayed(tiny_model, tmp_path, capsys):
+    """16-bit greyscale PNGs keep their grey levels (Pillow's own conversion made them nearly white); an EXIF-rotated
+    photo is edited upright, with a mask drawn over the displayed photo (it was refused as the wrong size)."""
+    from minicream.cli import main
+    from minicream.editing import load_image
+
+    gradient = tmp_path / "grey16.png"
+    Image.fromarray(np.tile(np.linspace(0, 65535, 64), (64, 1)).astype(np.uint16)).save(gradient)  # mode I;16
+    assert Image.open(gradient).mode in ("I;16", "I")
+    grey = load_image(gradient, 64).float()
+    assert abs(grey.mean().item() - 127.5) < 2 and grey.min() == 0 and grey.max() == 255
+    photo, exif = tmp_path / "photo.jpg", Image.Exif()
+    exif[0x0112] = 6  # stored 128x64 landscape, displayed 64x128 portrait (rotated 90 degrees clockwise)
+    stored = np.zeros((64, 128, 3), np.uint8)
+    stored[:, :64] = 255  # the stored left half: the displayed top half
+    Image.fromarray(stored).save(photo, exif=exif.tobytes(), quality=95)
+    mask = tmp_path / "mask.png"
+    drawn = np.zeros((128, 64), np.uint8)
+    drawn[40:60] = 255  # over the displayed photo, inside its centred square (rows 32-95)
+    Image.fromarray(drawn, "L").save(mask)
+    upright = load_image(photo, 64).float().mean(0)  # the centred square of the upright photo: white top half
+    assert upright[:24].mean() > 240 and upright[40:].mean() < 15
+    assert main(["edit", str(photo), "rocket", "--mask", str(mask), "--model", str(tiny_model), "--steps", str(STEPS),
+                 "--seed", "1", "-n", "1", "--out", str(tmp_path / "o")]) == 0, capsys.readouterr().err

@@ -139,3 +139,42 @@ def test_api_generate_takes_a_layout(tiny_pipe, tmp_path):
     assert Image.open(io.BytesIO(base64.b64decode(image["png_base64"]))).size == (64, 64)
     r = client.post("/api/generate", json={"prompt": "x", "layout": {"objects": [{"caption": "x", "box": [0, 0, 99, 9]}]}})
     assert r.status_code == 422 and "inside the 64x64" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("width, height", [(32, 32), (64, 32), (1024, 8), (66, 64)])
+def test_a_canvas_the_model_cannot_harmonize_is_refused_before_drawing(tiny_pipe, tmp_path, capsys, width, height):
+    """Issue 29, 3: the joint redraw runs the model in windows of its size over latents: a canvas smaller than one
+    window (or not divisible into latents) is refused at once, from the library, the API (422) and the CLI (exit 2)."""
+    layout = {"width": width, "height": height, "objects": [{"caption": "red apple", "box": [0, 0, 8, 8]}]}
+    with pytest.raises(MinicreamError, match=f"a {width}x{height} canvas cannot be harmonized"):
+        tiny_pipe("red apple", layout=layout, harmonize=0.3, steps=STEPS)
+    from fastapi.testclient import TestClient
+
+    from minicream.serve import ServeSettings, create_app
+
+    with TestClient(create_app(tiny_pipe, ServeSettings(output_dir=tmp_path, token=None)), base_url="http://127.0.0.1",
+                    raise_server_exceptions=False) as c:
+        r = c.post("/api/generate", json={"prompt": "red apple", "layout": layout, "harmonize": 0.3, "steps": STEPS})
+    assert r.status_code == 422 and "cannot be harmonized" in r.json()["error"]["message"], r.text
+    if (width, height) == (32, 32):  # without the redraw any canvas is fine; the CLI refuses the redraw in one line
+        [im] = tiny_pipe("red apple", layout=layout, harmonize=0.0, steps=STEPS, seed=1)
+        assert im.size == (32, 32)
+        path = tmp_path / "small.json"
+        path.write_text(json.dumps(layout))
+        assert main(["generate", "red apple", "--layout", str(path), "--harmonize", "0.3", "--model",
+                     str(tiny_pipe.model_dir), "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert "cannot be harmonized" in err and "unexpected" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("content, words", [("[" * 30_000 + "]" * 30_000, "nested deeper than"),
+                                            ('{"objects": ' + "[" * 70 + "]" * 70 + "}", "nested deeper than"),
+                                            (" " * (1 << 20), "larger than")])
+def test_layout_files_are_bounded(tmp_path, content, words):
+    """Issue 29, 11: deeply nested or huge layout files are one-line errors; /dev/zero is not read at all."""
+    path = tmp_path / "layout.json"
+    path.write_text(content)
+    with pytest.raises(MinicreamError, match=words):
+        Layout.read_json(path)
+    with pytest.raises(MinicreamError, match="not a regular file"):
+        Layout.read_json("/dev/zero")

@@ -77,12 +77,47 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def read_json(path: str | os.PathLike, hint: str = ""):
-    """A JSON file's content; a truncated or corrupt file is a one-line MinicreamError (with `hint` on what to do)."""
+MAX_JSON_BYTES = 16 << 20  # a JSON file we read (a config, a stage record, a layout): far below this
+MAX_JSON_DEPTH = 64         # nesting levels; ours use a handful, and deeper input only exhausts the recursion
+
+
+def json_depth(value) -> int:
+    """Nesting depth of a JSON value (0 for a scalar), walked without recursion."""
+    depth, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is not None:
+            depth = max(depth, level)
+            stack.extend((c, level + 1) for c in children)
+    return depth
+
+
+def parse_json(text: str | bytes, where: str, hint: str = ""):
+    """JSON text -> value; broken, or nested deeper than MAX_JSON_DEPTH, is a one-line MinicreamError naming `where`."""
     import json
 
-    p = Path(path)
+    tail = f"; {hint}" if hint else ""
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
+        value = json.loads(text)
+        too_deep = json_depth(value) > MAX_JSON_DEPTH
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MinicreamError(f"{p}: truncated or not valid JSON ({e})" + (f"; {hint}" if hint else "")) from None
+        raise MinicreamError(f"{where}: truncated or not valid JSON ({e}){tail}") from None
+    except RecursionError:  # nested past the interpreter's limit: too deep as well
+        too_deep = True
+    if too_deep:
+        raise MinicreamError(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels{tail}")
+    return value
+
+
+def read_json(path: str | os.PathLike, hint: str = "", max_bytes: int = MAX_JSON_BYTES):
+    """A JSON file's content; a truncated, corrupt, oversized or too deeply nested file, or one that is not a regular
+    file (/dev/zero, a FIFO), is a one-line MinicreamError (with `hint` on what to do). A missing file raises OSError."""
+    p = Path(path)
+    if p.exists() and not p.is_file():
+        raise MinicreamError(f"{p}: not a regular file")
+    with open(p, "rb") as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise MinicreamError(f"{p}: larger than {max_bytes} bytes; not a file of ours")
+    return parse_json(data, str(p), hint)

@@ -10,15 +10,16 @@ Inference reads a model through this class only; it imports nothing from trainin
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import MinicreamError
+from .atomic import read_json
 
 MODEL_INDEX = "model_index.json"
 UNET_DIR, VAE_DIR, EVALUATOR_DIR, JUDGE_DIR = "unet", "vae", "evaluator", "judge"
 PREDICTION_TYPES = ("epsilon", "v_prediction", "flow")
+MAX_INDEX_BYTES = 1 << 20  # model_index.json is a few KB
 
 
 def _field(index: dict, path: Path, key: str, kind: type | tuple, where: dict | None = None):
@@ -42,10 +43,7 @@ class ModelDir:
         index_path = path / MODEL_INDEX
         if not index_path.is_file():
             raise MinicreamError(f"{path}: not a minicream model directory (missing {MODEL_INDEX})")
-        try:
-            index = json.loads(index_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise MinicreamError(f"{index_path}: not valid JSON ({e})") from None
+        index = read_json(index_path, max_bytes=MAX_INDEX_BYTES)
         if not isinstance(index, dict):
             raise MinicreamError(f"{index_path}: expected a JSON object")
         size = _field(index, index_path, "image_size", int)

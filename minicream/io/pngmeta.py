@@ -12,6 +12,7 @@ width, height, model_hash, model.
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import re
 import struct
@@ -22,7 +23,7 @@ from typing import Any
 from PIL import Image, PngImagePlugin
 
 from minicream.errors import MinicreamError
-from minicream.io.atomic import atomic_path
+from minicream.io.atomic import MAX_JSON_DEPTH, atomic_path, json_depth
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 A1111_KEY = "parameters"
@@ -233,8 +234,13 @@ def read_png_params(path: str | os.PathLike) -> dict:
     if JSON_KEY in text:
         try:
             params = json.loads(text[JSON_KEY])
+            too_deep = json_depth(params) > MAX_JSON_DEPTH
         except json.JSONDecodeError:
-            params = None
+            params, too_deep = None, False
+        except RecursionError:
+            too_deep = True
+        if too_deep:
+            raise MinicreamError(f"{p}: refused, the '{JSON_KEY}' PNG chunk nests JSON deeper than {MAX_JSON_DEPTH} levels")
         if isinstance(params, dict):
             return params
         if A1111_KEY not in text:
@@ -242,3 +248,28 @@ def read_png_params(path: str | os.PathLike) -> dict:
     if A1111_KEY in text:
         return parse_a1111(text[A1111_KEY])
     raise MinicreamError(f"{p}: PNG has no generation parameters (no '{JSON_KEY}' or '{A1111_KEY}' text chunk)")
+
+
+# The settings a re-run (`minicream ... --from IMAGE.png`) reads, and the JSON types they must have: a PNG's text is
+# anyone's to write, so a wrong type is the file's fault (a one-line error), never a crash deep in the pipeline.
+STORED_TYPES = {
+    "prompt": str, "negative_prompt": str, "sampler": str, "dtype": str, "mode": str, "filter": str, "style": str,
+    "rewritten_prompt": str, "init_image_sha256": str, "mask_sha256": str, "steps": int, "seed": int,
+    "cfg_scale": numbers.Real, "guidance_max_noise": numbers.Real, "cads": numbers.Real, "harmonize": numbers.Real,
+    "strength": numbers.Real, "layout": dict, "extend": dict, "filter_explanation": (list, str),
+}
+_KIND_NAMES = {str: "a string", int: "an integer", numbers.Real: "a number", dict: "a JSON object",
+               (list, str): "a list or a string"}
+
+
+def check_stored_types(params: dict, path: str | os.PathLike) -> dict:
+    """`params` (from read_png_params) when every stored setting has its type (null = not stored), else a one-line
+    MinicreamError naming the setting."""
+    for key, kind in STORED_TYPES.items():
+        value = params.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+            shown = printable(repr(value))
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise MinicreamError(f"{path}: the stored {key} is {shown}, not {_KIND_NAMES[kind]}; the PNG's settings "
+                                 "were edited or damaged")
+    return params

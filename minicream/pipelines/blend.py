@@ -41,24 +41,45 @@ def mix(a: TextEmbeddings, b: TextEmbeddings, w: float) -> TextEmbeddings:
                           (1 - w) * a.pooled + w * b.pooled, a.truncated | b.truncated)
 
 
-def _is_image(end) -> bool:
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+
+
+class Prompt(str):
+    """A blend end that is text, never a file name (the server's prompts: no client may name a server file)."""
+
+
+def looks_like_path(text: str) -> bool:
+    """One word that names an image file or starts like a path ("phot.png", "./cat", "/tmp/x"): a mistyped path."""
+    word = text.strip()
+    return bool(word) and not any(c.isspace() for c in word) and (
+        word.lower().endswith(IMAGE_SUFFIXES) or word.startswith(("/", "./", "../", "~")) or "\\" in word)
+
+
+def _is_image(end, name: str = "end") -> bool:
     if isinstance(end, Image.Image):
         return True
+    if isinstance(end, Prompt):
+        return False
     if isinstance(end, (str, Path)):
         try:
-            return Path(end).is_file()
+            if Path(end).is_file():
+                return True
         except (OSError, ValueError):  # a long prompt is not a path
             return False
+        if isinstance(end, Path) or looks_like_path(end):
+            raise MinicreamError(f"blend {name}: {str(end)[:200]!r} looks like an image path, but no such file exists; "
+                                 "give an existing image or a prompt")
+        return False
     raise MinicreamError(f"a blend end must be a prompt, an image or an image path, got {type(end).__name__}")
 
 
 def blend(pipe, a, b, frames, prompt, negative_prompt, num_images, steps, guidance, sampler, seed, batch_size,
-          progress, callback):
+          progress, callback, step_callback):
     if isinstance(frames, bool) or not isinstance(frames, int) or not 2 <= frames <= MAX_FRAMES:
         raise MinicreamError(f"frames must be in 2..{MAX_FRAMES}, got {frames!r}")
     if num_images != 1:
         raise MinicreamError("blend draws one row of frames; use frames=N for more pictures")
-    images = [_is_image(a), _is_image(b)]
+    images = [_is_image(a, "a"), _is_image(b, "b")]
     flow = pipe.index["objective"]["prediction_type"] == "flow"
     if any(images):  # inversion is exact for the deterministic sampler without guidance: the ends redraw the images
         sampler = sampler or ("euler" if flow else "ddim")
@@ -86,7 +107,8 @@ def blend(pipe, a, b, frames, prompt, negative_prompt, num_images, steps, guidan
     conds = [mix(ca, cb, w) for w in weights]
     cond = TextEmbeddings(*(torch.cat([getattr(c, f) for c in conds]) for f in ("hidden", "mask", "pooled", "truncated")))
     noise = torch.cat([slerp(na, nb, w) for w in weights])
-    latents = pipe.denoise([s] * frames, cond, uncond, guidance, sampler, steps, batch_size, progress, callback, noise=noise)
+    latents = pipe.denoise([s] * frames, cond, uncond, guidance, sampler, steps, batch_size, progress, callback, noise=noise,
+                           step_callback=step_callback)
     label = f"{record['a']['prompt']} -> {record['b']['prompt']}"
     out = pipe.attach(pipe.decode(latents), [s] * frames, label, negative_prompt, steps, sampler, guidance, None,
                       {"mode": "blend", "ends": record})

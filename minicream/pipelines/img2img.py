@@ -1,23 +1,21 @@
 """Image to image (SDEdit): the image's latents noised to `strength` of the schedule, then denoised with the prompt."""
 from __future__ import annotations
 
-from ..diffusion.samplers import start_index
 from ..editing import load_image
 from .base import seeds_for, sha
 from .modes import FILTER, SAMPLING, Mode, Option
 
 
 def img2img(pipe, image, prompt, strength, negative_prompt, num_images, steps, guidance, sampler, seed, batch_size,
-            progress, callback, filter, style, llm):
+            progress, callback, step_callback, filter, style, llm):
     pipe.check_prompt(prompt)
-    steps, guidance, sampler = pipe.settings(steps, guidance, sampler, num_images, batch_size)
-    start_index(steps, strength)  # a clear error before any work
+    steps, guidance, sampler = pipe.edit_settings(steps, guidance, sampler, num_images, batch_size, strength)
     source = load_image(image, pipe.image_size)
     filtered = pipe.filter_prompt(prompt, filter, style=style, llm=llm)
     seeds = seeds_for(seed, num_images)
     cond, uncond = pipe.encode_prompt(filtered.rewritten), pipe.encode_prompt(negative_prompt or "")
     latents = pipe.denoise(seeds, cond, uncond, guidance, sampler, steps, batch_size, progress, callback,
-                           init=pipe.encode_image(source[None]), strength=strength)
+                           init=pipe.encode_image(source[None]), strength=strength, step_callback=step_callback)
     extra = {"mode": "img2img", "strength": strength, "init_image_sha256": sha(source)}
     return pipe.attach(pipe.decode(latents), seeds, prompt, negative_prompt, steps, sampler, guidance, filtered, extra)
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..diffusion.samplers import start_index
-from ..editing import load_image, load_mask, paste_back
+from ..editing import load_image, load_mask, open_image, paste_back
 from .base import seeds_for, sha
 from .modes import FILTER, SAMPLING, Mode, Option
 
@@ -21,18 +20,19 @@ def keep_latents(repaint: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 def inpaint(pipe, image, mask, prompt, strength, negative_prompt, num_images, steps, guidance, sampler, seed,
-            batch_size, progress, callback, filter, style, llm):
+            batch_size, progress, callback, step_callback, filter, style, llm):
     pipe.check_prompt(prompt)
-    steps, guidance, sampler = pipe.settings(steps, guidance, sampler, num_images, batch_size)
-    start_index(steps, strength)
-    source = load_image(image, pipe.image_size)
-    repaint = load_mask(mask, pipe.image_size)
+    steps, guidance, sampler = pipe.edit_settings(steps, guidance, sampler, num_images, batch_size, strength)
+    picture = open_image(image, "image")
+    source = load_image(picture, pipe.image_size)
+    repaint = load_mask(mask, pipe.image_size, like=picture.size)  # cropped as the image is: the same pixels
     filtered = pipe.filter_prompt(prompt, filter, style=style, llm=llm)
     seeds = seeds_for(seed, num_images)
     cond, uncond = pipe.encode_prompt(filtered.rewritten), pipe.encode_prompt(negative_prompt or "")
     keep = keep_latents(repaint, pipe.image_size // pipe.latent_shape[-1])
     latents = pipe.denoise(seeds, cond, uncond, guidance, sampler, steps, batch_size, progress, callback,
-                           init=pipe.encode_image(source[None]), strength=strength, keep=keep)
+                           init=pipe.encode_image(source[None]), strength=strength, keep=keep,
+                           step_callback=step_callback)
     pixels = paste_back(source, pipe.decode(latents), repaint)
     extra = {"mode": "inpaint", "strength": strength, "init_image_sha256": sha(source), "mask_sha256": sha(repaint)}
     return pipe.attach(pixels, seeds, prompt, negative_prompt, steps, sampler, guidance, filtered, extra)

@@ -7,6 +7,8 @@ scene is in its distribution; counts and positions are the layout's, not left to
 """
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 import torch
 from PIL import Image
@@ -30,13 +32,14 @@ def layout_for(pipe, filtered, layout, seed: int) -> Layout | None:
 
 
 def draw_scene(pipe, filtered, layout: Layout, seed: int, harmonize: float, negative_prompt: str, steps: int,
-               guidance: float, sampler: str, batch_size: int, progress: bool, callback) -> Image.Image:
+               guidance: float, sampler: str, batch_size: int, progress: bool, callback, step_callback=None) -> Image.Image:
     """One scene image: objects drawn (object k with a seed derived from (seed, k)), composed, harmonised."""
     captions = [o.caption for o in layout.objects]
     cond = pipe.encode_prompt(captions)
     uncond = pipe.encode_prompt(negative_prompt or "")
     obj_seeds = [candidate_seed(seed, k + 1) for k in range(len(captions))]
-    latents = pipe.denoise(obj_seeds, cond, uncond, guidance, sampler, steps, batch_size, progress, callback)
+    latents = pipe.denoise(obj_seeds, cond, uncond, guidance, sampler, steps, batch_size, progress, callback,
+                           step_callback=step_callback)
     canvas = Image.new("RGB", (layout.width, layout.height), "white")
     for obj, pixels in zip(layout.objects, pipe.decode(latents)):
         drawn = Image.fromarray(pixels.permute(1, 2, 0).numpy(), "RGB")
@@ -46,34 +49,37 @@ def draw_scene(pipe, filtered, layout: Layout, seed: int, harmonize: float, nega
         scene_cond = pipe.encode_prompt(filtered.rewritten)
         out = pipe.denoise([seed], scene_cond, uncond, guidance, sampler, steps, 1, progress, callback,
                            init=pipe.encode_image(source[None]), strength=harmonize,
-                           canvas=pipe.latent_size(layout.height, layout.width))
+                           canvas=pipe.latent_size(layout.height, layout.width), step_callback=step_callback)
         return Image.fromarray(pipe.decode(out)[0].permute(1, 2, 0).numpy(), "RGB")
     return canvas
 
 
 def scene(pipe, prompt, layout, harmonize, negative_prompt, num_images, steps, guidance, sampler, seed, batch_size,
-          progress, callback, filter, style, llm):
+          progress, callback, step_callback, filter, style, llm):
     pipe.check_prompt(prompt)
     steps, guidance, sampler = pipe.settings(steps, guidance, sampler, num_images, batch_size)
     filtered = pipe.filter_prompt(prompt, filter, style=style, llm=llm)
     return render(pipe, filtered, prompt, layout, harmonize, negative_prompt, seeds_for(seed, num_images), steps,
-                  guidance, sampler, batch_size, progress, callback)
+                  guidance, sampler, batch_size, progress, callback, step_callback)
 
 
 def render(pipe, filtered, prompt, layout, harmonize, negative_prompt, seeds, steps, guidance, sampler, batch_size,
-           progress, callback) -> list[Image.Image]:
+           progress, callback, step_callback=None) -> list[Image.Image]:
     """Scene images for `seeds` (the layout is the given one, or the filter's laid out with each image's seed)."""
     from ..errors import MinicreamError
 
-    if not 0.0 <= float(harmonize) < 1.0:
-        raise MinicreamError(f"harmonize must be in [0, 1), got {harmonize}")
+    if isinstance(harmonize, bool) or not isinstance(harmonize, numbers.Real) or not 0.0 <= harmonize < 1.0:
+        raise MinicreamError(f"harmonize must be a number in [0, 1), got {harmonize!r}")
+    if layout is not None and harmonize > 0:  # a given canvas is checked before anything is drawn
+        Layout.from_dict(layout, pipe.image_size, pipe.image_size).check_harmonizable(
+            pipe.image_size, pipe.image_size // pipe.latent_shape[-1])
     images = []
     for s in seeds:
         lay = layout_for(pipe, filtered, layout, s)
         if lay is None:
             raise MinicreamError(f"no layout for {prompt!r}: the filter found a single object; pass layout= or use text2img")
         im = draw_scene(pipe, filtered, lay, s, float(harmonize), negative_prompt, steps, guidance, sampler, batch_size,
-                        progress, callback)
+                        progress, callback, step_callback)
         pixels = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)[None]
         images += pipe.attach(pixels, [s], prompt, negative_prompt, steps, sampler, guidance, filtered,
                               {"mode": "scene", "layout": lay.to_dict(), "harmonize": float(harmonize)})

@@ -8,16 +8,18 @@ Routes (all but the page, its static files, /healthz and /openapi.json need the 
     POST /api/edit                  img2img, inpaint, outpaint, variation, blend of a base64 image, every option
     GET  /api/models, /api/samplers GET  /outputs/{name}   images saved by the server
     GET  /healthz, /metrics (Prometheus), /openapi.json
-The model loads once, here; generation runs in the bounded worker queue (queue.py).
+The model loads once, here; generation runs in the bounded worker queue (queue.py), and so does the decoding of
+uploaded images: a route reads only their bytes, after the queue has room (uploads.py). What every request passes
+first (Host, cross-site, token, body size and time) is guard.py.
 """
 from __future__ import annotations
 
 import base64
-import hmac
 import inspect
 import io
 import json
 import logging
+import re
 import secrets
 import time
 import typing
@@ -28,24 +30,41 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image, PngImagePlugin
+from starlette.requests import ClientDisconnect
 
 from ..errors import MinicreamError
 from ..io.pngmeta import A1111_KEY, JSON_KEY, format_a1111, save_png
+from . import uploads
 from .errors import error_response, install_error_handlers
+from .guard import UNAUTHORIZED, Guard, allowed_hosts, token_ok
 from .metrics import Metrics
 from .queue import GenerationQueue
 from .schemas import (MAX_IMAGES, MAX_PROMPT_CHARS, EditRequest, ErrorResponse, GeneratedImage, GenerateRequest, GenerateResponse, OpenAIImage,
                       OpenAIImageRequest, OpenAIImagesResponse)
 from .settings import ServeSettings
-from .uploads import UPLOAD_BYTES, UploadError, has_transparency, read_image
+from .uploads import UploadError, has_transparency
 
 log = logging.getLogger("minicream.serve")
 STATIC_DIR = Path(__file__).parent / "static"
 OUTPUT_NAME_CHARS = set("0123456789abcdef")
-MAX_BODY_BYTES = 64 * 1024
-UPLOAD_PATHS = frozenset({"/v1/images/edits", "/v1/images/variations", "/api/edit"})
 PARAMS_KEY = "minicream"  # image.info key of the generation parameters (as in minicream.pipeline)
-_ERRORS = {code: {"model": ErrorResponse} for code in (401, 422, 429, 504)}
+_ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 408, 413, 422, 429, 504)}
+N_FIELD = re.compile(r"[0-9]{1,3}")  # ASCII digits only: str.isdigit() also takes '²' (int() fails) and '٣' (== 3)
+_FORM_FIELDS = {  # OpenAI's multipart fields, for the schema (the route reads and checks them itself)
+    "image": {"type": "string", "format": "binary", "description": "PNG, JPEG or WebP; at most 4 MB and 2048x2048 px"},
+    "prompt": {"type": "string", "maxLength": MAX_PROMPT_CHARS},
+    "n": {"type": "integer", "minimum": 1, "maximum": MAX_IMAGES, "default": 1},
+    "size": {"type": "string", "description": "the model's native WIDTHxHEIGHT, or 'auto'"},
+    "response_format": {"type": "string", "enum": ["b64_json", "url"], "default": "b64_json"},
+    "model": {"type": "string", "description": "a loaded model's name (GET /v1/models); others mean the default"},
+}
+
+
+def _multipart(*required: str, mask: bool = False) -> dict:
+    fields = {**_FORM_FIELDS, **({"mask": {"type": "string", "format": "binary", "description": "transparent = "
+                                           "repaint; the image's size"}} if mask else {})}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {
+        "schema": {"type": "object", "properties": fields, "required": list(required)}}}}}
 
 
 # -- helpers ------------------------------------------------------------------------------------------
@@ -191,7 +210,8 @@ def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None
 
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
-    app.add_middleware(_Guard, metrics=metrics, token=settings.token, hosts=allowed_hosts(settings))
+    app.add_middleware(Guard, metrics=metrics, token=settings.token, hosts=allowed_hosts(settings),
+                       cors_origins=tuple(settings.cors_origins), body_timeout=settings.body_timeout)
 
     def require_token(request: Request) -> None:
         if not token_ok(request.headers.get("authorization", ""), settings.token):
@@ -201,13 +221,16 @@ def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None
 
     api = APIRouter(dependencies=[Depends(require_token)], responses=_ERRORS)
 
-    def _generate(kwargs: dict, job_id: str | None = None, mode: str | None = None, target=None):
+    def _generate(kwargs, job_id: str | None = None, mode: str | None = None, target=None):
+        """Run `target` on the queue. `kwargs` may be a function () -> (mode, kwargs), called in the worker once the
+        job is admitted: uploaded images are decoded there, never on the event loop and only after the 429 check."""
         target = pipe if target is None else target
 
         def job(callback):
-            if mode is not None:
-                return target.run(mode, **kwargs, callback=callback)
-            return target(**kwargs, callback=callback)
+            run_mode, options = kwargs() if callable(kwargs) else (mode, kwargs)
+            if run_mode is not None:
+                return target.run(run_mode, **options, callback=callback)
+            return target(**options, callback=callback)
 
         return queue.run(job, job_id)
 
@@ -255,28 +278,32 @@ def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None
         return OpenAIImagesResponse(created=int(time.time()), data=data)
 
     async def _upload_form(request: Request, needs_prompt: bool):
-        """The multipart fields OpenAI's clients send, validated: (image, mask or None, prompt, n, response_format)."""
-        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        """The multipart fields OpenAI's clients send, validated, the images still undecoded bytes:
+        (the pipeline `model` names, image, mask or None, prompt, n, response_format)."""
+        media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()  # case-insensitive
+        if media_type != "multipart/form-data":
             raise UploadError("send multipart/form-data with an 'image' file (as OpenAI's clients do)")
+        queue.check_room()  # 429 before an upload is read, let alone decoded, when no job could take it
         try:
             form = await request.form(max_files=4, max_fields=32)
+        except ClientDisconnect:
+            raise
         except Exception as e:  # the multipart parser's own errors (bad boundary, too many parts)
-            raise UploadError(f"could not read the multipart form ({str(e).splitlines()[0][:120] or type(e).__name__})") from None
+            reason = (str(e).splitlines() or [""])[0][:120] or type(e).__name__
+            raise UploadError(f"could not read the multipart form ({reason})") from None
         files = [v for k, v in form.multi_items() if k in ("image", "image[]") and hasattr(v, "read")]
         if not files:
             raise UploadError("image: a file is required (multipart field 'image')")
-        image = read_image(await files[0].read(), "image")
+        image = await files[0].read()
         mask_part = form.get("mask")
-        mask = read_image(await mask_part.read(), "mask") if hasattr(mask_part, "read") else None
-        if mask is not None and mask.size != image.size:
-            raise UploadError(f"mask: its size {mask.size[0]}x{mask.size[1]} differs from the image's {image.size[0]}x{image.size[1]}")
+        mask = await mask_part.read() if hasattr(mask_part, "read") else None
         prompt = form.get("prompt")
         if needs_prompt and (not isinstance(prompt, str) or not prompt.strip()):
             raise UploadError("prompt: describe the edited image, e.g. \"red apple\"")
         if isinstance(prompt, str) and len(prompt) > MAX_PROMPT_CHARS:
             raise UploadError(f"prompt: at most {MAX_PROMPT_CHARS} characters")
         n_raw = form.get("n") or "1"
-        if not isinstance(n_raw, str) or not n_raw.isdigit() or not 1 <= int(n_raw) <= MAX_IMAGES:
+        if not isinstance(n_raw, str) or not N_FIELD.fullmatch(n_raw) or not 1 <= int(n_raw) <= MAX_IMAGES:
             raise UploadError(f"n: an integer in 1..{MAX_IMAGES}")
         fmt = form.get("response_format") or "b64_json"
         if fmt not in ("b64_json", "url"):
@@ -284,37 +311,48 @@ def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None
         native = f"{size}x{size}"
         if form.get("size") not in (None, "", "auto", native):
             raise UploadError(f"size: this model draws {native} images; use '{native}' or 'auto'")
-        return image, mask, prompt, int(n_raw), fmt
+        model = form.get("model")
+        if model is not None and not isinstance(model, str):
+            raise UploadError("model: a model's name (GET /v1/models)")
+        # OpenAI's own model names (dall-e-2) mean the default, as on /v1/images/generations
+        return pipes.get(model or "", pipe), image, mask, prompt, int(n_raw), fmt
+
+    def _decoded(image: bytes, mask: bytes | None):
+        """In the worker: the uploads decoded (uploads.py: bounded pixels, scans and time), the mask checked."""
+        picture = uploads.read_image(image, "image")
+        stencil = uploads.read_image(mask, "mask") if mask is not None else None
+        if stencil is not None and stencil.size != picture.size:
+            raise UploadError(f"mask: its size {stencil.size[0]}x{stencil.size[1]} differs from the image's "
+                              f"{picture.size[0]}x{picture.size[1]}")
+        return picture, stencil
 
     @api.post("/v1/images/edits", response_model=OpenAIImagesResponse, response_model_exclude_none=True,
-              tags=["openai"], summary="Edit an image (OpenAI Images API): transparent mask pixels are repainted")
+              tags=["openai"], summary="Edit an image (OpenAI Images API): transparent mask pixels are repainted",
+              openapi_extra=_multipart("image", "prompt", mask=True))
     async def openai_edit(request: Request):
-        if not {"img2img", "inpaint"} <= set(getattr(pipe, "modes", {}) or {}):
+        target, raw, raw_mask, prompt, n, fmt = await _upload_form(request, needs_prompt=True)
+        if not {"img2img", "inpaint"} <= set(getattr(target, "modes", {}) or {}):
             return error_response(501, "this server's pipeline cannot edit images")
-        try:
-            image, mask, prompt, n, fmt = await _upload_form(request, needs_prompt=True)
-        except UploadError as e:
-            return error_response(400, str(e))
-        if mask is None and has_transparency(image):  # OpenAI: without a mask, the image's own transparency marks the edit
-            mask = image.convert("RGBA")
-        if mask is not None and mask.mode in ("RGBA", "LA") and not has_transparency(mask):
-            return error_response(400, "mask: it has no transparent pixels; make transparent the area to edit")
-        options = {"image": image, "prompt": prompt, "num_images": n}
-        if mask is not None:
-            options["mask"] = mask
-        images = await _generate(options, mode="inpaint" if mask is not None else "img2img")
+
+        def job_options():
+            image, mask = _decoded(raw, raw_mask)
+            if mask is None and has_transparency(image):  # OpenAI: without a mask, the image's transparency marks the edit
+                mask = image.convert("RGBA")
+            if mask is not None and mask.mode in ("RGBA", "LA") and not has_transparency(mask):
+                raise UploadError("mask: it has no transparent pixels; make transparent the area to edit")
+            options = {"image": image, "prompt": prompt, "num_images": n, **({"mask": mask} if mask is not None else {})}
+            return ("inpaint" if mask is not None else "img2img"), options
+
+        images = await _generate(job_options, target=target)
         return _openai_response(images, fmt, request, prompt)
 
     @api.post("/v1/images/variations", response_model=OpenAIImagesResponse, response_model_exclude_none=True,
-              tags=["openai"], summary="Variations of an image (OpenAI Images API)")
+              tags=["openai"], summary="Variations of an image (OpenAI Images API)", openapi_extra=_multipart("image"))
     async def openai_variations(request: Request):
-        if "variation" not in (getattr(pipe, "modes", {}) or {}):
+        target, raw, _, _, n, fmt = await _upload_form(request, needs_prompt=False)
+        if "variation" not in (getattr(target, "modes", {}) or {}):
             return error_response(501, "this server's pipeline cannot make variations")
-        try:
-            image, _, _, n, fmt = await _upload_form(request, needs_prompt=False)
-        except UploadError as e:
-            return error_response(400, str(e))
-        images = await _generate({"image": image, "num_images": n}, mode="variation")
+        images = await _generate(lambda: ("variation", {"image": _decoded(raw, None)[0], "num_images": n}), target=target)
         return _openai_response(images, fmt, request, None)
 
     @api.get("/v1/models", tags=["openai"], summary="List models (OpenAI shape)")
@@ -391,29 +429,27 @@ def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None
             return error_response(422, str(e), "model")
         if req.mode not in (getattr(target, "modes", {}) or {}):
             return error_response(501, f"this server's pipeline has no {req.mode} mode")
-        try:
-            image = read_image(_b64(req.image, "image"), "image")
-            mask = read_image(_b64(req.mask, "mask"), "mask") if req.mask else None
-        except UploadError as e:
-            return error_response(400, str(e))
-        if req.mode == "inpaint" and mask is None:
+        queue.check_room()  # 429 before the base64 is even decoded
+        raw, raw_mask = _b64(req.image, "image"), _b64(req.mask, "mask") if req.mask else None
+        if req.mode == "inpaint" and raw_mask is None:
             return error_response(422, "mask: inpaint needs a mask (white or transparent = repaint)", "mask")
-        if mask is not None and mask.size != image.size:
-            return error_response(400, f"mask: its size {mask.size[0]}x{mask.size[1]} differs from the image's "
-                                       f"{image.size[0]}x{image.size[1]}")
         if req.mode in ("img2img", "inpaint", "outpaint") and not (req.prompt or "").strip():
             return error_response(422, f"prompt: {req.mode} needs a prompt describing the result", "prompt")
+        if req.mode == "blend" and not (req.prompt or "").strip():
+            return error_response(422, "prompt: blend goes from the image to a prompt; give one", "prompt")
         common = {"negative_prompt": req.negative_prompt, "seed": req.seed, "sampler": req.sampler, "steps": req.steps,
                   "guidance": req.guidance}
         if req.guidance_max_noise is not None:
             common["guidance_max_noise"] = req.guidance_max_noise
         if req.cads is not None:
             common["cads"] = req.cads
-        if req.mode == "blend":
-            if not (req.prompt or "").strip():
-                return error_response(422, "prompt: blend goes from the image to a prompt; give one", "prompt")
-            options = {"a": image, "b": req.prompt, "frames": req.frames, **common}
-        else:
+
+        def job_options():
+            image, mask = _decoded(raw, raw_mask)
+            if req.mode == "blend":
+                from ..pipelines.blend import Prompt  # the prompt is text: never a file name on this server
+
+                return "blend", {"a": image, "b": Prompt(req.prompt), "frames": req.frames, **common}
             options = {"image": image, "num_images": req.num_images, **common}
             if req.prompt:
                 options["prompt"] = req.prompt
@@ -423,8 +459,10 @@ def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None
                 options["mask"] = mask
             if req.mode == "outpaint":
                 options.update(left=req.left, right=req.right, top=req.top, bottom=req.bottom)
+            return req.mode, options
+
         t0 = time.monotonic()
-        images = await _generate(options, req.client_id, mode=req.mode, target=target)
+        images = await _generate(job_options, req.client_id, target=target)
         out = _native_images(images)
         first = out[0].parameters if out else {}
         return GenerateResponse(images=out, parameters={"mode": req.mode, "prompt": first.get("prompt"), "seed": first.get("seed"),
@@ -487,109 +525,3 @@ def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
-
-
-UNAUTHORIZED = "missing or wrong bearer token (send 'Authorization: Bearer TOKEN')"
-PUBLIC_PATHS = ("/", "/healthz", "/openapi.json")  # and /static/...: the page asks for the token itself
-METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})  # metric labels: a fixed set
-
-
-LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
-
-
-def allowed_hosts(settings) -> frozenset[str] | None:
-    """Host header names the server answers (None: any). A loopback server answers only loopback names and
-    --allowed-host ones, so a web page cannot reach it through DNS rebinding; a server bound elsewhere answers
-    any name unless --allowed-host lists them."""
-    extra = {h.lower() for h in settings.allowed_hosts}
-    if settings.host in LOOPBACK_NAMES or settings.host.startswith("127."):
-        return frozenset(LOOPBACK_NAMES | {settings.host} | extra)
-    return frozenset(extra | {settings.host}) if extra else None
-
-
-def _host_name(header: bytes) -> str:
-    host = header.decode("latin-1").strip().lower()
-    if host.startswith("["):  # [::1]:7860
-        return host[1:host.find("]")] if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-
-
-def token_ok(authorization: str, token: str | None) -> bool:
-    """`Authorization: Bearer TOKEN` check (constant-time); always true when the server has no token."""
-    if token is None:
-        return True
-    scheme, _, given = authorization.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
-
-
-class _Guard:
-    """Pure ASGI middleware: checks the token before any body is read (401), limits bodies while they stream
-    in, chunked ones included (413), adds security headers and records metrics."""
-
-    HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
-               (b"content-security-policy",
-                b"default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
-                b"frame-ancestors 'none'")]
-
-    def __init__(self, app, metrics: Metrics, token: str | None = None, hosts: frozenset[str] | None = None):
-        self.app, self.metrics, self.token, self.hosts = app, metrics, token, hosts
-
-    async def _refuse(self, scope, receive, send, status: int, message: str, t0: float, headers=None) -> None:
-        response = error_response(status, message, headers=headers)
-        response.raw_headers += self.HEADERS
-        await response(scope, receive, send)
-        self._record(scope, status, t0)
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        t0, status, started = time.perf_counter(), [500], [False]
-        headers = dict(scope.get("headers") or [])
-        path = scope.get("path", "")
-        if self.hosts is not None and _host_name(headers.get(b"host", b"")) not in self.hosts:
-            return await self._refuse(scope, receive, send, 400, "this Host is not served (start the server with "
-                                      "--allowed-host NAME to allow it)", t0)
-        root = scope.get("root_path", "")
-        if root and path.startswith(root):  # behind a proxy prefix (--root-path): the app's own path
-            path = path[len(root):] or "/"
-        if not (path in PUBLIC_PATHS or path.startswith("/static/")) and \
-                not token_ok(headers.get(b"authorization", b"").decode("latin-1"), self.token):
-            return await self._refuse(scope, receive, send, 401, UNAUTHORIZED, t0, {"WWW-Authenticate": "Bearer"})
-        length = headers.get(b"content-length")
-        limit = UPLOAD_BYTES if scope.get("path") in UPLOAD_PATHS else MAX_BODY_BYTES
-        too_large = f"request body too large (limit {limit} bytes)"
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            return await self._refuse(scope, receive, send, 413, too_large, t0)
-        seen, refused = [0], [False]
-
-        async def receive_limited():
-            message = await receive()
-            if message["type"] == "http.request" and not refused[0]:
-                seen[0] += len(message.get("body", b""))
-                if seen[0] > limit and not started[0]:
-                    # A chunked body has no Content-Length: count what arrives, answer 413 once past the limit,
-                    # and tell the app the client left (its own answer is dropped by send_wrapper).
-                    refused[0], status[0] = True, 413
-                    response = error_response(413, too_large)
-                    response.raw_headers += self.HEADERS
-                    await response(scope, receive, send)
-            return {"type": "http.disconnect"} if refused[0] else message
-
-        async def send_wrapper(message):
-            if refused[0]:
-                return
-            if message["type"] == "http.response.start":
-                status[0], started[0] = message["status"], True
-                message["headers"] = list(message.get("headers", [])) + self.HEADERS
-            await send(message)
-
-        try:
-            await self.app(scope, receive_limited, send_wrapper)
-        finally:
-            self._record(scope, status[0], t0)
-
-    def _record(self, scope, status: int, t0: float) -> None:
-        route = scope.get("route")
-        label = getattr(route, "path", None) or "unmatched"  # templates, not raw paths: bounded label values
-        method = scope["method"] if scope["method"] in METHODS else "other"
-        self.metrics.observe(label, method, status, time.perf_counter() - t0)

@@ -9,13 +9,17 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ..errors import MinicreamError
 from .queue import JobTimeout, QueueFull
+from .uploads import UploadError
 
 log = logging.getLogger("minicream.serve")
-_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error", 405: "invalid_request_error",
-          413: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error", 504: "timeout_error"}
+_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+          405: "invalid_request_error", 408: "timeout_error", 413: "invalid_request_error", 422: "invalid_request_error",
+          429: "rate_limit_error", 499: "client_closed_request", 504: "timeout_error"}
+CLIENT_CLOSED = 499  # nginx's status for a client that left before its request was read: not a server error
 
 
 _PATH = re.compile(r"(?<![\w.])/(?:[^\s/'\"]+/)+([^\s/'\"]*)")
@@ -68,10 +72,18 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _minicream(request: Request, exc: MinicreamError):  # the pipeline refusing its inputs
         return error_response(422, hide_paths(str(exc)))
 
+    @app.exception_handler(UploadError)
+    async def _upload(request: Request, exc: UploadError):  # an uploaded image refused (also when decoded in a worker)
+        return error_response(400, str(exc))
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: ClientDisconnect):  # nobody reads this answer; the metrics do
+        return error_response(CLIENT_CLOSED, "the client disconnected before its request was read")
+
     @app.exception_handler(QueueFull)
     async def _full(request: Request, exc: QueueFull):
         _count(request, "rejected")
-        return error_response(429, str(exc), headers={"Retry-After": str(exc.retry_after)})
+        return error_response(429, str(exc), headers={"Retry-After": str(exc.retry_after), "Connection": "close"})
 
     @app.exception_handler(JobTimeout)
     async def _timeout(request: Request, exc: JobTimeout):

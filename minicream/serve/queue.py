@@ -64,6 +64,13 @@ class GenerationQueue:
         return max(1, round(self._recent_s * max(1.0, waves)))
 
     # -- jobs -----------------------------------------------------------------------------------
+    def check_room(self) -> None:
+        """QueueFull now if a job submitted now would be refused: a route calls it before reading an upload, so a
+        full queue answers 429 without reading, let alone decoding, anything."""
+        with self._lock:
+            if self._queued + self._running >= self.concurrency + self.max_queued:
+                raise QueueFull(self.retry_after())
+
     def submit(self, fn: Callable[[Callable[[int, int], None]], object], job_id: str | None = None) -> Future:
         """Queue `fn(callback)`; `callback(step, total)` must be called by fn at each step (it raises
         JobTimeout once the deadline has passed). Raises QueueFull when no slot is free."""

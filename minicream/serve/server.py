@@ -27,6 +27,12 @@ def check_settings(s: ServeSettings) -> None:
         raise MinicreamError(f"--port must be in 0..65535, got {s.port}")
     if s.queue_size < 0 or s.concurrency < 1 or not math.isfinite(s.timeout) or s.timeout <= 0:
         raise MinicreamError("--queue-size must be >= 0, --concurrency >= 1 and --timeout > 0")
+    if not math.isfinite(s.body_timeout) or s.body_timeout <= 0:
+        raise MinicreamError(f"--body-timeout must be a number of seconds > 0, got {s.body_timeout}")
+    for origin in s.cors_origins:
+        if origin != origin.strip() or "://" not in origin or origin.endswith("/"):
+            raise MinicreamError(f"--cors-origin must be an origin such as http://localhost:3000 (scheme://host[:port], "
+                                 f"no path), got {origin!r}")
     if s.max_saved < 1:
         raise MinicreamError(f"--max-saved must be at least 1, got {s.max_saved}")
     if s.token is not None and len(s.token) < 8:

@@ -17,7 +17,9 @@ class ServeSettings:
     concurrency: int = 1      # worker threads generating at once (one is fastest on a small CPU)
     timeout: float = 120.0    # seconds a request may wait + run before it fails with 504
     output_dir: Path = Path("outputs/serve")  # saved images; GET /outputs/{name} serves only this folder
-    cors_origins: tuple[str, ...] = ()        # browser origins allowed to call the API (none by default)
+    cors_origins: tuple[str, ...] = ()        # browser origins allowed to call the API (none by default); without a
+                                              # token, POSTs from any other site are refused (403)
     max_saved: int = 1000                     # saved images kept in output_dir; the oldest beyond it are deleted
     compile: bool = False                     # torch.compile each loaded UNet once at start-up (slow start, faster calls)
     allowed_hosts: tuple[str, ...] = ()       # Host header names accepted besides the bound address (DNS rebinding)
+    body_timeout: float = 30.0                # seconds a request body may take to arrive before HTTP 408
