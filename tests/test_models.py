@@ -101,19 +101,46 @@ def test_moe_routes_every_token_to_exactly_k_experts(top_k):
     torch.manual_seed(0)
     moe = randomize(MoEFeedForward(dim=8, hidden=16, num_experts=4, top_k=top_k), std=0.5)
     x = torch.randn(3, 10, 8)
+    stats = []
     with torch.no_grad():
-        out = moe(x)
+        out = moe(x, stats=stats)
         expected = _dense_reference(moe, x, moe.router(x))
+        assert torch.equal(moe(x), out)  # measuring changes nothing
     n_tokens = 3 * 10
-    assert moe.last_counts.sum().item() == top_k * n_tokens
-    assert moe.usage.sum().item() == top_k * n_tokens
+    (record,) = stats
+    assert record.counts.sum().item() == top_k * n_tokens
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
-    # Usage accumulates across calls; pop_usage returns fractions and resets.
+
+
+def test_moe_keeps_no_state_across_calls():
+    """The forward returns what it measured into the caller's list; the module holds no counters or losses, so
+    inference (no list) leaves nothing behind and two calls never mix."""
+    moe = randomize(MoEFeedForward(dim=8, hidden=16, num_experts=4, top_k=1), std=0.5)
+    before = {k: v.clone() for k, v in moe.state_dict().items()}
+    attrs = set(vars(moe))
+    x = torch.randn(2, 5, 8)
+    a, b = [], []
     with torch.no_grad():
-        moe(x)
-    assert moe.usage.sum().item() == 2 * top_k * n_tokens
-    frac = moe.pop_usage()
-    assert math.isclose(sum(frac), 1.0, rel_tol=1e-6) and moe.usage.sum().item() == 0
+        for _ in range(3):
+            moe(x)  # inference
+        moe(x, stats=a)
+        moe(x[:1], stats=b)
+    assert set(vars(moe)) == attrs and list(moe.buffers()) == []
+    assert all(torch.equal(v, before[k]) for k, v in moe.state_dict().items())
+    assert a[0].counts.sum().item() == 10 and b[0].counts.sum().item() == 5
+
+
+def test_unet_returns_one_record_per_moe_layer_and_keeps_its_weight_keys():
+    model = randomize(MoEUNet(small_config(moe="token", num_experts=4))).eval()
+    x, t = torch.randn(2, 4, 16, 16), torch.tensor([10.0, 500.0])
+    ctx, mask, pooled = torch.randn(2, T_TEXT, CTX), torch.ones(2, T_TEXT, dtype=torch.bool), torch.randn(2, POOLED)
+    stats = []
+    with torch.no_grad():
+        out = model(x, t, ctx, mask, pooled, moe_stats=stats)
+        assert torch.equal(model(x, t, ctx, mask, pooled), out)
+    assert len(stats) == len(model.moe_layers) == 1
+    assert stats[0].counts.shape == (4,) and stats[0].counts.sum().item() == 2 * 4 * 4  # mid block: 4x4 tokens
+    assert not any("usage" in k or "count" in k for k in model.state_dict())
 
 
 def test_moe_rejects_bad_arguments():
@@ -137,31 +164,34 @@ def test_moe_aux_and_z_loss_known_answer():
     # Switch loss = E * sum f*P = 2 * (.75*.625 + .25*.375) = 1.125;  z = mean(logsumexp^2) = (log 4)^2.
     moe = _hand_routed_moe(math.log(3))
     x = torch.tensor([[[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]])
+    stats = []
     with torch.no_grad():
-        moe(x)
-    assert moe.last_counts.tolist() == [3.0, 1.0]
-    assert moe.aux_loss.item() == pytest.approx(1.125, rel=1e-6)
-    assert moe.z_loss.item() == pytest.approx(math.log(4) ** 2, rel=1e-6)
+        moe(x, stats=stats)
+    assert stats[0].counts.tolist() == [3.0, 1.0]
+    assert stats[0].aux_loss.item() == pytest.approx(1.125, rel=1e-6)
+    assert stats[0].z_loss.item() == pytest.approx(math.log(4) ** 2, rel=1e-6)
 
 
 def test_moe_aux_loss_is_one_when_balanced():
     # One token to each expert: f = [1/2, 1/2], mean P = [1/2, 1/2] -> 2 * (1/4 + 1/4) = 1.
     moe = _hand_routed_moe(math.log(3))
     x = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    stats = []
     with torch.no_grad():
-        moe(x)
-    assert moe.aux_loss.item() == pytest.approx(1.0, rel=1e-6)
+        moe(x, stats=stats)
+    assert stats[0].aux_loss.item() == pytest.approx(1.0, rel=1e-6)
 
 
 def test_moe_z_loss_is_mean_logsumexp_squared():
     torch.manual_seed(3)
     moe = randomize(MoEFeedForward(dim=8, hidden=16, num_experts=3, top_k=1), std=1.0)
     x = torch.randn(2, 7, 8)
+    stats = []
     with torch.no_grad():
-        moe(x)
+        moe(x, stats=stats)
         logits = moe.router(x).reshape(14, 3)
     expected = torch.logsumexp(logits, -1).pow(2).mean()
-    assert moe.z_loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert stats[0].z_loss.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_timestep_router_gives_all_tokens_of_a_sample_one_expert():
@@ -170,15 +200,16 @@ def test_timestep_router_gives_all_tokens_of_a_sample_one_expert():
     moe = randomize(MoEFeedForward(dim=8, hidden=16, num_experts=4, top_k=1, router="timestep", emb_dim=emb_dim), std=1.0)
     B, T = 6, 9
     x, emb = torch.randn(B, T, 8), torch.randn(B, emb_dim) * 3
+    stats = []
     with torch.no_grad():
-        out = moe(x, emb)
+        out = moe(x, emb, stats)
         chosen = moe.router(emb).argmax(-1)  # one expert per sample
         for b in range(B):
             expert_out = moe.experts[int(chosen[b])](x[b])
             # weight = that expert's router probability, same for every token of the sample
             w = moe.router(emb[b]).softmax(-1).max()
             torch.testing.assert_close(out[b], expert_out * w, rtol=1e-5, atol=1e-6)
-    counts = moe.last_counts
+    counts = stats[0].counts
     assert counts.sum().item() == B * T
     assert all(c % T == 0 for c in counts.tolist())  # whole samples, never split
     assert len(set(chosen.tolist())) > 1  # the test would be vacuous if all samples picked one expert

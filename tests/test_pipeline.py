@@ -15,7 +15,7 @@ from minicream.io.weights import check_safetensors, short_hash
 from minicream.precision import fast_bf16
 from minicream.pipeline import MAX_STEPS, PARAMS_KEY, Pipeline
 
-STEPS = 4  # (3 would hit the euler_a NaN bug, see test_diffusion.py::test_exact_model_with_few_steps)
+STEPS = 4
 
 
 def arr(im: Image.Image) -> np.ndarray:
@@ -36,6 +36,12 @@ def test_recipe_run_directory(tiny_run):
     assert {v["dtype"] for k, v in header.items() if k != "__metadata__"} <= {"BF16", "I64"}
     vocab = json.loads((model / "vocabulary.json").read_text())
     assert "red apple, twemoji" in vocab
+    # The recipe logs each step's expert usage (tiny: 2 experts, a line per step), counted by the recipe, not the model.
+    lines = [line for line in (tiny_run / "train_log.txt").read_text().splitlines() if "unet step" in line]
+    assert len(lines) == 4
+    for line in lines:
+        usage = [float(v) for v in line.split("expert usage [")[1].rstrip("]").split()]
+        assert len(usage) == 2 and abs(sum(usage) - 1) <= 0.011
 
 
 def test_output_is_rgb_images_of_the_model_size(tiny_pipe):
@@ -112,6 +118,25 @@ def test_defaults_come_from_the_model(tiny_pipe):
     p = im.info[PARAMS_KEY]
     assert (p["steps"], p["sampler"], p["cfg_scale"]) == (4, "dpmpp_2m", 4.0)  # tiny preset [sample]
     assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+
+def test_step_callback_sees_each_chunk_and_may_replace_the_latents(tiny_pipe):
+    """step_callback(step, t, x) after every step of every chunk, with that chunk's images only (no padding rows);
+    None changes nothing, a tensor replaces the latents: zeros after the last step decode to the zero latent's
+    picture."""
+    plain = tiny_pipe("red apple", num_images=3, seed=0, steps=STEPS, batch_size=2)
+    seen = []
+    watched = tiny_pipe("red apple", num_images=3, seed=0, steps=STEPS, batch_size=2,
+                        step_callback=lambda step, t, x: seen.append((step, t, len(x))))
+    assert all(np.array_equal(arr(a), arr(b)) for a, b in zip(plain, watched))
+    assert seen == [(i + 1, t, n) for n in (2, 1) for i, t in enumerate((999, 749, 499, 249))]
+
+    def zero_at_the_end(step, t, x):
+        return torch.zeros_like(x) if step == STEPS else None
+
+    images = tiny_pipe("red apple", num_images=3, seed=0, steps=STEPS, batch_size=2, step_callback=zero_at_the_end)
+    zero = tiny_pipe.decode(torch.zeros(1, *tiny_pipe.latent_shape))[0].permute(1, 2, 0).numpy()
+    assert all(np.array_equal(arr(im), zero) for im in images)
 
 
 @pytest.mark.parametrize("kwargs, match", [

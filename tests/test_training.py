@@ -56,7 +56,7 @@ def fake_data(seed: int = 0):
 def make_trainer(run_dir: Path, model: MoEUNet, cfg: TrainConfig) -> Trainer:
     latents, choices, text = fake_data()
     loss = unet_loss(latents, choices, text, empty_id=2, objective=make_objective("v"), cfg_dropout=0.2,
-                     moe_layers=model.moe_layers, aux_weight=0.01, z_weight=0.001)
+                     aux_weight=0.01, z_weight=0.001)
     return Trainer(model, loss, N_EXAMPLES, cfg, run_dir, "unet", cpu=True)
 
 
@@ -94,6 +94,25 @@ def test_training_changes_the_weights_and_logs(straight_run):
     n_float = sum(v.is_floating_point() for v in straight_run.final.values())
     assert len(changed) == n_float  # every parameter was updated
     assert all(torch.isfinite(v).all() for v in straight_run.final.values())
+
+
+def test_moe_terms_come_back_from_the_forward_and_usage_is_the_callers():
+    """The loss gets the balance and z-losses from the forward it made (the model keeps nothing), and adds each
+    call's routed-token counts to the caller's usage tensor: 4 images x 16 mid-block tokens x top-1 per call."""
+    model = tiny_unet()
+    latents, choices, text = fake_data()
+    usage = torch.zeros(len(model.moe_layers), 2)
+    loss_fn = unet_loss(latents, choices, text, empty_id=2, objective=make_objective("v"), cfg_dropout=0.0,
+                        aux_weight=0.01, z_weight=0.001, usage=usage)
+    attrs = [set(vars(m)) for m in model.moe_layers]
+    loss, logs = loss_fn(model, torch.arange(4), torch.Generator().manual_seed(0))
+    assert usage.sum().item() == 4 * 16
+    loss_fn(model, torch.arange(4, 8), torch.Generator().manual_seed(1))
+    assert usage.sum().item() == 2 * 4 * 16
+    assert logs["moe_expert0"] + logs["moe_expert1"] == pytest.approx(1.0) and logs["moe_balance"] >= 1.0 - 1e-6
+    loss.backward()  # the balance loss reaches the router
+    assert all(m.router.weight.grad is not None and m.router.weight.grad.abs().sum() > 0 for m in model.moe_layers)
+    assert [set(vars(m)) for m in model.moe_layers] == attrs
 
 
 def test_checkpoint_layout(straight_run):

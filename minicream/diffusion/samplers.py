@@ -1,50 +1,71 @@
-"""Samplers behind one signature.
+"""Sampling a model by name: the samplers each model family offers, and `sample`, which runs one.
 
-`sample(model_fn, x, sampler, steps, objective_config, generators)` runs any of the diffusers schedulers
-below; callers never branch on the scheduler. It can start part-way from an image (`init`, `strength`: img2img)
-and lets a hook replace the latents after every step (`step_fn`: inpainting); `invert` runs the deterministic
-path backwards, from an image to its noise. `model_fn(x, t) -> model output` (classifier-free guidance
-is applied by a wrapper, see `cfg_model_fn`). Noise is drawn from one CPU generator per image, so an
-image depends only on its own seed, never on the batch it was drawn in.
+`sample(model_fn, x, sampler, steps, objective_config, generators)` builds the model's denoiser and noise levels
+(diffusion/schedules.py) and runs the named sampler function (diffusion/sampling.py). It can start part-way from an
+image (`init`, `strength`: img2img), keep known latents (`known`: inpainting), and calls `callback(step, t, x)` after
+every step, which may replace the latents. `invert` runs the deterministic path backwards, from an image to its
+noise. `model_fn(x, t) -> model output` (classifier-free guidance is applied by a wrapper, see `cfg_model_fn`).
+Ancestral noise is drawn from one CPU generator per image, so an image depends only on its own seed, never on the
+batch it was drawn in.
 """
 from __future__ import annotations
 
-import inspect
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
-from diffusers import (
-    DDIMScheduler,
-    DDPMScheduler,
-    DPMSolverMultistepScheduler,
-    EulerAncestralDiscreteScheduler,
-    EulerDiscreteScheduler,
-    FlowMatchEulerDiscreteScheduler,
-    FlowMatchHeunDiscreteScheduler,
-    HeunDiscreteScheduler,
-    PNDMScheduler,
-)
 from tqdm.auto import tqdm
 
 from ..errors import MinicreamError
+from .objectives import ddpm_alphas_cumprod
+from .sampling import sample_dpmpp_2m, sample_euler, sample_euler_ancestral, sample_heun, sample_plms
+from .schedules import get_sigmas_flow, get_sigmas_trailing, make_denoiser, sigma_table, trailing_timesteps
 
-# name -> (scheduler class, extra config). "trailing" spacing starts sampling at the last training timestep,
-# where the latents really are pure noise (Lin et al. 2023).
+StepCallback = Callable[[int, float, torch.Tensor], "torch.Tensor | None"]
+
+
+def trailing(steps: int, cfg: dict) -> torch.Tensor:
+    return get_sigmas_trailing(sigma_table(cfg), steps)
+
+
+def trailing_to_first(steps: int, cfg: dict) -> torch.Tensor:
+    return get_sigmas_trailing(sigma_table(cfg), steps, end_at_first=True)
+
+
+def flow_match(steps: int, cfg: dict) -> torch.Tensor:
+    return get_sigmas_flow(steps, cfg.get("shift", 1.0), cfg.get("num_train_timesteps", 1000))
+
+
+def flow_uniform(steps: int, cfg: dict) -> torch.Tensor:
+    return get_sigmas_flow(steps, cfg.get("shift", 1.0), cfg.get("num_train_timesteps", 1000), uniform=True)
+
+
+@dataclass(frozen=True)
+class Sampler:
+    fn: Callable  # a function of sampling.py
+    schedule: Callable[[int, dict], torch.Tensor]  # (steps, objective config) -> its noise levels
+
+    @property
+    def end_at_first(self) -> bool:
+        """Stops at the level of timestep 0, not at zero noise (DDIM, PLMS as Stable Diffusion runs them)."""
+        return self.schedule is trailing_to_first
+
+
+# The names are public: PNG metadata stores them and `--from` re-runs them. The schedules are each sampler's own
+# as it ran on diffusers' schedulers, so that its images stay what they were.
 DDPM_SAMPLERS = {
-    "ddpm": (DDPMScheduler, {"clip_sample": False}),  # latents are not bounded to [-1, 1]
-    "ddim": (DDIMScheduler, {"set_alpha_to_one": False, "clip_sample": False}),
-    "plms": (PNDMScheduler, {"skip_prk_steps": True}),
-    "dpmpp_2m": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
-    "euler": (EulerDiscreteScheduler, {}),
-    "euler_a": (EulerAncestralDiscreteScheduler, {}),
-    "heun": (HeunDiscreteScheduler, {}),
+    "ddim": Sampler(sample_euler, trailing_to_first),  # DDIM is Euler in these coordinates (sampling.py)
+    "ddpm": Sampler(sample_euler_ancestral, trailing),  # DDPM's posterior step is the ancestral Euler step
+    "dpmpp_2m": Sampler(sample_dpmpp_2m, trailing),
+    "euler": Sampler(sample_euler, trailing),
+    "euler_a": Sampler(sample_euler_ancestral, trailing),
+    "heun": Sampler(sample_heun, trailing),
+    "plms": Sampler(sample_plms, trailing_to_first),
 }
 FLOW_SAMPLERS = {
-    "euler": (FlowMatchEulerDiscreteScheduler, {}),
-    "heun": (FlowMatchHeunDiscreteScheduler, {}),
-    # DPM-Solver++ on flow sigmas: its "flow_prediction" is our target (noise - x0), x0 = x - sigma * output.
-    "dpmpp_2m": (DPMSolverMultistepScheduler, {"use_flow_sigmas": True, "prediction_type": "flow_prediction",
-                                               "algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "euler": Sampler(sample_euler, flow_match),  # the rectified-flow Euler step; one step with the true velocity is exact
+    "heun": Sampler(sample_heun, flow_match),
+    "dpmpp_2m": Sampler(sample_dpmpp_2m, flow_uniform),
 }
 
 
@@ -52,28 +73,16 @@ def available_samplers(prediction: str) -> list[str]:
     return sorted(FLOW_SAMPLERS if prediction == "flow" else DDPM_SAMPLERS)
 
 
-def make_scheduler(sampler: str, objective_config: dict):
-    """objective_config: {"prediction_type", "beta_schedule", "num_train_timesteps"} saved with the model."""
-    flow = objective_config["prediction_type"] == "flow"
-    table = FLOW_SAMPLERS if flow else DDPM_SAMPLERS
-    if sampler not in table:
-        raise MinicreamError(f"unknown sampler {sampler!r} for this model; choose one of: {', '.join(sorted(table))}")
-    cls, extra = table[sampler]
-    if objective_config.get("rescale_betas_zero_snr"):
-        if "rescale_betas_zero_snr" not in inspect.signature(cls.__init__).parameters:
-            raise MinicreamError(f"sampler {sampler!r} cannot sample a zero-terminal-SNR model; choose one of: "
-                                 + ", ".join(n for n, (c, _) in sorted(table.items()) if "rescale_betas_zero_snr" in inspect.signature(c.__init__).parameters))
-        extra = {**extra, "rescale_betas_zero_snr": True}
-    if flow:
-        shift = {"flow_shift" if "use_flow_sigmas" in extra else "shift": objective_config.get("shift", 1.0)}
-        return cls(num_train_timesteps=objective_config["num_train_timesteps"], **shift, **extra)
-    return cls(
-        num_train_timesteps=objective_config["num_train_timesteps"],
-        beta_schedule=objective_config["beta_schedule"],
-        prediction_type=objective_config["prediction_type"],
-        timestep_spacing="trailing",
-        **extra,
-    )
+def get_sampler(name: str, objective_config: dict) -> Sampler:
+    table = FLOW_SAMPLERS if objective_config["prediction_type"] == "flow" else DDPM_SAMPLERS
+    if name not in table:
+        raise MinicreamError(f"unknown sampler {name!r} for this model; choose one of: {', '.join(sorted(table))}")
+    return table[name]
+
+
+def get_sigmas(sampler: str, steps: int, objective_config: dict) -> torch.Tensor:
+    """The noise levels `sampler` runs through in `steps` steps on a model with this objective config."""
+    return get_sampler(sampler, objective_config).schedule(steps, objective_config)
 
 
 def cfg_model_fn(model_fn: Callable, guidance: float, max_noise: float = 1.0, cond_fn: Callable | None = None,
@@ -105,61 +114,89 @@ def start_index(steps: int, strength: float) -> int:
     return steps - run
 
 
-def _noise_to(scheduler, init: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """`init` noised to timestep `t` the way this scheduler's own state expects (VP, VE or flow)."""
-    if hasattr(scheduler, "scale_noise"):  # flow-matching schedulers
-        return scheduler.scale_noise(init, t, noise)
-    return scheduler.add_noise(init, noise, t)
+def per_image_noise(generators: Sequence[torch.Generator] | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """noise(like): standard normal noise shaped like `like`, row i drawn from generators[i] (on the CPU, so the
+    numbers do not depend on the device either); the global generator when there are none."""
+
+    def draw(like: torch.Tensor) -> torch.Tensor:
+        if generators is None:
+            return torch.randn_like(like)
+        if len(generators) != like.shape[0]:
+            raise MinicreamError(f"{len(generators)} generators for a batch of {like.shape[0]}")
+        return torch.stack([torch.randn(like.shape[1:], generator=g) for g in generators]).to(like.device, like.dtype)
+
+    return draw
+
+
+def chunk_callback(progress: Callable | None, step_callback: StepCallback | None, total: int,
+                   n: int) -> StepCallback | None:
+    """`sample`'s callback for a batch whose first `n` rows are images and the rest padding (copies of the last
+    image, so every batch has one shape): progress(step, total), then step_callback on the images alone; what it
+    returns replaces them, and the padding copies its last row again."""
+    if progress is None and step_callback is None:
+        return None
+
+    def on_step(step: int, t: float, x: torch.Tensor) -> torch.Tensor | None:
+        if progress is not None:
+            progress(step, total)
+        replaced = None if step_callback is None else step_callback(step, t, x[:n])
+        if replaced is None:
+            return None
+        return torch.cat([replaced, replaced[-1:].expand(len(x) - n, *replaced.shape[1:])]).to(x.dtype)
+
+    return on_step
 
 
 @torch.no_grad()
 def sample(model_fn: Callable, x: torch.Tensor, sampler: str, steps: int, objective_config: dict,
            generators: Sequence[torch.Generator] | None = None, progress: bool = True,
-           callback: Callable[[int, int], None] | None = None, init: torch.Tensor | None = None,
-           strength: float = 1.0, step_fn: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+           callback: StepCallback | None = None, init: torch.Tensor | None = None, strength: float = 1.0,
            known: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Integrate from unit-variance noise `x` (B,C,H,W) to clean latents.
 
     init, strength: start from clean latents `init` noised with `x` to where the last `strength` of the
         schedule begins, and run only those steps (img2img, variations; strength 1 starts from pure noise).
-    step_fn(i, t, x) -> x: sees the latents after step i (1-based) at timestep t and may replace them.
     known: (latents, keep) for inpainting: where `keep` is 1 the latents are replaced after every step by the
         known latents noised (with this call's own noise `x`) to the level the sampler has reached, and by the
         known latents themselves at the end, as diffusers' inpainting pipeline blends them.
-    callback(i, n): progress only.
+    callback(step, t, x) -> x or None: after step `step` (from 1) that started at model timestep `t`, with the
+        latents `x` as the model sees them (unit variance; clean at the end); a tensor it returns replaces them.
     """
-    noise = x
-    scheduler = make_scheduler(sampler, objective_config)
-    scheduler.set_timesteps(steps, device=x.device)
-    if isinstance(scheduler, EulerAncestralDiscreteScheduler):
-        scheduler.sigmas = scheduler.sigmas.double()  # float32 rounding gives sqrt(<0) = NaN at some step counts
-    timesteps = scheduler.timesteps
+    spec = get_sampler(sampler, objective_config)
+    model = make_denoiser(model_fn, objective_config, x.dtype)
+    sigmas = get_sigmas(sampler, steps, objective_config)
     if init is None and strength != 1.0:
         raise MinicreamError("strength < 1 needs an initial image (init latents)")
+    dtype, noise = x.dtype, x.double()  # the state in float64 (schedules.py says why), the model's in x's dtype
     if init is None:
-        x = x * getattr(scheduler, "init_noise_sigma", 1.0)  # flow schedulers start from unit noise
+        x = noise / model.input_scale(float(sigmas[0]))
     else:
-        first = start_index(steps, strength) * scheduler.order
-        timesteps = timesteps[first:]
-        if hasattr(scheduler, "set_begin_index"):
-            scheduler.set_begin_index(first)
-        x = _noise_to(scheduler, init.to(x.dtype), x, timesteps[:1].repeat(x.shape[0]))
-    gens = list(generators) if generators is not None else None
-    # Only stochastic schedulers take a generator (deterministic ones such as Heun refuse the argument).
-    step_kwargs = {"generator": gens} if "generator" in inspect.signature(scheduler.step).parameters else {}
-    for i, t in enumerate(tqdm(timesteps, desc=f"sampling ({sampler})", disable=not progress, leave=False)):
-        inp = scheduler.scale_model_input(x, t) if hasattr(scheduler, "scale_model_input") else x
-        out = model_fn(inp, t.expand(x.shape[0]).float())
-        x = scheduler.step(out, t, x, **step_kwargs).prev_sample
+        sigmas = sigmas[start_index(steps, strength):]
+        x = model.noised(init.double(), noise, float(sigmas[0]))
+    timesteps = [model.timestep(float(s)) for s in sigmas[:-1]]
+    bar = tqdm(total=len(timesteps), desc=f"sampling ({sampler})", disable=not progress, leave=False)
+
+    def after_step(i: int, x: torch.Tensor) -> torch.Tensor:
+        s_next = float(sigmas[i + 1])
         if known is not None:
             latents, keep = known
-            there = _noise_to(scheduler, latents, noise, timesteps[i + 1:i + 2].repeat(x.shape[0])) \
-                if i + 1 < len(timesteps) else latents
-            x = keep * there.to(x.dtype) + (1 - keep) * x
-        if step_fn is not None:
-            x = step_fn(i + 1, t, x)
+            x = keep * model.noised(latents.double(), noise, s_next) + (1 - keep) * x
         if callback is not None:
-            callback(i + 1, len(timesteps))
+            scale = model.input_scale(s_next)
+            replaced = callback(i + 1, timesteps[i], (x * scale).to(dtype))
+            if replaced is not None:
+                x = replaced.double() / scale
+        bar.update(1)
+        return x
+
+    try:
+        x = spec.fn(model, x, sigmas, callback=after_step, noise=per_image_noise(generators))
+    finally:
+        bar.close()
+    x = (x * model.input_scale(float(sigmas[-1]))).to(dtype)  # the model's coordinates (a no-op at zero noise)
+    if known is not None:
+        latents, keep = known
+        x = keep * latents.to(dtype) + (1 - keep) * x
     return x
 
 
@@ -171,21 +208,19 @@ def invert(model_fn: Callable, x0: torch.Tensor, steps: int, objective_config: d
     run backwards (Euler) for flow models."""
     x = x0.double()
     if objective_config["prediction_type"] == "flow":
-        sched = make_scheduler("euler", objective_config)
-        sched.set_timesteps(steps, device=x0.device)
-        sigmas = sched.sigmas.double().flip(0)  # 0 -> 1
+        sigmas = get_sigmas("euler", steps, objective_config).flip(0)  # 0 -> 1
+        T = objective_config.get("num_train_timesteps", 1000)
         for s, s_next in tqdm(list(zip(sigmas[:-1], sigmas[1:])), desc="inverting", disable=not progress, leave=False):
-            v = model_fn(x.to(x0.dtype), (s * 1000).expand(x.shape[0]).float()).double()
+            v = model_fn(x.to(x0.dtype), torch.full((x.shape[0],), float(s) * T, device=x0.device)).double()
             x = x + (s_next - s) * v
         return x.to(x0.dtype)
-    sched = make_scheduler("ddim", objective_config)
-    sched.set_timesteps(steps, device=x0.device)
-    alphas = sched.alphas_cumprod.double()
-    levels = [0] + sorted(int(t) for t in sched.timesteps)  # DDIM's path backwards: from its final level up to T
+    alphas = ddpm_alphas_cumprod(objective_config.get("beta_schedule", "scaled_linear"),
+                                 bool(objective_config.get("rescale_betas_zero_snr", False))).double()
+    levels = [0] + sorted(int(t) for t in trailing_timesteps(steps, len(alphas)))  # DDIM's path backwards, up to T
     v_pred = objective_config["prediction_type"] == "v_prediction"
     for t, t_next in tqdm(list(zip(levels[:-1], levels[1:])), desc="inverting", disable=not progress, leave=False):
         a, a_next = alphas[t], alphas[t_next]
-        out = model_fn(x.to(x0.dtype), torch.full((x.shape[0],), float(t))).double()
+        out = model_fn(x.to(x0.dtype), torch.full((x.shape[0],), float(t), device=x0.device)).double()
         if v_pred:
             pred_x0, eps = a.sqrt() * x - (1 - a).sqrt() * out, (1 - a).sqrt() * x + a.sqrt() * out
         else:

@@ -55,27 +55,11 @@ class EvaluatorRecipe:
 
 
 def load_recipe(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> EvaluatorRecipe:
-    """Preset name ("evaluator") or TOML file, plus `section.key=value` overrides, into an EvaluatorRecipe."""
-    from ..config import _build, _parse_override, PRESETS, tomllib
+    """Preset name ("evaluator") or TOML file, plus `section.key=value` overrides, into an EvaluatorRecipe: the
+    project's one config reader (config.read_toml), as the recipe's and distillation's configs are read."""
+    from ..config import build_dataclass, read_toml
 
-    data: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.suffix and (PRESETS / f"{path}.toml").is_file():
-            p = PRESETS / f"{path}.toml"
-        if not p.is_file():
-            raise MinicreamError(f"evaluator config {path}: no such file or preset")
-        try:
-            data = tomllib.loads(p.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise MinicreamError(f"evaluator config {p}: invalid TOML ({e})") from None
-    for item in overrides:
-        keys, value = _parse_override(item)
-        node = data
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-        node[keys[-1]] = value
-    return _build(EvaluatorRecipe, data, "")
+    return build_dataclass(EvaluatorRecipe, read_toml(path, overrides))
 
 
 # -- data -------------------------------------------------------------------------------------------------

@@ -17,21 +17,10 @@ from .vocabulary import Concept, Vocabulary, build_concepts, load_vocabulary, wr
 __all__ = ["MODES", "MAX_PROMPT_CHARS", "Concept", "FilterResult", "Vocabulary", "build_concepts",
            "load_vocabulary", "rewrite", "write_model_concepts", "get_offline_filter"]
 
-_FILTERS: dict[int, object] = {}
-
-
-def get_offline_filter(vocabulary: Vocabulary, encoder=None):
-    """One OfflineFilter per vocabulary object (building its indices takes ~0.1 s for 1,900 concepts). It is shared
-    by every call: a call's own settings (threshold) go to its rewrite(), never onto the filter."""
-    from .offline import OfflineFilter
-
-    f = _FILTERS.get(id(vocabulary))
-    if f is None or f.vocab is not vocabulary:
-        f = OfflineFilter(vocabulary, encoder)
-        _FILTERS[id(vocabulary)] = f
-    elif encoder is not None and f._encoder is None:
-        f._encoder = encoder
-    return f
+def get_offline_filter(vocabulary: Vocabulary):
+    """The vocabulary's own OfflineFilter (Vocabulary.offline_filter: built once, kept with the vocabulary). It is
+    shared by every call: a call's own settings (threshold, text encoder) go to its rewrite(), never onto the filter."""
+    return vocabulary.offline_filter
 
 
 def rewrite(prompt: str, mode: str, vocabulary: Vocabulary | None, style: str | None = None, encoder=None,
@@ -59,9 +48,9 @@ def _rewrite(prompt, mode, vocabulary, style, encoder, llm, threshold) -> Filter
         return FilterResult(prompt, prompt, [], [], "none")
     if vocabulary is None:
         raise MinicreamError(f"filter {mode!r} needs the model's vocabulary (concepts.json or vocabulary.json)")
-    offline = get_offline_filter(vocabulary, encoder)
+    offline = get_offline_filter(vocabulary)
     if mode == "offline":
-        return offline.rewrite(prompt, style, threshold=threshold)
+        return offline.rewrite(prompt, style, threshold=threshold, encoder=encoder)
     from .llm import LLMConfig, llm_rewrite
 
-    return llm_rewrite(prompt, vocabulary, offline, llm or LLMConfig.from_env(), style)
+    return llm_rewrite(prompt, vocabulary, offline, llm or LLMConfig.from_env(), style, encoder=encoder)

@@ -56,7 +56,7 @@ names from the list{style_hint}. Answer with JSON only, no prose:
 {{"prompt": "<the caption>", "objects": [{{"concept": "<name>", "position": "left|right|above|below|center"}}]}}"""
 
 
-def _candidates(prompt: str, offline) -> list[str]:
+def _candidates(prompt: str, offline, encoder=None) -> list[str]:
     """Concepts the offline rules relate to the prompt (its own answer, and fuzzy neighbours)."""
     from rapidfuzz import fuzz, process
 
@@ -64,7 +64,7 @@ def _candidates(prompt: str, offline) -> list[str]:
 
     out = []
     try:
-        out += offline.rewrite(prompt).concepts
+        out += offline.rewrite(prompt, encoder=encoder).concepts
     except MinicreamError:
         pass
     for hit in process.extract(key(prompt), offline.keys, scorer=fuzz.WRatio, limit=8):
@@ -160,17 +160,19 @@ def parse_answer(text: str, vocab: Vocabulary) -> tuple[str, list[str]]:
     return caption.strip(), concepts
 
 
-def llm_rewrite(prompt: str, vocab: Vocabulary, offline, cfg: LLMConfig, style: str | None = None) -> FilterResult:
+def llm_rewrite(prompt: str, vocab: Vocabulary, offline, cfg: LLMConfig, style: str | None = None,
+                encoder=None) -> FilterResult:
+    """encoder: the text encoder of the offline rules this falls back on and checks the answer with."""
     import httpx
 
     def fallback(reason: str) -> FilterResult:
-        res = offline.rewrite(prompt, style)
+        res = offline.rewrite(prompt, style, encoder=encoder)
         res.warnings.insert(0, f"LLM filter unavailable ({reason}); used the offline filter")
         return res
 
     summary = vocab.summary()
     hint = f" and ends with \", {style}\"" if style else ""
-    system = SYSTEM_PROMPT.format(summary=summary, candidates=", ".join(_candidates(prompt, offline)) or "(none)",
+    system = SYSTEM_PROMPT.format(summary=summary, candidates=", ".join(_candidates(prompt, offline, encoder)) or "(none)",
                                   style_hint=hint)
     try:
         answer = _ask(prompt, system, cfg)
@@ -188,7 +190,7 @@ def llm_rewrite(prompt: str, vocab: Vocabulary, offline, cfg: LLMConfig, style: 
         return fallback(f"bad answer: {e}")
     # Grounding: the offline rules must read the LLM's caption as known concepts, the plan's among them.
     try:
-        checked = offline.rewrite(caption, style)
+        checked = offline.rewrite(caption, style, encoder=encoder)
     except MinicreamError as e:
         return fallback(f"bad answer: {e}")
     if not checked.concepts or any("used as typed" in w for w in checked.warnings) or any(c not in checked.concepts for c in plan):

@@ -107,8 +107,8 @@ class FeedForward(nn.Module):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), zero_init(nn.Linear(hidden, dim)))
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(x)
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None, stats: list | None = None) -> torch.Tensor:
+        return self.net(x)  # a dense layer has nothing to report in `stats`
 
 
 class TransformerBlock(nn.Module):
@@ -131,7 +131,7 @@ class TransformerBlock(nn.Module):
         h = self.proj_in(self.norm_in(x).flatten(2).transpose(1, 2))  # (B, HW, C)
         h = h + self.attn1(self.norm1(h))
         h = h + self.attn2(self.norm2(h), cond["context"], cond["mask"])
-        h = h + self.ff(self.norm3(h), cond["emb"])
+        h = h + self.ff(self.norm3(h), cond["emb"], cond.get("moe_stats"))
         h = self.proj_out(h).transpose(1, 2).reshape(B, C, H, W)
         return x + h
 

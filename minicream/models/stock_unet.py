@@ -35,7 +35,9 @@ class StockUNet(nn.Module, PretrainedMixin):
     def moe_layers(self) -> list:
         return []
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, mask: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, mask: torch.Tensor, pooled: torch.Tensor,
+                moe_stats: list | None = None) -> torch.Tensor:
+        """As MoEUNet.forward; with no mixture of experts it adds nothing to `moe_stats`."""
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         return self.net(x, t, encoder_hidden_states=context.to(x.dtype), encoder_attention_mask=mask).sample

@@ -113,15 +113,18 @@ class MoEUNet(nn.Module, PretrainedMixin):
     def moe_layers(self) -> list[MoEFeedForward]:
         return [m for m in self.modules() if isinstance(m, MoEFeedForward)]
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, mask: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
-        """x (B,C,H,W) noisy latents; t (B,) timesteps in [0,1000); context (B,T,D); mask (B,T) bool; pooled (B,D)."""
+    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, mask: torch.Tensor, pooled: torch.Tensor,
+                moe_stats: list | None = None) -> torch.Tensor:
+        """x (B,C,H,W) noisy latents; t (B,) timesteps in [0,1000); context (B,T,D); mask (B,T) bool; pooled (B,D).
+        moe_stats: a list that receives one `MoEStats` per MoE layer (the training loss's balance terms and the
+        expert usage it logs); None, as at inference, measures nothing."""
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         # The pooled sentence embedding has unit norm, i.e. ~0.05 per element: rescale it to unit variance per
         # element, or the prompt is a whisper next to the timestep signal and the model learns to ignore it.
         pooled = F.normalize(pooled.float(), dim=-1) * pooled.shape[-1] ** 0.5
         emb = self.time_mlp(timestep_embedding(t, self.config.channels[0]).to(x.dtype)) + self.text_mlp(pooled.to(x.dtype))
-        cond = {"emb": emb, "context": self.context_norm(context.to(x.dtype)), "mask": mask}
+        cond = {"emb": emb, "context": self.context_norm(context.to(x.dtype)), "mask": mask, "moe_stats": moe_stats}
         h = self.conv_in(x)
         skips = [h]
         for block in self.down:

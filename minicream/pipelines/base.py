@@ -30,7 +30,7 @@ from PIL import Image
 
 from ..diffusion.reflow import network_alphas, velocity_from_v
 from ..diffusion.cads import CADS
-from ..diffusion.samplers import available_samplers, cfg_model_fn, sample
+from ..diffusion.samplers import available_samplers, cfg_model_fn, chunk_callback, sample, start_index
 from ..diffusion.tiling import tiled_model_fn
 from ..errors import MinicreamError
 from ..evaluator.rerank import best_indices
@@ -234,6 +234,20 @@ class Pipeline:
             raise MinicreamError(f"batch_size must be in 1..256, got {batch_size}")
         return int(steps), float(guidance), sampler
 
+    def edit_settings(self, steps, guidance, sampler, num_images: int, batch_size: int, strength) -> tuple[int, float, str]:
+        """settings() for a mode that starts from an image noised to `strength` (img2img, inpaint, variation). With the
+        model's default steps too few for any step to run at that strength (a one-step model at 0.6), the schedule
+        gets as many steps as make one run, from the noise level nearest `strength`; steps given explicitly are kept
+        (and refused with a clear message if none would run)."""
+        if isinstance(strength, bool) or not isinstance(strength, numbers.Real) or not 0.0 < strength <= 1.0:
+            raise MinicreamError(f"strength must be in (0, 1] (a number), got {strength!r}")
+        given = steps is not None
+        steps, guidance, sampler = self.settings(steps, guidance, sampler, num_images, batch_size)
+        while not given and int(steps * strength) < 1 and steps < MAX_STEPS:
+            steps += 1
+        start_index(steps, strength)  # a clear error before any work
+        return steps, guidance, sampler
+
     @staticmethod
     def check_prompt(prompt) -> None:
         if not isinstance(prompt, str) or not prompt.strip():
@@ -274,7 +288,14 @@ class Pipeline:
         return style
 
     def encode_prompt(self, texts: str | Sequence[str]) -> TextEmbeddings:
-        return self.text_encoder.encode([texts] if isinstance(texts, str) else list(texts)).to(self.device)
+        """Each distinct prompt encoded alone: its embedding must not depend on the other prompts of the batch (the
+        encoder's batch runs to the longest prompt, and CPU kernels round differently with the batch's shape)."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if not texts:
+            return self.text_encoder.encode(texts).to(self.device)
+        parts = {t: self.text_encoder.encode([t]) for t in dict.fromkeys(texts)}
+        fields = ("hidden", "mask", "pooled", "truncated")
+        return TextEmbeddings(*(torch.cat([getattr(parts[t], f) for t in texts]) for f in fields)).to(self.device)
 
     # -- prepare latents ------------------------------------------------------------------------------
     def latent_size(self, height: int, width: int) -> tuple[int, int]:
@@ -352,12 +373,16 @@ class Pipeline:
     def denoise(self, seeds: list[int], cond: TextEmbeddings, uncond: TextEmbeddings, guidance: float, sampler: str,
                 steps: int, batch_size: int = 8, progress: bool = False, callback=None, init: torch.Tensor | None = None,
                 strength: float = 1.0, keep: torch.Tensor | None = None, canvas: tuple[int, int] | None = None,
-                noise: torch.Tensor | None = None) -> torch.Tensor:
+                noise: torch.Tensor | None = None, step_callback=None) -> torch.Tensor:
         """Latents for `seeds`, denoised in fixed-size chunks (padding keeps every chunk the same shape).
 
         cond/uncond: one row for all images, or one per image. init/strength: start from latents (img2img);
         keep: 1 where latents are kept from `init` (inpainting, outpainting); canvas: the latent size (H, W)
-        (default: the model's); noise: the starting noise per image instead of drawing it from the seeds."""
+        (default: the model's); noise: the starting noise per image instead of drawing it from the seeds.
+        callback(step, total): progress after every step. step_callback(step, t, x) -> x or None: after every step
+        of every chunk, the chunk's latents x (its images in order, unit variance, clean after the last step) and
+        the timestep t the step started at; a tensor it returns replaces them (diffusers' callback_on_step_end)."""
+        total = steps - (0 if init is None else start_index(steps, strength))
         canvas = tuple(canvas or self.latent_shape[-2:])
         shape = (self.latent_shape[0], *canvas)
         chunk = min(batch_size, len(seeds))
@@ -375,8 +400,8 @@ class Pipeline:
             cads_gens = [torch.Generator("cpu").manual_seed((int(seeds[r]) + CADS_SEED_OFFSET) % 2 ** 63) for r in padded] \
                 if self.cads > 0 else None
             out = sample(self.canvas_model_fn(c, u, guidance, canvas, cads_gens), x.to(self.device), sampler, steps,
-                         self.index["objective"], gens, progress=progress, callback=callback, init=start_from,
-                         strength=strength, known=known)
+                         self.index["objective"], gens, progress=progress, init=start_from, strength=strength,
+                         known=known, callback=chunk_callback(callback, step_callback, total, len(rows)))
             latents.append(out[:len(rows)])
         return torch.cat(latents)
 

@@ -53,6 +53,8 @@ SAMPLING = (
     Option("batch_size", "int", 8, "images denoised together (results do not depend on it)"),
     Option("progress", "bool", False, "show a progress bar", cli=False),
     Option("callback", "object", None, "callback(step, total) after every sampling step", cli=False),
+    Option("step_callback", "object", None, "step_callback(step, t, x) -> x or None after every sampling step: the "
+           "latents x of a chunk of images at timestep t; a tensor it returns replaces them", cli=False),
 )
 FILTER = (
     Option("filter", "str", "offline", "language filter: offline, llm or none (or a FilterResult to reuse)", cli=False),

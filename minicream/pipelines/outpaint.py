@@ -29,7 +29,7 @@ def place_on_canvas(source: torch.Tensor, left: int, right: int, top: int, botto
 
 
 def outpaint(pipe, image, prompt, left, right, top, bottom, negative_prompt, num_images, steps, guidance, sampler, seed,
-             batch_size, progress, callback, filter, style, llm):
+             batch_size, progress, callback, step_callback, filter, style, llm):
     pipe.check_prompt(prompt)
     steps, guidance, sampler = pipe.settings(steps, guidance, sampler, num_images, batch_size)
     sides = {"left": left, "right": right, "top": top, "bottom": bottom}
@@ -46,7 +46,7 @@ def outpaint(pipe, image, prompt, left, right, top, bottom, negative_prompt, num
     cond, uncond = pipe.encode_prompt(filtered.rewritten), pipe.encode_prompt(negative_prompt or "")
     latents = pipe.denoise(seeds, cond, uncond, guidance, sampler, steps, batch_size, progress, callback,
                            init=pipe.encode_image(canvas[None]), keep=keep_latents(repaint, f),
-                           canvas=pipe.latent_size(*canvas.shape[1:]))
+                           canvas=pipe.latent_size(*canvas.shape[1:]), step_callback=step_callback)
     pixels = paste_back(canvas, pipe.decode(latents), repaint)
     extra = {"mode": "outpaint", "extend": sides, "init_image_sha256": sha(source)}
     return pipe.attach(pixels, seeds, prompt, negative_prompt, steps, sampler, guidance, filtered, extra)

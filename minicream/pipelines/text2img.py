@@ -10,7 +10,7 @@ from .scene import render
 
 
 def text2img(pipe, prompt, negative_prompt, num_images, steps, guidance, sampler, seed, batch_size, progress, callback,
-             filter, style, llm, size, num_candidates, keep_top, layout, harmonize):
+             step_callback, filter, style, llm, size, num_candidates, keep_top, layout, harmonize):
     pipe.check_prompt(prompt)
     steps, guidance, sampler = pipe.settings(steps, guidance, sampler, num_images, batch_size)
     filtered = pipe.filter_prompt(prompt, filter, style=style, llm=llm)  # what was typed -> the model's captions
@@ -24,7 +24,7 @@ def text2img(pipe, prompt, negative_prompt, num_images, steps, guidance, sampler
     gen_seeds = candidate_seeds(seeds, num_candidates)  # == seeds when num_candidates == 1
     if layout != "none" and (layout is not None or filtered.scene):  # several objects: a layout places them
         images = render(pipe, filtered, prompt, layout, harmonize, negative_prompt, gen_seeds, steps, guidance, sampler,
-                        batch_size, progress, callback)
+                        batch_size, progress, callback, step_callback)
         return pipe.rerank(images, filtered.rewritten, num_candidates, keep_top) if num_candidates > 1 else images
     # A prompt naming no design, under style "vary": each image its own design, by its seed (filter/variety.py).
     # By the generation seed, best-of-N candidates too: a PNG's seed alone, re-run, gives the same image.
@@ -36,7 +36,8 @@ def text2img(pipe, prompt, negative_prompt, num_images, steps, guidance, sampler
         order = list(dict.fromkeys(designs))
         cond = pipe.encode_prompt([styled_caption(filtered, d) for d in order])[[order.index(d) for d in designs]]
     uncond = pipe.encode_prompt(negative_prompt or "")
-    latents = pipe.denoise(gen_seeds, cond, uncond, guidance, sampler, steps, batch_size, progress, callback)
+    latents = pipe.denoise(gen_seeds, cond, uncond, guidance, sampler, steps, batch_size, progress, callback,
+                           step_callback=step_callback)
     images = pipe.attach(pipe.decode(latents), gen_seeds, prompt, negative_prompt, steps, sampler, guidance, filtered)
     for im, d in zip(images, designs or []):
         im.info[PARAMS_KEY].update(rewritten_prompt=styled_caption(filtered, d),

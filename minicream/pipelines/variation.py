@@ -9,12 +9,12 @@ from .modes import SAMPLING, Mode, Option
 
 
 def variation(pipe, image, prompt, strength, negative_prompt, num_images, steps, guidance, sampler, seed, batch_size,
-              progress, callback):
+              progress, callback, step_callback):
     if prompt is None:
         prompt = pipe.name_image(load_image(image, pipe.image_size))
     images = pipe.run("img2img", image=image, prompt=prompt, strength=strength, negative_prompt=negative_prompt,
                       num_images=num_images, steps=steps, guidance=guidance, sampler=sampler, seed=seed,
-                      batch_size=batch_size, progress=progress, callback=callback)
+                      batch_size=batch_size, progress=progress, callback=callback, step_callback=step_callback)
     for im in images:
         im.info["minicream"]["mode"] = "variation"
     return images

@@ -32,6 +32,7 @@ from ..io.atomic import write_text_atomic
 from ..io.model_dir import MODEL_INDEX, ModelDir
 from ..io.weights import short_hash
 from ..models.base import WEIGHTS_NAME
+from ..models.moe import summarize
 from ..text.encoder import TextEmbeddings
 from .stages import mark_done, stage_done
 from .trainer import TrainConfig, Trainer
@@ -82,7 +83,7 @@ def teacher_prompts(model: ModelDir, n_scenes: int, seed: int) -> list[str]:
 
 
 # 2. ------------------------------------------------------------------------------------------------
-def draw_pairs(pipe, prompts: list[str], text: TextEmbeddings, cfg: DistillConfig, out: Path, log) -> dict:
+def draw_pairs(pipe, prompts: list[str], cfg: DistillConfig, out: Path, log) -> dict:
     """Shards of (noise, latents, prompt_id) from the teacher; an existing shard is kept (resume)."""
     steps, guidance, sampler = pipe.settings(cfg.steps or None, None if cfg.guidance < 0 else cfg.guidance,
                                              cfg.sampler or None)
@@ -98,7 +99,9 @@ def draw_pairs(pipe, prompts: list[str], text: TextEmbeddings, cfg: DistillConfi
         lo, hi = k * cfg.shard_size, min((k + 1) * cfg.shard_size, cfg.pairs)
         seeds = [cfg.seed * 1_000_003 + i for i in range(lo, hi)]
         ids = order[lo:hi]
-        latents = pipe.denoise(seeds, text[ids], uncond, guidance, sampler, steps, batch_size=cfg.sample_batch)
+        # the pipeline's own encoding (each prompt alone), so that a user redrawing a pair's seed gets its latents
+        emb = pipe.encode_prompt([prompts[int(i)] for i in ids])
+        latents = pipe.denoise(seeds, emb, uncond, guidance, sampler, steps, batch_size=cfg.sample_batch)
         noise, _ = pipe.noise(seeds, latents.shape[1:])
         tmp = path.with_suffix(".tmp")
         save_file({"noise": noise.contiguous(), "latents": latents.float().contiguous(), "prompt_id": ids.contiguous()},
@@ -117,19 +120,19 @@ def load_pairs(folder: Path) -> dict[str, torch.Tensor]:
 
 
 # 3. and 5. ---------------------------------------------------------------------------------------
-def _net(model, text: TextEmbeddings, ids):
+def _net(model, text: TextEmbeddings, ids, moe_stats: list | None = None):
+    """The student as net_fn(x, t) for these prompts; its MoE layers report into `moe_stats` (a list) if given."""
     emb = text[ids]
     device = next(model.parameters()).device
     ctx, mask, pooled = emb.hidden.to(device), emb.mask.to(device), emb.pooled.to(device)
-    return lambda x, t: model(x.contiguous(memory_format=torch.channels_last), t, ctx, mask, pooled)
+    return lambda x, t: model(x.contiguous(memory_format=torch.channels_last), t, ctx, mask, pooled, moe_stats=moe_stats)
 
 
-def _moe_terms(model) -> tuple[torch.Tensor | float, dict]:
-    layers = getattr(model, "moe_layers", [])
-    if not layers:
+def _moe_terms(moe_stats: list) -> tuple[torch.Tensor | float, dict]:
+    """The balance and z-losses the forward returned (the recipe's default weights), none for a dense model."""
+    if not moe_stats:
         return 0.0, {}
-    aux = sum(m.aux_loss for m in layers) / len(layers)
-    z = sum(m.z_loss for m in layers) / len(layers)
+    aux, z, _ = summarize(moe_stats)
     return 0.01 * aux + 0.001 * z, {"moe_balance": float(aux)}
 
 
@@ -137,9 +140,10 @@ def reflow_task(pairs: dict, text: TextEmbeddings, alphas: torch.Tensor):
     x0s, x1s, ids = pairs["latents"], pairs["noise"], pairs["prompt_id"]
 
     def loss_fn(model, idx, gen):
-        u_fn = velocity_from_v(_net(model, text, ids[idx]), alphas)
+        moe = []
+        u_fn = velocity_from_v(_net(model, text, ids[idx], moe), alphas)
         loss = reflow_loss(u_fn, x0s[idx], x1s[idx], gen).mean()
-        extra, logs = _moe_terms(model)
+        extra, logs = _moe_terms(moe)
         return loss + extra, {"reflow": loss.item(), **logs}
 
     return loss_fn
@@ -175,7 +179,8 @@ def distill_task(noise: torch.Tensor, targets: torch.Tensor, ids: torch.Tensor, 
     scale = vae.config.scaling_factor
 
     def loss_fn(model, idx, gen):
-        x0 = one_step(velocity_from_v(_net(model, text, ids[idx]), alphas), noise[idx]).float()
+        moe = []
+        x0 = one_step(velocity_from_v(_net(model, text, ids[idx], moe), alphas), noise[idx]).float()
         target = targets[idx]
         l2 = (x0 - target).pow(2).flatten(1).mean(1).mean()
         loss, logs = l2, {"l2": l2.item()}
@@ -185,8 +190,8 @@ def distill_task(noise: torch.Tensor, targets: torch.Tensor, ids: torch.Tensor, 
             perc = perceptual_distance(features(vae.decode(x0 / scale).sample), ft).mean()
             loss = loss + weight * perc
             logs["perceptual"] = perc.item()
-        extra, moe = _moe_terms(model)
-        return loss + extra, {**logs, **moe}
+        extra, moe_logs = _moe_terms(moe)
+        return loss + extra, {**logs, **moe_logs}
 
     return loss_fn
 
@@ -296,7 +301,7 @@ def run_distill(cfg: DistillConfig, run_dir: str | Path, resume: bool = False) -
     # 2. Teacher pairs
     if stage_done(run, "pairs") is None:
         t0 = time.time()
-        res = draw_pairs(pipe, prompts, text, cfg, run / "pairs", log)
+        res = draw_pairs(pipe, prompts, cfg, run / "pairs", log)
         res["seconds"] = round(time.time() - t0, 1)
         mark_done(run, "pairs", res)
         log(f"2. pairs: {res}")

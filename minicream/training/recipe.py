@@ -134,14 +134,17 @@ def _unet_trainer(cfg: RecipeConfig, run: Path, latents, images, caption_choices
         model = WithREPA(model, targets.shape[1])
         log(f"unet: REPA targets {tuple(targets.shape)} from {u.repa_encoder}'s evaluator, weight {u.repa_weight} "
             f"({time.time() - t0:.1f}s)")
-    loss_fn = unet_loss(latents, caption_choices, text, empty_id, objective, u.cfg_dropout, model.moe_layers,
-                        u.moe_aux_weight, u.moe_z_weight, repa)
+    usage = torch.zeros(len(model.moe_layers), u.model.num_experts)  # tokens per expert since the last log line
+    loss_fn = unet_loss(latents, caption_choices, text, empty_id, objective, u.cfg_dropout, u.moe_aux_weight,
+                        u.moe_z_weight, repa, usage)
     log(f"unet: {n_params / 1e6:.2f} M parameters, arch={u.model.arch}, moe={u.model.moe}, experts={u.model.num_experts}, top_k={u.model.top_k}, objective={u.objective}")
 
     def log_step(step, rec):
-        usage = [f"{x:.2f}" for m in model.moe_layers for x in m.pop_usage()]
+        fractions = (usage / usage.sum(dim=1, keepdim=True).clamp(min=1)).flatten().tolist()
+        usage.zero_()
+        usage_text = " ".join(f"{x:.2f}" for x in fractions)
         log(f"unet step {step}/{u.train.steps} loss {rec['loss_avg']:.4f} {rec['samples_per_s']:.0f} samples/s"
-            + (f" repa {rec['repa']:.3f}" if "repa" in rec else "") + (f" expert usage [{' '.join(usage)}]" if usage else ""))
+            + (f" repa {rec['repa']:.3f}" if "repa" in rec else "") + (f" expert usage [{usage_text}]" if usage_text else ""))
 
     return Trainer(model, loss_fn, len(latents), u.train, run, "unet", cpu=cpu, log_fn=log_step,
                    plan_offset=offset), objective

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.autoencoder import to_unit_range
-from ..models.moe import MoEFeedForward
+from ..models.moe import summarize
 
 
 def autoencoder_loss(images_uint8: torch.Tensor, kl_weight: float):
@@ -28,10 +28,13 @@ def autoencoder_loss(images_uint8: torch.Tensor, kl_weight: float):
 
 
 def unet_loss(latents: torch.Tensor, caption_choices: list[list[int]], text, empty_id: int, objective,
-              cfg_dropout: float, moe_layers: list[MoEFeedForward], aux_weight: float, z_weight: float,
-              repa: tuple[torch.Tensor, float] | None = None):
-    """Denoising loss. caption_choices[i]: indices into the cached text table usable for example i.
-    repa: (encoder targets per example, weight) when the model is a `training.repa.WithREPA`."""
+              cfg_dropout: float, aux_weight: float, z_weight: float, repa: tuple[torch.Tensor, float] | None = None,
+              usage: torch.Tensor | None = None):
+    """Denoising loss, plus the mixture of experts' balance and z-losses that the UNet's forward returns.
+    caption_choices[i]: indices into the cached text table usable for example i.
+    repa: (encoder targets per example, weight) when the model is a `training.repa.WithREPA`.
+    usage: a (MoE layers, experts) tensor each step's routed-token counts are added to, for a log of the experts'
+    usage over many steps (its owner reads and empties it; the model keeps no count)."""
     n_choices = torch.tensor([len(c) for c in caption_choices])
     table = torch.full((len(caption_choices), int(n_choices.max())), -1, dtype=torch.long)
     for i, c in enumerate(caption_choices):
@@ -45,21 +48,23 @@ def unet_loss(latents: torch.Tensor, caption_choices: list[list[int]], text, emp
         device = next(model.parameters()).device
         ctx, mask, pooled = text.hidden[tid].to(device), text.mask[tid].to(device), text.pooled[tid].to(device)
         x0 = latents[idx].to(device).contiguous(memory_format=torch.channels_last)
-        loss = objective(lambda x_t, t: model(x_t, t, ctx, mask, pooled), x0, gen).mean()
+        moe = []  # one MoEStats per MoE layer and forward
+        loss = objective(lambda x_t, t: model(x_t, t, ctx, mask, pooled, moe_stats=moe), x0, gen).mean()
         logs = {"denoise": loss.item()}
         if repa is not None:
             targets, weight = repa
             align = getattr(model, "module", model).alignment_loss(targets[idx].to(device))
             loss = loss + weight * align
             logs["repa"] = align.item()
-        if moe_layers:
-            aux = sum(m.aux_loss for m in moe_layers) / len(moe_layers)
-            z = sum(m.z_loss for m in moe_layers) / len(moe_layers)
+        if moe:
+            aux, z, counts = summarize(moe)
             loss = loss + aux_weight * aux + z_weight * z
             logs.update({"moe_balance": aux.item(), "moe_z": z.item()})
-            usage = torch.stack([m.last_counts for m in moe_layers]).sum(0)
-            for e, frac in enumerate((usage / usage.sum().clamp(min=1)).tolist()):
+            total = counts.sum(0)
+            for e, frac in enumerate((total / total.sum().clamp(min=1)).tolist()):
                 logs[f"moe_expert{e}"] = frac
+            if usage is not None:
+                usage.add_(counts.cpu())
         return loss, logs
 
     return loss_fn
