@@ -148,14 +148,15 @@ def test_nearest_concept_by_embedding_and_threshold(tiny_pipe, tmp_path, monkeyp
 
 def test_concurrent_calls_keep_their_own_settings(tiny_pipe, tmp_path, monkeypatch):
     """One shared filter, many threads, different prompts and thresholds: each result is the one that call asked for
-    (the threshold and the closest concept live in the call, not on the filter)."""
+    (the threshold, the encoder and the closest concept live in the call, not on the filter)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from minicream.filter import get_offline_filter
 
     monkeypatch.setenv("MINICREAM_CACHE_DIR", str(tmp_path))
     vocab = small_vocab()
-    shared = get_offline_filter(vocab, tiny_pipe.text_encoder)
+    shared = get_offline_filter(vocab)
+    assert shared is vocab.offline_filter and shared.encoder is None  # shared: the encoder comes with each call
     cases = [("a musical instrument", 0.0, "guitar"), ("a musical instrument", 0.999, "a musical instrument"),
              ("red apple", 0.999, "red apple"), ("dog, twemoji", 0.5, "dog face, twemoji")] * 6
     expect = {}
@@ -170,7 +171,24 @@ def test_concurrent_calls_keep_their_own_settings(tiny_pipe, tmp_path, monkeypat
     with ThreadPoolExecutor(8) as pool:
         assert all(pool.map(one, cases))
     assert shared is get_offline_filter(vocab) and shared.threshold == OfflineFilter(vocab).threshold  # never changed
+    assert shared.encoder is None  # never patched in by a call
     assert "closest: 'guitar'" in expect["a musical instrument", 0.999].warnings[0]
+    # Without an encoder, the same shared filter skips the nearest-concept rule: the prompt is kept as typed.
+    assert rewrite("a musical instrument", "offline", vocab, threshold=0.0).rewritten == "a musical instrument"
+
+
+def test_a_lazy_encoder_is_loaded_once_per_call_and_only_when_needed(tiny_pipe, tmp_path, monkeypatch):
+    """The CLI passes a loader (the encoder is only loaded if the embedding rule needs it)."""
+    monkeypatch.setenv("MINICREAM_CACHE_DIR", str(tmp_path))
+    vocab, loads = small_vocab(), []
+
+    def loader():
+        loads.append(1)
+        return tiny_pipe.text_encoder
+
+    assert rewrite("red apple", "offline", vocab, encoder=loader).rewritten == "red apple" and loads == []
+    assert rewrite("a musical instrument", "offline", vocab, encoder=loader, threshold=0.0).rewritten == "guitar"
+    assert loads == [1] and vocab.offline_filter.encoder is None
 
 
 # -- bad input ---------------------------------------------------------------------------------------------
@@ -461,3 +479,91 @@ def test_cli_style_vary_reruns_exactly(tiny_model, tmp_path, capsys):
     assert np.array_equal(np.asarray(Image.open(pngs[1])), np.asarray(Image.open(again)))
     assert main(["filter", "dog face", "--style", "vary", "--model", str(tiny_model)]) == 0
     assert capsys.readouterr().out.splitlines()[0] == "dog face"
+
+
+# -- typed prompts over a large vocabulary: names with filler words, descriptions, scenes, typos, other languages --
+def _names_vocab(*names, aliases=None) -> Vocabulary:
+    aliases = aliases or {}
+    return build_concepts([{"concept": n, "aliases": aliases.get(n, []), "style": "twemoji"} for n in names])
+
+
+@pytest.fixture(scope="module")
+def minilm(tmp_path_factory):
+    """The packaged sentence encoder (the meaning rule's), its concept matrices cached in a temporary folder."""
+    import os
+
+    from minicream.text.encoder import TextEncoder
+
+    old = os.environ.get("MINICREAM_CACHE_DIR")
+    os.environ["MINICREAM_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield TextEncoder.load(None)
+    if old is None:
+        os.environ.pop("MINICREAM_CACHE_DIR")
+    else:
+        os.environ["MINICREAM_CACHE_DIR"] = old
+
+
+def test_typo_similarity_counts_keyboard_slips_half():
+    from minicream.filter.typo import closest, similarity
+
+    assert similarity("winb", "wing") == 0.875  # b is next to g on the keyboard: half an edit in four letters
+    assert similarity("winb", "wind") == 0.75  # d is not: a whole edit
+    assert similarity("pcik", "pick") == 0.875  # two neighbouring letters swapped
+    assert similarity("aple", "apple") == 0.8 and similarity("same", "same") == 1.0
+    assert closest("winb", ["wind", "wine", "wing", "wink", "win"], 0.79) == [("wing", 0.875)]
+
+
+def test_names_with_filler_words_survive_a_request():
+    v = _names_vocab("glass of milk", "woman with headscarf", "woman", "milk")
+    assert off("draw glass of milk", v).concepts == ["glass of milk"]
+    r = off("draw me a woman with headscarf", v)
+    assert r.rewritten == "woman with headscarf" and not r.warnings
+
+
+def test_last_letter_slip_and_swap_inside_a_name():
+    v = _names_vocab("wing", "wind", "wink", "hammer", "hammer and pick", "prince")
+    assert off("winb", v).concepts == ["wing"]
+    r = off("hammer and pcik", v)  # one name with a typo, not a scene of a hammer and something else
+    assert r.rewritten == "hammer and pick" and r.scene is None
+    assert off("two pears", _names_vocab("pear", "two hearts")).rewritten == "two pears"  # a count, not a typo
+
+
+def test_a_count_stands_in_front_of_its_object():
+    from minicream.filter.grammar import object_spec
+
+    f = OfflineFilter(_names_vocab("red apple", "slot machine"))
+    assert object_spec(f, "three apples".split(), False).count == 3
+    assert object_spec(f, "draw 4 apples".split(), False).count == 4
+    assert object_spec(f, "casino machine with three reels".split(), False).count == 1
+
+
+def test_descriptions_weigh_meaning_against_a_word_they_contain(minilm):
+    v = _names_vocab("glasses", "nose", "hot beverage", "cup with straw", "birthday cake", "candle", "rocket",
+                     "slot machine", "wrench")
+    f = OfflineFilter(v, minilm, synonyms={"coffee": "hot beverage"})
+    r = f.rewrite("spectacles you wear on your nose")  # "nose" is a small part of it: meaning wins
+    assert r.concepts == ["glasses"] and any("closer than 'nose'" in c for c in r.changes)
+    assert f.rewrite("a cup of coffee").concepts == ["hot beverage"]  # the phrase is about the coffee it names
+    assert f.rewrite("a birthday cake with candles").concepts == ["birthday cake"]
+    r = f.rewrite("casino machine with three reels and a lever")  # one described object: no scene, no count
+    assert r.scene is None and "wrench" not in r.concepts
+    f = OfflineFilter(_names_vocab("END arrow", "red apple", aliases={"END arrow": ["end"], "red apple": ["apple"]}),
+                      minilm)
+    assert f.rewrite("an apple in a basket").concepts == ["red apple"]  # the name is what the phrase is about
+    r = f.rewrite("a letter from the bank about the end of my loan")  # one word of it, unrelated to the rest
+    assert r.concepts == [] and "used as typed" in r.warnings[0]
+
+
+def test_words_the_filter_cannot_read_are_flagged_not_mapped(minilm):
+    from minicream.filter.readable import Lexicon
+
+    lex = Lexicon(["red apple"], ["lady", "bug", "howl", "per", "soon", "the"])
+    assert lex.readable("ladybug") and lex.readable("howls") and lex.readable("red")
+    assert not lex.readable("fuoco") and not lex.readable("téléphones") and not lex.readable("яблоко")
+    assert lex.readable("persoon") and not lex.readable("persoon", compounds=False)  # no proof of spelling
+    f = OfflineFilter(_names_vocab("flamingo", "fire", "red apple", "telephone"), minilm)
+    r = f.rewrite("fuoco")
+    assert r.concepts == [] and "not a word this filter can read" in r.warnings[0]
+    assert f.rewrite("a flamingo").concepts == ["flamingo"] and f.rewrite("fire").concepts == ["fire"]
+    r = f.rewrite("téléphones portables")  # what is found in words the filter cannot read says it is a guess
+    assert r.concepts == ["telephone"] and "'téléphones': not readable" in r.warnings[0] and "guess" in r.warnings[0]

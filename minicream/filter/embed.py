@@ -53,14 +53,19 @@ def concept_matrix(vocab: Vocabulary, encoder) -> torch.Tensor:
     return matrix
 
 
-def nearest(phrase: str, vocab: Vocabulary, encoder, k: int = 3) -> list[tuple[str, float]]:
-    """The `k` concepts most similar to `phrase`, with cosine similarities, best first."""
+def similarities(phrase: str, vocab: Vocabulary, encoder) -> torch.Tensor:
+    """(N,) cosine similarity of `phrase` to every concept of `vocab`, in the vocabulary's order."""
     import warnings
 
     matrix = concept_matrix(vocab, encoder)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # truncation of long phrases is harmless here
         q = encoder.encode([phrase]).pooled.float().cpu()[0]
-    sims = matrix @ q
+    return matrix @ q
+
+
+def nearest(phrase: str, vocab: Vocabulary, encoder, k: int = 3) -> list[tuple[str, float]]:
+    """The `k` concepts most similar to `phrase`, with cosine similarities, best first."""
+    sims = similarities(phrase, vocab, encoder)
     top = torch.topk(sims, min(k, len(sims)))
     return [(vocab.concepts[i].name, float(s)) for s, i in zip(top.values.tolist(), top.indices.tolist())]

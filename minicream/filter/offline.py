@@ -1,15 +1,18 @@
 """The offline language filter: rewrite what a person typed into the captions the model was trained on.
 
-Rules, in the order a phrase meets them (the first that finds a concept wins):
+Rules, in the order a phrase meets them (request words such as "draw me a" are trimmed from its ends first;
+the words inside it are kept, since names have them too: "glass of milk", "woman with headscarf"):
   1. exact name, alias or Russian name of a concept (keys ignore case, punctuation, spacing, й/и, ё/е)
   2. the same after English plural -> singular, or Russian endings stripped ("ракету" -> "ракета")
   3. a curated everyday synonym ("puppy" -> "dog face"), when the model knows the target
-  4. typo correction of the whole phrase, then of each unknown word (rapidfuzz edit similarity)
-  5. a known name inside a longer phrase ("a birthday cake with candles" -> "birthday cake")
-  6. the nearest concept by MiniLM sentence embedding, if its cosine similarity reaches the threshold;
-     otherwise the prompt is passed through as typed and a warning says so.
+  4. typo correction of the whole phrase, then of each unknown word (typo.py: slips of a neighbouring key count half)
+  5. a known name inside a longer phrase ("a birthday cake with candles" -> "birthday cake"), longest first
+  6. the nearest concept by MiniLM sentence embedding, if its cosine similarity reaches the threshold. When rule 5
+     found a name that leaves words out, the two compete (meaning.py): "spectacles you wear on your nose" is
+     glasses, not nose. A guess by meaning on words the filter cannot read (another language: readable.py) must
+     be clearly close, and is flagged; otherwise the prompt is passed through as typed and a warning says so.
 Around that: emoji characters become their concept, style words are kept (or added), and scene grammar
-("A to the left of B", "three As", "a big A and a small B") is kept while each object is resolved.
+("A to the left of B", "three As", "a big A and a small B": grammar.py) is kept while each object is resolved.
 """
 from __future__ import annotations
 
@@ -18,40 +21,31 @@ import threading
 from dataclasses import dataclass, field
 
 from rapidfuzz import fuzz, process
-from rapidfuzz.distance import OSA
 
 from ..errors import MinicreamError
-from .lexicon import NUMBER_WORDS, NUMBERS, RELATIONS, SIZES, STOPWORDS, STYLE_FILLERS, SYNONYMS
+from . import meaning, typo
+from .grammar import compose, parse, trim
+from .lexicon import NUMBER_WORDS, NUMBERS, SIZES, STOPWORDS, STYLE_FILLERS, SYNONYMS
+from .match import Match, ObjectSpec
 from .normalize import check_prompt, clean, is_cyrillic, key, ru_stem, ru_stem_key, singular
+from .readable import Lexicon
 from .result import FilterResult
 from .vocabulary import Vocabulary
 
 DEFAULT_THRESHOLD = 0.5  # MiniLM cosine; nonsense and off-topic phrases score below ~0.47 (see README)
-# edit similarity (optimal string alignment: a swap of two letters is one edit). Whole phrases need 0.8
-# ("sad face" is not "cat face"); single words of 5+ letters may lose one letter in four.
-PHRASE_CUTOFF, WORD_CUTOFF, SHORT_WORD_CUTOFF = 0.79, 0.74, 0.79  # just under 0.8 and 0.75: rapidfuzz rounds
+# typo similarity (typo.py: an edit, or half of one for a neighbouring key or two swapped letters). Whole phrases
+# need 0.8 ("sad face" is not "cat face"); single words of 5+ letters may lose one letter in four.
+PHRASE_CUTOFF, WORD_CUTOFF, SHORT_WORD_CUTOFF = 0.79, 0.74, 0.79
+SPELLED_PHRASE_CUTOFF = 0.9  # a phrase of correctly spelled words is a typo only with one slip in ten letters
 _PRIORITY = {"name": 0, "alias": 1, "Russian name": 1, "synonym": 2}
-
-
-@dataclass
-class Match:
-    concept: str
-    how: str                      # which rule found it, for the explanation
-    dropped: list[str] = field(default_factory=list)
-
-
-@dataclass
-class ObjectSpec:
-    words: str                    # the words the person typed for this object
-    match: Match | None
-    count: int = 1
-    size: str | None = None
 
 
 @dataclass
 class _Call:
     threshold: float
+    encoder: object = None  # this call's text encoder (or a zero-argument loader), else the filter's own
     nearest: tuple | None = None  # (phrase, concept, similarity) of the last nearest-concept lookup
+    unreadable: list[str] = field(default_factory=list)  # words of the last guess by meaning the filter cannot read
 
 
 _CALL: contextvars.ContextVar[_Call] = contextvars.ContextVar("offline_filter_call")
@@ -60,16 +54,19 @@ _CALL: contextvars.ContextVar[_Call] = contextvars.ContextVar("offline_filter_ca
 class OfflineFilter:
     def __init__(self, vocab: Vocabulary, encoder=None, threshold: float = DEFAULT_THRESHOLD,
                  synonyms: dict[str, str] | None = None, scene_concepts=None):
-        """`encoder`: a TextEncoder, or a zero-argument callable returning one (loaded only when needed)."""
+        """`encoder`: the default one of rewrite() (a TextEncoder, or a zero-argument callable returning one, loaded
+        only when needed); the filter every caller shares (Vocabulary.offline_filter) has none."""
         from ..data.scene_layout import DEFAULT_CONCEPTS
 
         self.vocab, self.threshold, self._encoder = vocab, threshold, encoder  # threshold: the default of rewrite()
         self._lock = threading.Lock()
+        self._lexicon = None  # (encoder, Lexicon), built when the encoder is first needed
         self.scene = set(DEFAULT_CONCEPTS if scene_concepts is None else scene_concepts)
         self.exact: dict[str, list[tuple[int, str, str]]] = {}
         self.ru_stems: dict[str, list[tuple[int, str, str]]] = {}
         self.ru_heads: dict[str, set[str]] = {}
         self.emoji: dict[str, str] = {}
+        self.index = {c.name: i for i, c in enumerate(vocab.concepts)}  # name -> row of the concept matrix
         for c in vocab.concepts:
             self._add(c.name, c.name, "name")
             for a in c.aliases:
@@ -107,11 +104,32 @@ class OfflineFilter:
                 self._encoder = self._encoder()
             return self._encoder
 
+    def call_encoder(self):
+        """The text encoder of the call in progress (rewrite's `encoder`, loaded once per call if it is a loader),
+        else the filter's own; None if neither has one."""
+        call = _CALL.get(None)
+        if call is None or call.encoder is None:
+            return self.encoder
+        if callable(call.encoder) and not hasattr(call.encoder, "encode"):
+            call.encoder = call.encoder()
+        return call.encoder
+
+    @property
+    def lexicon(self) -> Lexicon | None:
+        """The words this filter can read (readable.py); None without an encoder (then no guess by meaning to judge)."""
+        enc = self.call_encoder()
+        if enc is None:
+            return None
+        with self._lock:
+            if self._lexicon is None or self._lexicon[0] is not enc:
+                self._lexicon = (enc, Lexicon.from_encoder(self.words, enc))
+            return self._lexicon[1]
+
     # -- the whole prompt -------------------------------------------------------------------------
-    def rewrite(self, prompt: str, style: str | None = None, threshold: float | None = None) -> FilterResult:
-        """One call's state (its threshold, the nearest concept it tried) lives in a context variable, never on
-        this shared object: concurrent calls (serve --concurrency 2+) cannot see each other's."""
-        token = _CALL.set(_Call(self.threshold if threshold is None else float(threshold)))
+    def rewrite(self, prompt: str, style: str | None = None, threshold: float | None = None, encoder=None) -> FilterResult:
+        """encoder: the nearest-concept rule's text encoder (or its loader), else the filter's own. A call's state
+        (threshold, encoder, the concept it found nearest) lives in a context variable, never on this shared object."""
+        token = _CALL.set(_Call(self.threshold if threshold is None else float(threshold), encoder=encoder))
         try:
             return self._rewrite(prompt, style)
         finally:
@@ -139,14 +157,16 @@ class OfflineFilter:
             elif not found_style:
                 changes.append(f"added style '{style}' (style option)")
             found_style = style
-        objects = self._parse(tokens)
+        objects = parse(self, tokens)
         if objects is None:
             warnings.append(self._unresolved_message(" ".join(tokens)))
             return FilterResult(prompt, text, changes, [], "offline", warnings)
         relation, specs = objects
-        rewritten = self._compose(relation, specs)
+        rewritten = compose(relation, specs)
         for spec in specs:
             changes.extend(_explain(spec))
+            if spec.match.note:
+                warnings.append(spec.match.note)
         if relation is not None and relation != "and":
             changes.append(f"kept relation '{relation}'")
         elif relation == "and":
@@ -212,84 +232,29 @@ class OfflineFilter:
         out = [t for t, k in zip(tokens, keep) if k]
         return out, style
 
-    # -- structure ----------------------------------------------------------------------------------
-    def _parse(self, tokens: list[str]):
-        """(relation or None, [ObjectSpec]) or None when nothing resolves."""
-        whole = self.resolve(tokens)
-        if whole is not None and whole.how in ("name", "alias", "Russian name", "synonym") and not whole.dropped:
-            return None, [ObjectSpec(" ".join(t for t in tokens if t not in STOPWORDS) or " ".join(tokens), whole)]
-        for i, n, relation in self._relations(tokens):
-            left, right = self._spec(tokens[:i], True), self._spec(tokens[i + n:], True)
-            if left and right and left.match and right.match:
-                return relation, [left, right]
-        spec = self._spec(tokens, False)
-        if spec is not None and spec.match is not None:
-            return None, [spec]
-        return None
-
-    def _relations(self, tokens: list[str]):
-        phrases = sorted(RELATIONS, key=lambda p: -len(p.split()))
-        for i in range(1, len(tokens) - 1):
-            for p in phrases:
-                words = p.split()
-                if tokens[i:i + len(words)] == words:
-                    yield i, len(words), RELATIONS[p]
-                    break
-
-    def _spec(self, tokens: list[str], in_scene: bool) -> ObjectSpec | None:
-        tokens = [t for t in tokens if t not in ("a", "an", "the", "one")]
-        count, size = 1, None
-        rest = []
-        i = 0
-        while i < len(tokens):
-            two = " ".join(tokens[i:i + 2])
-            if two in NUMBERS:
-                count, i = NUMBERS[two], i + 2
-                continue
-            t = tokens[i]
-            if t in NUMBERS or (t.isdigit() and 2 <= int(t) <= 10):
-                count = NUMBERS.get(t) or int(t)
-            elif t in SIZES:
-                size = SIZES[t]
-            else:
-                rest.append(t)
-            i += 1
-        if not rest:
-            return None
-        if count > 1:  # counting captions were trained only on the scene concepts: prefer those
-            rest, in_scene = rest[:-1] + [singular(rest[-1])], True
-        return ObjectSpec(" ".join(rest), self.resolve(rest, prefer_scene=in_scene), count, size)
-
-    def _compose(self, relation: str | None, specs: list[ObjectSpec]) -> str:
-        from ..data.scene_layout import plural, with_article
-
-        def obj(spec: ObjectSpec, article: bool) -> str:
-            if spec.count > 1:
-                return f"{NUMBER_WORDS.get(spec.count, str(spec.count))} {plural(spec.match.concept)}"
-            noun = f"{spec.size} {spec.match.concept}" if spec.size and relation else spec.match.concept
-            return with_article(noun) if article else noun
-
-        if relation is None:
-            return obj(specs[0], article=False)
-        return f"{obj(specs[0], True)} {relation} {obj(specs[1], True)}"
-
     # -- one object -----------------------------------------------------------------------------------
     def resolve(self, tokens: list[str], prefer_scene: bool = False) -> Match | None:
+        core = trim(tokens)  # request words off the ends; inner words stay ("glass of milk")
         content = [t for t in tokens if t not in STOPWORDS] or tokens
-        for words in (content, tokens):
+        for words in _distinct(core, content, tokens):
             m = self._lookup(words, prefer_scene)
             if m:
                 return m
-        m = self._fuzzy(content, prefer_scene) or self._inside(content, prefer_scene)
-        if m:
-            return m
-        corrected, fixes = self._correct(content)
-        if fixes:
-            m = self._lookup(corrected, prefer_scene) or self._inside(corrected, prefer_scene)
+        for words in _distinct(core, content):
+            m = self._fuzzy(words, prefer_scene)
             if m:
-                m.how = f"typo corrected ({', '.join(fixes)}); {m.how}"
                 return m
-        return self._nearest(" ".join(content))
+        m, fixes, typed = self._inside(core, prefer_scene) or self._inside(content, prefer_scene), [], core
+        if m is None:
+            corrected, fixes = self._correct(core)
+            m = (self._lookup(corrected, prefer_scene) or self._inside(corrected, prefer_scene)) if fixes else None
+            core, fixes = (corrected, fixes) if m else (core, [])  # a correction is kept only if it named something
+        if m is None or m.dropped:
+            m = meaning.weigh(self, core, m, _CALL.get(None) or _Call(self.threshold), typed)
+        if m is not None and fixes:
+            m.how = f"typo corrected ({', '.join(fixes)}); {m.how}"
+            m.kind = "typo" if m.kind == "name" else m.kind
+        return m
 
     def _pick(self, entries, prefer_scene: bool) -> tuple[str, str]:
         best = min(entries, key=lambda e: (not (prefer_scene and e[1] in self.scene), e[0], e[1].lower()))
@@ -315,21 +280,27 @@ class OfflineFilter:
         k = " ".join(words)
         if len(k) < 4:
             return None
-        hit = process.extractOne(k, self.keys, scorer=OSA.normalized_similarity, score_cutoff=PHRASE_CUTOFF)
-        if hit is None:
+        lexicon = self.lexicon
+        # every word spelled right: a typo only when very close ("crescent mon"; "shining star" is no "shooting star")
+        spelled = lexicon is not None and not lexicon.unreadable(words, compounds=False)
+        hits = typo.closest(k, self.keys, SPELLED_PHRASE_CUTOFF if spelled else PHRASE_CUTOFF)
+        if not hits:
             return None
-        c, how = self._pick(self.exact[hit[0]], prefer_scene)
-        return Match(c, f"typo corrected '{k}' -> '{hit[0]}' ({how})")
+        c, how = self._pick(self.exact[hits[0][0]], prefer_scene)
+        return Match(c, f"typo corrected '{k}' -> '{hits[0][0]}' ({how})", kind="typo")
 
     def _correct(self, words: list[str]) -> tuple[list[str], list[str]]:
+        """Each word that is no word of a name, nor an English word the encoder knows, is replaced by the closest
+        word of a name within the typo cutoff ("automobil" -> "automobile"; "howls" stays)."""
         out, fixes = [], []
         known = set(self.words)
+        lexicon = self.lexicon  # None without an encoder: then every unknown word may be a typo
         for w in words:
-            if w in known or singular(w) in known or len(w) < 4 or w.isdigit():
+            if (w in known or singular(w) in known or len(w) < 4 or w.isdigit() or w in STOPWORDS or w in NUMBERS
+                    or w in SIZES or (lexicon is not None and lexicon.readable(w, compounds=False))):
                 out.append(w)
                 continue
-            cutoff = SHORT_WORD_CUTOFF if len(w) <= 4 else WORD_CUTOFF
-            hits = process.extract(w, self.words, scorer=OSA.normalized_similarity, score_cutoff=cutoff, limit=8)
+            hits = typo.closest(w, self.words, SHORT_WORD_CUTOFF if len(w) <= 4 else WORD_CUTOFF)
             # among equally close words prefer one that is a whole name or alias ("aple": "apple", not "maple")
             hit = max(hits, key=lambda h: (h[1], h[0] in self.exact), default=None)
             if hit and hit[0] != w:
@@ -340,8 +311,10 @@ class OfflineFilter:
         return out, fixes
 
     def _inside(self, words: list[str], prefer_scene: bool) -> Match | None:
-        """Longest known name inside the phrase (rightmost on ties: English puts the noun last)."""
+        """Longest known name inside the phrase (rightmost on ties: English puts the noun last). Its score is the
+        share of the phrase's words it covers, filler words left out."""
         skip = STOPWORDS | set(SIZES) | set(NUMBERS)
+        content = [w for w in words if w not in STOPWORDS] or words
         for n in range(min(len(words) - 1, self.max_words), 0, -1):
             for i in range(len(words) - n, -1, -1):
                 gram = words[i:i + n]
@@ -350,33 +323,36 @@ class OfflineFilter:
                 m = self._lookup(gram, prefer_scene)
                 if m:
                     m.dropped = [w for w in words[:i] + words[i + n:] if w not in STOPWORDS]
+                    m.kind, m.score, m.typed = "inside", 1 - len(m.dropped) / len(content), " ".join(gram)
                     return m
         for w in reversed(words):  # a Russian word inside a longer Russian name: "яблоко" in "красное яблоко"
             heads = self.ru_heads.get(ru_stem(w)) if is_cyrillic(w) and len(w) > 2 else None
             if heads:
                 pick = min(heads, key=lambda c: (not (c in self.scene), len(key(self.vocab.by_name[c].ru or "").split()), c))
-                return Match(pick, f"word of the Russian name '{self.vocab.by_name[pick].ru}'",
-                             [x for x in words if x != w and x not in STOPWORDS])
+                dropped = [x for x in words if x != w and x not in STOPWORDS]
+                return Match(pick, f"word of the Russian name '{self.vocab.by_name[pick].ru}'", dropped,
+                             "inside", 1 - len(dropped) / len(content))
         return None
-
-    def _nearest(self, phrase: str) -> Match | None:
-        enc = self.encoder
-        if enc is None or not phrase:
-            return None
-        from .embed import nearest
-
-        (concept, sim), *_ = nearest(phrase, self.vocab, enc, k=1)
-        call = _CALL.get(None) or _Call(self.threshold)  # outside rewrite(): this lookup's own state
-        call.nearest = (phrase, concept, sim)
-        if sim < call.threshold:
-            return None
-        return Match(concept, f"nearest concept by meaning, similarity {sim:.2f}")
 
     def _unresolved_message(self, phrase: str) -> str:
         call = _CALL.get(None) or _Call(self.threshold)
         last = call.nearest
+        if call.unreadable:
+            words = ", ".join(f"'{w}'" for w in call.unreadable)
+            what = "is not a word" if len(call.unreadable) == 1 else "are not words"
+            closest = f"; closest by meaning: '{last[1]}', similarity {last[2]:.2f}" if last and last[0] else ""
+            return (f"no concept of this model matches '{phrase}': {words} {what} this filter can read (it reads "
+                    f"English, and Russian names; another language?){closest}; the prompt is used as typed")
         closest = f" (closest: '{last[1]}', similarity {last[2]:.2f} < {call.threshold})" if last and last[0] else ""
         return f"no concept of this model matches '{phrase}'{closest}; the prompt is used as typed"
+
+
+def _distinct(*phrases: list[str]) -> list[list[str]]:
+    out = []
+    for p in phrases:
+        if p not in out:
+            out.append(p)
+    return out
 
 
 def _bare_emoji(chars: str) -> str:
