@@ -43,6 +43,8 @@ def _train(prefix: str, t) -> None:
         _int(f"{prefix}.{name}", getattr(t, name), 1)
     _int(f"{prefix}.warmup_steps", t.warmup_steps, 0)
     _int(f"{prefix}.seed", t.seed, 0)
+    if t.seed > 2**32 - 1:  # numpy and the samplers' generators take 32-bit seeds: refuse before any training
+        _fail(f"{prefix}.seed", t.seed, "must be at most 4294967295")
     if t.batch_size % t.grad_accum:
         _fail(f"{prefix}.grad_accum", t.grad_accum, f"must divide the batch size ({t.batch_size})")
     _num(f"{prefix}.lr", t.lr, 0.0)

@@ -338,6 +338,8 @@ def test_planned_schedule_is_validated():
         load_config("tiny", ["unet.train.plan_samples=-1"])
     with pytest.raises(MinicreamError, match="cooldown"):
         load_config("tiny", ["unet.train.cooldown=1.5"])
+    with pytest.raises(MinicreamError, match="seed"):  # --set bypasses the CLI's --seed range
+        load_config("tiny", ["unet.train.seed=99999999999999999999999"])
 
 
 def test_deterministic_runs_ignore_the_time_clock(tmp_path):
