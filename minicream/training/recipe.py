@@ -28,7 +28,8 @@ from ..diffusion.objectives import make_objective
 from ..errors import MinicreamError
 from ..filter.vocabulary import write_model_concepts
 from ..models.autoencoder import build_autoencoder, decode, encode, psnr, save_autoencoder
-from ..io.model_dir import MODEL_INDEX  # the model folder's layout lives in io/model_dir.py
+from ..io.atomic import read_json
+from ..io.model_dir import MAX_INDEX_BYTES, MODEL_INDEX  # the model folder's layout lives in io/model_dir.py
 from ..models.build import build_unet
 from ..text.encoder import TextEncoder
 from .stages import mark_done as _mark_done
@@ -106,17 +107,16 @@ def caption_variants(example: Example, cfg: RecipeConfig) -> list[str]:
 
 
 # 5. ------------------------------------------------------------------------------------------------
-def _unet_trainer(cfg: RecipeConfig, run: Path, latents, images, caption_choices, text, empty_id, log, cpu):
+def _unet_trainer(cfg: RecipeConfig, run: Path, latents, images, caption_choices, text, empty_id, log, cpu,
+                  offset: int = 0):
     u = cfg.unet
     # The text encoder decides the conditioning widths (384 for MiniLM; another local encoder may differ).
     dim = text.hidden.shape[-1]
     set_seed(u.train.seed)  # the initial weights are part of a deterministic run
     model = build_unet(dataclasses.replace(u.model, context_dim=dim, pooled_dim=dim, in_channels=latents.shape[1],
                                         sample_size=latents.shape[-1]))
-    offset = 0
-    if cfg.init_from:
+    if cfg.init_from:  # `offset`: the samples its earlier sittings trained on (its training record)
         _warm_start(model, Path(cfg.init_from) / "unet")
-        offset = training_record(Path(cfg.init_from)).get("samples", 0)
         log(f"unet: warm start from {cfg.init_from} (fresh optimizer; {offset:,} samples trained before)")
     if u.train.plan_samples:
         log(f"unet: planned schedule of {u.train.plan_samples:,} samples; this sitting starts at {offset:,} "
@@ -153,10 +153,7 @@ def _unet_trainer(cfg: RecipeConfig, run: Path, latents, images, caption_choices
 def training_record(model_dir: Path) -> dict:
     """What an exported model says of its training (model_index.json "training"): samples seen over all its
     sittings, the number of sittings, the planned schedule's length. Empty for a model that records none."""
-    try:
-        return dict(json.loads((model_dir / MODEL_INDEX).read_text()).get("training") or {})
-    except (OSError, ValueError):
-        return {}
+    return dict(read_json(model_dir / MODEL_INDEX, max_bytes=MAX_INDEX_BYTES).get("training") or {})
 
 
 def run_recipe(cfg: RecipeConfig, run_dir: str | Path, resume: bool = False, cpu: bool | None = None) -> Path:
@@ -252,7 +249,9 @@ def run_recipe(cfg: RecipeConfig, run_dir: str | Path, resume: bool = False, cpu
     unet_cfg = json.loads(json.dumps(config_to_dict(cfg.unet)))
     if (_stage_done(run, "export") or {}).get("unet") != unet_cfg:
         t0 = time.time()
-        trainer, objective = _unet_trainer(cfg, run, latents, images, caption_choices, text, index[""], log, cpu)
+        before = training_record(Path(cfg.init_from)) if cfg.init_from else {}  # earlier sittings
+        trainer, objective = _unet_trainer(cfg, run, latents, images, caption_choices, text, index[""], log, cpu,
+                                           offset=int(before.get("samples", 0)))
         if resume and trainer.resume():
             log(f"unet: resumed at step {trainer.step}")
         stats = trainer.train()
@@ -263,7 +262,6 @@ def run_recipe(cfg: RecipeConfig, run_dir: str | Path, resume: bool = False, cpu
 
         # 6. Export
         if trainer.acc.is_main_process:
-            before = training_record(Path(cfg.init_from)) if cfg.init_from else {}
             record = {"samples": trainer.schedule.plan_position(stats["steps"]),
                       "sittings": int(before.get("sittings", 0)) + 1,
                       "plan_samples": cfg.unet.train.plan_samples}

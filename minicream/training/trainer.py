@@ -88,13 +88,12 @@ class LRSchedule:
         return self.plan_offset + step * self.batch_size
 
     def __call__(self, step: int) -> float:
-        if not self.plan_samples:
-            if step < self.warmup_steps:
-                return (step + 1) / self.warmup_steps
-            return self._cosine(self.progress(step))
-        target = self._cosine(min(1.0, self.plan_position(step) / self.plan_samples))
+        # the rate warm-up rises to: the peak, or the plan's rate where this sitting stands
+        target = self._cosine(min(1.0, self.plan_position(step) / self.plan_samples)) if self.plan_samples else 1.0
         if step < self.warmup_steps:
             return target * (step + 1) / self.warmup_steps
+        if not self.plan_samples:
+            return self._cosine(self.progress(step))
         left = 1.0 - self.progress(step)  # of this sitting
         if self.cooldown > 0 and left < self.cooldown:
             return self.decay_to + (target - self.decay_to) * left / self.cooldown
