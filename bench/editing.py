@@ -9,6 +9,7 @@ For N concepts of the model (a fixed seed picks them), each paired with the next
 Writes report.json, a grid of the inpaintings (input | mask | output), an outpainted strip and a blend strip.
 
     python bench/editing.py --model minicream/reference --out docs/editing [--concepts 20] [--data data/emoji]
+    python bench/editing.py --model full --concepts 8 --variation-only [--vary-strength 0.8] [--vary-style vary]
 """
 from __future__ import annotations
 
@@ -78,7 +79,16 @@ def main() -> None:
     ap.add_argument("--concepts", type=int, default=20)
     ap.add_argument("--style", default="twemoji", help="design of the real input images")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--variation-only", action="store_true", help="measure variations only (no inpaint, outpaint, blend)")
+    ap.add_argument("--vary-strength", type=float, help="strength of the variations (default: the mode's)")
+    ap.add_argument("--vary-style", help="style option of the variations (default: the mode's)")
+    ap.add_argument("--vary-guidance", type=float, help="guidance scale of the variations (default: the model's)")
+    ap.add_argument("--vary-prompt", choices=["named", "empty", "true"], default="named",
+                    help="prompt of the variations: named = the mode's default (none given: the evaluator names the "
+                         "image), empty = \"\", true = the input's real concept (an upper bound, not a mode)")
     args = ap.parse_args()
+    vary_options = {k: v for k, v in (("strength", args.vary_strength), ("style", args.vary_style),
+                                      ("guidance", args.vary_guidance)) if v is not None}
     t0 = time.time()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -93,32 +103,47 @@ def main() -> None:
     mask = right_half_mask(size)
     keep_cols = size // 2 - SEAM - 2  # columns away from the feathered seam
 
-    rows, grid = [], []
+    rows, grid, vgrid = [], [], []
     for i, a in enumerate(pool):
         b = pool[(i + 1) % len(pool)]
         src = reals[a]
-        [edited] = pipe.edit(src, b, mask=mask, seed=1000 + i)
-        probs = judge.class_probs([padded_right_half(edited)], pool)[0]
-        named = pool[int(probs.argmax())]
-        kept = np.asarray(edited)[:, :keep_cols] == np.asarray(src)[:, :keep_cols]
-        variations = pipe.vary(src, num_images=4, seed=2000 + 4 * i)
+        if args.variation_only:
+            edited, named, kept = src, None, np.ones(1)
+        else:
+            [edited] = pipe.edit(src, b, mask=mask, seed=1000 + i)
+            probs = judge.class_probs([padded_right_half(edited)], pool)[0]
+            named = pool[int(probs.argmax())]
+            kept = np.asarray(edited)[:, :keep_cols] == np.asarray(src)[:, :keep_cols]
+        prompt = {"named": {}, "empty": {"prompt": ""}, "true": {"prompt": a}}[args.vary_prompt]
+        variations = pipe.vary(src, num_images=4, seed=2000 + 4 * i, **vary_options, **prompt)
         vnames = [pool[int(p.argmax())] for p in judge.class_probs(variations, pool)]
-        rows.append({"input": a, "prompt": b, "judge_repainted_half": named, "correct": named == b,
+        source_named = pool[int(judge.class_probs([src], pool)[0].argmax())]
+        rows.append({"input": a, "prompt": b, "variation_prompt": variations[0].info["minicream"]["prompt"],
+                     "source_keeps_concept": float(source_named == a), "judge_repainted_half": named, "correct": named == b,
                      "kept_identical": float(kept.mean()), "variation_names": vnames,
                      "variation_keeps_concept": sum(v == a for v in vnames) / len(vnames),
                      "variation_ssim": round(pairwise_ssim(to_uint8(variations)), 4)})
         grid += [src, mask.convert("RGB"), edited]
-        print(f"{a:>24s} -> {b:<24s} judge: {named:<24s} kept {kept.mean():.3f}  variations: {rows[-1]['variation_keeps_concept']:.2f} "
+        vgrid += [src, *variations]
+        print(f"{a:>24s} -> {b:<24s} judge: {named or '-':<24s} kept {kept.mean():.3f}  variations: {rows[-1]['variation_keeps_concept']:.2f} "
               f"SSIM {rows[-1]['variation_ssim']:.3f}", flush=True)
 
     report = {"model": str(pipe.model_dir), "model_hash": pipe.model_hash, "concepts": len(pool), "style": args.style,
               "judge": str(judge_dir.relative_to(pipe.model_dir)),
-              "inpaint_judge_top1": round(sum(r["correct"] for r in rows) / len(rows), 4),
-              "inpaint_kept_identical": round(min(r["kept_identical"] for r in rows), 4),
+              **({} if args.variation_only else {
+                  "inpaint_judge_top1": round(sum(r["correct"] for r in rows) / len(rows), 4),
+                  "inpaint_kept_identical": round(min(r["kept_identical"] for r in rows), 4)}),
+              "variation_options": {**vary_options, "prompt": args.vary_prompt},
               "variation_keeps_concept": round(sum(r["variation_keeps_concept"] for r in rows) / len(rows), 4),
+              # the judge's top-1 on the real inputs themselves: what the variations are compared with
+              "source_keeps_concept": round(sum(r["source_keeps_concept"] for r in rows) / len(rows), 4),
               "variation_pairwise_ssim": round(sum(r["variation_ssim"] for r in rows) / len(rows), 4),
               "chance": round(1 / len(pool), 4), "rows": rows, "seconds": round(time.time() - t0, 1)}
     (out / "report.json").write_text(json.dumps(report, indent=1))
+    image_grid(vgrid[:5 * 8], cols=5).save(out / "variation_grid.png")  # source | four variations
+    if args.variation_only:
+        print(json.dumps({k: v for k, v in report.items() if k != "rows"}, indent=1))
+        return
     image_grid(grid[:3 * 8], cols=6).save(out / "inpaint_grid.png")
     a, b = pool[0], pool[1]
     [wide] = pipe.outpaint(reals[a], a, right=size, seed=7)

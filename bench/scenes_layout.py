@@ -2,7 +2,11 @@
 model, with text2img's layout switched off (the prompt drawn as one caption, as before), and on with the final joint
 redraw at several strengths.
 
-    python bench/scenes_layout.py [--model DIR] [--harmonize 0,0.3] [--out runs/scenes_layout]
+    python bench/scenes_layout.py [--model DIR] [--harmonize 0,0.3] [--canvas scene,model] [--limit N] [--out runs/scenes_layout]
+
+--canvas: "scene" lays the objects out at the model's native size on a canvas sized from the layout (issue 28, the
+default), "model" on the model's own square canvas (before issue 28). The grader crops each object found and judges
+it at the model's size, whatever the canvas.
 """
 from __future__ import annotations
 
@@ -27,19 +31,23 @@ def main() -> None:
     ap.add_argument("--model")
     ap.add_argument("--harmonize", default="0,0.3")
     ap.add_argument("--samples", type=int, default=2)
+    ap.add_argument("--canvas", default="scene", help="comma-separated: scene, model")
+    ap.add_argument("--limit", type=int, help="at most this many prompts (a quick look)")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the arm without a layout")
     ap.add_argument("--out", default="runs/scenes_layout")
     args = ap.parse_args()
-    arms = [("no layout (one caption)", {"layout": "none"})]
-    arms += [(f"layout, harmonize {h}", {"layout": None, "harmonize": float(h)}) for h in args.harmonize.split(",")]
+    arms = [] if args.no_baseline else [("no layout (one caption)", {"layout": "none"})]
+    arms += [(f"layout, canvas {c}, harmonize {h}", {"layout": None, "canvas": c, "harmonize": float(h)})
+             for c in args.canvas.split(",") for h in args.harmonize.split(",")]
     rows = {}
     original = Pipeline.modes
     for name, defaults in arms:
         Pipeline.modes = original
         with_defaults(**defaults)
         res = run_benchmark(args.model, "scenes", Path(args.out) / name.replace(" ", "_").replace(",", ""),
-                            samples=args.samples, log=lambda m: None)
+                            samples=args.samples, limit=args.limit, log=lambda m: None)
         rows[name] = {"tasks": res["tasks"], "geneval_mean": res["geneval_mean"], "seconds": res["seconds"]["generate"]}
-        print(f"{name:28s} " + " ".join(f"{t} {v:.3f}" for t, v in res["tasks"].items())
+        print(f"{name:38s} " + " ".join(f"{t} {v:.3f}" for t, v in res["tasks"].items())
               + f"  GenEval mean {res['geneval_mean']:.3f}  ({res['seconds']['generate']:.0f} s)", flush=True)
     Pipeline.modes = original
     (Path(args.out) / "results.json").write_text(json.dumps(rows, indent=1))

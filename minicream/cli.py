@@ -127,6 +127,7 @@ def cmd_distill(args) -> None:
 
 
 # -- generate -------------------------------------------------------------------------------------------
+LATENT_FACTOR = 8  # the shipped autoencoders' downsampling (the pipeline reads its own from the weights)
 EDIT_COMMANDS = {"img2img": "edit", "inpaint": "edit", "outpaint": "outpaint", "variation": "vary", "blend": "blend"}
 
 def cmd_generate(args) -> None:
@@ -170,15 +171,16 @@ def cmd_generate(args) -> None:
     if isinstance(layout, dict) and "width" not in layout:
         layout = {**layout, "width": pipe.image_size, "height": pipe.image_size}
     if args.explain and layout != "none" and (isinstance(layout, dict) or filtered.scene):
-        from .layout import Layout, describe, layout_from_scene
+        from .layout import describe
+        from .pipelines.scene import layout_for
 
         first = settings.get("seed")
-        shown = Layout.from_dict(layout, pipe.image_size, pipe.image_size) if isinstance(layout, dict) else \
-            layout_from_scene(filtered.scene, pipe.image_size, seed=first if first is not None else 0)
+        shown = layout_for(pipe, filtered, layout if isinstance(layout, dict) else None,
+                           first if first is not None else 0, args.canvas or "scene")
         print("layout" + ("" if isinstance(layout, dict) else f" (seed {first if first is not None else 0})") + ":", file=sys.stderr)
         for line in describe(shown):
             print(f"  - {line}", file=sys.stderr)
-    images = pipe(settings["prompt"], filter=filtered, layout=layout, harmonize=settings.get("harmonize"), negative_prompt=settings.get("negative") or "", num_images=args.num_images,
+    images = pipe(settings["prompt"], filter=filtered, layout=layout, canvas=args.canvas or "scene", harmonize=settings.get("harmonize"), negative_prompt=settings.get("negative") or "", num_images=args.num_images,
                   steps=settings.get("steps"), guidance=settings.get("guidance"), sampler=settings.get("sampler"),
                   guidance_max_noise=settings.get("guidance_max_noise"), cads=settings.get("cads"),
                   seed=settings.get("seed"), batch_size=args.batch_size, size=args.size, progress=True,
@@ -233,7 +235,7 @@ def add_mode_arguments(parser: argparse.ArgumentParser, mode_name: str, rerun: b
 
 
 STORED = {"prompt": "prompt", "negative_prompt": "negative_prompt", "steps": "steps", "guidance": "cfg_scale",
-          "sampler": "sampler", "seed": "seed", "strength": "strength"}  # option -> key in the PNG's parameters
+          "sampler": "sampler", "seed": "seed", "strength": "strength", "style": "style"}  # option -> key in the PNG's parameters
 
 
 def _from_png(path, allowed: tuple[str, ...]) -> dict:
@@ -249,6 +251,8 @@ def _from_png(path, allowed: tuple[str, ...]) -> dict:
     out["cads"] = p.get("cads", 0.0)  # not stored = no condition annealing
     if isinstance(p.get("extend"), dict):
         out.update({k: v for k, v in p["extend"].items() if k in ("left", "right", "top", "bottom")})
+    if p["mode"] == "variation" and "style" not in p:
+        out["style"] = "model"  # variations from before style "vary" were drawn in one design
     out["hashes"] = {k: p[k] for k in ("init_image_sha256", "mask_sha256") if k in p}
     out["mode"] = p["mode"]
     return out
@@ -369,11 +373,11 @@ def cmd_filter(args) -> None:
     print_explanation(result, args.explain, out=sys.stdout)
     if args.explain and result.scene:
         from .io.model_dir import ModelDir
-        from .layout import describe, layout_from_scene
+        from .layout import describe, native_layout
 
         size = ModelDir.open(model_dir).image_size
         print("layout (seed 0; each image's seed jitters it):")
-        for line in describe(layout_from_scene(result.scene, size, seed=0)):
+        for line in describe(native_layout(result.scene, size, LATENT_FACTOR, seed=0)):
             print(f"  - {line}")
 
 
@@ -521,6 +525,9 @@ def build_parser() -> argparse.ArgumentParser:
                    '(pixels of the model\'s canvas); "none" draws a several-object prompt as one caption. Default: the layout '
                    'the filter finds in the prompt')
     g.add_argument("--harmonize", type=float, help="with a layout: img2img strength of the final joint redraw (default 0)")
+    g.add_argument("--canvas", choices=["scene", "model"], help="a scene laid out from the prompt: \"scene\" (default) "
+                   "sizes the canvas so each object is drawn at the model's size (136x64 for two side by side), "
+                   "\"model\" draws it on the model's own square canvas")
     add_filter_arguments(g, default=None)
     g.set_defaults(func=cmd_generate)
 

@@ -6,6 +6,11 @@ A layout is what LLM-grounded diffusion (LMD) and GLIGEN condition on: a caption
     above / below     "A above B": A's box over B's, stacked vertically
     big / small       a big object's box is about twice a small one's side, both centred on the same line
 with seeded jitter (a couple of pixels, a few percent of size), so seeds vary the picture but never the relation.
+
+The default canvas (`native_layout`, issue 28) is sized from the layout: each object's box is the model's native
+size (64 px for the shipped models) with 8 px between boxes, so objects are drawn at native size and pasted unscaled,
+e.g. 136x64 for two side by side, 208x64 for "three bananas", 64x136 for "A above B"; a small object's box is about half a big one's.
+`layout_from_scene` lays the objects out on a given canvas instead (the model's own, `canvas="model"`).
 Boxes are (x0, y0, x1, y1) in pixels, x1/y1 exclusive, as in the data builder's scenes.
 """
 from __future__ import annotations
@@ -127,6 +132,49 @@ def layout_from_scene(scene: dict, width: int, height: int | None = None, seed: 
         s = max(4, int(round(side)))
         box = (c0, a0, c0 + s, a0 + s) if vertical else (a0, c0, a0 + s, c0 + s)
         box = (box[0], box[1], min(box[2], width), min(box[3], height))
+        objects.append(LayoutObject(f"{concept}, {style}" if style else concept, box))
+        pos += side + gap
+    return Layout(width, height, objects)
+
+
+def native_gap(native: int) -> int:
+    """White space between two native-size boxes (8 px at 64): objects drawn to their tile's edge would touch and
+    read as one shape."""
+    return max(2, native // 8)
+
+
+def _native_sides(items, native: int) -> list[int]:
+    """Box side per object: the native size, a small object's scaled down against the biggest of the scene."""
+    top = max(_SIZE_SCALE.get(size, 1.0) for _, size in items)
+    return [max(4, int(round(native * _SIZE_SCALE.get(size, 1.0) / top))) for _, size in items]
+
+
+def native_canvas(scene: dict, native: int, factor: int) -> tuple[int, int]:
+    """(width, height) of the default canvas of a scene: its objects' native-size boxes in a row (a column for
+    above/below) with `native_gap` between them, rounded up to a multiple of the latent `factor`."""
+    items, relation = instances(scene)
+    if not items:
+        raise MinicreamError("layout: the scene has no objects")
+    need = sum(_native_sides(items, native)) + native_gap(native) * (len(items) - 1)
+    along = -(-need // factor) * factor
+    return (native, along) if relation in VERTICAL else (along, native)
+
+
+def native_layout(scene: dict, native: int, factor: int, seed: int = 0) -> Layout:
+    """The scene on its default canvas (`native_canvas`): boxes of the native size side by side (stacked for
+    above/below), centred across; the space a smaller box leaves along the row is shared out by the seed."""
+    items, relation = instances(scene)
+    width, height = native_canvas(scene, native, factor)
+    vertical = relation in VERTICAL
+    sides = _native_sides(items, native)
+    along = height if vertical else width
+    gap = native_gap(native)
+    pos = random.Random(seed).randint(0, along - sum(sides) - gap * (len(sides) - 1))  # the rounding's slack
+    style = scene.get("style")
+    objects = []
+    for (concept, _), side in zip(items, sides):
+        c0 = (native - side) // 2
+        box = (c0, pos, c0 + side, pos + side) if vertical else (pos, c0, pos + side, c0 + side)
         objects.append(LayoutObject(f"{concept}, {style}" if style else concept, box))
         pos += side + gap
     return Layout(width, height, objects)

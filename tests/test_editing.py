@@ -132,6 +132,39 @@ def test_variations_keep_the_evaluators_name_for_the_image(tiny_evaluated_model,
     assert len(list((tmp_path / "v").glob("variation_*.png"))) == 2
 
 
+def test_variations_take_a_design_each_by_seed_and_rerun_from_their_png(tiny_evaluated_model, tmp_path, capsys):
+    """Issue 28, 6: under style "vary" (the default) variation k is drawn as "NAME, DESIGN" with the design chosen by
+    its seed (seed s -> design s mod n, as text2img does), the PNG records the caption drawn and the style, and a
+    `--from` re-run is bit-identical; style "model" draws every variation from the bare name."""
+    from minicream.cli import main
+    from minicream.filter.variety import common_styles
+    from minicream.io.pngmeta import read_png_params
+    from minicream.pipeline import Pipeline
+
+    pipe = Pipeline.from_pretrained(tiny_evaluated_model)
+    styles = common_styles(["rocket"], pipe.vocabulary)
+    assert len(styles) >= 2
+    src = pipe("rocket", steps=STEPS, seed=2)[0]
+    out = pipe.vary(src, prompt="rocket", num_images=2, steps=STEPS, seed=9)
+    for im, s in zip(out, (9, 10)):
+        p = im.info[PARAMS_KEY]
+        assert p["mode"] == "variation" and p["style"] == "vary" and p["seed"] == s
+        assert p["rewritten_prompt"] == f"rocket, {styles[s % len(styles)]}"
+    plain = pipe.vary(src, prompt="rocket", num_images=2, steps=STEPS, seed=9, style="model")
+    assert [im.info[PARAMS_KEY]["rewritten_prompt"] for im in plain] == ["rocket", "rocket"]
+    assert plain[0].tobytes() != out[0].tobytes() or plain[1].tobytes() != out[1].tobytes()
+    src.save(tmp_path / "in.png")
+    assert main(["vary", str(tmp_path / "in.png"), "--model", str(tiny_evaluated_model), "-n", "2", "--steps",
+                 str(STEPS), "--seed", "9", "--out", str(tmp_path / "v")]) == 0
+    pngs = sorted((tmp_path / "v").glob("variation_*.png"))
+    assert read_png_params(pngs[1])["style"] == "vary"
+    capsys.readouterr()
+    assert main(["vary", str(tmp_path / "in.png"), "--from", str(pngs[1]), "-n", "1", "--model",
+                 str(tiny_evaluated_model), "--out", str(tmp_path / "again")]) == 0
+    [again] = [line for line in capsys.readouterr().out.split() if line.endswith(".png")]
+    assert Image.open(again).tobytes() == Image.open(pngs[1]).tobytes()
+
+
 # -- issue 29: a mask cropped as its image is, inputs as displayed -----------------------------------------------------
 def test_a_non_square_images_mask_is_cropped_as_the_image_is(tiny_pipe, tmp_path):
     """A 128x64 image is edited as its centred 64x64 square (columns 32-95): a mask stripe over its columns 72-87 must

@@ -10,7 +10,7 @@ from torch import nn
 
 from minicream.errors import MinicreamError
 from minicream.eval import metrics
-from minicream.eval.adherence import check_prompt, find_objects
+from minicream.eval.adherence import check_prompt, find_objects, square_view
 from minicream.eval.benchmarks import GENEVAL_TASKS, get_benchmark, scene_specs
 
 
@@ -114,8 +114,8 @@ class ColourJudge:
         return torch.stack(out)
 
 
-def _scene(*objects):
-    im = torch.full((3, 64, 64), 255, dtype=torch.uint8)
+def _scene(*objects, width=64, height=64):
+    im = torch.full((3, height, width), 255, dtype=torch.uint8)
     for concept, (x0, y0, side) in objects:
         im[:, y0:y0 + side, x0:x0 + side] = torch.tensor(COLORS[concept], dtype=torch.uint8)[:, None, None]
     return im
@@ -136,6 +136,35 @@ def test_find_objects_and_scene_checks_with_a_perfect_judge():
     assert not check_prompt(judge, three, {"kind": "counting", "objects": ["rocket"], "count": 2}, pool)
     one = _scene(("frog", (16, 16, 30)))
     assert check_prompt(judge, one, {"kind": "single_object", "objects": ["frog"]}, pool)
+
+
+class SizeRecordingJudge(ColourJudge):
+    def __init__(self):
+        self.sizes = []
+
+    def class_probs(self, images, labels):
+        self.sizes += [tuple(im.shape[-2:]) for im in images]
+        return super().class_probs(images, labels)
+
+
+def test_wide_and_tall_scenes_are_graded_per_object_at_native_size():
+    """Issue 28, 5: a scene on a canvas sized from its layout (128x64, 64x128): each object is cropped around its own
+    box and judged at the model's size, the relation read from the boxes; a single object on a wide canvas is seen
+    whole, padded to a square."""
+    pool = list(COLORS)
+    wide = _scene(("red apple", (8, 8, 48)), ("frog", (72, 8, 48)), width=128)
+    judge = SizeRecordingJudge()
+    assert check_prompt(judge, wide, {"kind": "position", "objects": ["red apple", "frog"], "relation": "left"}, pool, size=64)
+    assert judge.sizes == [(64, 64), (64, 64)]
+    tall = _scene(("rocket", (8, 8, 48)), ("frog", (8, 72, 48)), height=128)
+    assert check_prompt(judge, tall, {"kind": "position", "objects": ["rocket", "frog"], "relation": "above"}, pool)
+    assert not check_prompt(judge, tall, {"kind": "position", "objects": ["rocket", "frog"], "relation": "below"}, pool)
+    row = _scene(("rocket", (8, 8, 48)), ("rocket", (72, 8, 48)), ("rocket", (136, 8, 48)), width=192)
+    assert check_prompt(judge, row, {"kind": "counting", "objects": ["rocket"], "count": 3}, pool)
+    judge.sizes.clear()
+    assert check_prompt(judge, _scene(("frog", (40, 8, 48)), width=128), {"kind": "single_object", "objects": ["frog"]}, pool)
+    assert judge.sizes == [(64, 64)]
+    assert tuple(square_view(wide, 64).shape) == (3, 64, 64)
 
 
 def test_benchmarks_and_bad_names():

@@ -15,7 +15,7 @@ from minicream.errors import MinicreamError
 from minicream.evaluator.rerank import candidate_seed
 from minicream.filter import load_vocabulary, rewrite
 from minicream.io.pngmeta import read_png_params
-from minicream.layout import Layout, layout_from_scene
+from minicream.layout import Layout, layout_from_scene, native_canvas, native_layout
 from minicream.pipelines import PARAMS_KEY, shipped_model_dir
 from minicream.pipelines.scene import WHITE_THRESHOLD
 
@@ -178,3 +178,79 @@ def test_layout_files_are_bounded(tmp_path, content, words):
         Layout.read_json(path)
     with pytest.raises(MinicreamError, match="not a regular file"):
         Layout.read_json("/dev/zero")
+
+
+# -- issue 28, 5: the default canvas is sized from the layout, objects at the model's native size -------------------
+
+@pytest.mark.parametrize("objects, relation, size", [
+    ([("red apple", 1, None)], None, (64, 64)),
+    ([("dog face", 1, None), ("red apple", 1, None)], "to the left of", (136, 64)),
+    ([("dog face", 1, None), ("red apple", 1, None)], "and", (136, 64)),
+    ([("banana", 3, None)], None, (208, 64)),  # 3 x 64 + 2 gaps of 8
+    ([("banana", 6, None)], None, (424, 64)),
+    ([("sun", 1, None), ("house", 1, None)], "above", (64, 136)),
+    ([("sun", 1, None), ("house", 1, None)], "below", (64, 136)),
+    ([("sun", 1, "big"), ("house", 1, "small")], "and", (104, 64)),  # 64 + 8 + 32 (0.62 / 1.25 of 64)
+])
+def test_the_default_canvas_fits_native_size_boxes(objects, relation, size):
+    s = scene(*objects, relation=relation)
+    assert native_canvas(s, 64, 8) == size
+    for seed in (0, 5):
+        lay = native_layout(s, 64, 8, seed=seed)
+        assert (lay.width, lay.height) == size and lay.width % 8 == 0 and lay.height % 8 == 0
+        boxes = [o.box for o in lay.objects]
+        if all(o[2] is None for o in objects):
+            assert all((b[2] - b[0], b[3] - b[1]) == (64, 64) for b in boxes)  # every object at native size
+        for a, b in zip(boxes, boxes[1:]):  # in order along the row (column), 8 px of white between neighbours
+            assert (a[3] + 8 <= b[1]) if relation in ("above", "below") else (a[2] + 8 <= b[0])
+        Layout.from_dict(lay.to_dict()).check_harmonizable(64, 8)  # valid, and the joint redraw can run over it
+
+
+def test_the_default_canvas_keeps_the_relation():
+    lay = native_layout(scene(("dog face", 1, None), ("red apple", 1, None), relation="to the right of"), 64, 8)
+    assert box_of(lay, "red apple") == (0, 0, 64, 64) and box_of(lay, "dog face") == (72, 0, 136, 64)
+    lay = native_layout(scene(("sun", 1, None), ("house", 1, None), relation="below"), 64, 8)
+    assert box_of(lay, "house") == (0, 0, 64, 64) and box_of(lay, "sun") == (0, 72, 64, 136)
+    lay = native_layout(scene(("sun", 1, "big"), ("house", 1, "small"), style="noto"), 64, 8, seed=1)
+    big, small = box_of(lay, "sun, noto"), box_of(lay, "house, noto")
+    assert big[2] - big[0] == 64 and small[2] - small[0] == 32 and small[1] == 16  # centred across
+
+
+def test_a_scene_is_drawn_at_native_size_and_pasted_unscaled(tiny_pipe):
+    """Known answer: on the default canvas each box holds the object drawn alone from its own seed, pixel for pixel
+    where the object is (its white background made transparent), not shrunk; canvas="model" keeps the old canvas."""
+    filtered = tiny_pipe.filter_prompt("a dog face to the left of a red apple", "offline")
+    assert filtered.scene is not None
+    [im] = tiny_pipe("a dog face to the left of a red apple", seed=4, steps=STEPS)
+    info = im.info[PARAMS_KEY]
+    assert im.size == (136, 64) and info["mode"] == "scene" and (info["layout"]["width"], info["layout"]["height"]) == (136, 64)
+    for k, obj in enumerate(info["layout"]["objects"]):
+        x0, y0, x1, y1 = obj["box"]
+        assert (x1 - x0, y1 - y0) == (64, 64)
+        [alone] = tiny_pipe(obj["caption"], seed=candidate_seed(4, k + 1), steps=STEPS, filter="none", layout="none")
+        cut = np.asarray(cutout_from_white(alone, WHITE_THRESHOLD, crop=False))
+        opaque = cut[..., 3] > 0
+        got = np.asarray(im).astype(int)[y0:y1, x0:x1][opaque]
+        want = cut[..., :3].astype(int)[opaque]
+        assert opaque.any() and np.abs(got - want).max() <= 16 and np.abs(got - want).mean() < 1.0  # batch rounding only
+    [old] = tiny_pipe("a dog face to the left of a red apple", seed=4, steps=STEPS, canvas="model")
+    assert old.size == (64, 64)
+    with pytest.raises(MinicreamError, match="canvas must be one of"):
+        tiny_pipe("a dog face to the left of a red apple", seed=4, steps=STEPS, canvas="huge")
+
+
+def test_a_scene_on_the_larger_canvas_harmonizes_and_reruns(tiny_model, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(["generate", "a red apple above a dog face", "-n", "1", "--seed", "3", "--steps", "4", "--harmonize", "0.5",
+                 "--model", str(tiny_model), "--out", str(out), "--explain"]) == 0
+    captured = capsys.readouterr()
+    assert "of 64x136" in captured.err
+    [png] = [line for line in captured.out.split() if line.endswith(".png")]
+    assert Image.open(png).size == (64, 136)
+    assert main(["generate", "--from", png, "-n", "1", "--model", str(tiny_model), "--out", str(tmp_path / "again")]) == 0
+    [again] = [line for line in capsys.readouterr().out.split() if line.endswith(".png")]
+    assert Image.open(again).tobytes() == Image.open(png).tobytes()
+    assert main(["generate", "a red apple above a dog face", "-n", "1", "--seed", "3", "--steps", str(STEPS), "--canvas", "model",
+                 "--model", str(tiny_model), "--out", str(tmp_path / "m")]) == 0
+    [small] = [line for line in capsys.readouterr().out.split() if line.endswith(".png")]
+    assert Image.open(small).size == (64, 64)

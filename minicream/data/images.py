@@ -59,8 +59,8 @@ def zoom_shift(image: Image.Image, zoom: float, dx: int, dy: int) -> Image.Image
     return out
 
 
-def cutout_from_white(image: Image.Image, threshold: int = 245) -> Image.Image:
-    """RGBA cut-out of an object drawn on white, cropped to its content.
+def cutout_from_white(image: Image.Image, threshold: int = 245, crop: bool = True) -> Image.Image:
+    """RGBA cut-out of an object drawn on white, cropped to its content (crop=False: the image's own size).
 
     Only near-white pixels connected to the border become transparent, so white
     parts inside the object (eyes, highlights) stay opaque when objects overlap.
@@ -78,6 +78,8 @@ def cutout_from_white(image: Image.Image, threshold: int = 245) -> Image.Image:
     cut = rgb.convert("RGBA")
     cut.putalpha(alpha)
     bbox = alpha.getbbox()
+    if not crop:
+        return cut if bbox else rgb.convert("RGBA")
     return cut.crop(bbox) if bbox else rgb.convert("RGBA")
 
 

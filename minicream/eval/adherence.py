@@ -58,6 +58,15 @@ def crop(image: torch.Tensor, bbox, out: int, margin: float = 0.1) -> torch.Tens
     return F.interpolate(canvas[None].float(), size=(out, out), mode="bilinear", antialias=True, align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)
 
 
+def square_view(image: torch.Tensor, out: int) -> torch.Tensor:
+    """A uint8 (3, H, W) image padded with white to a centred square, resized to out x out (a wide scene as a
+    whole, for the metrics that compare images of one size)."""
+    h, w = image.shape[-2:]
+    if (h, w) == (out, out):
+        return image
+    return crop(image, (0, 0, w, h), out, margin=0.0)
+
+
 def _labels_of(judge, crops: list[torch.Tensor], pool: list[str]) -> list[str]:
     if not crops:
         return []
@@ -65,12 +74,17 @@ def _labels_of(judge, crops: list[torch.Tensor], pool: list[str]) -> list[str]:
     return [pool[i] for i in probs.argmax(dim=1).tolist()]
 
 
-def check_prompt(judge, image: torch.Tensor, spec: dict, pool: list[str]) -> bool:
-    """Does `image` satisfy the structured prompt `spec`? (see benchmarks.scene_specs for the kinds)."""
-    kind, size = spec["kind"], image.shape[-1]
+def check_prompt(judge, image: torch.Tensor, spec: dict, pool: list[str], size: int | None = None) -> bool:
+    """Does `image` satisfy the structured prompt `spec`? (see benchmarks.scene_specs for the kinds).
+
+    `image` may be wider or taller than square (a scene on a canvas sized from its layout): each object found is
+    cropped square around its own box and judged at `size` px (default: the image's shorter side, the model's
+    native size for such a canvas), so an object is graded at the size it was drawn."""
+    kind = spec["kind"]
+    size = size or min(image.shape[-2:])
     if kind in ("single_object", "colors"):
         candidates = spec.get("choices", pool)
-        probs = judge.class_probs(image[None], candidates)
+        probs = judge.class_probs(square_view(image, size)[None], candidates)
         return candidates[int(probs.argmax())] == spec["objects"][0]
     blobs = find_objects(image)
     if kind == "counting":

@@ -14,7 +14,7 @@ from ..errors import MinicreamError
 from ..evaluator.scorer import EVALUATOR_DIR, Evaluator, to_uint8
 from ..evaluator.train import JUDGE_DIR
 from . import metrics
-from .adherence import check_prompt
+from .adherence import check_prompt, square_view
 from .nearest import NearestJudge
 from .benchmarks import GENEVAL_TASKS, TASKS, Benchmark, get_benchmark
 from .report import write_report
@@ -94,7 +94,10 @@ def run_benchmark(model_dir: str | Path | None, name: str, out_dir: str | Path, 
                    num_candidates=candidates, guidance=guidance, sampler=sampler,
                    guidance_max_noise=guidance_max_noise, cads=cads, style=style)
         images += out
-    fake = to_uint8(images)
+    # Scenes may come on canvases wider than square (objects at native size): the metrics that compare images of one
+    # size see each padded to a square at the model's size; the grader reads the image as drawn.
+    drawn = [to_uint8([im])[0] for im in images]
+    fake = torch.stack([square_view(x, pipe.image_size) for x in drawn])
     t_gen = time.time() - t0
     log(f"generated {len(fake)} images in {t_gen:.0f} s")
 
@@ -146,9 +149,9 @@ def run_benchmark(model_dir: str | Path | None, name: str, out_dir: str | Path, 
                 res["object_accuracy"][f"{name}, {group} prompts"] = _accuracy(g, fake, bench, rows_g, pool)
     if bench.name == "scenes":
         per_task: dict[str, list[bool]] = {t: [] for t in TASKS}
-        for i, im in enumerate(fake):
+        for i in range(len(drawn)):
             spec = bench.prompts[i // bench.samples]["spec"]
-            per_task[spec["kind"]].append(check_prompt(grader, im, spec, bench.pool))
+            per_task[spec["kind"]].append(check_prompt(grader, drawn[i], spec, bench.pool, size=pipe.image_size))
         res["tasks"] = {t: round(sum(v) / len(v), 4) for t, v in per_task.items() if v}
         res["geneval_mean"] = round(sum(res["tasks"][t] for t in GENEVAL_TASKS) / len(GENEVAL_TASKS), 4)
     res["seconds"] = {"generate": round(t_gen, 1), "total": round(time.time() - t0, 1)}

@@ -54,3 +54,21 @@ def varied_styles(filtered: FilterResult, vocab: Vocabulary, seeds) -> list[str]
 def styled_caption(filtered: FilterResult, style: str) -> str:
     """The caption an image of a varied prompt is drawn with (as the offline filter adds a typed design)."""
     return f"{filtered.rewritten}, {style}"
+
+
+def varied_cond(pipe, filtered: FilterResult, style: str | None, seeds) -> tuple:
+    """(cond, designs): the prompt's embedding per seed, each seed's design added under style "vary" (designs None
+    when nothing varies: another style, a named design, a scene, a concept the model does not know)."""
+    designs = varied_styles(filtered, pipe.vocabulary, seeds) \
+        if filtered.concepts and pipe.resolve_style(style) == VARY else None
+    if designs is None:
+        return pipe.encode_prompt(filtered.rewritten), None
+    order = list(dict.fromkeys(designs))
+    return pipe.encode_prompt([styled_caption(filtered, d) for d in order])[[order.index(d) for d in designs]], designs
+
+
+def record_designs(images, filtered: FilterResult, designs, key: str = "minicream") -> None:
+    """Each image's PNG parameters name the caption it was drawn with (its seed chose the design)."""
+    for im, d in zip(images, designs or []):
+        im.info[key].update(rewritten_prompt=styled_caption(filtered, d),
+                            filter_explanation=filtered.explanation + [f"style '{d}' chosen by the seed (style vary)"])

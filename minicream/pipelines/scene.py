@@ -2,6 +2,11 @@
 with its own caption and seed, cut out of its white background and fitted into its box, and the composed picture
 is then redrawn lightly as one image with the whole prompt (img2img at `harmonize`; 0 keeps the composition).
 
+By default the canvas is sized from the layout (layout.native_layout: each object's box the model's native size,
+e.g. 136x64 for two side by side), so every object is pasted at the size it was drawn, pixel for pixel, and the joint
+redraw runs over the larger canvas with MultiDiffusion windows (diffusion/tiling.py). `canvas="model"` lays the
+scene out on the model's own square canvas instead (objects shrunk into their boxes, as before issue 28).
+
 The model was trained on exactly such pictures (the data builder composes emoji into boxes), so the composed
 scene is in its distribution; counts and positions are the layout's, not left to the sampler.
 """
@@ -15,20 +20,41 @@ from PIL import Image
 
 from ..data.images import cutout_from_white, paste_fitted
 from ..evaluator.rerank import candidate_seed
-from ..layout import Layout, layout_from_scene
+from ..errors import MinicreamError
+from ..layout import Layout, layout_from_scene, native_layout
 from .base import seeds_for
 from .modes import FILTER, SAMPLING, Mode, Option
 
 WHITE_THRESHOLD = 235  # generated backgrounds are near white, not exactly white
+CANVASES = ("scene", "model")  # sized from the layout (objects at native size) | the model's own square
 
 
-def layout_for(pipe, filtered, layout, seed: int) -> Layout | None:
-    """The layout to draw: the one given, else the filter's scene laid out by the rules (seeded), else None."""
+def check_canvas(canvas) -> None:
+    if canvas not in CANVASES:
+        raise MinicreamError(f"canvas must be one of {', '.join(CANVASES)}, got {canvas!r}")
+
+
+def layout_for(pipe, filtered, layout, seed: int, canvas: str = "scene") -> Layout | None:
+    """The layout to draw: the one given (its canvas as given), else the filter's scene laid out by the rules
+    (seeded) on the canvas `canvas` asks for, else None."""
     if layout is not None:
         return Layout.from_dict(layout, pipe.image_size, pipe.image_size)
-    if filtered.scene:
+    if not filtered.scene:
+        return None
+    if canvas == "model":
         return layout_from_scene(filtered.scene, pipe.image_size, seed=seed)
-    return None
+    return native_layout(filtered.scene, pipe.image_size, pipe.image_size // pipe.latent_shape[-1], seed=seed)
+
+
+def paste_object(canvas: Image.Image, drawn: Image.Image, box) -> None:
+    """An object drawn on white into its box: unscaled when the box is the drawn image's size (its white
+    background made transparent, so neighbours may overlap it), else cut to its content and fitted."""
+    x0, y0, x1, y1 = box
+    if (x1 - x0, y1 - y0) == drawn.size:
+        cut = cutout_from_white(drawn, WHITE_THRESHOLD, crop=False)
+        canvas.paste(cut, (x0, y0), cut)
+    else:
+        paste_fitted(canvas, cutout_from_white(drawn, WHITE_THRESHOLD), box)
 
 
 def draw_scene(pipe, filtered, layout: Layout, seed: int, harmonize: float, negative_prompt: str, steps: int,
@@ -43,7 +69,7 @@ def draw_scene(pipe, filtered, layout: Layout, seed: int, harmonize: float, nega
     canvas = Image.new("RGB", (layout.width, layout.height), "white")
     for obj, pixels in zip(layout.objects, pipe.decode(latents)):
         drawn = Image.fromarray(pixels.permute(1, 2, 0).numpy(), "RGB")
-        paste_fitted(canvas, cutout_from_white(drawn, WHITE_THRESHOLD), obj.box)
+        paste_object(canvas, drawn, obj.box)
     if harmonize > 0:  # one picture: the whole prompt redraws the composition lightly
         source = torch.from_numpy(np.asarray(canvas).copy()).permute(2, 0, 1)
         scene_cond = pipe.encode_prompt(filtered.rewritten)
@@ -54,20 +80,19 @@ def draw_scene(pipe, filtered, layout: Layout, seed: int, harmonize: float, nega
     return canvas
 
 
-def scene(pipe, prompt, layout, harmonize, negative_prompt, num_images, steps, guidance, sampler, seed, batch_size,
+def scene(pipe, prompt, layout, canvas, harmonize, negative_prompt, num_images, steps, guidance, sampler, seed, batch_size,
           progress, callback, step_callback, filter, style, llm):
     pipe.check_prompt(prompt)
     steps, guidance, sampler = pipe.settings(steps, guidance, sampler, num_images, batch_size)
     filtered = pipe.filter_prompt(prompt, filter, style=style, llm=llm)
     return render(pipe, filtered, prompt, layout, harmonize, negative_prompt, seeds_for(seed, num_images), steps,
-                  guidance, sampler, batch_size, progress, callback, step_callback)
+                  guidance, sampler, batch_size, progress, callback, step_callback, canvas=canvas)
 
 
 def render(pipe, filtered, prompt, layout, harmonize, negative_prompt, seeds, steps, guidance, sampler, batch_size,
-           progress, callback, step_callback=None) -> list[Image.Image]:
+           progress, callback, step_callback=None, canvas: str = "scene") -> list[Image.Image]:
     """Scene images for `seeds` (the layout is the given one, or the filter's laid out with each image's seed)."""
-    from ..errors import MinicreamError
-
+    check_canvas(canvas)
     if isinstance(harmonize, bool) or not isinstance(harmonize, numbers.Real) or not 0.0 <= harmonize < 1.0:
         raise MinicreamError(f"harmonize must be a number in [0, 1), got {harmonize!r}")
     if layout is not None and harmonize > 0:  # a given canvas is checked before anything is drawn
@@ -75,7 +100,7 @@ def render(pipe, filtered, prompt, layout, harmonize, negative_prompt, seeds, st
             pipe.image_size, pipe.image_size // pipe.latent_shape[-1])
     images = []
     for s in seeds:
-        lay = layout_for(pipe, filtered, layout, s)
+        lay = layout_for(pipe, filtered, layout, s, canvas)
         if lay is None:
             raise MinicreamError(f"no layout for {prompt!r}: the filter found a single object; pass layout= or use text2img")
         im = draw_scene(pipe, filtered, lay, s, float(harmonize), negative_prompt, steps, guidance, sampler, batch_size,
@@ -89,6 +114,8 @@ def render(pipe, filtered, prompt, layout, harmonize, negative_prompt, seeds, st
 MODE = Mode("scene", "several objects placed by a layout (from the prompt, or given), drawn one by one and composed", (
     Option("prompt", "str", None, "the scene, e.g. \"a dog face to the left of a red apple\"", cli=False),
     Option("layout", "object", None, "a layout {\"objects\": [{\"caption\", \"box\": [x0, y0, x1, y1]}]} (default: from the prompt)", cli=False),
+    Option("canvas", "str", "scene", "without a layout: \"scene\" sizes the canvas so every object is drawn at the "
+                                     "model's size (136x64 for two), \"model\" uses the model's own canvas"),
     Option("harmonize", "float", 0.0, "img2img strength of the final joint redraw (0 = the composition as drawn)"),
     *SAMPLING, *FILTER,
 ), scene)

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from ..errors import MinicreamError
 from ..evaluator.rerank import candidate_seeds, check_candidates
-from ..filter.variety import VARY, styled_caption, varied_styles
+from ..filter.variety import record_designs, varied_cond
 from .base import PARAMS_KEY, seeds_for
 from .modes import FILTER, SAMPLING, Mode, Option
 from .scene import render
 
 
 def text2img(pipe, prompt, negative_prompt, num_images, steps, guidance, sampler, seed, batch_size, progress, callback,
-             step_callback, filter, style, llm, size, num_candidates, keep_top, layout, harmonize):
+             step_callback, filter, style, llm, size, num_candidates, keep_top, layout, canvas, harmonize):
     pipe.check_prompt(prompt)
     steps, guidance, sampler = pipe.settings(steps, guidance, sampler, num_images, batch_size)
     filtered = pipe.filter_prompt(prompt, filter, style=style, llm=llm)  # what was typed -> the model's captions
@@ -24,24 +24,16 @@ def text2img(pipe, prompt, negative_prompt, num_images, steps, guidance, sampler
     gen_seeds = candidate_seeds(seeds, num_candidates)  # == seeds when num_candidates == 1
     if layout != "none" and (layout is not None or filtered.scene):  # several objects: a layout places them
         images = render(pipe, filtered, prompt, layout, harmonize, negative_prompt, gen_seeds, steps, guidance, sampler,
-                        batch_size, progress, callback, step_callback)
+                        batch_size, progress, callback, step_callback, canvas=canvas)
         return pipe.rerank(images, filtered.rewritten, num_candidates, keep_top) if num_candidates > 1 else images
     # A prompt naming no design, under style "vary": each image its own design, by its seed (filter/variety.py).
     # By the generation seed, best-of-N candidates too: a PNG's seed alone, re-run, gives the same image.
-    designs = varied_styles(filtered, pipe.vocabulary, gen_seeds) \
-        if filtered.concepts and pipe.resolve_style(style) == VARY else None
-    if designs is None:
-        cond = pipe.encode_prompt(filtered.rewritten)
-    else:
-        order = list(dict.fromkeys(designs))
-        cond = pipe.encode_prompt([styled_caption(filtered, d) for d in order])[[order.index(d) for d in designs]]
+    cond, designs = varied_cond(pipe, filtered, style, gen_seeds)
     uncond = pipe.encode_prompt(negative_prompt or "")
     latents = pipe.denoise(gen_seeds, cond, uncond, guidance, sampler, steps, batch_size, progress, callback,
                            step_callback=step_callback)
     images = pipe.attach(pipe.decode(latents), gen_seeds, prompt, negative_prompt, steps, sampler, guidance, filtered)
-    for im, d in zip(images, designs or []):
-        im.info[PARAMS_KEY].update(rewritten_prompt=styled_caption(filtered, d),
-                                   filter_explanation=filtered.explanation + [f"style '{d}' chosen by the seed (style vary)"])
+    record_designs(images, filtered, designs, PARAMS_KEY)
     return pipe.rerank(images, filtered.rewritten, num_candidates, keep_top) if num_candidates > 1 else images
 
 
@@ -53,5 +45,7 @@ MODE = Mode("text2img", "draw images from a prompt", (
     Option("keep_top", "int", 1, "with best-of-N: return this many best candidates per image, best first"),
     Option("layout", "object", None, "a scene layout (dict); \"none\" never lays out; default: the filter's scene, "
                                      "when the prompt names several objects or a count", cli=False),
+    Option("canvas", "str", "scene", "a scene without a layout: \"scene\" sizes the canvas so every object is drawn at "
+                                     "the model's size (136x64 for two), \"model\" uses the model's own canvas"),
     Option("harmonize", "float", 0.0, "with a layout: img2img strength of the final joint redraw"),
 ), text2img)

@@ -1,18 +1,20 @@
 """Variations of an image: re-noised to `strength` and redrawn with new seeds.
 
 Without a prompt the evaluator names the image (the most likely of the model's concepts) and that name is the
-prompt, so the variations keep the concept, as Kandinsky's image-embedding variations do."""
+prompt, so the variations keep the concept, as Kandinsky's image-embedding variations do. Under style "vary" (the
+default) each variation is drawn in another of the concept's designs, chosen by its seed (filter/variety.py), so
+variations differ visibly (issue 28: at one design they were near copies) while the concept stays the named one."""
 from __future__ import annotations
 
 from ..editing import load_image
 from .modes import SAMPLING, Mode, Option
 
 
-def variation(pipe, image, prompt, strength, negative_prompt, num_images, steps, guidance, sampler, seed, batch_size,
-              progress, callback, step_callback):
+def variation(pipe, image, prompt, strength, style, negative_prompt, num_images, steps, guidance, sampler, seed,
+              batch_size, progress, callback, step_callback):
     if prompt is None:
         prompt = pipe.name_image(load_image(image, pipe.image_size))
-    images = pipe.run("img2img", image=image, prompt=prompt, strength=strength, negative_prompt=negative_prompt,
+    images = pipe.run("img2img", image=image, prompt=prompt, strength=strength, style=style, negative_prompt=negative_prompt,
                       num_images=num_images, steps=steps, guidance=guidance, sampler=sampler, seed=seed,
                       batch_size=batch_size, progress=progress, callback=callback, step_callback=step_callback)
     for im in images:
@@ -24,6 +26,8 @@ MODE = Mode("variation", "variations of an image: the same concept, redrawn with
     Option("image", "image", None, "the input image", cli=False),
     Option("prompt", "str", None, "what the variations show (default: the evaluator names the image)"),
     Option("strength", "float", 0.6, "share of the schedule that runs (more = freer)"),
+    Option("style", "str", "vary", "\"vary\": each variation in another of the concept's designs, by its seed; "
+                                   "\"model\" or a design name: all in one design"),
     *(o for o in SAMPLING if o.name != "num_images"),
     Option("num_images", "int", 4, "number of variations"),
 ), variation)

@@ -129,6 +129,7 @@ class _Features:
         self.cads = "cads" in names
         self.layout = "layout" in names
         self.harmonize = "harmonize" in names
+        self.canvas = "canvas" in names
         self.filter_modes = _filter_modes(pipe, filter_param) if self.filter else []
         self.filter_default = default if isinstance(default, str) else None
 
@@ -385,7 +386,7 @@ def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None
                 return error_response(422, f"filter: unknown mode {req.filter!r}; choose one of: "
                                            f"{', '.join(features.filter_modes)}", "filter")
             kwargs["filter"] = req.filter
-        for name in ("layout", "harmonize"):
+        for name in ("layout", "harmonize", "canvas"):
             value = getattr(req, name)
             if value is not None:
                 if not getattr(features, name):

@@ -87,6 +87,9 @@ class GenerateRequest(BaseModel):
     layout: Optional[dict | Literal["none"]] = Field(None, description='scene layout {"objects": [{"caption", "box": '
                                                     '[x0, y0, x1, y1]}]}; "none" = never; default: from the prompt')
     harmonize: Optional[float] = Field(None, ge=0.0, lt=1.0, description="with a layout: strength of the joint redraw")
+    canvas: Optional[Literal["scene", "model"]] = Field(None, description='a scene laid out from the prompt: "scene" '
+                                                        '(default) sizes the image so each object is drawn at the '
+                                                        'model\'s size (136x64 for two), "model" = the model\'s canvas')
     client_id: Optional[str] = Field(None, description="any id of yours: GET /api/progress/{client_id} reports progress")
 
     _check_prompt = field_validator("prompt")(_prompt)
