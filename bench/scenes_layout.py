@@ -46,9 +46,12 @@ def main() -> None:
         with_defaults(**defaults)
         res = run_benchmark(args.model, "scenes", Path(args.out) / name.replace(" ", "_").replace(",", ""),
                             samples=args.samples, limit=args.limit, log=lambda m: None)
-        rows[name] = {"tasks": res["tasks"], "geneval_mean": res["geneval_mean"], "seconds": res["seconds"]["generate"]}
+        rows[name] = {"tasks": res["tasks"], "geneval_mean": res["geneval_mean"], "grader": res["grader"],
+                      "by_grader": res.get("by_grader"), "seconds": res["seconds"]["generate"]}
         print(f"{name:38s} " + " ".join(f"{t} {v:.3f}" for t, v in res["tasks"].items())
-              + f"  GenEval mean {res['geneval_mean']:.3f}  ({res['seconds']['generate']:.0f} s)", flush=True)
+              + f"  GenEval mean {res['geneval_mean']:.3f} ({res['grader']})"
+              + "".join(f", {k} {v['geneval_mean']:.3f}" for k, v in (res.get("by_grader") or {}).items())
+              + f"  ({res['seconds']['generate']:.0f} s)", flush=True)
     Pipeline.modes = original
     (Path(args.out) / "results.json").write_text(json.dumps(rows, indent=1))
 

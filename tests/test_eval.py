@@ -226,6 +226,8 @@ def test_eval_cli_writes_reports(tiny_evaluated_model, emoji_root, tmp_path, cap
                  "--data", str(emoji_root), "--out", str(out2), "--candidates", "2"]) == 0
     rep = json.loads((out2 / "report.json").read_text())
     assert set(GENEVAL_TASKS) <= set(rep["tasks"]) and 0 <= rep["geneval_mean"] <= 1
+    assert rep["grader"] == "nearest" and set(rep["by_grader"]) == {"judge"}  # one grader for every model, its judge beside
+    assert "| nearest |" in (out2 / "report.md").read_text() and "| judge |" in (out2 / "report.md").read_text()
     out3 = tmp_path / "concepts"
     assert main(["eval", "--model", str(tiny_evaluated_model), "--benchmark", "concepts", "--samples", "1", "--steps", "1",
                  "--data", str(emoji_root), "--out", str(out3), "--guidance", "2.5", "--sampler", "euler"]) == 0

@@ -50,9 +50,12 @@ def markdown(res: dict) -> str:
     for who, acc in (res.get("object_accuracy") or {}).items():
         lines.append(f"| object accuracy top-1 / top-5 among {acc['classes']} concepts, {who} | {acc['top1']:.3f} / {acc['top5']:.3f} (n {acc['n']}) |")
     if "tasks" in res:
-        lines += ["", f"GenEval-style tasks (graded by the {res['grader']}):", "", "| " + " | ".join(t for t in TASKS if t in res["tasks"]) + " | GenEval mean (6 tasks) |",
-                  "|" + "---|" * (len(res["tasks"]) + 1),
-                  "| " + " | ".join(f"{res['tasks'][t]:.3f}" for t in TASKS if t in res["tasks"]) + f" | {res['geneval_mean']:.3f} |"]
+        shown = [t for t in TASKS if t in res["tasks"]]
+        graded = {res["grader"]: res, **(res.get("by_grader") or {})}
+        lines += ["", "GenEval-style tasks (first row: the grader of the mean reported):", "",
+                  "| grader | " + " | ".join(shown) + " | GenEval mean (6 tasks) |", "|" + "---|" * (len(shown) + 2)]
+        lines += [f"| {who} | " + " | ".join(f"{g['tasks'].get(t, 0):.3f}" for t in shown) + f" | {g['geneval_mean']:.3f} |"
+                  for who, g in graded.items()]
     return "\n".join(lines) + "\n"
 
 
