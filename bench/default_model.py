@@ -27,7 +27,11 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import torch
+
 from minicream.errors import MinicreamError
+from minicream.eval.adherence import square_view
+from minicream.evaluator.scorer import to_uint8
 
 HERE = Path(__file__).parent
 PROMPT_SETS = ("filter", "typed-vocab")
@@ -105,7 +109,9 @@ def image_table(pipe, judge, prompts: list[dict], samples: int, pool: list[str])
             drawn += [j] * samples
         except MinicreamError as e:  # refused prompt: its samples count as misses
             errors[p["prompt"]] = str(e)
-    top = judge.class_probs(images, pool).topk(5, dim=1).indices.tolist() if images else []
+    # A prompt the filter reads as a scene comes on a wider canvas: graded as a whole, padded to the model's square.
+    square = torch.stack([square_view(to_uint8([im])[0], pipe.image_size) for im in images]) if images else None
+    top = judge.class_probs(square, pool).topk(5, dim=1).indices.tolist() if images else []
     hits = {k: [0.0] * len(prompts) for k in (1, 5)}
     for ranked, j in zip(top, drawn):
         accepted = {index[c] for c in prompts[j]["accept"]}
