@@ -22,5 +22,5 @@ def image_grid(images: list[Image.Image], cols: int, labels: list[str] | None = 
             text = labels[i]
             while len(text) > 3 and draw.textlength(text, font=font) > W - 2:
                 text = text[:-2]
-            draw.text((x + 2, y + h * scale + 1), text, fill="black", font=font)
+            draw.text((x + 2, y + im.height * scale + 1), text, fill="black", font=font)  # right under its image
     return grid
