@@ -132,7 +132,7 @@ EDIT_COMMANDS = {"img2img": "edit", "inpaint": "edit", "outpaint": "outpaint", "
 
 def cmd_generate(args) -> None:
     from .io.pngmeta import check_stored_types, read_png_params
-    from .pipeline import PARAMS_KEY, Pipeline
+    from .pipelines import PARAMS_KEY, Pipeline
 
     from .filter.cli_support import llm_config, print_explanation, stored_result
 
@@ -158,7 +158,7 @@ def cmd_generate(args) -> None:
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     if args.layout is not None:
-        from .layout import Layout
+        from .pipelines.layout import Layout
 
         settings["layout"] = "none" if args.layout == "none" else Layout.read_json(args.layout)
     if not settings.get("prompt"):
@@ -171,7 +171,7 @@ def cmd_generate(args) -> None:
     if isinstance(layout, dict) and "width" not in layout:
         layout = {**layout, "width": pipe.image_size, "height": pipe.image_size}
     if args.explain and layout != "none" and (isinstance(layout, dict) or filtered.scene):
-        from .layout import describe
+        from .pipelines.layout import describe
         from .pipelines.scene import layout_for
 
         first = settings.get("seed")
@@ -202,7 +202,7 @@ def _stem(prompt: str) -> str:
 def _save_images(images, out: Path, prompt: str, prefix: str = "") -> Path:
     """Each image as PROMPT_SEED.png in `out`, with its parameters in the PNG; prints the paths."""
     from .io.pngmeta import save_png
-    from .pipeline import PARAMS_KEY
+    from .pipelines import PARAMS_KEY
 
     out.mkdir(parents=True, exist_ok=True)
     stem = prefix + _stem(prompt)
@@ -261,7 +261,7 @@ def _from_png(path, allowed: tuple[str, ...]) -> dict:
 def _check_inputs(pipe, stored: dict, image, mask) -> None:
     """The image (and mask) given to a `--from` re-run must be the ones the PNG was made from."""
     from .editing import load_image, load_mask
-    from .pipelines.base import sha
+    from .pipelines import sha
 
     for key, value, load in (("init_image_sha256", image, load_image), ("mask_sha256", mask, load_mask)):
         want = stored["hashes"].get(key)
@@ -304,7 +304,7 @@ def cmd_edit(args) -> None:
 
 
 def cmd_vary(args) -> None:
-    from .pipeline import PARAMS_KEY
+    from .pipelines import PARAMS_KEY
 
     stored = _from_png(args.from_image, ("variation",)) if args.from_image else {}
     images = _run_mode(args, "variation", stored, image=args.image)
@@ -341,7 +341,7 @@ GRID_STYLES = ["twemoji", "openmoji"]  # for a model whose vocabulary names no s
 
 def cmd_grid(args) -> None:
     from .io.grid import image_grid
-    from .pipeline import Pipeline
+    from .pipelines import Pipeline
 
     pipe = Pipeline.from_pretrained(args.model, dtype=args.dtype)
     prompts = args.prompts or GRID_PROMPTS
@@ -373,7 +373,7 @@ def cmd_filter(args) -> None:
     print_explanation(result, args.explain, out=sys.stdout)
     if args.explain and result.scene:
         from .io.model_dir import ModelDir
-        from .layout import describe, native_layout
+        from .pipelines.layout import describe, native_layout
 
         size = ModelDir.open(model_dir).image_size
         print("layout (seed 0; each image's seed jitters it):")

@@ -146,7 +146,7 @@ class _UnknownModel(Exception):
 # -- the app --------------------------------------------------------------------------------------------
 def _load(pipeline_or_model_dir, compile_unet: bool = False):
     if pipeline_or_model_dir is None or isinstance(pipeline_or_model_dir, (str, Path)):
-        from ..pipeline import Pipeline
+        from ..pipelines import Pipeline
 
         pipe = Pipeline.from_pretrained(pipeline_or_model_dir)
         if compile_unet:
