@@ -1,10 +1,12 @@
 """The sampling settings of a call are one frozen value, built and checked once; nothing else decides an image."""
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import minicream
 from minicream.errors import MinicreamError
 from minicream.pipelines import PARAMS_KEY, SamplingSettings
 
@@ -47,3 +49,11 @@ def test_a_direct_denoise_uses_the_settings_it_is_given(tiny_pipe):
     assert torch.equal(torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1),
                        tiny_pipe.decode(limited)[0])
 
+
+def test_no_context_variable_and_no_long_file():
+    root = Path(minicream.__file__).parent
+    with_vars = sorted(p.name for p in root.rglob("*.py") if "ContextVar" in p.read_text(encoding="utf-8"))
+    assert with_vars == ["deadline.py"]  # the server's per-request deadline only
+    long = {str(p.relative_to(root)): n for p in root.rglob("*.py")
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 400}
+    assert not long
