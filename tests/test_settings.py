@@ -26,10 +26,10 @@ def test_settings_are_one_frozen_checked_value(tiny_pipe):
 
 
 def test_strength_too_small_for_the_default_steps_gets_more_steps():
-    s = SamplingSettings.build({"steps": 1}, ["euler"], strength=0.6, seed=0)
+    s = SamplingSettings.build({"steps": 1, "sampler": "euler"}, ["euler"], strength=0.6, seed=0)
     assert s.steps == 2  # int(2 * 0.6) == 1 step runs
     with pytest.raises(MinicreamError, match="strength"):
-        SamplingSettings.build({"steps": 1}, ["euler"], steps=1, strength=0.6, seed=0)  # given steps are kept
+        SamplingSettings.build({"steps": 1, "sampler": "euler"}, ["euler"], steps=1, strength=0.6, seed=0)  # given steps are kept
 
 
 def test_a_direct_denoise_uses_the_settings_it_is_given(tiny_pipe):
