@@ -130,7 +130,7 @@ def image_table(pipe, judge, prompts: list[dict], samples: int, pool: list[str])
 def main(argv=None) -> int:
     from minicream.eval.nearest import NearestJudge
     from minicream.eval.runner import _dataset_concepts
-    from minicream.pipeline import Pipeline
+    from minicream.pipelines import Pipeline
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompts", choices=PROMPT_SETS, default="filter", help="prompt set (see above)")

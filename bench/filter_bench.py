@@ -32,7 +32,7 @@ def main(argv=None) -> int:
 
     from minicream.filter import load_vocabulary
     from minicream.filter.offline import OfflineFilter
-    from minicream.pipeline import default_model_dir
+    from minicream.pipelines import default_model_dir
 
     if args.data:
         from minicream.filter.vocabulary import concepts_from_dataset

@@ -138,7 +138,8 @@ def main() -> int:
     ap.add_argument("--compile", action="store_true", help="also the student with torch.compile (serve --compile)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
-    from minicream.pipelines.base import Pipeline, resolve_model
+    from minicream.io.model_dir import resolve_model
+    from minicream.pipelines import Pipeline
 
     teacher = str(resolve_model(args.teacher))
     result = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from minicream.eval.runner import _dataset_rows
 from minicream.io.grid import image_grid
-from minicream.pipeline import Pipeline
+from minicream.pipelines import Pipeline
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ __all__ = ["Pipeline", "MinicreamError", "load_config"]
 
 def __getattr__(name):  # lazy: `minicream --help` should not pay for importing torch and diffusers
     if name == "Pipeline":
-        from .pipeline import Pipeline
+        from .pipelines import Pipeline
 
         return Pipeline
     if name == "MinicreamError":

@@ -59,7 +59,7 @@ def tiny_model(tiny_run) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_pipe(tiny_model):
-    from minicream.pipeline import Pipeline
+    from minicream.pipelines import Pipeline
 
     return Pipeline.from_pretrained(tiny_model)
 

@@ -111,7 +111,7 @@ def test_pair_noise_is_the_noise_of_its_seed(distilled, tiny_evaluated_model):
     """The stored noise is what the teacher started from: redrawing a pair with its seed gives its latents."""
     from safetensors.torch import load_file
 
-    from minicream.pipeline import Pipeline
+    from minicream.pipelines import Pipeline
 
     pipe = Pipeline.from_pretrained(tiny_evaluated_model)
     shard = load_file(str(distilled / "pairs" / "shard_0000.safetensors"))
@@ -125,7 +125,7 @@ def test_pair_noise_is_the_noise_of_its_seed(distilled, tiny_evaluated_model):
 
 
 def test_student_generates_in_one_step_and_says_what_it_is(distilled):
-    from minicream.pipeline import Pipeline
+    from minicream.pipelines import Pipeline
 
     pipe = Pipeline.from_pretrained(distilled / "model")
     calls = []
@@ -143,7 +143,7 @@ def test_perfectly_distilled_student_has_no_loss(tiny_evaluated_model):
     from minicream.evaluator.model import MiniCLIP
     from minicream.models.autoencoder import load_autoencoder
     from minicream.models.build import load_unet
-    from minicream.pipeline import Pipeline
+    from minicream.pipelines import Pipeline
     from minicream.training.distill import EvaluatorFeatures, _net, distill_task
 
     pipe = Pipeline.from_pretrained(tiny_evaluated_model)
@@ -204,8 +204,8 @@ def test_shipped_onestep_model_draws_in_one_step_from_its_teacher(tmp_path, caps
     """`--model onestep` from a clean clone; its teacher is the shipped default model (re-distil when that changes)."""
     from minicream.cli import main
     from minicream.io.pngmeta import read_png_params
-    from minicream.pipeline import Pipeline
-    from minicream.pipelines.base import DEFAULT_MODEL, shipped_model_dir
+    from minicream.pipelines import Pipeline
+    from minicream.io.model_dir import DEFAULT_MODEL, shipped_model_dir
 
     student = Pipeline.from_pretrained("onestep")
     default = Pipeline.from_pretrained()

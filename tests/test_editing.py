@@ -9,7 +9,7 @@ from PIL import Image
 
 from minicream.editing import SEAM, load_mask, paste_back
 from minicream.errors import MinicreamError
-from minicream.pipeline import PARAMS_KEY
+from minicream.pipelines import PARAMS_KEY
 
 STEPS = 4
 
@@ -91,7 +91,7 @@ def test_cli_edit(tiny_model, source, tmp_path, capsys):
 @pytest.mark.parametrize("seed, words", [("12", "must be an integer"), (1.5, "must be an integer"), (True, "must be an integer"),
                                          ([1, "2"], "seeds must be integers"), (2**70, "0..2**63-1"), (-1, "0..2**63-1")])
 def test_bad_seeds_are_refused(seed, words):
-    from minicream.pipeline import _seeds
+    from minicream.pipelines import seeds_for as _seeds
 
     with pytest.raises(MinicreamError, match=words.replace("*", r"\*")):
         _seeds(seed, 2 if isinstance(seed, list) else 1)
@@ -118,7 +118,7 @@ def test_dataset_rows_are_validated_and_confined(tmp_path, row, words):
 def test_variations_keep_the_evaluators_name_for_the_image(tiny_evaluated_model, tmp_path, capsys):
     """Without a prompt the evaluator names the image among the model's concepts; that name drives the redraw."""
     from minicream.cli import main
-    from minicream.pipeline import Pipeline
+    from minicream.pipelines import Pipeline
 
     pipe = Pipeline.from_pretrained(tiny_evaluated_model)
     src = pipe("rocket", steps=STEPS, seed=2)[0]
@@ -139,7 +139,7 @@ def test_variations_take_a_design_each_by_seed_and_rerun_from_their_png(tiny_eva
     from minicream.cli import main
     from minicream.filter.variety import common_styles
     from minicream.io.pngmeta import read_png_params
-    from minicream.pipeline import Pipeline
+    from minicream.pipelines import Pipeline
 
     pipe = Pipeline.from_pretrained(tiny_evaluated_model)
     styles = common_styles(["rocket"], pipe.vocabulary)

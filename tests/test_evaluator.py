@@ -82,7 +82,7 @@ def _same_picture(a, b) -> bool:
 
 
 def test_best_of_n_returns_the_highest_scoring_candidate(tiny_evaluated_model):
-    from minicream.pipeline import PARAMS_KEY, Pipeline
+    from minicream.pipelines import PARAMS_KEY, Pipeline
 
     pipe = Pipeline.from_pretrained(tiny_evaluated_model)
     n = 3

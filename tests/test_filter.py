@@ -18,7 +18,7 @@ from minicream.filter.llm import LLMConfig, parse_answer
 from minicream.filter.normalize import clean, key
 from minicream.filter.offline import OfflineFilter
 from minicream.io.pngmeta import read_png_params
-from minicream.pipeline import PARAMS_KEY
+from minicream.pipelines import PARAMS_KEY
 from minicream.pipelines import shipped_model_dir
 
 

@@ -15,7 +15,7 @@ from minicream.errors import MinicreamError
 from minicream.evaluator.rerank import candidate_seed
 from minicream.filter import load_vocabulary, rewrite
 from minicream.io.pngmeta import read_png_params
-from minicream.layout import Layout, layout_from_scene, native_canvas, native_layout
+from minicream.pipelines.layout import Layout, layout_from_scene, native_canvas, native_layout
 from minicream.pipelines import PARAMS_KEY, shipped_model_dir
 from minicream.pipelines.scene import WHITE_THRESHOLD
 

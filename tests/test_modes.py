@@ -19,7 +19,7 @@ from minicream.errors import MinicreamError
 from minicream.io.model_dir import ModelDir
 from minicream.pipelines import PARAMS_KEY, Pipeline
 from minicream.pipelines.blend import mix, slerp
-from minicream.pipelines.modes import PIPELINE_OPTIONS
+from minicream.pipelines.modes import SAMPLING_NAMES
 
 STEPS = 4
 
@@ -27,9 +27,10 @@ STEPS = 4
 def test_every_mode_declares_exactly_what_it_takes():
     assert {"text2img", "img2img", "inpaint", "outpaint", "variation", "blend"} <= set(Pipeline.modes)
     for mode in Pipeline.modes.values():
-        params = list(inspect.signature(mode.run).parameters)[1:]  # after `pipe`
-        # the guidance interval is applied by Mode.__call__ to the whole call, not passed to the function
-        assert sorted(params) == sorted(n for n in mode.names if n not in PIPELINE_OPTIONS), mode.name
+        params = list(inspect.signature(mode.run).parameters)
+        # the shared sampling options reach the function as one SamplingSettings (built once by Pipeline.run)
+        assert params[:2] == ["pipe", "settings"], mode.name
+        assert sorted(params[2:]) == sorted(n for n in mode.names if n not in SAMPLING_NAMES), mode.name
         assert ("guidance" in mode.names) == ("guidance_max_noise" in mode.names), mode.name
 
 
@@ -141,7 +142,7 @@ def test_model_folder_is_checked_on_load(tiny_model, tmp_path):
 
 
 def test_inference_imports_nothing_from_training():
-    code = ("import sys, minicream.pipeline, minicream.pipelines, minicream.serve.app; "
+    code = ("import sys, minicream.pipelines, minicream.serve.app; "
             "print([m for m in sys.modules if m.startswith(('minicream.training', 'minicream.config'))])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -13,7 +13,7 @@ from minicream.errors import MinicreamError
 from minicream.io.pngmeta import read_png_params, save_png
 from minicream.io.weights import check_safetensors, short_hash
 from minicream.precision import fast_bf16
-from minicream.pipeline import MAX_STEPS, PARAMS_KEY, Pipeline
+from minicream.pipelines import MAX_STEPS, PARAMS_KEY, Pipeline
 
 STEPS = 4
 

@@ -41,7 +41,7 @@ def test_shipped_evaluator_loads_and_is_small():
 def test_shipped_judge_recognises_what_the_shipped_model_draws():
     """The judge (never the reranker) names the prompted concept of the generator's own samples, among its 61."""
     from minicream.evaluator.scorer import Evaluator
-    from minicream.pipeline import Pipeline
+    from minicream.pipelines import Pipeline
 
     pipe = Pipeline.from_pretrained("reference")
     judge = Evaluator.from_pretrained(EVALUATOR / JUDGE_DIR, pipe.text_encoder)

@@ -3,7 +3,7 @@ import json
 
 import numpy as np
 
-from minicream.pipeline import Pipeline, default_model_dir
+from minicream.pipelines import Pipeline, default_model_dir
 
 
 def test_reference_model_is_shipped_and_draws():

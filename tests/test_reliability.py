@@ -66,7 +66,7 @@ def test_metadata_control_characters_never_reach_the_terminal_or_the_png(tmp_pat
 
 
 def test_cli_unexpected_error_is_one_line_with_a_traceback_log(monkeypatch, tmp_path, capsys):
-    import minicream.cli as cli
+    import minicream.cli.info as cli
 
     monkeypatch.setenv("MINICREAM_CACHE", str(tmp_path))
 

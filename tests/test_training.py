@@ -494,7 +494,7 @@ def test_repa_recipe_trains_the_head_and_exports_only_the_unet(tiny_run, emoji_r
     from conftest import tiny_config
     from safetensors.torch import load_file
 
-    from minicream.pipeline import Pipeline
+    from minicream.pipelines import Pipeline
     from minicream.training.recipe import run_recipe
 
     run = _copy_run(tiny_run, tmp_path / "run", keep_unet=False)
@@ -514,7 +514,7 @@ def test_repa_alignment_loss_known_answers():
     """Cosine alignment: head output equal to the targets -> 0, opposite -> 2, orthogonal -> 1; the targets come
     from the evaluator stage at the requested resolution (64 px tower: 8x8 is its third stage, 128 channels)."""
     from minicream.models.build import build_unet
-    from minicream.pipelines.base import shipped_model_dir
+    from minicream.io.model_dir import shipped_model_dir
     from minicream.training.repa import WithREPA, encoder_targets
 
     unet = build_unet(UNetConfig(channels=[32, 64], attention=[False, True], context_dim=384, pooled_dim=384))
@@ -537,7 +537,7 @@ def test_repa_alignment_loss_known_answers():
 
 def test_flow_recipe_model_generates(tiny_run, emoji_root, tmp_path):
     from conftest import tiny_config
-    from minicream.pipeline import Pipeline
+    from minicream.pipelines import Pipeline
     from minicream.training.recipe import run_recipe
 
     run = _copy_run(tiny_run, tmp_path / "run", keep_unet=False)
@@ -556,7 +556,7 @@ def test_recipe_trains_the_stock_diffusers_unet(tiny_run, emoji_root, tmp_path):
     """unet.model.arch="diffusers": the same recipe trains the stock UNet, and the Pipeline loads and samples it."""
     from conftest import tiny_config
     from minicream.models.stock_unet import StockUNet
-    from minicream.pipeline import Pipeline
+    from minicream.pipelines import Pipeline
     from minicream.training.recipe import run_recipe
 
     run = _copy_run(tiny_run, tmp_path / "run", keep_unet=False)

@@ -64,7 +64,7 @@ def run_benchmark(model_dir: str | Path | None, name: str, out_dir: str | Path, 
                   batch_size: int = 16, limit: int | None = None, guidance: float | None = None, sampler: str | None = None,
                   guidance_max_noise: float | None = None, cads: float | None = None, style: str | None = None,
                   log: Callable[[str], None] = print) -> dict:
-    from ..pipeline import Pipeline
+    from ..pipelines import Pipeline
 
     t0 = time.time()
     data_root, out_dir = Path(data_root), Path(out_dir)

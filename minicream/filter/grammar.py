@@ -16,7 +16,8 @@ ARTICLES = frozenset(("a", "an", "the", "one"))
 
 
 def parse(filt, tokens: list[str]):
-    """(relation or None, [ObjectSpec]) or None when nothing resolves. `filt`: the OfflineFilter resolving objects."""
+    """(relation or None, [ObjectSpec]) or None when nothing resolves. `filt` resolves each object: anything with
+    resolve(tokens, prefer_scene=False) (the OfflineFilter, or one call of it)."""
     whole = filt.resolve(tokens)
     if whole is not None and whole.kind == "name" and not whole.dropped:
         return None, [ObjectSpec(" ".join(trim(tokens)), whole)]

@@ -33,12 +33,12 @@ def weigh(filt, words: list[str], inside: Match | None, call, typed: list[str] |
     meaning. `typed`: the words as typed, when `words` are their typo corrections ("calendario" -> "calendar"): if
     the person's words were mostly unreadable, whatever is found is a guess, and says so. `filt`: the OfflineFilter;
     `call`: the call's state (threshold; what was tried, for the warning)."""
-    enc = filt.call_encoder()
+    enc = filt.call_encoder(call)
     if enc is None or not words:
         return inside
     from .embed import similarities
 
-    phrase, lexicon = " ".join(words), filt.lexicon
+    phrase, lexicon = " ".join(words), filt.lexicon(call)
     unreadable = lexicon.unreadable(words) if lexicon is not None else []
     typed_unreadable = lexicon.unreadable(typed) if lexicon is not None and typed else unreadable
     foreign = _mostly(unreadable, words)  # the encoder cannot read the phrase it would embed

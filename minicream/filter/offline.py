@@ -16,7 +16,6 @@ Around that: emoji characters become their concept, style words are kept (or add
 """
 from __future__ import annotations
 
-import contextvars
 import threading
 from dataclasses import dataclass, field
 
@@ -42,13 +41,16 @@ _PRIORITY = {"name": 0, "alias": 1, "Russian name": 1, "synonym": 2}
 
 @dataclass
 class _Call:
+    """One rewrite()'s own state, passed down explicitly (the filter itself is shared by every call)."""
+    filt: "OfflineFilter" = field(repr=False)
     threshold: float
     encoder: object = None  # this call's text encoder (or a zero-argument loader), else the filter's own
     nearest: tuple | None = None  # (phrase, concept, similarity) of the last nearest-concept lookup
     unreadable: list[str] = field(default_factory=list)  # words of the last guess by meaning the filter cannot read
 
-
-_CALL: contextvars.ContextVar[_Call] = contextvars.ContextVar("offline_filter_call")
+    def resolve(self, tokens: list[str], prefer_scene: bool = False) -> Match | None:
+        """One object's words -> its match, in this call (what the scene grammar calls)."""
+        return self.filt.resolve(tokens, prefer_scene, self)
 
 
 class OfflineFilter:
@@ -104,20 +106,19 @@ class OfflineFilter:
                 self._encoder = self._encoder()
             return self._encoder
 
-    def call_encoder(self):
-        """The text encoder of the call in progress (rewrite's `encoder`, loaded once per call if it is a loader),
-        else the filter's own; None if neither has one."""
-        call = _CALL.get(None)
+    def call_encoder(self, call: _Call | None = None):
+        """The text encoder of `call` (rewrite's `encoder`, loaded once per call if it is a loader), else the
+        filter's own; None if neither has one."""
         if call is None or call.encoder is None:
             return self.encoder
         if callable(call.encoder) and not hasattr(call.encoder, "encode"):
             call.encoder = call.encoder()
         return call.encoder
 
-    @property
-    def lexicon(self) -> Lexicon | None:
-        """The words this filter can read (readable.py); None without an encoder (then no guess by meaning to judge)."""
-        enc = self.call_encoder()
+    def lexicon(self, call: _Call | None = None) -> Lexicon | None:
+        """The words this filter can read (readable.py) with `call`'s encoder; None without an encoder (then no
+        guess by meaning to judge)."""
+        enc = self.call_encoder(call)
         if enc is None:
             return None
         with self._lock:
@@ -128,14 +129,11 @@ class OfflineFilter:
     # -- the whole prompt -------------------------------------------------------------------------
     def rewrite(self, prompt: str, style: str | None = None, threshold: float | None = None, encoder=None) -> FilterResult:
         """encoder: the nearest-concept rule's text encoder (or its loader), else the filter's own. A call's state
-        (threshold, encoder, the concept it found nearest) lives in a context variable, never on this shared object."""
-        token = _CALL.set(_Call(self.threshold if threshold is None else float(threshold), encoder=encoder))
-        try:
-            return self._rewrite(prompt, style)
-        finally:
-            _CALL.reset(token)
+        (threshold, encoder, the concept it found nearest) is a _Call passed down, never kept on this shared object."""
+        call = _Call(self, self.threshold if threshold is None else float(threshold), encoder=encoder)
+        return self._rewrite(prompt, style, call)
 
-    def _rewrite(self, prompt: str, style: str | None) -> FilterResult:
+    def _rewrite(self, prompt: str, style: str | None, call: _Call) -> FilterResult:
         check_prompt(prompt)
         if style is not None and style.lower() not in self.style_keys:
             raise MinicreamError(f"unknown style {style!r}; this model knows: {', '.join(self.vocab.styles) or 'none'}")
@@ -157,9 +155,9 @@ class OfflineFilter:
             elif not found_style:
                 changes.append(f"added style '{style}' (style option)")
             found_style = style
-        objects = parse(self, tokens)
+        objects = parse(call, tokens)
         if objects is None:
-            warnings.append(self._unresolved_message(" ".join(tokens)))
+            warnings.append(self._unresolved_message(" ".join(tokens), call))
             return FilterResult(prompt, text, changes, [], "offline", warnings)
         relation, specs = objects
         rewritten = compose(relation, specs)
@@ -233,7 +231,8 @@ class OfflineFilter:
         return out, style
 
     # -- one object -----------------------------------------------------------------------------------
-    def resolve(self, tokens: list[str], prefer_scene: bool = False) -> Match | None:
+    def resolve(self, tokens: list[str], prefer_scene: bool = False, call: _Call | None = None) -> Match | None:
+        call = call or _Call(self, self.threshold)
         core = trim(tokens)  # request words off the ends; inner words stay ("glass of milk")
         content = [t for t in tokens if t not in STOPWORDS] or tokens
         for words in _distinct(core, content, tokens):
@@ -241,16 +240,16 @@ class OfflineFilter:
             if m:
                 return m
         for words in _distinct(core, content):
-            m = self._fuzzy(words, prefer_scene)
+            m = self._fuzzy(words, prefer_scene, call)
             if m:
                 return m
         m, fixes, typed = self._inside(core, prefer_scene) or self._inside(content, prefer_scene), [], core
         if m is None:
-            corrected, fixes = self._correct(core)
+            corrected, fixes = self._correct(core, call)
             m = (self._lookup(corrected, prefer_scene) or self._inside(corrected, prefer_scene)) if fixes else None
             core, fixes = (corrected, fixes) if m else (core, [])  # a correction is kept only if it named something
         if m is None or m.dropped:
-            m = meaning.weigh(self, core, m, _CALL.get(None) or _Call(self.threshold), typed)
+            m = meaning.weigh(self, core, m, call, typed)
         if m is not None and fixes:
             m.how = f"typo corrected ({', '.join(fixes)}); {m.how}"
             m.kind = "typo" if m.kind == "name" else m.kind
@@ -276,11 +275,11 @@ class OfflineFilter:
             return Match(c, f"{how}, inflected")
         return None
 
-    def _fuzzy(self, words: list[str], prefer_scene: bool) -> Match | None:
+    def _fuzzy(self, words: list[str], prefer_scene: bool, call: _Call) -> Match | None:
         k = " ".join(words)
         if len(k) < 4:
             return None
-        lexicon = self.lexicon
+        lexicon = self.lexicon(call)
         # every word spelled right: a typo only when very close ("crescent mon"; "shining star" is no "shooting star")
         spelled = lexicon is not None and not lexicon.unreadable(words, compounds=False)
         hits = typo.closest(k, self.keys, SPELLED_PHRASE_CUTOFF if spelled else PHRASE_CUTOFF)
@@ -289,12 +288,12 @@ class OfflineFilter:
         c, how = self._pick(self.exact[hits[0][0]], prefer_scene)
         return Match(c, f"typo corrected '{k}' -> '{hits[0][0]}' ({how})", kind="typo")
 
-    def _correct(self, words: list[str]) -> tuple[list[str], list[str]]:
+    def _correct(self, words: list[str], call: _Call) -> tuple[list[str], list[str]]:
         """Each word that is no word of a name, nor an English word the encoder knows, is replaced by the closest
         word of a name within the typo cutoff ("automobil" -> "automobile"; "howls" stays)."""
         out, fixes = [], []
         known = set(self.words)
-        lexicon = self.lexicon  # None without an encoder: then every unknown word may be a typo
+        lexicon = self.lexicon(call)  # None without an encoder: then every unknown word may be a typo
         for w in words:
             if (w in known or singular(w) in known or len(w) < 4 or w.isdigit() or w in STOPWORDS or w in NUMBERS
                     or w in SIZES or (lexicon is not None and lexicon.readable(w, compounds=False))):
@@ -334,8 +333,7 @@ class OfflineFilter:
                              "inside", 1 - len(dropped) / len(content))
         return None
 
-    def _unresolved_message(self, phrase: str) -> str:
-        call = _CALL.get(None) or _Call(self.threshold)
+    def _unresolved_message(self, phrase: str, call: _Call) -> str:
         last = call.nearest
         if call.unreadable:
             words = ", ".join(f"'{w}'" for w in call.unreadable)

@@ -6,6 +6,8 @@
     concepts.json      the concepts and styles the language filter maps prompts to (vocabulary.json: the captions)
     train_log.txt      how the weights were made
 
+The models shipped inside the package are found by name (`SHIPPED`, `resolve_model`).
+
 Inference reads a model through this class only; it imports nothing from training.
 """
 from __future__ import annotations
@@ -20,6 +22,31 @@ MODEL_INDEX = "model_index.json"
 UNET_DIR, VAE_DIR, EVALUATOR_DIR, JUDGE_DIR = "unet", "vae", "evaluator", "judge"
 PREDICTION_TYPES = ("epsilon", "v_prediction", "flow")
 MAX_INDEX_BYTES = 1 << 20  # model_index.json is a few KB
+
+# Models shipped inside the package, by name (`Pipeline.from_pretrained("reference")`, `--model reference`).
+# "reference": the 30-minute recipe, 61 concepts (the default). "full": `--config full` on every concept in four
+# designs, two sittings = 16,203 steps (not the default yet: continue it with `--init-from full`). "onestep": the default
+# model distilled to one step by `minicream distill` (reflow, then distillation; its model_index.json names the teacher).
+SHIPPED = {"reference": "reference", "full": "full", "onestep": "onestep"}
+DEFAULT_MODEL = "reference"
+
+
+def default_model_dir() -> Path:
+    """The shipped default model, inside the installed package."""
+    return shipped_model_dir(DEFAULT_MODEL)
+
+
+def shipped_model_dir(name: str) -> Path:
+    return Path(__file__).parent.parent / SHIPPED[name]
+
+
+def resolve_model(model: str | Path | None) -> Path:
+    """None: the default shipped model; a shipped model's name; else a model folder's path."""
+    if model is None:
+        return default_model_dir()
+    if isinstance(model, str) and model in SHIPPED and not Path(model).exists():
+        return shipped_model_dir(model)
+    return Path(model)
 
 
 def _field(index: dict, path: Path, key: str, kind: type | tuple, where: dict | None = None):

@@ -16,7 +16,7 @@ from ..diffusion.samplers import invert
 from ..editing import load_image
 from ..errors import MinicreamError
 from ..text.encoder import TextEmbeddings
-from .base import seeds_for, sha
+from .metadata import sha
 from .modes import SAMPLING, Mode, Option
 
 MAX_FRAMES = 32
@@ -73,20 +73,28 @@ def _is_image(end, name: str = "end") -> bool:
     raise MinicreamError(f"a blend end must be a prompt, an image or an image path, got {type(end).__name__}")
 
 
-def blend(pipe, a, b, frames, prompt, negative_prompt, num_images, steps, guidance, sampler, seed, batch_size,
-          progress, callback, step_callback):
+def check_frames(frames) -> None:
     if isinstance(frames, bool) or not isinstance(frames, int) or not 2 <= frames <= MAX_FRAMES:
         raise MinicreamError(f"frames must be in 2..{MAX_FRAMES}, got {frames!r}")
-    if num_images != 1:
+
+
+def sampling_defaults(pipe, own: dict) -> dict:
+    """With an image end, inversion is exact for the deterministic sampler without guidance: the ends redraw the
+    images. So the sampler and guidance not given are those, not the model's defaults."""
+    check_frames(own["frames"])
+    if not (_is_image(own["a"], "a") or _is_image(own["b"], "b")):
+        return {}
+    return {"sampler": "euler" if pipe.index["objective"]["prediction_type"] == "flow" else "ddim", "guidance": 1.0}
+
+
+def blend(pipe, settings, a, b, frames, prompt):
+    check_frames(frames)
+    if len(settings.seeds) != 1:
         raise MinicreamError("blend draws one row of frames; use frames=N for more pictures")
     images = [_is_image(a, "a"), _is_image(b, "b")]
-    flow = pipe.index["objective"]["prediction_type"] == "flow"
-    if any(images):  # inversion is exact for the deterministic sampler without guidance: the ends redraw the images
-        sampler = sampler or ("euler" if flow else "ddim")
-        guidance = 1.0 if guidance is None else guidance
-    steps, guidance, sampler = pipe.settings(steps, guidance, sampler, frames, batch_size)
-    [s] = seeds_for(seed, 1)
-    uncond = pipe.encode_prompt(negative_prompt or "")
+    [s] = settings.seeds
+    steps = settings.steps
+    uncond = pipe.encode_prompt(settings.negative_prompt)
     ends, record = [], {}
     for key, end, is_image in (("a", a, images[0]), ("b", b, images[1])):
         if is_image:
@@ -94,7 +102,7 @@ def blend(pipe, a, b, frames, prompt, negative_prompt, num_images, steps, guidan
             name = prompt or pipe.name_image(source)
             cond = pipe.encode_prompt(pipe.filter_prompt(name).rewritten)
             noise = invert(pipe.model_fn(cond, uncond, 1.0), pipe.encode_image(source[None]), steps, pipe.index["objective"],
-                           progress=progress)
+                           progress=settings.progress)
             record[key] = {"image_sha256": sha(source), "prompt": name}
         else:
             pipe.check_prompt(end)
@@ -107,11 +115,9 @@ def blend(pipe, a, b, frames, prompt, negative_prompt, num_images, steps, guidan
     conds = [mix(ca, cb, w) for w in weights]
     cond = TextEmbeddings(*(torch.cat([getattr(c, f) for c in conds]) for f in ("hidden", "mask", "pooled", "truncated")))
     noise = torch.cat([slerp(na, nb, w) for w in weights])
-    latents = pipe.denoise([s] * frames, cond, uncond, guidance, sampler, steps, batch_size, progress, callback, noise=noise,
-                           step_callback=step_callback)
+    latents = pipe.denoise([s] * frames, cond, uncond, **settings.denoise_args, noise=noise)
     label = f"{record['a']['prompt']} -> {record['b']['prompt']}"
-    out = pipe.attach(pipe.decode(latents), [s] * frames, label, negative_prompt, steps, sampler, guidance, None,
-                      {"mode": "blend", "ends": record})
+    out = pipe.attach(pipe.decode(latents), [s] * frames, label, settings, None, {"mode": "blend", "ends": record})
     for im, w in zip(out, weights):
         im.info["minicream"]["weight"] = round(w, 4)
     return out
@@ -123,4 +129,4 @@ MODE = Mode("blend", "frames between two prompts, two images, or an image and a 
     Option("frames", "int", 8, f"frames in the row, ends included (2..{MAX_FRAMES})"),
     Option("prompt", "str", None, "the name an image end is drawn as (default: the evaluator names it)"),
     *SAMPLING,
-), blend)
+), blend, sampling_defaults)

@@ -3,26 +3,25 @@ from __future__ import annotations
 
 from ..editing import load_image
 from ..filter.variety import VARY, record_designs, varied_cond
-from .base import seeds_for, sha
+from .metadata import sha
 from .modes import FILTER, SAMPLING, Mode, Option
 
 
-def img2img(pipe, image, prompt, strength, negative_prompt, num_images, steps, guidance, sampler, seed, batch_size,
-            progress, callback, step_callback, filter, style, llm):
+def img2img(pipe, settings, image, prompt, strength, filter, style, llm):
+    """`strength` was checked with the settings (SamplingSettings.build)."""
     pipe.check_prompt(prompt)
-    steps, guidance, sampler = pipe.edit_settings(steps, guidance, sampler, num_images, batch_size, strength)
     source = load_image(image, pipe.image_size)
     filtered = pipe.filter_prompt(prompt, filter, style=style, llm=llm)
-    seeds = seeds_for(seed, num_images)
+    seeds = settings.seeds
     # Only an explicit style "vary" draws each image in another design (by its seed): a redraw keeps the input's
     # design otherwise, whatever the model's default style for text2img.
     cond, designs = varied_cond(pipe, filtered, VARY, seeds) if style == VARY else (pipe.encode_prompt(filtered.rewritten), None)
-    uncond = pipe.encode_prompt(negative_prompt or "")
-    latents = pipe.denoise(seeds, cond, uncond, guidance, sampler, steps, batch_size, progress, callback,
-                           init=pipe.encode_image(source[None]), strength=strength, step_callback=step_callback)
+    uncond = pipe.encode_prompt(settings.negative_prompt)
+    latents = pipe.denoise(seeds, cond, uncond, **settings.denoise_args, init=pipe.encode_image(source[None]),
+                           strength=strength)
     extra = {"mode": "img2img", "strength": strength, "init_image_sha256": sha(source),
              **({"style": style} if style is not None else {})}
-    images = pipe.attach(pipe.decode(latents), seeds, prompt, negative_prompt, steps, sampler, guidance, filtered, extra)
+    images = pipe.attach(pipe.decode(latents), seeds, prompt, settings, filtered, extra)
     record_designs(images, filtered, designs)
     return images
 

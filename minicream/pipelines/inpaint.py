@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..editing import load_image, load_mask, open_image, paste_back
-from .base import seeds_for, sha
+from .metadata import sha
 from .modes import FILTER, SAMPLING, Mode, Option
 
 
@@ -19,23 +19,20 @@ def keep_latents(repaint: torch.Tensor, factor: int) -> torch.Tensor:
     return 1.0 - torch.nn.functional.max_pool2d(repaint[None, None].float(), factor)
 
 
-def inpaint(pipe, image, mask, prompt, strength, negative_prompt, num_images, steps, guidance, sampler, seed,
-            batch_size, progress, callback, step_callback, filter, style, llm):
+def inpaint(pipe, settings, image, mask, prompt, strength, filter, style, llm):
     pipe.check_prompt(prompt)
-    steps, guidance, sampler = pipe.edit_settings(steps, guidance, sampler, num_images, batch_size, strength)
     picture = open_image(image, "image")
     source = load_image(picture, pipe.image_size)
     repaint = load_mask(mask, pipe.image_size, like=picture.size)  # cropped as the image is: the same pixels
     filtered = pipe.filter_prompt(prompt, filter, style=style, llm=llm)
-    seeds = seeds_for(seed, num_images)
-    cond, uncond = pipe.encode_prompt(filtered.rewritten), pipe.encode_prompt(negative_prompt or "")
+    seeds = settings.seeds
+    cond, uncond = pipe.encode_prompt(filtered.rewritten), pipe.encode_prompt(settings.negative_prompt)
     keep = keep_latents(repaint, pipe.image_size // pipe.latent_shape[-1])
-    latents = pipe.denoise(seeds, cond, uncond, guidance, sampler, steps, batch_size, progress, callback,
-                           init=pipe.encode_image(source[None]), strength=strength, keep=keep,
-                           step_callback=step_callback)
+    latents = pipe.denoise(seeds, cond, uncond, **settings.denoise_args, init=pipe.encode_image(source[None]),
+                           strength=strength, keep=keep)
     pixels = paste_back(source, pipe.decode(latents), repaint)
     extra = {"mode": "inpaint", "strength": strength, "init_image_sha256": sha(source), "mask_sha256": sha(repaint)}
-    return pipe.attach(pixels, seeds, prompt, negative_prompt, steps, sampler, guidance, filtered, extra)
+    return pipe.attach(pixels, seeds, prompt, settings, filtered, extra)
 
 
 MODE = Mode("inpaint", "repaint the masked part of an image (white or transparent = repaint)", (

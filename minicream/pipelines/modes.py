@@ -1,8 +1,9 @@
 """What a pipeline mode is: a name, the options it takes (declared, with types, defaults and help), and a function.
 
-Each file in `minicream/pipelines/` other than base.py and this one defines one `MODE`; `discover()` finds them,
-so adding a mode means adding a file. The CLI builds its flags and the server its accepted fields from these
-declarations, never from a Python signature.
+Each mode file in `minicream/pipelines/` defines one `MODE`; `discover()` finds them, so adding a mode means adding
+a file. The CLI builds its flags and the server its accepted fields from these declarations, never from a Python
+signature. The shared sampling options (`SAMPLING`) are not passed to a mode's function one by one: `Pipeline.run`
+builds them into one SamplingSettings (settings.py), and the function is run(pipe, settings, **its own options).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any, Callable
 
 from ..errors import MinicreamError
 
+NOT_MODES = ("base", "guidance", "layout", "metadata", "modes", "settings")  # the package's files that are no mode
 KINDS = ("str", "int", "float", "bool", "seed", "image", "choice", "object")
 
 
@@ -34,10 +36,6 @@ class Option:
         return "--" + self.name.replace("_", "-")
 
 
-# Options that Mode.__call__ applies to the pipeline for the whole call (Pipeline.guidance_limit and
-# Pipeline.condition_annealing) instead of passing them to the mode's function.
-PIPELINE_OPTIONS = ("guidance_max_noise", "cads")
-
 # Options every sampling mode takes, in one place so that each mode declares the same names, defaults and help.
 SAMPLING = (
     Option("negative_prompt", "str", "", "what the image should not show (replaces the unconditional branch of guidance)"),
@@ -56,6 +54,7 @@ SAMPLING = (
     Option("step_callback", "object", None, "step_callback(step, t, x) -> x or None after every sampling step: the "
            "latents x of a chunk of images at timestep t; a tensor it returns replaces them", cli=False),
 )
+SAMPLING_NAMES = tuple(o.name for o in SAMPLING)  # what SamplingSettings.build takes (seed, num_images: the seeds)
 FILTER = (
     Option("filter", "str", "offline", "language filter: offline, llm or none (or a FilterResult to reuse)", cli=False),
     Option("style", "str", None, "a design word (twemoji, openmoji, noto, fluent) the filter adds; \"vary\": a prompt "
@@ -70,7 +69,8 @@ class Mode:
     name: str
     help: str
     options: tuple[Option, ...]
-    run: Callable[..., list] = field(repr=False)  # run(pipe, **options) -> list of PIL images
+    run: Callable[..., list] = field(repr=False)  # run(pipe, settings, **own options) -> list of PIL images
+    defaults: Callable[..., dict] | None = field(default=None, repr=False)  # defaults(pipe, own) -> sampling defaults
 
     @property
     def names(self) -> list[str]:
@@ -82,19 +82,24 @@ class Mode:
                 return o
         raise KeyError(name)
 
-    def __call__(self, pipe, **kwargs) -> list:
-        unknown = sorted(set(kwargs) - set(self.names))
+    def split(self, options: dict) -> tuple[dict, dict]:
+        """The call's options -> (the sampling options, for SamplingSettings; the mode's own), None meaning "the
+        declared default" (as the CLI and the server pass an option that was not given); unknown options and
+        values outside an option's choices are refused."""
+        unknown = sorted(set(options) - set(self.names))
         if unknown:
             raise MinicreamError(f"{self.name}: unknown option(s) {', '.join(unknown)}; it takes {', '.join(self.names)}")
-        # None means "the default", as the CLI and the server pass an option that was not given
-        values = {o.name: o.default if kwargs.get(o.name) is None else kwargs[o.name] for o in self.options}
+        values = {o.name: o.default if options.get(o.name) is None else options[o.name] for o in self.options}
         for o in self.options:
             if o.choices and values[o.name] not in o.choices:
                 raise MinicreamError(f"{self.name}: {o.name} must be one of {', '.join(map(str, o.choices))}, got {values[o.name]!r}")
-        # The guidance interval and condition annealing are the pipeline's: they reach every denoise of this call,
-        # nested modes included, without each mode passing them along.
-        with pipe.guidance_limit(values.pop("guidance_max_noise", None)), pipe.condition_annealing(values.pop("cads", None)):
-            return self.run(pipe, **values)
+        sampling = {name: values.pop(name) for name in SAMPLING_NAMES if name in values}
+        return sampling, values
+
+    def sampling_defaults(self, pipe, own: dict) -> dict:
+        """This mode's own defaults for sampling options left at None (blend's image ends: a deterministic sampler
+        without guidance), given the mode's own options; {} for most modes."""
+        return {} if self.defaults is None else self.defaults(pipe, own)
 
 
 def discover() -> dict[str, Mode]:
@@ -103,7 +108,7 @@ def discover() -> dict[str, Mode]:
 
     modes: dict[str, Mode] = {}
     for info in sorted(pkgutil.iter_modules(here), key=lambda m: m.name):
-        if info.name in ("base", "modes"):
+        if info.name in NOT_MODES:
             continue
         mode = getattr(importlib.import_module(f"{__package__}.{info.name}"), "MODE", None)
         if isinstance(mode, Mode):

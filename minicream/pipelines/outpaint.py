@@ -11,8 +11,8 @@ import torch
 
 from ..editing import load_image, paste_back
 from ..errors import MinicreamError
-from .base import seeds_for, sha
 from .inpaint import keep_latents
+from .metadata import sha
 from .modes import FILTER, SAMPLING, Mode, Option
 
 MAX_EXTEND = 192  # pixels per side
@@ -28,10 +28,8 @@ def place_on_canvas(source: torch.Tensor, left: int, right: int, top: int, botto
     return canvas, repaint
 
 
-def outpaint(pipe, image, prompt, left, right, top, bottom, negative_prompt, num_images, steps, guidance, sampler, seed,
-             batch_size, progress, callback, step_callback, filter, style, llm):
+def outpaint(pipe, settings, image, prompt, left, right, top, bottom, filter, style, llm):
     pipe.check_prompt(prompt)
-    steps, guidance, sampler = pipe.settings(steps, guidance, sampler, num_images, batch_size)
     sides = {"left": left, "right": right, "top": top, "bottom": bottom}
     f = pipe.image_size // pipe.latent_shape[-1]
     for name, v in sides.items():
@@ -42,14 +40,13 @@ def outpaint(pipe, image, prompt, left, right, top, bottom, negative_prompt, num
     source = load_image(image, pipe.image_size)
     canvas, repaint = place_on_canvas(source, left, right, top, bottom)
     filtered = pipe.filter_prompt(prompt, filter, style=style, llm=llm)
-    seeds = seeds_for(seed, num_images)
-    cond, uncond = pipe.encode_prompt(filtered.rewritten), pipe.encode_prompt(negative_prompt or "")
-    latents = pipe.denoise(seeds, cond, uncond, guidance, sampler, steps, batch_size, progress, callback,
-                           init=pipe.encode_image(canvas[None]), keep=keep_latents(repaint, f),
-                           canvas=pipe.latent_size(*canvas.shape[1:]), step_callback=step_callback)
+    seeds = settings.seeds
+    cond, uncond = pipe.encode_prompt(filtered.rewritten), pipe.encode_prompt(settings.negative_prompt)
+    latents = pipe.denoise(seeds, cond, uncond, **settings.denoise_args, init=pipe.encode_image(canvas[None]),
+                           keep=keep_latents(repaint, f), canvas=pipe.latent_size(*canvas.shape[1:]))
     pixels = paste_back(canvas, pipe.decode(latents), repaint)
     extra = {"mode": "outpaint", "extend": sides, "init_image_sha256": sha(source)}
-    return pipe.attach(pixels, seeds, prompt, negative_prompt, steps, sampler, guidance, filtered, extra)
+    return pipe.attach(pixels, seeds, prompt, settings, filtered, extra)
 
 
 MODE = Mode("outpaint", "extend an image past its border (MultiDiffusion windows at the model's size)", (

@@ -21,8 +21,7 @@ from PIL import Image
 from ..data.images import cutout_from_white, paste_fitted
 from ..evaluator.rerank import candidate_seed
 from ..errors import MinicreamError
-from ..layout import Layout, layout_from_scene, native_layout
-from .base import seeds_for
+from .layout import Layout, layout_from_scene, native_layout
 from .modes import FILTER, SAMPLING, Mode, Option
 
 WHITE_THRESHOLD = 235  # generated backgrounds are near white, not exactly white
@@ -57,15 +56,13 @@ def paste_object(canvas: Image.Image, drawn: Image.Image, box) -> None:
         paste_fitted(canvas, cutout_from_white(drawn, WHITE_THRESHOLD), box)
 
 
-def draw_scene(pipe, filtered, layout: Layout, seed: int, harmonize: float, negative_prompt: str, steps: int,
-               guidance: float, sampler: str, batch_size: int, progress: bool, callback, step_callback=None) -> Image.Image:
+def draw_scene(pipe, settings, filtered, layout: Layout, seed: int, harmonize: float) -> Image.Image:
     """One scene image: objects drawn (object k with a seed derived from (seed, k)), composed, harmonised."""
     captions = [o.caption for o in layout.objects]
     cond = pipe.encode_prompt(captions)
-    uncond = pipe.encode_prompt(negative_prompt or "")
+    uncond = pipe.encode_prompt(settings.negative_prompt)
     obj_seeds = [candidate_seed(seed, k + 1) for k in range(len(captions))]
-    latents = pipe.denoise(obj_seeds, cond, uncond, guidance, sampler, steps, batch_size, progress, callback,
-                           step_callback=step_callback)
+    latents = pipe.denoise(obj_seeds, cond, uncond, **settings.denoise_args)
     canvas = Image.new("RGB", (layout.width, layout.height), "white")
     for obj, pixels in zip(layout.objects, pipe.decode(latents)):
         drawn = Image.fromarray(pixels.permute(1, 2, 0).numpy(), "RGB")
@@ -73,25 +70,22 @@ def draw_scene(pipe, filtered, layout: Layout, seed: int, harmonize: float, nega
     if harmonize > 0:  # one picture: the whole prompt redraws the composition lightly
         source = torch.from_numpy(np.asarray(canvas).copy()).permute(2, 0, 1)
         scene_cond = pipe.encode_prompt(filtered.rewritten)
-        out = pipe.denoise([seed], scene_cond, uncond, guidance, sampler, steps, 1, progress, callback,
+        out = pipe.denoise([seed], scene_cond, uncond, **settings.denoise_args,
                            init=pipe.encode_image(source[None]), strength=harmonize,
-                           canvas=pipe.latent_size(layout.height, layout.width), step_callback=step_callback)
+                           canvas=pipe.latent_size(layout.height, layout.width))
         return Image.fromarray(pipe.decode(out)[0].permute(1, 2, 0).numpy(), "RGB")
     return canvas
 
 
-def scene(pipe, prompt, layout, canvas, harmonize, negative_prompt, num_images, steps, guidance, sampler, seed, batch_size,
-          progress, callback, step_callback, filter, style, llm):
+def scene(pipe, settings, prompt, layout, canvas, harmonize, filter, style, llm):
     pipe.check_prompt(prompt)
-    steps, guidance, sampler = pipe.settings(steps, guidance, sampler, num_images, batch_size)
     filtered = pipe.filter_prompt(prompt, filter, style=style, llm=llm)
-    return render(pipe, filtered, prompt, layout, harmonize, negative_prompt, seeds_for(seed, num_images), steps,
-                  guidance, sampler, batch_size, progress, callback, step_callback, canvas=canvas)
+    return render(pipe, settings, filtered, prompt, layout, harmonize, canvas)
 
 
-def render(pipe, filtered, prompt, layout, harmonize, negative_prompt, seeds, steps, guidance, sampler, batch_size,
-           progress, callback, step_callback=None, canvas: str = "scene") -> list[Image.Image]:
-    """Scene images for `seeds` (the layout is the given one, or the filter's laid out with each image's seed)."""
+def render(pipe, settings, filtered, prompt, layout, harmonize, canvas: str = "scene") -> list[Image.Image]:
+    """Scene images, one per seed of `settings` (the layout is the given one, or the filter's laid out with each
+    image's seed)."""
     check_canvas(canvas)
     if isinstance(harmonize, bool) or not isinstance(harmonize, numbers.Real) or not 0.0 <= harmonize < 1.0:
         raise MinicreamError(f"harmonize must be a number in [0, 1), got {harmonize!r}")
@@ -99,14 +93,13 @@ def render(pipe, filtered, prompt, layout, harmonize, negative_prompt, seeds, st
         Layout.from_dict(layout, pipe.image_size, pipe.image_size).check_harmonizable(
             pipe.image_size, pipe.image_size // pipe.latent_shape[-1])
     images = []
-    for s in seeds:
+    for s in settings.seeds:
         lay = layout_for(pipe, filtered, layout, s, canvas)
         if lay is None:
             raise MinicreamError(f"no layout for {prompt!r}: the filter found a single object; pass layout= or use text2img")
-        im = draw_scene(pipe, filtered, lay, s, float(harmonize), negative_prompt, steps, guidance, sampler, batch_size,
-                        progress, callback, step_callback)
+        im = draw_scene(pipe, settings, filtered, lay, s, float(harmonize))
         pixels = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)[None]
-        images += pipe.attach(pixels, [s], prompt, negative_prompt, steps, sampler, guidance, filtered,
+        images += pipe.attach(pixels, [s], prompt, settings, filtered,
                               {"mode": "scene", "layout": lay.to_dict(), "harmonize": float(harmonize)})
     return images
 

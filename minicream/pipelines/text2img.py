@@ -4,35 +4,30 @@ from __future__ import annotations
 from ..errors import MinicreamError
 from ..evaluator.rerank import candidate_seeds, check_candidates
 from ..filter.variety import record_designs, varied_cond
-from .base import PARAMS_KEY, seeds_for
+from .metadata import PARAMS_KEY
 from .modes import FILTER, SAMPLING, Mode, Option
 from .scene import render
 
 
-def text2img(pipe, prompt, negative_prompt, num_images, steps, guidance, sampler, seed, batch_size, progress, callback,
-             step_callback, filter, style, llm, size, num_candidates, keep_top, layout, canvas, harmonize):
+def text2img(pipe, settings, prompt, filter, style, llm, size, num_candidates, keep_top, layout, canvas, harmonize):
     pipe.check_prompt(prompt)
-    steps, guidance, sampler = pipe.settings(steps, guidance, sampler, num_images, batch_size)
     filtered = pipe.filter_prompt(prompt, filter, style=style, llm=llm)  # what was typed -> the model's captions
     if size is not None and size != pipe.image_size:
         raise MinicreamError(f"this model draws {pipe.image_size}x{pipe.image_size} images; size {size} is not supported "
                              "(outpaint extends an image past it)")
-    seeds = seeds_for(seed, num_images)
     check_candidates(num_candidates, keep_top)
     if num_candidates > 1:
         pipe.evaluator  # fail before any work if the model has no evaluator
-    gen_seeds = candidate_seeds(seeds, num_candidates)  # == seeds when num_candidates == 1
+    gen_seeds = candidate_seeds(list(settings.seeds), num_candidates)  # == the seeds when num_candidates == 1
     if layout != "none" and (layout is not None or filtered.scene):  # several objects: a layout places them
-        images = render(pipe, filtered, prompt, layout, harmonize, negative_prompt, gen_seeds, steps, guidance, sampler,
-                        batch_size, progress, callback, step_callback, canvas=canvas)
+        images = render(pipe, settings.with_seeds(gen_seeds), filtered, prompt, layout, harmonize, canvas)
         return pipe.rerank(images, filtered.rewritten, num_candidates, keep_top) if num_candidates > 1 else images
     # A prompt naming no design, under style "vary": each image its own design, by its seed (filter/variety.py).
     # By the generation seed, best-of-N candidates too: a PNG's seed alone, re-run, gives the same image.
     cond, designs = varied_cond(pipe, filtered, style, gen_seeds)
-    uncond = pipe.encode_prompt(negative_prompt or "")
-    latents = pipe.denoise(gen_seeds, cond, uncond, guidance, sampler, steps, batch_size, progress, callback,
-                           step_callback=step_callback)
-    images = pipe.attach(pipe.decode(latents), gen_seeds, prompt, negative_prompt, steps, sampler, guidance, filtered)
+    uncond = pipe.encode_prompt(settings.negative_prompt)
+    latents = pipe.denoise(gen_seeds, cond, uncond, **settings.denoise_args)
+    images = pipe.attach(pipe.decode(latents), gen_seeds, prompt, settings, filtered)
     record_designs(images, filtered, designs, PARAMS_KEY)
     return pipe.rerank(images, filtered.rewritten, num_candidates, keep_top) if num_candidates > 1 else images
 

@@ -7,16 +7,14 @@ variations differ visibly (issue 28: at one design they were near copies) while 
 from __future__ import annotations
 
 from ..editing import load_image
+from .img2img import img2img
 from .modes import SAMPLING, Mode, Option
 
 
-def variation(pipe, image, prompt, strength, style, negative_prompt, num_images, steps, guidance, sampler, seed,
-              batch_size, progress, callback, step_callback):
+def variation(pipe, settings, image, prompt, strength, style):
     if prompt is None:
         prompt = pipe.name_image(load_image(image, pipe.image_size))
-    images = pipe.run("img2img", image=image, prompt=prompt, strength=strength, style=style, negative_prompt=negative_prompt,
-                      num_images=num_images, steps=steps, guidance=guidance, sampler=sampler, seed=seed,
-                      batch_size=batch_size, progress=progress, callback=callback, step_callback=step_callback)
+    images = img2img(pipe, settings, image=image, prompt=prompt, strength=strength, filter="offline", style=style, llm=None)
     for im in images:
         im.info["minicream"]["mode"] = "variation"
     return images

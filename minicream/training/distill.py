@@ -265,7 +265,8 @@ def teacher_info(teacher: ModelDir) -> dict:
 def run_distill(cfg: DistillConfig, run_dir: str | Path, resume: bool = False) -> Path:
     from ..config import to_toml
     from ..models.build import load_unet
-    from ..pipelines.base import Pipeline, resolve_model
+    from ..io.model_dir import resolve_model
+    from ..pipelines import Pipeline
     from .recipe import RunLog
 
     run = Path(run_dir)

@@ -163,7 +163,7 @@ def run_recipe(cfg: RecipeConfig, run_dir: str | Path, resume: bool = False, cpu
     if resume:
         check_resume(run, cfg)
     if cfg.init_from:
-        from ..pipelines.base import resolve_model  # a shipped model's name ("full") or a folder
+        from ..io.model_dir import resolve_model  # a shipped model's name ("full") or a folder
 
         cfg = dataclasses.replace(cfg, init_from=str(resolve_model(cfg.init_from)))
         _check_init_from(cfg)

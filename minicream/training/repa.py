@@ -73,7 +73,7 @@ def encoder_targets(encoder_dir: str | Path, images_uint8: torch.Tensor, size: i
     """The frozen evaluator tower's feature map of every image at size x size (bf16, (N, C, size, size)): the
     first stage at or below that resolution, average-pooled to it."""
     from ..evaluator.model import MiniCLIP
-    from ..pipelines.base import resolve_model
+    from ..io.model_dir import resolve_model
 
     path = Path(encoder_dir)
     if not (path / "config.json").exists():

@@ -12,14 +12,17 @@ size (64 px for the shipped models) with 8 px between boxes, so objects are draw
 e.g. 136x64 for two side by side, 208x64 for "three bananas", 64x136 for "A above B"; a small object's box is about half a big one's.
 `layout_from_scene` lays the objects out on a given canvas instead (the model's own, `canvas="model"`).
 Boxes are (x0, y0, x1, y1) in pixels, x1/y1 exclusive, as in the data builder's scenes.
+
+This is the drawing side (scene.py draws what it lays out); the training data's scenes are planned by
+data/scene_layout.py, and minicream/eval grades drawn scenes against their prompts.
 """
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
 
-from .errors import MinicreamError
-from .io.atomic import read_json as read_json_file
+from ..errors import MinicreamError
+from ..io.atomic import read_json as read_json_file
 
 MAX_OBJECTS = 6
 MAX_LAYOUT_BYTES = 64 * 1024  # a layout of six boxes is a few hundred bytes

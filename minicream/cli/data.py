@@ -1,0 +1,40 @@
+"""`minicream data emoji | fetch`: build the emoji dataset, fetch the npm designs."""
+from __future__ import annotations
+
+
+def cmd_data(args) -> None:
+    from ..data.emoji import build_emoji_dataset
+
+    styles = tuple(s.strip() for s in args.styles.split(",") if s.strip()) if args.styles else None
+    stats = build_emoji_dataset(args.out, size=args.size, styles=styles, skin_tones=not args.no_skin_tones,
+                                heldout_fraction=args.heldout, seed=args.seed, overwrite=args.overwrite,
+                                limit=args.limit or None)
+    print(f"wrote {stats['train']} train + {stats['test']} test images ({stats['concepts']} concepts, "
+          f"styles {', '.join(stats['styles'])}) to {args.out}")
+
+
+def cmd_data_fetch(args) -> None:
+    from ..data.npm_sources import NPM_SOURCES, fetch
+
+    for style in args.styles or list(NPM_SOURCES):
+        path = fetch(style)
+        src = NPM_SOURCES[style]
+        print(f"{style}: {src.package}@{src.version} ({src.licence}) sha256 ok -> {path}")
+
+
+def add_parsers(sub) -> None:
+    d = sub.add_parser("data", help="build a dataset")
+    dsub = d.add_subparsers(dest="dataset", required=True)
+    e = dsub.add_parser("emoji", help="the embedded default: Twemoji, OpenMoji, Noto, Fluent with English/Russian captions")
+    e.add_argument("out", help="output folder (Hugging Face imagefolder layout)")
+    e.add_argument("--size", type=int, default=64, help="image size in pixels")
+    e.add_argument("--no-skin-tones", action="store_true", help="leave out skin-tone variants")
+    e.add_argument("--heldout", type=float, default=0.05, help="fraction of images in the test split")
+    e.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
+    e.add_argument("--limit", type=int, default=0, help="at most this many images per style (0 = all)")
+    e.add_argument("--overwrite", action="store_true", help="replace an earlier build in OUT")
+    e.add_argument("--styles", help="comma-separated designs (default: every one available of twemoji, openmoji, noto, fluent)")
+    e.set_defaults(func=cmd_data)
+    fe = dsub.add_parser("fetch", help="fetch the npm emoji designs (noto, fluent) once: pinned version and sha256, cached")
+    fe.add_argument("styles", nargs="*", help="designs to fetch (default: all)")
+    fe.set_defaults(func=cmd_data_fetch)

@@ -1,0 +1,43 @@
+"""`--from IMAGE.png`: which options a PNG stores (the re-run table) and the checks that a re-run gets the same
+inputs. `minicream generate --from` reads text2img and scene PNGs; edit, vary and outpaint read their own modes'."""
+from __future__ import annotations
+
+from ..errors import MinicreamError
+
+# mode recorded in a PNG -> the command that re-runs it (its input image is not stored)
+EDIT_COMMANDS = {"img2img": "edit", "inpaint": "edit", "outpaint": "outpaint", "variation": "vary", "blend": "blend"}
+
+STORED = {"prompt": "prompt", "negative_prompt": "negative_prompt", "steps": "steps", "guidance": "cfg_scale",
+          "sampler": "sampler", "seed": "seed", "strength": "strength", "style": "style"}  # option -> key in the PNG's parameters
+
+
+def from_png(path, allowed: tuple[str, ...]) -> dict:
+    """The options a PNG made by one of the `allowed` modes stores (for `--from`), plus its input hashes."""
+    from ..io.pngmeta import check_stored_types, read_png_params
+
+    p = check_stored_types(read_png_params(path), path)
+    if p.get("mode") not in allowed:
+        raise MinicreamError(f"{path} was made by {p.get('mode') or 'text2img'}, not by {' or '.join(allowed)}; "
+                             f"re-run it with the command that made it")
+    out = {k: p[v] for k, v in STORED.items() if v in p}
+    out["guidance_max_noise"] = p.get("guidance_max_noise", 1.0)  # not stored = guidance at every step
+    out["cads"] = p.get("cads", 0.0)  # not stored = no condition annealing
+    if isinstance(p.get("extend"), dict):
+        out.update({k: v for k, v in p["extend"].items() if k in ("left", "right", "top", "bottom")})
+    if p["mode"] == "variation" and "style" not in p:
+        out["style"] = "model"  # variations from before style "vary" were drawn in one design
+    out["hashes"] = {k: p[k] for k in ("init_image_sha256", "mask_sha256") if k in p}
+    out["mode"] = p["mode"]
+    return out
+
+
+def check_inputs(pipe, stored: dict, image, mask) -> None:
+    """The image (and mask) given to a `--from` re-run must be the ones the PNG was made from."""
+    from ..editing import load_image, load_mask
+    from ..pipelines import sha
+
+    for key, value, load in (("init_image_sha256", image, load_image), ("mask_sha256", mask, load_mask)):
+        want = stored["hashes"].get(key)
+        if want and value is not None and sha(load(value, pipe.image_size)) != want:
+            what = "image" if key.startswith("init") else "mask"
+            raise MinicreamError(f"the {what} given is not the one the --from PNG was made from (sha256 {want} expected)")

@@ -1,0 +1,127 @@
+"""`minicream train` and `minicream distill`: the training recipe and the one-step distillation."""
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from ..errors import MinicreamError
+
+
+TRAIN_FLAGS = {  # flag -> config field (every flag is a config field; anything else goes through --set)
+    "data": "data.source", "steps": "unet.train.steps", "batch_size": "unet.train.batch_size", "lr": "unet.train.lr",
+    "moe": "unet.model.moe", "objective": "unet.objective", "seed": "unet.train.seed", "max_minutes": "unet.train.max_minutes",
+    "grad_accum": "unet.train.grad_accum", "init_from": "init_from",
+}
+
+
+def flag_overrides(args, table: dict[str, str]) -> list[str]:
+    """`--set` overrides, then each given flag as its config field's override (flags win)."""
+    overrides = list(args.set or [])
+    for flag, key in table.items():
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}")
+    return overrides
+
+
+MAX_TRAIN_SEED = 2**32 - 1  # training derives its generators' seeds from it (seed * 100003 + epoch < 2**64)
+SKELETON = {"config.toml", "train_log.txt", "cache"}  # what a run folder holds before its first stage does any work
+
+
+def train_seed(text: str) -> int:
+    """argparse type of `train --seed`: refused at once, not after minutes of training."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text[:40]!r}") from None
+    if not 0 <= value <= MAX_TRAIN_SEED:
+        raise argparse.ArgumentTypeError(f"must be in 0..{MAX_TRAIN_SEED}, got {text[:40]}")
+    return value
+
+
+def _only_skeleton(run: Path) -> bool:
+    """The run folder holds nothing but what run_recipe writes before any work (a failed start leaves just that)."""
+    entries = list(run.iterdir()) if run.is_dir() else []
+    return all(e.name in SKELETON for e in entries) and not any((run / "cache").glob("*"))
+
+
+def cmd_train(args) -> None:
+    from ..config import load_config, to_toml
+
+    overrides = flag_overrides(args, TRAIN_FLAGS)
+    if args.deterministic:
+        overrides += ["unet.train.deterministic=true", "autoencoder.train.deterministic=true"]
+    cfg = load_config(args.config, overrides)
+    if args.dry_run:
+        print(to_toml(cfg))
+        return
+    source = cfg.data.source
+    if source != "emoji" and not Path(source).is_dir():  # before a run folder exists: a typo costs nothing
+        raise MinicreamError(f"--data {source}: no such folder; give 'emoji' or a folder with metadata.jsonl or .txt captions")
+    from ..training.recipe import run_recipe
+
+    out = Path(args.out or f"runs/{Path(str(args.config)).stem}")
+    fresh = not out.exists() or not any(out.iterdir())
+    try:
+        model_dir = run_recipe(cfg, out, resume=args.resume)
+    except BaseException:
+        # A run that failed before any work (its data unreadable, say) leaves no folder that a rerun must be told
+        # to delete: one that did some work is kept for --resume.
+        if fresh and out.is_dir() and _only_skeleton(out):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    print(f"model written to {model_dir}")
+
+
+DISTILL_FLAGS = {"teacher": "teacher", "pairs": "pairs", "reflow_minutes": "reflow.max_minutes",
+                 "distill_minutes": "distill.max_minutes"}
+
+
+def cmd_distill(args) -> None:
+    from ..config import to_toml
+    from ..training.distill import load_distill_config
+
+    cfg = load_distill_config(args.config, flag_overrides(args, DISTILL_FLAGS))
+    if args.dry_run:
+        print(to_toml(cfg))
+        return
+    from ..training.distill import run_distill
+
+    out = args.out or "runs/onestep"
+    print(f"one-step model written to {run_distill(cfg, out, resume=args.resume)}")
+
+
+def add_train_parser(sub) -> None:
+    t = sub.add_parser("train", help="train autoencoder + MoE UNet from scratch (the recipe's stages)")
+    t.add_argument("--config", default="reference", help="preset name (reference, tiny) or a TOML file")
+    t.add_argument("--out", help="run directory (default runs/<config>)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field, e.g. unet.model.top_k=2")
+    t.add_argument("--data", help="training data: 'emoji' or a folder with metadata.jsonl / .txt captions")
+    t.add_argument("--steps", type=int, help="UNet optimizer steps")
+    t.add_argument("--init-from", metavar="MODEL_DIR", help="warm start from an exported model (its autoencoder and UNet weights, fresh optimizer)")
+    t.add_argument("--batch-size", type=int, help="UNet global batch size")
+    t.add_argument("--lr", type=float, help="UNet learning rate")
+    t.add_argument("--moe", choices=["token", "timestep", "none"], help="mid-block router (none = dense twin)")
+    t.add_argument("--objective", choices=["epsilon", "v", "flow"], help="training objective")
+    t.add_argument("--seed", type=train_seed, help=f"training seed (0..{MAX_TRAIN_SEED})")
+    t.add_argument("--max-minutes", type=float, help="stop UNet training after this many minutes")
+    t.add_argument("--grad-accum", type=int, help="gradient accumulation steps")
+    t.add_argument("--deterministic", action="store_true", help="deterministic algorithms for reproducible runs")
+    t.set_defaults(func=cmd_train)
+
+
+def add_distill_parser(sub) -> None:
+    di = sub.add_parser("distill", help="one-step model from a teacher: reflow (2-rectified flow), then distillation")
+    di.add_argument("--teacher", metavar="MODEL", help="a shipped model's name or a model folder (default: the default model)")
+    di.add_argument("--out", help="run directory (default runs/onestep); the student is written to OUT/model")
+    di.add_argument("--config", default="onestep", help="preset name or TOML file (default: onestep)")
+    di.add_argument("--pairs", type=int, help="(noise, image, prompt) triples drawn from the teacher")
+    di.add_argument("--reflow-minutes", type=float, help="time cap of the reflow stage")
+    di.add_argument("--distill-minutes", type=float, help="time cap of the distillation stage")
+    di.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    di.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    di.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field, e.g. reflow.lr=2e-4")
+    di.set_defaults(func=cmd_distill)

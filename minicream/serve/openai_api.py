@@ -1,0 +1,145 @@
+"""The OpenAI Images API: /v1/images/generations, /v1/images/edits and /v1/images/variations (multipart, as OpenAI's
+clients send them; transparent mask pixels are repainted), /v1/models."""
+from __future__ import annotations
+
+import base64
+import re
+import time
+
+from fastapi import APIRouter, Request
+from starlette.requests import ClientDisconnect
+
+from .errors import error_response
+from .schemas import MAX_IMAGES, MAX_PROMPT_CHARS, OpenAIImage, OpenAIImageRequest, OpenAIImagesResponse
+from .served import Served, decoded, image_params, png_bytes, served
+from .uploads import UploadError, has_transparency
+
+N_FIELD = re.compile(r"[0-9]{1,3}")  # ASCII digits only: str.isdigit() also takes '²' (int() fails) and '٣' (== 3)
+_FORM_FIELDS = {  # OpenAI's multipart fields, for the schema (the route reads and checks them itself)
+    "image": {"type": "string", "format": "binary", "description": "PNG, JPEG or WebP; at most 4 MB and 2048x2048 px"},
+    "prompt": {"type": "string", "maxLength": MAX_PROMPT_CHARS},
+    "n": {"type": "integer", "minimum": 1, "maximum": MAX_IMAGES, "default": 1},
+    "size": {"type": "string", "description": "the model's native WIDTHxHEIGHT, or 'auto'"},
+    "response_format": {"type": "string", "enum": ["b64_json", "url"], "default": "b64_json"},
+    "model": {"type": "string", "description": "a loaded model's name (GET /v1/models); others mean the default"},
+}
+
+
+def _multipart(*required: str, mask: bool = False) -> dict:
+    fields = {**_FORM_FIELDS, **({"mask": {"type": "string", "format": "binary", "description": "transparent = "
+                                           "repaint; the image's size"}} if mask else {})}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {
+        "schema": {"type": "object", "properties": fields, "required": list(required)}}}}}
+
+
+router = APIRouter(tags=["openai"])
+
+
+@router.post("/v1/images/generations", response_model=OpenAIImagesResponse, response_model_exclude_none=True,
+             summary="Create images (OpenAI Images API)")
+async def openai_generate(req: OpenAIImageRequest, request: Request):
+    s = served(request)
+    native = f"{s.size}x{s.size}"
+    if req.size not in (None, "auto", native):
+        return error_response(422, f"size: this model draws {native} images; use size '{native}' or 'auto' "
+                                   f"(got {req.size!r})", "size")
+    images = await s.generate({"prompt": req.prompt, "num_images": req.n}, target=s.pipes.get(req.model or "", s.pipe))
+    return _openai_response(s, images, req.response_format, request, req.prompt)
+
+
+def _openai_response(s: Served, images, response_format, request: Request, prompt: str | None):
+    s.metrics.images.inc(len(images))
+    data = []
+    for im in images:
+        params = image_params(im)
+        revised = params.get("rewritten_prompt") or params.get("prompt") or prompt
+        if response_format == "url":
+            path = s.save(im, params)
+            if path is None:
+                return error_response(507, "the server could not store the image for a URL; ask for "
+                                           "response_format 'b64_json'")
+            url = str(request.base_url).rstrip("/") + path
+            data.append(OpenAIImage(url=url, revised_prompt=revised))
+        else:
+            data.append(OpenAIImage(b64_json=base64.b64encode(png_bytes(im, params)).decode(), revised_prompt=revised))
+    return OpenAIImagesResponse(created=int(time.time()), data=data)
+
+
+async def _upload_form(s: Served, request: Request, needs_prompt: bool):
+    """The multipart fields OpenAI's clients send, validated, the images still undecoded bytes:
+    (the pipeline `model` names, image, mask or None, prompt, n, response_format)."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()  # case-insensitive
+    if media_type != "multipart/form-data":
+        raise UploadError("send multipart/form-data with an 'image' file (as OpenAI's clients do)")
+    s.queue.check_room()  # 429 before an upload is read, let alone decoded, when no job could take it
+    try:
+        form = await request.form(max_files=4, max_fields=32)
+    except ClientDisconnect:
+        raise
+    except Exception as e:  # the multipart parser's own errors (bad boundary, too many parts)
+        reason = (str(e).splitlines() or [""])[0][:120] or type(e).__name__
+        raise UploadError(f"could not read the multipart form ({reason})") from None
+    files = [v for k, v in form.multi_items() if k in ("image", "image[]") and hasattr(v, "read")]
+    if not files:
+        raise UploadError("image: a file is required (multipart field 'image')")
+    image = await files[0].read()
+    mask_part = form.get("mask")
+    mask = await mask_part.read() if hasattr(mask_part, "read") else None
+    prompt = form.get("prompt")
+    if needs_prompt and (not isinstance(prompt, str) or not prompt.strip()):
+        raise UploadError("prompt: describe the edited image, e.g. \"red apple\"")
+    if isinstance(prompt, str) and len(prompt) > MAX_PROMPT_CHARS:
+        raise UploadError(f"prompt: at most {MAX_PROMPT_CHARS} characters")
+    n_raw = form.get("n") or "1"
+    if not isinstance(n_raw, str) or not N_FIELD.fullmatch(n_raw) or not 1 <= int(n_raw) <= MAX_IMAGES:
+        raise UploadError(f"n: an integer in 1..{MAX_IMAGES}")
+    fmt = form.get("response_format") or "b64_json"
+    if fmt not in ("b64_json", "url"):
+        raise UploadError("response_format: 'b64_json' or 'url'")
+    native = f"{s.size}x{s.size}"
+    if form.get("size") not in (None, "", "auto", native):
+        raise UploadError(f"size: this model draws {native} images; use '{native}' or 'auto'")
+    model = form.get("model")
+    if model is not None and not isinstance(model, str):
+        raise UploadError("model: a model's name (GET /v1/models)")
+    # OpenAI's own model names (dall-e-2) mean the default, as on /v1/images/generations
+    return s.pipes.get(model or "", s.pipe), image, mask, prompt, int(n_raw), fmt
+
+@router.post("/v1/images/edits", response_model=OpenAIImagesResponse, response_model_exclude_none=True,
+             summary="Edit an image (OpenAI Images API): transparent mask pixels are repainted",
+             openapi_extra=_multipart("image", "prompt", mask=True))
+async def openai_edit(request: Request):
+    s = served(request)
+    target, raw, raw_mask, prompt, n, fmt = await _upload_form(s, request, needs_prompt=True)
+    if not {"img2img", "inpaint"} <= set(getattr(target, "modes", {}) or {}):
+        return error_response(501, "this server's pipeline cannot edit images")
+
+    def job_options():
+        image, mask = decoded(raw, raw_mask)
+        if mask is None and has_transparency(image):  # OpenAI: without a mask, the image's transparency marks the edit
+            mask = image.convert("RGBA")
+        if mask is not None and mask.mode in ("RGBA", "LA") and not has_transparency(mask):
+            raise UploadError("mask: it has no transparent pixels; make transparent the area to edit")
+        options = {"image": image, "prompt": prompt, "num_images": n, **({"mask": mask} if mask is not None else {})}
+        return ("inpaint" if mask is not None else "img2img"), options
+
+    images = await s.generate(job_options, target=target)
+    return _openai_response(s, images, fmt, request, prompt)
+
+
+@router.post("/v1/images/variations", response_model=OpenAIImagesResponse, response_model_exclude_none=True,
+             summary="Variations of an image (OpenAI Images API)", openapi_extra=_multipart("image"))
+async def openai_variations(request: Request):
+    s = served(request)
+    target, raw, _, _, n, fmt = await _upload_form(s, request, needs_prompt=False)
+    if "variation" not in (getattr(target, "modes", {}) or {}):
+        return error_response(501, "this server's pipeline cannot make variations")
+    images = await s.generate(lambda: ("variation", {"image": decoded(raw, None)[0], "num_images": n}), target=target)
+    return _openai_response(s, images, fmt, request, None)
+
+
+@router.get("/v1/models", summary="List models (OpenAI shape)")
+async def openai_models(request: Request):
+    s = served(request)
+    return {"object": "list", "data": [{"id": name, "object": "model", "created": int(s.started), "owned_by": "minicream"}
+                                       for name in s.pipes]}
