@@ -1,0 +1,16 @@
+"""People's ratings of best-of-N candidates: a checked SQLite store (store.py, schema.py), a dataset export
+(export.py) and simulated ratings from the nearest-real-image judge (simulate.py, imported on use: it needs
+torch and a pipeline). The evaluator is fine-tuned on them by `minicream.evaluator.preference`."""
+from .store import (Counts, FeedbackError, FeedbackFull, FeedbackLimits, FeedbackStore, Preference, RateLimited, Rating,
+                    UnknownImage, png_sha256)
+
+__all__ = ["Counts", "FeedbackError", "FeedbackFull", "FeedbackLimits", "FeedbackStore", "Preference", "RateLimited", "Rating",
+           "UnknownImage", "png_sha256", "export_feedback", "read_feedback_dataset"]
+
+
+def __getattr__(name):
+    if name in ("export_feedback", "read_feedback_dataset"):
+        from . import export
+
+        return getattr(export, name)
+    raise AttributeError(name)
