@@ -109,6 +109,9 @@ def _check_header(path: Path) -> None:
     if page_size < 512 or page_size & (page_size - 1):
         raise MinicreamError(f"{path}: the feedback database is corrupt (page size {page_size}); {MOVE_AWAY}")
     pages, counter, valid_for = struct.unpack(">I", head[28:32])[0], head[24:28], head[92:96]
+    wal = Path(f"{path}-wal")
+    if wal.exists() and wal.stat().st_size:  # in use: a checkpoint may be growing the file page by page (quick_check runs)
+        return
     if size % page_size or (pages and counter == valid_for and pages * page_size > size):
         raise MinicreamError(f"{path}: the feedback database is truncated ({size} bytes, its header says "
                              f"{pages * page_size}); {MOVE_AWAY}")
@@ -149,8 +152,12 @@ def open_database(path: str | Path, busy_s: float = 10.0) -> Path:
     if not fresh:
         _check_header(path)
         with contextlib.closing(connect(path, busy_s, "ro")) as con, sqlite_errors(path, busy_s):
-            if _check_contents(con, path):
-                return path
+            ours = _check_contents(con, path)
+        if ours:
+            with sqlite_errors(path, busy_s):  # a read-write close tidies the read-only one's -wal/-shm (when no one else is in)
+                with contextlib.closing(connect(path, busy_s)) as rw:
+                    rw.execute("PRAGMA schema_version").fetchone()  # reads the file, so closing it checkpoints
+            return path
     elif not path.parent.is_dir():
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
