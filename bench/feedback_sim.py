@@ -85,12 +85,11 @@ def main() -> None:
         prompts = [p.strip() for p in args.prompts.split(",") if p.strip()]
     else:
         prompts = sorted(random.Random(0).sample(known, min(args.concepts, len(known))))
-    draw = lambda prompt, num_images, seed, **o: pipe(prompt, num_images=num_images, seed=seed, progress=False, **o)  # noqa: E731
     options = {"steps": args.steps}
     train_store = FeedbackStore(out / "train.sqlite", limits=SIMULATION_LIMITS)
-    simulate_ratings(draw, prompts, args.ratings, judge, candidates=args.candidates, seed=0, store=train_store, generate_options=options)
+    simulate_ratings(pipe, prompts, args.ratings, judge, candidates=args.candidates, seed=0, store=train_store, generate_options=options)
     held_store = FeedbackStore(out / "heldout.sqlite", limits=SIMULATION_LIMITS)
-    held = simulate_ratings(draw, prompts, args.heldout, judge, candidates=args.candidates, seed=HELDOUT_SEED, store=held_store,
+    held = simulate_ratings(pipe, prompts, args.heldout, judge, candidates=args.candidates, seed=HELDOUT_SEED, store=held_store,
                             generate_options=options)
     t_sim = time.time() - t0
 

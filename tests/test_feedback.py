@@ -141,6 +141,31 @@ def test_flooding_is_bounded(tmp_path):
     one_line(e)
 
 
+def test_api_body_is_checked_and_recorded(tmp_path):
+    from minicream.feedback import handle_feedback, record_candidate_pngs
+
+    store = FeedbackStore(tmp_path / "fb.sqlite")
+    _, pngs = candidates("red", "green", "blue")
+    set_id, (a, b, c) = record_candidate_pngs(store, "red apple", {"steps": 20}, pngs, client="1.2.3.4")
+    assert [a, b, c] == [png_sha256(p) for p in pngs] and store.image_png(b) == pngs[1]
+    assert handle_feedback(store, {"action": "choose", "image": b, "set_id": set_id}, client="1.2.3.4") == \
+        {"rating_id": 1, "set_id": set_id, "action": "choose", "image": b}
+    assert handle_feedback(store, {"action": "wrong", "image": c, "prompt": "red apple"})["rating_id"] == 2
+    assert store.preferences(include_wrong=False) == [Preference("red apple", b, a, "choice"), Preference("red apple", b, c, "choice")]
+    for body, match in (([a], "a JSON object"), ({"action": "choose", "image": a, "extra": 1}, "unknown field"),
+                        ({"action": "love", "image": a}, "action: one of"), ({"action": "choose", "image": 5}, "sha256"),
+                        ({"action": "choose", "image": a, "set_id": True}, "set_id"), ({"action": "choose", "image": a, "set_id": "1"}, "set_id"),
+                        ({"action": "wrong", "image": a, "others": [b]}, "only with action choose"),
+                        ({"action": "choose", "image": a, "others": "b"}, "others"), ({"action": "choose", "image": a, "prompt": 3}, "prompt")):
+        with pytest.raises(FeedbackError, match=match) as e:
+            handle_feedback(store, body)
+        assert e.value.status == 422 and one_line(e)
+    with pytest.raises(UnknownImage) as e:
+        handle_feedback(store, {"action": "wrong", "image": "e" * 64})
+    assert e.value.status == 404
+    assert store.count().choices == 1 and store.count().wrong == 1
+
+
 # -- concurrency ----------------------------------------------------------------------------------------------
 def test_concurrent_threads_lose_nothing(tmp_path):
     store = FeedbackStore(tmp_path / "fb.sqlite", limits=FREE, busy_s=60)

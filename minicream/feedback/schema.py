@@ -99,9 +99,12 @@ def connect(path: Path, busy_s: float, mode: str = "rw") -> sqlite3.Connection:
 
 def _check_header(path: Path) -> None:
     """Refuse what is not a whole SQLite file, reading only its first 100 bytes and its size."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(100)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(100)
+    except OSError as e:
+        raise MinicreamError(f"{path}: cannot read the feedback database ({e.strerror})") from None
     if len(head) < 100 or not head.startswith(HEADER):
         raise MinicreamError(f"{path}: not a SQLite database (not a minicream feedback file); {MOVE_AWAY}")
     page_size = struct.unpack(">H", head[16:18])[0]

@@ -85,6 +85,12 @@ class Rating:
 
 
 @dataclass(frozen=True)
+class Recorded:
+    rating_id: int
+    set_id: int  # the candidate set the rating went to
+
+
+@dataclass(frozen=True)
 class Counts:
     sets: int
     images: int
@@ -246,8 +252,8 @@ class FeedbackStore:
         return set_id
 
     def record_choice(self, chosen: str, others: Sequence[str] | None = None, *, set_id: int | None = None,
-                      prompt: str | None = None, client: str | None = None) -> int:
-        """A person picked `chosen` as the best of its set; return the rating's id.
+                      prompt: str | None = None, client: str | None = None) -> Recorded:
+        """A person picked `chosen` as the best of its set; return the rating's and the set's ids.
 
         `others`: the candidates it was preferred over (default: every other candidate of the set). The set is
         `set_id`, else the newest set holding `chosen` and all `others` (and `prompt`, when given). A client's
@@ -272,11 +278,12 @@ class FeedbackStore:
             rating = con.execute("INSERT INTO ratings (set_id, kind, image, created, client) VALUES (?, 'choice', ?, ?, ?)",
                                  (set_id, chosen, now, client)).lastrowid
             con.executemany("INSERT INTO rejected (rating_id, image) VALUES (?, ?)", [(rating, h) for h in others])
-        return rating
+        return Recorded(rating, set_id)
 
-    def mark_wrong(self, image_hash: str, *, set_id: int | None = None, prompt: str | None = None, client: str | None = None) -> int:
-        """A person marked `image_hash` wrong (it does not show the prompt); return the rating's id. Marking the
-        same image of the same set again from the same client returns the first mark's id."""
+    def mark_wrong(self, image_hash: str, *, set_id: int | None = None, prompt: str | None = None,
+                   client: str | None = None) -> Recorded:
+        """A person marked `image_hash` wrong (it does not show the prompt); return the rating's and the set's ids.
+        Marking the same image of the same set again from the same client returns the first mark."""
         image_hash, client = self._check_hash(image_hash), self._check_client(client)
         prompt = None if prompt is None else self._check_prompt(prompt)
         with self._write() as con:
@@ -285,11 +292,11 @@ class FeedbackStore:
                 row = con.execute("SELECT id FROM ratings WHERE set_id = ? AND client = ? AND kind = 'wrong' AND image = ?",
                                   (set_id, client, image_hash)).fetchone()
                 if row is not None:
-                    return row[0]
+                    return Recorded(row[0], set_id)
             now = self.clock()
             self._check_rate(con, client, set_id, now)
-            return con.execute("INSERT INTO ratings (set_id, kind, image, created, client) VALUES (?, 'wrong', ?, ?, ?)",
-                               (set_id, image_hash, now, client)).lastrowid
+            return Recorded(con.execute("INSERT INTO ratings (set_id, kind, image, created, client) VALUES (?, 'wrong', ?, ?, ?)",
+                                        (set_id, image_hash, now, client)).lastrowid, set_id)
 
     # -- reads ------------------------------------------------------------------------------------------
     def preferences(self, include_wrong: bool = True) -> list[Preference]:
