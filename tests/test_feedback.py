@@ -105,6 +105,11 @@ def test_oversized_and_malformed_input_is_refused(tmp_path):
         with pytest.raises(FeedbackError, match=match) as e:
             store.record_candidates(*args)
         one_line(e)
+    deep: dict = {}
+    for _ in range(100_000):
+        deep = {"a": deep}
+    with pytest.raises(FeedbackError, match="settings: not JSON"):
+        store.record_candidates("p", deep, hashes, pngs)
     with pytest.raises(FeedbackError, match="client"):
         store.record_candidates("p", {}, hashes, pngs, client="c" * 129)
     assert store.count().sets == 0 and store.count().images == 0  # nothing half-recorded
@@ -135,6 +140,12 @@ def test_flooding_is_bounded(tmp_path):
         now[0] += 61
         for i in range(4):  # 1 + 3 choices, then 3 marks fill it
             store.mark_wrong(sets[0][0][1], client=f"d{i}")
+    now[0] += 61  # changing one's mind over and over: one choice in force, every change counted
+    for i in range(3):
+        store.record_choice(sets[8][0][i % 2], client="flip")
+    with pytest.raises(RateLimited, match="from one client"):
+        store.record_choice(sets[8][0][1], client="flip")
+    assert [r.image for r in store.ratings() if r.client == "flip"] == [sets[8][0][0]]
     full = FeedbackStore(tmp_path / "fb.sqlite", limits=FeedbackLimits(max_db_bytes=4096))
     with pytest.raises(FeedbackFull, match="full") as e:
         full.record_candidates("p", {}, *candidates("blue"))
@@ -349,6 +360,15 @@ def test_simulated_ratings_pick_the_judges_winner(tmp_path):
         simulate_ratings(pipe, ["red square"], 2, judge, candidates=4, progress=False)  # deterministic
     with pytest.raises(MinicreamError, match="no real image of 'unicorn'"):
         simulate_ratings(pipe, ["unicorn"], 1, judge)
+
+
+def test_preference_loss_known_answers():
+    from minicream.evaluator.losses import preference_loss
+
+    w, l, t = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 0.0]])
+    assert float(preference_loss(w, w, t, torch.tensor(10.0))) == pytest.approx(float(torch.log(torch.tensor(2.0))))  # a tie: log 2
+    assert float(preference_loss(w, l, t, torch.tensor(100.0))) < 1e-30  # the winner far ahead: ~0
+    assert float(preference_loss(l, w, t, torch.tensor(100.0))) == pytest.approx(100.0)  # far behind: the margin itself
 
 
 class FakeEncoder:

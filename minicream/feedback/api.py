@@ -34,14 +34,12 @@ def handle_feedback(store: FeedbackStore, body, client: str | None = None) -> di
     unknown = sorted(set(map(str, body)) - KEYS)
     if unknown:
         raise FeedbackError(f"feedback: unknown field(s) {', '.join(unknown)[:80]}; known: {', '.join(sorted(KEYS))}")
-    action, image, set_id = body.get("action"), body.get("image"), body.get("set_id")
+    action, image = body.get("action"), body.get("image")
     if action not in ACTIONS:
         raise FeedbackError(f"action: one of {', '.join(ACTIONS)}, got {str(action)[:40]!r}")
-    if set_id is not None and (isinstance(set_id, bool) or not isinstance(set_id, int) or not 1 <= set_id < 2**63):
-        raise FeedbackError("set_id: a positive integer (the id the generation's answer gave)")
     if action == "wrong" and body.get("others") is not None:
         raise FeedbackError("others: only with action choose")
-    where = {"set_id": set_id, "prompt": body.get("prompt"), "client": client}
+    where = {"set_id": body.get("set_id"), "prompt": body.get("prompt"), "client": client}
     if action == "choose":
         done = store.record_choice(image, body.get("others"), **where)
     else:

@@ -53,7 +53,8 @@ CREATE TABLE ratings (
     kind TEXT NOT NULL CHECK (kind IN ('choice', 'wrong')),
     image TEXT NOT NULL,                   -- the chosen image, or the one marked wrong
     created REAL NOT NULL,
-    client TEXT
+    client TEXT,
+    superseded INTEGER NOT NULL DEFAULT 0  -- 1: the same client chose again in this set (kept: it counts for the rate)
 );
 CREATE INDEX ratings_by_client ON ratings(client, created);
 CREATE INDEX ratings_by_time ON ratings(created);

@@ -172,7 +172,7 @@ class FeedbackStore:
             raise FeedbackError("settings: a JSON object (a dict)")
         try:
             text = json.dumps(settings, sort_keys=True, ensure_ascii=False, allow_nan=False)
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, RecursionError) as e:
             raise FeedbackError(f"settings: not JSON-serialisable ({str(e)[:120]})") from None
         if len(text.encode()) > self.limits.max_settings_bytes:
             raise FeedbackError(f"settings: at most {self.limits.max_settings_bytes} bytes of JSON, got {len(text.encode())}")
@@ -207,6 +207,8 @@ class FeedbackStore:
 
     def _find_set(self, con: sqlite3.Connection, images: Sequence[str], set_id: int | None, prompt: str | None) -> tuple[int, str]:
         """The set holding every one of `images` (the newest such one, unless `set_id` names it) -> (id, prompt)."""
+        if set_id is not None and (isinstance(set_id, bool) or not isinstance(set_id, int) or not 1 <= set_id < 2**63):
+            raise FeedbackError(f"set_id: a positive integer (the id recording the candidates gave), got {str(set_id)[:40]!r}")
         query = ("SELECT s.id, s.prompt FROM candidate_sets s WHERE " + " AND ".join(
             ["EXISTS (SELECT 1 FROM candidates c WHERE c.set_id = s.id AND c.sha256 = ?)"] * len(images)))
         args: list = list(images)
@@ -257,7 +259,8 @@ class FeedbackStore:
 
         `others`: the candidates it was preferred over (default: every other candidate of the set). The set is
         `set_id`, else the newest set holding `chosen` and all `others` (and `prompt`, when given). A client's
-        later choice in the same set replaces its earlier one (people change their mind)."""
+        later choice in the same set replaces its earlier one (people change their mind; the old row is kept, marked
+        superseded, so that changing one's mind over and over still counts against the rate limit)."""
         chosen, client = self._check_hash(chosen, "chosen"), self._check_client(client)
         if others is not None:
             if not isinstance(others, (list, tuple)) or len(others) > self.limits.max_candidates:
@@ -272,7 +275,7 @@ class FeedbackStore:
                 others = [r[0] for r in con.execute("SELECT sha256 FROM candidates WHERE set_id = ? AND sha256 != ? ORDER BY position",
                                                     (set_id, chosen))]
             if client is not None:
-                con.execute("DELETE FROM ratings WHERE set_id = ? AND client = ? AND kind = 'choice'", (set_id, client))
+                con.execute("UPDATE ratings SET superseded = 1 WHERE set_id = ? AND client = ? AND kind = 'choice'", (set_id, client))
             now = self.clock()
             self._check_rate(con, client, set_id, now)
             rating = con.execute("INSERT INTO ratings (set_id, kind, image, created, client) VALUES (?, 'choice', ?, ?, ?)",
@@ -306,7 +309,7 @@ class FeedbackStore:
         with self._read() as con:
             rows = con.execute("SELECT s.prompt, r.image, j.image, 'choice' FROM ratings r JOIN candidate_sets s ON s.id = r.set_id "
                                "JOIN rejected j ON j.rating_id = r.id JOIN candidates c ON c.set_id = r.set_id AND c.sha256 = j.image "
-                               "WHERE r.kind = 'choice' ORDER BY r.id, c.position").fetchall()
+                               "WHERE r.kind = 'choice' AND NOT r.superseded ORDER BY r.id, c.position").fetchall()
             if include_wrong:
                 rows += con.execute("SELECT s.prompt, c.sha256, r.image, 'wrong' FROM ratings r JOIN candidate_sets s ON s.id = r.set_id "
                                     "JOIN candidates c ON c.set_id = r.set_id WHERE r.kind = 'wrong' AND c.sha256 NOT IN "
@@ -315,14 +318,14 @@ class FeedbackStore:
         return [Preference(*row) for row in rows]
 
     def ratings(self) -> list[Rating]:
-        """Every rating, oldest first."""
+        """Every rating in force (a choice its client replaced is left out), oldest first."""
         with self._read() as con:
             rejected: dict[int, list[str]] = {}
             for rid, h in con.execute("SELECT j.rating_id, j.image FROM rejected j JOIN ratings r ON r.id = j.rating_id "
                                       "JOIN candidates c ON c.set_id = r.set_id AND c.sha256 = j.image ORDER BY j.rating_id, c.position"):
                 rejected.setdefault(rid, []).append(h)
             rows = con.execute("SELECT r.id, r.set_id, s.prompt, r.kind, r.image, r.created, r.client FROM ratings r "
-                               "JOIN candidate_sets s ON s.id = r.set_id ORDER BY r.id").fetchall()
+                               "JOIN candidate_sets s ON s.id = r.set_id WHERE NOT r.superseded ORDER BY r.id").fetchall()
         return [Rating(i, s, p, k, im, tuple(rejected.get(i, ())), t, c) for i, s, p, k, im, t, c in rows]
 
     def candidate_set(self, set_id: int) -> dict:
@@ -346,5 +349,5 @@ class FeedbackStore:
         with self._read() as con:
             one = lambda q: con.execute(q).fetchone()[0]  # noqa: E731
             return Counts(sets=one("SELECT COUNT(*) FROM candidate_sets"), images=one("SELECT COUNT(*) FROM images"),
-                          choices=one("SELECT COUNT(*) FROM ratings WHERE kind = 'choice'"),
+                          choices=one("SELECT COUNT(*) FROM ratings WHERE kind = 'choice' AND NOT superseded"),
                           wrong=one("SELECT COUNT(*) FROM ratings WHERE kind = 'wrong'"))
