@@ -26,6 +26,7 @@ from ..io.atomic import atomic_path
 from ..text.encoder import TextEncoder
 from ..training.resume_check import data_fingerprint
 from ..training.trainer import TrainConfig, Trainer
+from .losses import contrastive_loss
 from .model import EvaluatorConfig, MiniCLIP
 
 JUDGE_DIR = "judge"  # the judge is saved inside the evaluator folder: <model>/evaluator/judge
@@ -98,14 +99,6 @@ def augment(x: torch.Tensor, gen: torch.Generator, recipe: EvaluatorRecipe) -> t
     if blur.any():
         x[blur] = F.avg_pool2d(F.pad(x[blur], (1, 1, 1, 1), mode="replicate"), 3, stride=1)
     return x + 0.03 * torch.randn(x.shape, generator=gen)
-
-
-def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, ids: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE with label-aware targets: rows/cols sharing a text id are all positives."""
-    logits = scale * img @ txt.t()  # (B, B)
-    same = (ids[:, None] == ids[None, :]).float()
-    targets = same / same.sum(dim=1, keepdim=True)
-    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets))
 
 
 def focus_order(n: int, focus: list[int], fraction: float) -> torch.Tensor:
