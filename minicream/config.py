@@ -85,6 +85,7 @@ class SampleConfig:
     steps: int = 20
     guidance: float = 4.0
     style: str = ""  # "vary": a prompt naming no design draws one per image, by its seed; "" or "model": the model chooses
+    variation_strength: float = 0.6  # `vary`'s default strength: the share of the schedule redrawn (measured per model)
 
 
 @dataclass

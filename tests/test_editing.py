@@ -126,6 +126,9 @@ def test_variations_keep_the_evaluators_name_for_the_image(tiny_evaluated_model,
     p = out[0].info[PARAMS_KEY]
     assert p["prompt"] in pipe.vocabulary.by_name and p["mode"] == "variation" and p["strength"] == 0.6
     assert [im.info[PARAMS_KEY]["seed"] for im in out] == [9, 10]
+    pipe.defaults = {**pipe.defaults, "variation_strength": 0.35}  # a model's measured default strength (full: 0.35)
+    assert pipe.vary(src, num_images=1, steps=STEPS, seed=9)[0].info[PARAMS_KEY]["strength"] == 0.35
+    assert pipe.vary(src, strength=0.5, num_images=1, steps=STEPS, seed=9)[0].info[PARAMS_KEY]["strength"] == 0.5
     src.save(tmp_path / "in.png")
     assert main(["vary", str(tmp_path / "in.png"), "--model", str(tiny_evaluated_model), "-n", "2", "--steps",
                  str(STEPS), "--out", str(tmp_path / "v")]) == 0
