@@ -110,7 +110,7 @@ class Pipeline:
         if mode not in self.modes:
             raise MinicreamError(f"unknown mode {mode!r}; choose one of: {', '.join(self.modes)}")
         m = self.modes[mode]
-        sampling, own = m.split(options)
+        sampling, own = m.split(options, self.defaults)
         for name, value in m.sampling_defaults(self, own).items():
             sampling[name] = value if sampling.get(name) is None else sampling[name]
         settings = self.sampling_settings(**sampling, strength=own.get("strength"))

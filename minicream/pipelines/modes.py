@@ -26,6 +26,7 @@ class Option:
     help: str = ""
     choices: tuple = ()
     cli: bool = True  # offered as a CLI flag (callbacks, LLM configs and the like are API-only)
+    model_key: str = ""  # the default is the model's (model_index.json "sample"[model_key]) when it names one
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -82,14 +83,17 @@ class Mode:
                 return o
         raise KeyError(name)
 
-    def split(self, options: dict) -> tuple[dict, dict]:
+    def split(self, options: dict, model_defaults: dict | None = None) -> tuple[dict, dict]:
         """The call's options -> (the sampling options, for SamplingSettings; the mode's own), None meaning "the
-        declared default" (as the CLI and the server pass an option that was not given); unknown options and
-        values outside an option's choices are refused."""
+        declared default" (as the CLI and the server pass an option that was not given; for an option with a
+        `model_key`, the model's value in `model_defaults` when it names one); unknown options and values
+        outside an option's choices are refused."""
         unknown = sorted(set(options) - set(self.names))
         if unknown:
             raise MinicreamError(f"{self.name}: unknown option(s) {', '.join(unknown)}; it takes {', '.join(self.names)}")
-        values = {o.name: o.default if options.get(o.name) is None else options[o.name] for o in self.options}
+        model_defaults = model_defaults or {}
+        values = {o.name: (model_defaults.get(o.model_key, o.default) if o.model_key else o.default)
+                  if options.get(o.name) is None else options[o.name] for o in self.options}
         for o in self.options:
             if o.choices and values[o.name] not in o.choices:
                 raise MinicreamError(f"{self.name}: {o.name} must be one of {', '.join(map(str, o.choices))}, got {values[o.name]!r}")

@@ -10,12 +10,8 @@ from ..editing import load_image
 from .img2img import img2img
 from .modes import SAMPLING, Mode, Option
 
-DEFAULT_STRENGTH = 0.6  # a model whose model_index.json names none
-
 
 def variation(pipe, settings, image, prompt, strength, style):
-    if strength is None:  # the model's own ("variation_strength" in model_index.json "sample", measured per model)
-        strength = float(pipe.defaults.get("variation_strength", DEFAULT_STRENGTH))
     if prompt is None:
         prompt = pipe.name_image(load_image(image, pipe.image_size))
     images = img2img(pipe, settings, image=image, prompt=prompt, strength=strength, filter="offline", style=style, llm=None)
@@ -27,8 +23,8 @@ def variation(pipe, settings, image, prompt, strength, style):
 MODE = Mode("variation", "variations of an image: the same concept, redrawn with new seeds", (
     Option("image", "image", None, "the input image", cli=False),
     Option("prompt", "str", None, "what the variations show (default: the evaluator names the image)"),
-    Option("strength", "float", None, "share of the schedule that runs (more = freer; default: the model's "
-                                      "variation_strength, else 0.6)"),
+    Option("strength", "float", 0.6, "share of the schedule that runs (more = freer; default: the model's "
+                                     "variation_strength, measured per model, else 0.6)", model_key="variation_strength"),
     Option("style", "str", "vary", "\"vary\": each variation in another of the concept's designs, by its seed; "
                                    "\"model\" or a design name: all in one design"),
     *(o for o in SAMPLING if o.name != "num_images"),
