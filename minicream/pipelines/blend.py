@@ -17,7 +17,7 @@ from ..editing import load_image
 from ..errors import MinicreamError
 from ..text.encoder import TextEmbeddings
 from .metadata import sha
-from .modes import SAMPLING, Mode, Option
+from .modes import PROMPT, SAMPLING, Mode, Option, Text
 
 MAX_FRAMES = 32
 
@@ -44,8 +44,7 @@ def mix(a: TextEmbeddings, b: TextEmbeddings, w: float) -> TextEmbeddings:
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
 
-class Prompt(str):
-    """A blend end that is text, never a file name (the server's prompts: no client may name a server file)."""
+Prompt = Text  # a blend end that is text, never a file name (the server's prompts: no client may name a server file)
 
 
 def looks_like_path(text: str) -> bool:
@@ -124,9 +123,11 @@ def blend(pipe, settings, a, b, frames, prompt):
 
 
 MODE = Mode("blend", "frames between two prompts, two images, or an image and a prompt", (
-    Option("a", "str", None, "first end: a prompt, or an image (path or PIL image)", cli=False),
-    Option("b", "str", None, "last end: a prompt, or an image", cli=False),
-    Option("frames", "int", 8, f"frames in the row, ends included (2..{MAX_FRAMES})"),
-    Option("prompt", "str", None, "the name an image end is drawn as (default: the evaluator names it)"),
+    # Over HTTP the first end is the uploaded image and the last a prompt (text, never a server's file name).
+    Option("a", "image", None, "first end: an image (path or PIL image), or a prompt", cli=False, required=True,
+           field="image"),
+    Option("b", "str", None, "last end: a prompt, or an image", cli=False, required=True, field="prompt", limits=PROMPT),
+    Option("frames", "int", 8, f"frames in the row, ends included (2..{MAX_FRAMES})", limits={"ge": 2, "le": MAX_FRAMES}),
+    Option("prompt", "str", None, "the name an image end is drawn as (default: the evaluator names it)", http=False),
     *SAMPLING,
 ), blend, sampling_defaults)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..editing import load_image
 from ..filter.variety import VARY, record_designs, varied_cond
 from .metadata import sha
-from .modes import FILTER, SAMPLING, Mode, Option
+from .modes import FILTER, PROMPT, SAMPLING, Mode, Option
 
 
 def img2img(pipe, settings, image, prompt, strength, filter, style, llm):
@@ -27,8 +27,9 @@ def img2img(pipe, settings, image, prompt, strength, filter, style, llm):
 
 
 MODE = Mode("img2img", "redraw an image after a prompt, keeping its layout (SDEdit)", (
-    Option("image", "image", None, "the input image (squared and resized to the model's size)", cli=False),
-    Option("prompt", "str", None, "what the new image should show", cli=False),
-    Option("strength", "float", 0.6, "share of the schedule that runs: 0 keeps the image, 1 ignores it"),
+    Option("image", "image", None, "the input image (squared and resized to the model's size)", cli=False, required=True),
+    Option("prompt", "str", None, "what the new image should show", cli=False, required=True, limits=PROMPT),
+    Option("strength", "float", 0.6, "share of the schedule that runs: 0 keeps the image, 1 ignores it",
+           limits={"gt": 0.0, "le": 1.0}),
     *SAMPLING, *FILTER,
 ), img2img)

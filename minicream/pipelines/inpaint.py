@@ -10,7 +10,7 @@ import torch
 
 from ..editing import load_image, load_mask, open_image, paste_back
 from .metadata import sha
-from .modes import FILTER, SAMPLING, Mode, Option
+from .modes import FILTER, PROMPT, SAMPLING, Mode, Option
 
 
 def keep_latents(repaint: torch.Tensor, factor: int) -> torch.Tensor:
@@ -36,9 +36,11 @@ def inpaint(pipe, settings, image, mask, prompt, strength, filter, style, llm):
 
 
 MODE = Mode("inpaint", "repaint the masked part of an image (white or transparent = repaint)", (
-    Option("image", "image", None, "the input image", cli=False),
-    Option("mask", "image", None, "the mask: white (or transparent) = repaint, black = keep", cli=False),
-    Option("prompt", "str", None, "what the repainted part should show", cli=False),
-    Option("strength", "float", 1.0, "share of the schedule that runs (1 = repaint from noise)"),
+    Option("image", "image", None, "the input image", cli=False, required=True),
+    Option("mask", "image", None, "the mask, the image's size: white (or transparent) = repaint, black = keep",
+           required=True),
+    Option("prompt", "str", None, "what the repainted part should show", cli=False, required=True, limits=PROMPT),
+    Option("strength", "float", 1.0, "share of the schedule that runs (1 = repaint from noise)",
+           limits={"gt": 0.0, "le": 1.0}),
     *SAMPLING, *FILTER,
 ), inpaint)

@@ -13,7 +13,7 @@ from ..editing import load_image, paste_back
 from ..errors import MinicreamError
 from .inpaint import keep_latents
 from .metadata import sha
-from .modes import FILTER, SAMPLING, Mode, Option
+from .modes import FILTER, PROMPT, SAMPLING, Mode, Option
 
 MAX_EXTEND = 192  # pixels per side
 
@@ -50,11 +50,10 @@ def outpaint(pipe, settings, image, prompt, left, right, top, bottom, filter, st
 
 
 MODE = Mode("outpaint", "extend an image past its border (MultiDiffusion windows at the model's size)", (
-    Option("image", "image", None, "the input image (squared and resized to the model's size first)", cli=False),
-    Option("prompt", "str", None, "what the whole picture should show", cli=False),
-    Option("left", "int", 0, "pixels to add on the left"),
-    Option("right", "int", 0, "pixels to add on the right"),
-    Option("top", "int", 0, "pixels to add at the top"),
-    Option("bottom", "int", 0, "pixels to add at the bottom"),
+    Option("image", "image", None, "the input image (squared and resized to the model's size first)", cli=False,
+           required=True),
+    Option("prompt", "str", None, "what the whole picture should show", cli=False, required=True, limits=PROMPT),
+    *(Option(side, "int", 0, f"pixels to add {where}", limits={"ge": 0, "le": MAX_EXTEND})
+      for side, where in (("left", "on the left"), ("right", "on the right"), ("top", "at the top"), ("bottom", "at the bottom"))),
     *SAMPLING, *FILTER,
 ), outpaint)

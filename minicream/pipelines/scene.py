@@ -22,7 +22,7 @@ from ..data.images import cutout_from_white, paste_fitted
 from ..evaluator.rerank import candidate_seed
 from ..errors import MinicreamError
 from .layout import Layout, layout_from_scene, native_layout
-from .modes import FILTER, SAMPLING, Mode, Option
+from .modes import FILTER, PROMPT, SAMPLING, Mode, Option
 
 WHITE_THRESHOLD = 235  # generated backgrounds are near white, not exactly white
 CANVASES = ("scene", "model")  # sized from the layout (objects at native size) | the model's own square
@@ -105,10 +105,13 @@ def render(pipe, settings, filtered, prompt, layout, harmonize, canvas: str = "s
 
 
 MODE = Mode("scene", "several objects placed by a layout (from the prompt, or given), drawn one by one and composed", (
-    Option("prompt", "str", None, "the scene, e.g. \"a dog face to the left of a red apple\"", cli=False),
-    Option("layout", "object", None, "a layout {\"objects\": [{\"caption\", \"box\": [x0, y0, x1, y1]}]} (default: from the prompt)", cli=False),
+    Option("prompt", "str", None, "the scene, e.g. \"a dog face to the left of a red apple\"", cli=False, required=True,
+           limits=PROMPT),
+    Option("layout", "json", None, "a layout {\"objects\": [{\"caption\", \"box\": [x0, y0, x1, y1]}]} (default: from the prompt)"),
     Option("canvas", "str", "scene", "without a layout: \"scene\" sizes the canvas so every object is drawn at the "
-                                     "model's size (136x64 for two), \"model\" uses the model's own canvas"),
-    Option("harmonize", "float", 0.0, "img2img strength of the final joint redraw (0 = the composition as drawn)"),
+                                     "model's size (136x64 for two), \"model\" uses the model's own canvas",
+           choices=CANVASES),
+    Option("harmonize", "float", 0.0, "img2img strength of the final joint redraw (0 = the composition as drawn)",
+           limits={"ge": 0.0, "lt": 1.0}),
     *SAMPLING, *FILTER,
 ), scene)

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from ..errors import MinicreamError
-from ..evaluator.rerank import candidate_seeds, check_candidates
+from ..evaluator.rerank import MAX_CANDIDATES, candidate_seeds, check_candidates
 from ..filter.variety import record_designs, varied_cond
 from .metadata import PARAMS_KEY
-from .modes import FILTER, SAMPLING, Mode, Option
-from .scene import render
+from .modes import FILTER, PROMPT, SAMPLING, Mode, Option
+from .scene import CANVASES, render
 
 
 def text2img(pipe, settings, prompt, filter, style, llm, size, num_candidates, keep_top, layout, canvas, harmonize):
@@ -33,14 +33,19 @@ def text2img(pipe, settings, prompt, filter, style, llm, size, num_candidates, k
 
 
 MODE = Mode("text2img", "draw images from a prompt", (
-    Option("prompt", "str", None, "what to draw", cli=False),
+    Option("prompt", "str", None, "what to draw", cli=False, required=True, limits=PROMPT),
     *SAMPLING, *FILTER,
-    Option("size", "int", None, "image size in pixels (the model's native size)"),
-    Option("num_candidates", "int", 1, "best-of-N: draw N candidates per image, keep the one the evaluator scores highest"),
-    Option("keep_top", "int", 1, "with best-of-N: return this many best candidates per image, best first"),
-    Option("layout", "object", None, "a scene layout (dict); \"none\" never lays out; default: the filter's scene, "
-                                     "when the prompt names several objects or a count", cli=False),
+    Option("size", "int", None, "image size in pixels (the model's native size)", limits={"ge": 8, "le": 4096}),
+    Option("num_candidates", "int", 1, "best-of-N: draw N candidates per image, keep the one the evaluator scores highest",
+           limits={"ge": 1, "le": MAX_CANDIDATES}),
+    Option("keep_top", "int", 1, "with best-of-N: return this many best candidates per image, best first", http=False,
+           limits={"ge": 1, "le": MAX_CANDIDATES}),
+    Option("layout", "json", None, "a scene layout {\"objects\": [{\"caption\": \"red apple\", \"box\": [x0, y0, x1, y1]}]} "
+                                   "(pixels of the model's canvas); \"none\" draws a several-object prompt as one caption; "
+                                   "default: the layout the filter finds in the prompt", choices=("none",)),
     Option("canvas", "str", "scene", "a scene without a layout: \"scene\" sizes the canvas so every object is drawn at "
-                                     "the model's size (136x64 for two), \"model\" uses the model's own canvas"),
-    Option("harmonize", "float", 0.0, "with a layout: img2img strength of the final joint redraw"),
+                                     "the model's size (136x64 for two), \"model\" uses the model's own canvas",
+           choices=CANVASES),
+    Option("harmonize", "float", 0.0, "with a layout: img2img strength of the final joint redraw",
+           limits={"ge": 0.0, "lt": 1.0}),
 ), text2img)
