@@ -4,7 +4,9 @@ serve | train-evaluator | eval | samplers`. A thin layer over the library, one m
     data.py            data emoji, data fetch
     train.py           train, distill
     generate.py        generate, grid
-    edit.py            edit, vary, outpaint, blend (flags from the modes' declared options)
+    edit.py            edit, vary, outpaint, blend
+    modes.py           every mode command's flags, from the modes' declared options; `minicream MODE` for any
+                       other mode (a new mode file is a new command)
     rerun.py           --from IMAGE.png: what a PNG stores, and the checks of a re-run's inputs
     output.py          PROMPT_SEED.png files
     prompt_filter.py   filter
@@ -23,7 +25,10 @@ import warnings
 from pathlib import Path
 
 from ..errors import MinicreamError
-from . import data, edit, evaluate, generate, info, prompt_filter, serving, train
+from . import data, edit, evaluate, generate, info, modes, prompt_filter, serving, train
+from .rerun import EDIT_COMMANDS
+
+DRAWN_BY = {**EDIT_COMMANDS, "text2img": "generate", "scene": "generate"}  # mode -> the command that draws it
 
 
 def _one_line_warnings() -> None:
@@ -38,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
                 edit.add_blend_parser, generate.add_grid_parser, info.add_info_parser, serving.add_parsers,
                 evaluate.add_train_evaluator_parser, evaluate.add_eval_parser, info.add_samplers_parser):
         add(sub)
+    from ..pipelines import Pipeline
+
+    for name in Pipeline.modes:  # a mode no command above draws: `minicream MODE`, its flags from its declaration
+        if name not in DRAWN_BY and name not in sub.choices:
+            modes.add_mode_command(sub, name)
     return ap
 
 

@@ -19,15 +19,21 @@ def from_png(path, allowed: tuple[str, ...]) -> dict:
     if p.get("mode") not in allowed:
         raise MinicreamError(f"{path} was made by {p.get('mode') or 'text2img'}, not by {' or '.join(allowed)}; "
                              f"re-run it with the command that made it")
-    out = {k: p[v] for k, v in STORED.items() if v in p}
-    out["guidance_max_noise"] = p.get("guidance_max_noise", 1.0)  # not stored = guidance at every step
-    out["cads"] = p.get("cads", 0.0)  # not stored = no condition annealing
+    out = stored_options(p)
     if isinstance(p.get("extend"), dict):
         out.update({k: v for k, v in p["extend"].items() if k in ("left", "right", "top", "bottom")})
     if p["mode"] == "variation" and "style" not in p:
         out["style"] = "model"  # variations from before style "vary" were drawn in one design
     out["hashes"] = {k: p[k] for k in ("init_image_sha256", "mask_sha256") if k in p}
     out["mode"] = p["mode"]
+    return out
+
+
+def stored_options(p: dict) -> dict:
+    """The options (by name) a PNG's parameters store, the sampling ones with what "not stored" meant."""
+    out = {k: p[v] for k, v in STORED.items() if v in p}
+    out["guidance_max_noise"] = p.get("guidance_max_noise", 1.0)  # not stored = guidance at every step
+    out["cads"] = p.get("cads", 0.0)  # not stored = no condition annealing
     return out
 
 
