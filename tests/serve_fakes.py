@@ -1,6 +1,7 @@
 """A pipeline stand-in for server tests: instant, deterministic, and able to block or fail on demand."""
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from pathlib import Path
@@ -8,10 +9,26 @@ from pathlib import Path
 from PIL import Image
 
 from minicream.errors import MinicreamError
+from minicream.pipelines import Pipeline
+from minicream.pipelines.modes import Mode
+
+
+def declared(mode: str, *names: str, **changed) -> Mode:
+    """A stand-in's declaration of `mode`: only these of minicream's options (`changed`: {name: fields to replace}),
+    as a pipeline that takes fewer options declares them."""
+    real = Pipeline.modes[mode]
+    options = tuple(dataclasses.replace(real.option(n), **changed.get(n, {})) for n in names)
+    return Mode(mode, real.help, options, real.run)
+
+
+TEXT2IMG = ("prompt", "negative_prompt", "num_images", "steps", "guidance", "sampler", "seed", "size", "callback")
 
 
 class FakePipe:
-    """Quacks like minicream.Pipeline: image_size, samplers, defaults, model_dir, model_hash, __call__."""
+    """Quacks like minicream.Pipeline: image_size, samplers, defaults, model_dir, model_hash, the modes it declares
+    (text2img with the options __call__ takes), run(mode, ...) and __call__."""
+
+    modes = {"text2img": declared("text2img", *TEXT2IMG)}
 
     image_size = 16
     samplers = ["ddim", "euler"]
@@ -49,11 +66,16 @@ class FakePipe:
             images.append(im)
         return images
 
+    def run(self, mode, **options):
+        assert mode in self.modes, mode
+        return self(**options)
+
 
 class FakePipeWithOptions(FakePipe):
     """A stand-in that has the optional best-of-N and filter arguments, and reports them as later pipelines do."""
 
-    filter_modes = ("off", "rewrite")
+    modes = {"text2img": declared("text2img", *TEXT2IMG, "num_candidates", "filter",
+                                  filter={"choices": ("off", "rewrite"), "default": "off"})}
 
     def __call__(self, prompt, negative_prompt="", num_images=1, steps=None, guidance=None, sampler=None, seed=None,
                  size=None, callback=None, num_candidates: int = 1, filter: str = "off"):
@@ -69,7 +91,7 @@ class FakeEditPipe(FakePipe):
     """A stand-in with the edit modes as well (Pipeline.run(mode, ...)): records each run's mode and options, and
     draws like FakePipe. `name` is the model's name on the server."""
 
-    modes = dict.fromkeys(("img2img", "inpaint", "outpaint", "variation", "blend"))
+    modes = {**FakePipe.modes, **{m: Pipeline.modes[m] for m in ("img2img", "inpaint", "outpaint", "variation", "blend")}}
 
     def __init__(self, *args, name: str = "fake-model", **kwargs):
         super().__init__(*args, **kwargs)
@@ -77,6 +99,8 @@ class FakeEditPipe(FakePipe):
         self.runs: list[dict] = []
 
     def run(self, mode, callback=None, **options):
+        if mode == "text2img":
+            return super().run(mode, callback=callback, **options)
         self.runs.append({"mode": mode, **options})
         count = options.get("frames") if mode == "blend" else options.get("num_images")
         return super().__call__(str(options.get("prompt") or options.get("b") or "thing"), num_images=count or 1,

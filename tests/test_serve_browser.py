@@ -193,9 +193,10 @@ def test_page_switches_models_and_takes_their_defaults(browser, tmp_path):
 
 
 def test_page_sends_guidance_max_noise_and_cads_only_when_changed(browser, tmp_path):
-    from serve_fakes import FakePipe
+    from serve_fakes import TEXT2IMG, FakePipe, declared
 
     class Interval(FakePipe):
+        modes = {"text2img": declared("text2img", *TEXT2IMG, "guidance_max_noise", "cads")}
         defaults = {"sampler": "euler", "steps": 2, "guidance": 4.0, "guidance_max_noise": 0.8, "cads": 0.0}
 
         def __call__(self, *args, guidance_max_noise=None, cads=None, **kwargs):

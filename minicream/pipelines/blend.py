@@ -129,5 +129,6 @@ MODE = Mode("blend", "frames between two prompts, two images, or an image and a 
     Option("b", "str", None, "last end: a prompt, or an image", cli=False, required=True, field="prompt", limits=PROMPT),
     Option("frames", "int", 8, f"frames in the row, ends included (2..{MAX_FRAMES})", limits={"ge": 2, "le": MAX_FRAMES}),
     Option("prompt", "str", None, "the name an image end is drawn as (default: the evaluator names it)", http=False),
-    *SAMPLING,
+    *(o for o in SAMPLING if o.name != "num_images"),
+    Option("num_images", "int", 1, "one row of frames (frames sets how many pictures)", cli=False, http=False),
 ), blend, sampling_defaults)

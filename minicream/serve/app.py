@@ -5,8 +5,11 @@ Routes (all but the page, its static files, /healthz and /openapi.json need the 
     POST /v1/images/generations     OpenAI Images API     GET  /v1/models         OpenAI model list
     POST /v1/images/edits, /v1/images/variations   OpenAI's multipart image edits (inpaint / img2img) and variations
                                                     (openai_api.py)
-    POST /api/generate              every pipeline option (native_api.py)
-    POST /api/edit                  img2img, inpaint, outpaint, variation, blend of a base64 image, every option
+    POST /api/generate              text2img, every option (native_api.py; request models from the modes'
+                                    declarations: requests.py)
+    POST /api/edit                  the modes taking an image (img2img, inpaint, outpaint, variation, blend) of a
+                                    base64 image, every option
+    POST /api/modes/{mode}          any declared mode, every option
     GET  /api/progress/{id}         progress of a request (status_api.py)
     GET  /api/models, /api/samplers GET  /outputs/{name}   images saved by the server
     GET  /healthz, /metrics (Prometheus), /openapi.json
@@ -28,6 +31,7 @@ from fastapi.staticfiles import StaticFiles
 from ..errors import MinicreamError
 from . import native_api, openai_api, status_api
 from .errors import install_error_handlers
+from .features import declared_modes
 from .guard import Guard, allowed_hosts
 from .metrics import Metrics
 from .queue import GenerationQueue
@@ -37,6 +41,15 @@ from .settings import ServeSettings
 
 STATIC_DIR = Path(__file__).parent / "static"
 _ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 408, 413, 422, 429, 504)}
+
+
+def served_modes(pipes: dict) -> dict:
+    """Every mode the served pipelines declare, by name (the default model's declaration first)."""
+    modes = {}
+    for pipe in pipes.values():
+        for name, mode in declared_modes(pipe).items():
+            modes.setdefault(name, mode)
+    return modes
 
 
 def _load(pipeline_or_model_dir, compile_unet: bool = False):
@@ -119,7 +132,8 @@ def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None
                            allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(Guard, metrics=metrics, token=settings.token, hosts=allowed_hosts(settings),
                        cors_origins=tuple(settings.cors_origins), body_timeout=settings.body_timeout)
-    for router in (openai_api.router, native_api.router, status_api.router):
+    native = native_api.build_router(served_modes(pipes))  # routes and request models from the declarations
+    for router in (openai_api.router, native, status_api.router):
         app.include_router(router, dependencies=[Depends(require_token)], responses=_ERRORS)
     app.include_router(public)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

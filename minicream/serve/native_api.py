@@ -1,112 +1,146 @@
-"""minicream's own API: /api/generate (every text-to-image option) and /api/edit (img2img, inpaint, outpaint,
-variation and blend of a base64 image). An option the served pipeline lacks is refused, never ignored."""
+"""minicream's own API, one route per mode, generated from the served pipelines' declared modes (requests.py):
+
+    POST /api/modes/{mode}   any mode, with its declared options (base64 images)
+    POST /api/generate       text2img, every option
+    POST /api/edit           the modes that take an uploaded image (img2img, inpaint, outpaint, variation, blend, ...),
+                             chosen by `mode`
+All three run one handler (`run_mode`): an option the chosen model's mode does not declare is refused, never
+ignored; uploaded images are read after the queue has room and decoded in the worker.
+"""
 from __future__ import annotations
 
+import inspect
 import time
 
 from fastapi import APIRouter, Request
 
+from ..pipelines.modes import Text
 from .errors import error_response
-from .schemas import EditRequest, GenerateRequest, GenerateResponse
-from .served import UnknownModel, b64, decoded, served
-
-router = APIRouter(tags=["minicream"])
-
-
-@router.post("/api/generate", response_model=GenerateResponse, summary="Generate with every option")
-async def generate(req: GenerateRequest, request: Request):
-    s = served(request)
-    features = s.features  # the default model's (as the page shows them)
-    try:
-        target = s.pick(req.model)
-    except UnknownModel as e:
-        return error_response(422, str(e), "model")
-    kwargs = {"prompt": req.prompt, "negative_prompt": req.negative_prompt, "num_images": req.num_images,
-              "steps": req.steps, "guidance": req.guidance, "sampler": req.sampler, "seed": req.seed, "size": req.size}
-    for name, what in (("guidance_max_noise", "guidance interval"), ("cads", "condition annealing")):
-        if getattr(req, name) is not None:
-            if not getattr(features, name):
-                return error_response(422, f"{name}: this server's pipeline has no {what}; leave it out", name)
-            kwargs[name] = getattr(req, name)
-    if req.num_candidates != 1:
-        if not features.num_candidates:
-            return error_response(422, "num_candidates: this server's pipeline has no best-of-N; use 1", "num_candidates")
-        kwargs["num_candidates"] = req.num_candidates
-    if req.filter is not None:
-        if not features.filter:
-            return error_response(422, "filter: this server's pipeline has no prompt filter; leave it out", "filter")
-        if features.filter_modes and req.filter not in features.filter_modes:
-            return error_response(422, f"filter: unknown mode {req.filter!r}; choose one of: "
-                                       f"{', '.join(features.filter_modes)}", "filter")
-        kwargs["filter"] = req.filter
-    for name in ("layout", "harmonize", "canvas"):
-        value = getattr(req, name)
-        if value is not None:
-            if not getattr(features, name):
-                return error_response(422, f"{name}: this server's pipeline has no scene layouts; leave it out", name)
-            kwargs[name] = value
-    if req.style:
-        if not features.style:
-            return error_response(422, "style: this server's pipeline has no style option; leave it out", "style")
-        kwargs["style"] = req.style
-    t0 = time.monotonic()
-    images = await s.generate(kwargs, req.client_id, target=target)
-    out = s.native_images(images)
-    first = out[0].parameters if out else {}
-    run = {"prompt": req.prompt, "negative_prompt": req.negative_prompt, "seed": first.get("seed", req.seed),
-           "sampler": first.get("sampler", req.sampler), "steps": first.get("steps", req.steps),
-           "guidance": first.get("cfg_scale", req.guidance), "num_images": req.num_images,
-           "num_candidates": req.num_candidates, "filter": first.get("filter", req.filter), "style": req.style,
-           "size": first.get("width", s.size), "model": s.names.get(id(target), s.model_name)}
-    return GenerateResponse(images=out, parameters=run, elapsed_s=round(time.monotonic() - t0, 3))
+from .requests import SERVER_FIELDS, edit_request, generate_request, http_options, mode_request
+from .schemas import GenerateResponse
+from .served import UnknownModel, b64, served
+from . import uploads
+from .uploads import UploadError
 
 
-@router.post("/api/edit", response_model=GenerateResponse,
-             summary="Edit an image: img2img, inpaint, outpaint, variation or blend, with every option")
-async def edit(req: EditRequest, request: Request):
+class Refused(Exception):
+    def __init__(self, status: int, message: str, param: str | None = None):
+        super().__init__(message)
+        self.status, self.param = status, param
+
+
+def _options(target, mode_name: str, req) -> tuple[dict, dict]:
+    """(the mode's options by name, the uploaded images' bytes by name) from a request; Refused when the chosen
+    model's mode lacks an option given, misses a required one or a value is not one of its choices."""
+    mode = (getattr(target, "modes", None) or {}).get(mode_name)
+    if mode is None:
+        raise Refused(501, f"this server's pipeline has no {mode_name} mode")
+    declared = {o.http_name: o for o in http_options(mode)}
+    values = {f: getattr(req, f) for f in type(req).model_fields if f not in SERVER_FIELDS}
+    for f in sorted(req.model_fields_set - set(SERVER_FIELDS)):
+        if f not in declared and values[f] is not None:
+            raise Refused(422, f"{f}: {mode_name} takes no {f} here; leave it out (it takes: {', '.join(declared)})", f)
+    options, raw = {}, {}
+    for field, o in declared.items():
+        value = values.get(field)
+        if value is None:
+            if o.required:
+                raise Refused(422, f"{field}: {mode_name} needs a {field} ({o.help})", field)
+            continue
+        if o.choices and isinstance(value, (str, int, float)) and value not in o.choices:
+            raise Refused(422, f"{field}: unknown {field} {value!r}; choose one of: {', '.join(map(str, o.choices))}", field)
+        if o.kind == "image":
+            raw[o.name] = (field, value)
+        else:  # a client's text is text, never the name of a file on this server
+            options[o.name] = Text(value) if o.kind == "str" else value
+    return options, raw
+
+
+def _decode(raw: dict) -> dict:
+    """In the worker: the uploads decoded (uploads.py: bounded pixels, scans and time); a mask is its image's size."""
+    images = {name: uploads.read_image(data, field) for name, (field, data) in raw.items()}
+    image, mask = images.get("image"), images.get("mask")
+    if image is not None and mask is not None and mask.size != image.size:
+        raise UploadError(f"mask: its size {mask.size[0]}x{mask.size[1]} differs from the image's "
+                          f"{image.size[0]}x{image.size[1]}")
+    return images
+
+
+async def run_mode(request: Request, req, mode_name: str):
+    """Run one mode for a request: (the images, the target) or an error response."""
     s = served(request)
     try:
         target = s.pick(req.model)
+        options, raw = _options(target, mode_name, req)
     except UnknownModel as e:
-        return error_response(422, str(e), "model")
-    if req.mode not in (getattr(target, "modes", {}) or {}):
-        return error_response(501, f"this server's pipeline has no {req.mode} mode")
-    s.queue.check_room()  # 429 before the base64 is even decoded
-    raw, raw_mask = b64(req.image, "image"), b64(req.mask, "mask") if req.mask else None
-    if req.mode == "inpaint" and raw_mask is None:
-        return error_response(422, "mask: inpaint needs a mask (white or transparent = repaint)", "mask")
-    if req.mode in ("img2img", "inpaint", "outpaint") and not (req.prompt or "").strip():
-        return error_response(422, f"prompt: {req.mode} needs a prompt describing the result", "prompt")
-    if req.mode == "blend" and not (req.prompt or "").strip():
-        return error_response(422, "prompt: blend goes from the image to a prompt; give one", "prompt")
-    common = {"negative_prompt": req.negative_prompt, "seed": req.seed, "sampler": req.sampler, "steps": req.steps,
-              "guidance": req.guidance}
-    if req.guidance_max_noise is not None:
-        common["guidance_max_noise"] = req.guidance_max_noise
-    if req.cads is not None:
-        common["cads"] = req.cads
+        return error_response(422, str(e), "model"), None
+    except Refused as e:
+        return error_response(e.status, str(e), e.param), None
+    if raw:
+        s.queue.check_room()  # 429 before the base64 is even decoded
+        raw = {name: (field, b64(data, field)) for name, (field, data) in raw.items()}
+    images = await s.generate(lambda: (mode_name, {**options, **_decode(raw)}), req.client_id, target=target)
+    return images, target
 
-    def job_options():
-        image, mask = decoded(raw, raw_mask)
-        if req.mode == "blend":
-            from ..pipelines.blend import Prompt  # the prompt is text: never a file name on this server
 
-            return "blend", {"a": image, "b": Prompt(req.prompt), "frames": req.frames, **common}
-        options = {"image": image, "num_images": req.num_images, **common}
-        if req.prompt:
-            options["prompt"] = req.prompt
-        if req.mode in ("img2img", "inpaint", "variation"):
-            options["strength"] = req.strength
-        if req.mode == "inpaint":
-            options["mask"] = mask
-        if req.mode == "outpaint":
-            options.update(left=req.left, right=req.right, top=req.top, bottom=req.bottom)
-        return req.mode, options
-
-    t0 = time.monotonic()
-    images = await s.generate(job_options, req.client_id, target=target)
+def _summary(s, images) -> tuple[list, dict]:
     out = s.native_images(images)
-    first = out[0].parameters if out else {}
-    return GenerateResponse(images=out, parameters={"mode": req.mode, "prompt": first.get("prompt"), "seed": first.get("seed"),
-                                                    "steps": first.get("steps"), "sampler": first.get("sampler")},
-                            elapsed_s=round(time.monotonic() - t0, 3))
+    return out, (out[0].parameters if out else {})
+
+
+def _endpoint(handler, model):
+    """`handler(req, request)` as a route whose body is `model` (a class made at run time, so its annotation is set
+    here rather than written in the source)."""
+    async def endpoint(req, request: Request):
+        return await handler(req, request)
+
+    endpoint.__signature__ = inspect.Signature([
+        inspect.Parameter("req", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=model),
+        inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request)])
+    return endpoint
+
+
+def build_router(modes: dict) -> APIRouter:
+    """The native routes for these modes (the served pipelines' declarations, the default model's first)."""
+    router = APIRouter(tags=["minicream"])
+
+    def mode_handler(name: str):
+        async def handler(req, request: Request):
+            t0 = time.monotonic()
+            images, target = await run_mode(request, req, name)
+            if target is None:
+                return images
+            out, first = _summary(served(request), images)
+            return GenerateResponse(images=out, parameters={"mode": name, **{k: first.get(k) for k in (
+                "prompt", "seed", "steps", "sampler")}}, elapsed_s=round(time.monotonic() - t0, 3))
+        return handler
+
+    async def generate(req, request: Request):
+        s, t0 = served(request), time.monotonic()
+        images, target = await run_mode(request, req, "text2img")
+        if target is None:
+            return images
+        out, first = _summary(s, images)
+        asked = req.model_dump()
+        run = {"prompt": req.prompt, "negative_prompt": asked.get("negative_prompt") or "",
+               "seed": first.get("seed", asked.get("seed")), "sampler": first.get("sampler", asked.get("sampler")),
+               "steps": first.get("steps", asked.get("steps")), "guidance": first.get("cfg_scale", asked.get("guidance")),
+               "num_images": asked.get("num_images") or 1, "num_candidates": asked.get("num_candidates") or 1,
+               "filter": first.get("filter", asked.get("filter")), "style": asked.get("style"),
+               "size": first.get("width", s.size), "model": s.names.get(id(target), s.model_name)}
+        return GenerateResponse(images=out, parameters=run, elapsed_s=round(time.monotonic() - t0, 3))
+
+    async def edit(req, request: Request):
+        return await mode_handler(req.mode)(req, request)
+
+    if (model := generate_request(modes)) is not None:
+        router.post("/api/generate", response_model=GenerateResponse,
+                    summary="Generate with every option")(_endpoint(generate, model))
+    if (model := edit_request(modes)) is not None:
+        names = ", ".join(model.model_fields["mode"].annotation.__args__)
+        router.post("/api/edit", response_model=GenerateResponse,
+                    summary=f"Edit an image: {names}, with every option")(_endpoint(edit, model))
+    for mode in modes.values():
+        router.post(f"/api/modes/{mode.name}", response_model=GenerateResponse,
+                    summary=f"{mode.name}: {mode.help}")(_endpoint(mode_handler(mode.name), mode_request(mode)))
+    return router

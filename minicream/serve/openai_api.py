@@ -43,7 +43,8 @@ async def openai_generate(req: OpenAIImageRequest, request: Request):
     if req.size not in (None, "auto", native):
         return error_response(422, f"size: this model draws {native} images; use size '{native}' or 'auto' "
                                    f"(got {req.size!r})", "size")
-    images = await s.generate({"prompt": req.prompt, "num_images": req.n}, target=s.pipes.get(req.model or "", s.pipe))
+    images = await s.generate({"prompt": req.prompt, "num_images": req.n}, mode="text2img",
+                              target=s.pipes.get(req.model or "", s.pipe))
     return _openai_response(s, images, req.response_format, request, req.prompt)
 
 

@@ -61,16 +61,15 @@ class Served:
     def features_of(self, pipe) -> Features:
         return self.features if pipe is self.pipe else Features(pipe)
 
-    def generate(self, kwargs, job_id: str | None = None, mode: str | None = None, target=None):
-        """Run `target` on the queue. `kwargs` may be a function () -> (mode, kwargs), called in the worker once the
-        job is admitted: uploaded images are decoded there, never on the event loop and only after the 429 check."""
+    def generate(self, kwargs, job_id: str | None = None, mode: str = "text2img", target=None):
+        """Run a mode of `target` (`target.run(mode, **kwargs)`) on the queue. `kwargs` may be a function
+        () -> (mode, kwargs), called in the worker once the job is admitted: uploaded images are decoded there,
+        never on the event loop and only after the 429 check."""
         target = self.pipe if target is None else target
 
         def job(callback):
             run_mode, options = kwargs() if callable(kwargs) else (mode, kwargs)
-            if run_mode is not None:
-                return target.run(run_mode, **options, callback=callback)
-            return target(**options, callback=callback)
+            return target.run(run_mode, **options, callback=callback)
 
         return self.queue.run(job, job_id)
 

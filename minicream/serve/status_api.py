@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 
 from .errors import error_response
+from .requests import describe_modes
 from .served import UnknownModel, served
 
 OUTPUT_NAME_CHARS = set("0123456789abcdef")
@@ -22,14 +23,15 @@ async def progress(client_id: str, request: Request):
     return {"state": p.state, "step": p.step, "total": p.total, "queued": queue.queued}
 
 
-@router.get("/api/models", tags=["minicream"], summary="The loaded models (the first is the default)")
+@router.get("/api/models", tags=["minicream"], summary="The loaded models (the first is the default), each with its "
+            "modes and their declared options (name, field, kind, default, help, choices, required, limits)")
 async def models(request: Request):
     s = served(request)
     return {"models": [{"name": name, "image_size": s.size, "model_hash": getattr(pl, "model_hash", None),
                         "samplers": list(pl.samplers), "defaults": dict(getattr(pl, "defaults", {}) or {}),
                         "kind": (getattr(pl, "provenance", None) or {}).get("model_kind"),
                         "teacher": (getattr(pl, "provenance", None) or {}).get("teacher"),
-                        "features": s.features_of(pl).as_dict(), "loaded": True}
+                        "features": s.features_of(pl).as_dict(), "modes": describe_modes(pl), "loaded": True}
                        for name, pl in s.pipes.items()]}
 
 

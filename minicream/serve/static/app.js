@@ -1,5 +1,5 @@
-// minicream web page: a form over POST /api/generate, an image editor over POST /api/edit (paint a mask, inpaint,
-// img2img, outpaint, variations, blend), a result grid and a session history.
+// minicream web page: a form over POST /api/generate, an image editor over POST /api/edit (paint a mask; the modes
+// that take an image, with their inputs built from /api/models by modes.js), a result grid and a session history.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -63,6 +63,7 @@ function applyModel(m) {
     $("filter-label").hidden = false;
   }
   $("style-label").hidden = !features.style;
+  MODES.build(m);  // the editor's modes and their inputs, from the model's declared modes (modes.js)
 }
 
 async function loadModel() {
@@ -266,33 +267,13 @@ function maskDataURL() {
   return painted ? out.toDataURL("image/png") : null;
 }
 
-function syncEditMode() {
-  const mode = $("edit-mode").value;
-  $("outpaint-options").hidden = mode !== "outpaint";
-  $("blend-options").hidden = mode !== "blend";
-  $("strength").disabled = !["img2img", "inpaint", "variation"].includes(mode);
-  if (mode === "inpaint" && Number($("strength").value) < 1) { $("strength").value = 1; }
-  if (mode !== "inpaint" && Number($("strength").value) === 1) { $("strength").value = 0.6; }
-  $("strength-value").textContent = Number($("strength").value).toFixed(2);
-}
-
 async function runEdit() {
   showError("");
   if (!editor.hasImage) { showError("Choose an image to edit first."); return; }
   const f = readForm(), mode = $("edit-mode").value;
-  const body = { mode, model: f.model, image: $("edit-image").toDataURL("image/png"), negative_prompt: f.negative_prompt, seed: f.seed,
-                 sampler: f.sampler, steps: f.steps, guidance: f.guidance, num_images: Math.min(f.num_images, 8) };
-  if (f.guidance_max_noise !== undefined) body.guidance_max_noise = f.guidance_max_noise;
-  if (f.cads !== undefined) body.cads = f.cads;
-  if (f.prompt.trim()) body.prompt = f.prompt;
-  if (["img2img", "inpaint", "variation"].includes(mode)) body.strength = Number($("strength").value);
-  if (mode === "inpaint") {
-    body.mask = maskDataURL();
-    if (!body.mask) { showError("Paint the area to repaint on the image first."); return; }
-  }
-  if (mode === "outpaint") body[$("extend-side").value] = Number($("extend-px").value);
-  if (mode === "blend") { body.frames = Number($("frames").value); delete body.num_images; }
-  if (mode !== "variation" && !body.prompt) { showError("Enter a prompt: what the edited image should show."); return; }
+  const [body, problem] = MODES.body(mode, f, $("edit-image").toDataURL("image/png"), maskDataURL());
+  if (problem) { showError(problem); return; }
+  body.model = f.model;
   const clientId = "e" + Math.random().toString(36).slice(2) + Date.now().toString(36);
   body.client_id = clientId;
   $("edit-run").disabled = true; $("generate").disabled = true; $("progress").hidden = false;
@@ -379,10 +360,8 @@ function setUpEditor() {
   mask.addEventListener("pointermove", (ev) => { if (editor.painting) paintAt(ev); });
   for (const type of ["pointerup", "pointercancel"]) mask.addEventListener(type, () => { editor.painting = false; });
   $("clear-mask").addEventListener("click", clearMask);
-  $("edit-mode").addEventListener("change", syncEditMode);
-  $("strength").addEventListener("input", () => { $("strength-value").textContent = Number($("strength").value).toFixed(2); });
+  $("edit-mode").addEventListener("change", () => MODES.render());
   $("edit-run").addEventListener("click", runEdit);
-  syncEditMode();
 }
 
 document.addEventListener("DOMContentLoaded", () => {
