@@ -120,5 +120,6 @@ def cmd_mode(args) -> None:
     [mode] = modes_of([args.mode])
     inputs = {o.name: KIND_TYPES.get(o.kind, str)(getattr(args, o.name)) for o in positionals(mode)}
     images = run_mode(args, mode.name, **inputs)
-    words = [str(v) for o, v in zip(positionals(mode), inputs.values()) if o.kind == "str"]
-    save_images(images, Path(args.out), words[0] if words else mode.name, prefix=f"{mode.name}_")
+    # PNGs named after the first input: a text as typed, an image by its file's name
+    first = [Path(v).stem if o.kind == "image" else str(v) for o, v in zip(positionals(mode), inputs.values())][:1]
+    save_images(images, Path(args.out), first[0] if first else mode.name, prefix=f"{mode.name}_")
