@@ -111,14 +111,16 @@ def add_mode_command(sub, mode_name: str) -> None:
     p = sub.add_parser(mode.name, help=mode.help, description=f"{mode.help} (the {mode.name} mode; its options are "
                                                                f"declared in minicream/pipelines)")
     for o in positionals(mode):
-        p.add_argument(o.name, metavar=o.name.upper(), help=o.help + (" (an image file)" if o.kind == "image" else ""))
+        p.add_argument(o.name, metavar=METAVARS.get(o.kind, o.name.upper()), type=KIND_TYPES.get(o.kind, str),
+                       choices=[c for c in o.choices if o.kind != "json"] or None,
+                       help=o.help + (" (an image file)" if o.kind == "image" else ""))
     add_mode_arguments(p, [mode.name], rerun=False)
-    p.set_defaults(func=cmd_mode, mode=mode.name)
+    p.set_defaults(func=cmd_mode, mode_command=mode.name)
 
 
 def cmd_mode(args) -> None:
-    [mode] = modes_of([args.mode])
-    inputs = {o.name: KIND_TYPES.get(o.kind, str)(getattr(args, o.name)) for o in positionals(mode)}
+    [mode] = modes_of([args.mode_command])
+    inputs = {o.name: read_json_option(o, getattr(args, o.name)) for o in positionals(mode)}
     images = run_mode(args, mode.name, **inputs)
     # PNGs named after the first input: a text as typed, an image by its file's name
     first = [Path(v).stem if o.kind == "image" else str(v) for o, v in zip(positionals(mode), inputs.values())][:1]

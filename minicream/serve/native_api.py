@@ -43,6 +43,8 @@ def _options(target, mode_name: str, req) -> tuple[dict, dict]:
     options, raw = {}, {}
     for field, o in declared.items():
         value = values.get(field)
+        if isinstance(value, str) and not value.strip() and o.kind == "str" and not o.required:
+            value = None  # a blank optional text (a form's empty style field) is not given: the default applies
         if value is None:
             if o.required:
                 raise Refused(422, f"{field}: {mode_name} needs a {field} ({o.help})", field)
