@@ -183,3 +183,33 @@ def test_the_mode_is_in_the_page(tint, source, tiny_pipe, tmp_path):
         assert "tint" in page.inner_text("#results .card")
         assert not errors, errors
         browser.close()
+
+
+def test_an_option_declared_by_every_mode_reaches_every_surface(monkeypatch, tiny_pipe, tmp_path, capsys):
+    """An option shared by all modes is declared once (modes.SAMPLING or FILTER); here it is added to every mode's
+    declaration, as that one edit does, and every command, request model and /api/models entry has it."""
+    import dataclasses
+
+    from minicream.pipelines import Pipeline
+    from minicream.pipelines.modes import Option
+
+    shared = Option("sparkle", "float", 0.5, "a throwaway option every mode takes", limits={"ge": 0.0, "le": 1.0})
+    monkeypatch.setattr(Pipeline, "modes", {name: dataclasses.replace(m, options=(*m.options, shared))
+                                            for name, m in Pipeline.modes.items()})
+    for command in ("generate", "edit", "vary", "outpaint", "blend"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "--sparkle SPARKLE" in capsys.readouterr().out, command
+    with client_for(tiny_pipe, tmp_path) as c:
+        schemas = c.get("/openapi.json").json()["components"]["schemas"]
+        models = ["GenerateRequest", "EditRequest", *(f"{name.capitalize()}Request" for name in Pipeline.modes)]
+        for name in models:
+            field = schemas[name]["properties"]["sparkle"]
+            assert {"type": "number", "minimum": 0.0, "maximum": 1.0} in field["anyOf"], name
+        listed = c.get("/api/models").json()["models"][0]["modes"]
+        assert set(listed) == set(Pipeline.modes)
+        for mode in listed.values():
+            assert {"name": "sparkle", "default": 0.5, "required": False}.items() <= mode["options"][-1].items()
+        # a value outside its declared range is refused before any work
+        r = c.post("/api/generate", json={"prompt": "red apple", "sparkle": 2})
+        assert r.status_code == 422 and "sparkle: Input should be less than or equal to 1" in r.json()["error"]["message"]
