@@ -356,7 +356,7 @@ def test_pipeline_runs_the_filter_before_encoding(tiny_pipe):
     assert any("Russian name" in line for line in p["filter_explanation"])
     q = b.info["minicream"]
     assert q["rewritten_prompt"] == "red apple" and q["filter"] == "none" and q["filter_explanation"] == []
-    with pytest.raises(MinicreamError, match="unknown filter"):
+    with pytest.raises(MinicreamError, match="filter must be one of offline, llm, none"):
         tiny_pipe("red apple", filter="bogus", **kw)
 
 
