@@ -176,6 +176,7 @@ def finetune(images, token: str, method: str = "lora", out: str | Path = "adapte
 def trainable(pipe, cfg: FinetuneConfig) -> dict[str, torch.Tensor]:
     """Inject what is trained into the pipeline and return it by name; everything else frozen."""
     pipe.unet.requires_grad_(False)
+    torch.manual_seed(cfg.seed)  # PEFT draws LoRA's A matrices from the global generator
     if cfg.method == "textual-inversion":
         init = cfg.init_word or cfg.class_word or "object"
         ids = pipe.text_encoder.tokenizer(init, add_special_tokens=False)["input_ids"]

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import MinicreamError
+from .finetune import add_adapter_argument, load_adapters
 from .output import save_images, stem_of
 from .rerun import check_inputs, from_png
 
@@ -24,6 +25,7 @@ def add_mode_arguments(parser: argparse.ArgumentParser, mode_name: str, rerun: b
     parser.add_argument("--model", help="model directory (default: the shipped model)")
     parser.add_argument("--dtype", choices=["auto", "bf16", "fp32"], help="UNet weights (default auto)")
     parser.add_argument("--out", default="outputs", help="output folder")
+    add_adapter_argument(parser)
     if rerun:
         parser.add_argument("--from", dest="from_image", metavar="IMAGE.png",
                             help="re-run the settings stored in a PNG this command made (give the same input image and mask)")
@@ -35,6 +37,7 @@ def _run_mode(args, mode: str, stored: dict | None = None, **inputs):
 
     pipe = Pipeline.from_pretrained(args.model, dtype=args.dtype or "auto")
     stored = stored or {}
+    load_adapters(pipe, args.adapter, stored.get("adapters"), getattr(args, "from_image", None))
     if stored:
         check_inputs(pipe, stored, inputs.get("image"), inputs.get("mask"))
     options = {}

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..errors import MinicreamError
 from ..filter.cli_support import add_filter_arguments
+from .finetune import add_adapter_argument, load_adapters
 from .output import save_images, stem_of
 from .rerun import EDIT_COMMANDS
 
@@ -15,9 +16,10 @@ def cmd_generate(args) -> None:
     from ..filter.cli_support import llm_config, print_explanation, stored_result
     from ..pipelines import PARAMS_KEY, Pipeline
 
-    settings, stored = {}, None
+    settings, stored, stored_adapters = {}, None, None
     if args.from_image:
         p = check_stored_types(read_png_params(args.from_image), args.from_image)
+        stored_adapters = p.get("adapters")  # re-run with the same adapters, or refuse
         if p.get("mode") in EDIT_COMMANDS:
             raise MinicreamError(f"{args.from_image} was made by {p['mode']}: re-run it with `minicream "
                                  f"{EDIT_COMMANDS[p['mode']]} --from {args.from_image} IMAGE` (its input image is not stored)")
@@ -43,6 +45,7 @@ def cmd_generate(args) -> None:
     if not settings.get("prompt"):
         raise MinicreamError("no prompt given; usage: minicream generate \"red apple\" (or --from IMAGE.png)")
     pipe = Pipeline.from_pretrained(args.model, dtype=settings.get("dtype") or "auto")
+    load_adapters(pipe, args.adapter, stored_adapters, args.from_image)
     filtered = stored or pipe.filter_prompt(settings["prompt"], args.filter or settings.get("filter") or "offline",
                                             style=args.style, llm=llm_config(args) if args.filter == "llm" else None)
     print_explanation(filtered, args.explain)
@@ -127,6 +130,7 @@ def add_generate_parser(sub) -> None:
                    "sizes the canvas so each object is drawn at the model's size (136x64 for two side by side), "
                    "\"model\" draws it on the model's own square canvas")
     add_filter_arguments(g, default=None)
+    add_adapter_argument(g)
     g.set_defaults(func=cmd_generate)
 
 
