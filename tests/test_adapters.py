@@ -47,7 +47,7 @@ def draw(pipe, prompt=f"a {TOK}"):
 
 def test_fresh_lora_is_the_identity(tiny_pipe):
     base = draw(tiny_pipe, "red apple")
-    lora.inject(tiny_pipe.unet, lora.lora_config(4, 4, lora.target_regex(lora.DEFAULT_TARGETS)), "fresh")
+    lora.inject(tiny_pipe.unet, lora.lora_config(4, 4, lora.target_regex(tuple(lora.TARGETS))), "fresh")  # convs too
     try:
         assert lora.lora_layers(tiny_pipe.unet) and same(base, draw(tiny_pipe, "red apple"))
     finally:
