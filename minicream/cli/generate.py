@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..errors import MinicreamError
 from ..filter.cli_support import add_filter_arguments
+from .finetune import load_adapters
 from .modes import add_mode_arguments, given_options
 from .output import save_images, stem_of
 from .rerun import EDIT_COMMANDS, stored_options
@@ -16,9 +17,10 @@ def cmd_generate(args) -> None:
     from ..filter.cli_support import llm_config, print_explanation, stored_result
     from ..pipelines import PARAMS_KEY, Pipeline
 
-    options, stored, dtype = {}, None, None
+    options, stored, dtype, stored_adapters = {}, None, None, None
     if args.from_image:
         p = check_stored_types(read_png_params(args.from_image), args.from_image)
+        stored_adapters = p.get("adapters")  # re-run with the same adapters, or refuse
         if p.get("mode") in EDIT_COMMANDS:
             raise MinicreamError(f"{args.from_image} was made by {p['mode']}: re-run it with `minicream "
                                  f"{EDIT_COMMANDS[p['mode']]} --from {args.from_image} IMAGE` (its input image is not stored)")
@@ -37,6 +39,7 @@ def cmd_generate(args) -> None:
     if not options.get("prompt"):
         raise MinicreamError("no prompt given; usage: minicream generate \"red apple\" (or --from IMAGE.png)")
     pipe = Pipeline.from_pretrained(args.model, dtype=args.dtype or dtype or "auto")
+    load_adapters(pipe, args.adapter, stored_adapters, args.from_image)
     filtered = stored or pipe.filter_prompt(options["prompt"], args.filter or options.get("filter") or "offline",
                                             style=args.style, llm=llm_config(args) if args.filter == "llm" else None)
     print_explanation(filtered, args.explain)

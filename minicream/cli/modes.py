@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import MinicreamError
+from .finetune import add_adapter_argument, load_adapters
 from .output import save_images
 
 KIND_TYPES = {"str": str, "int": int, "float": float, "seed": int, "image": str, "json": str}
@@ -57,6 +58,7 @@ def add_mode_arguments(parser: argparse.ArgumentParser, mode_names, defaults: di
     parser.add_argument("--dtype", choices=["auto", "bf16", "fp32"], help="UNet weights: auto (default: bf16 where the "
                         "CPU/GPU computes it fast, else fp32), bf16, or fp32")
     parser.add_argument("--out", default="outputs", help="output folder")
+    add_adapter_argument(parser)
     if rerun:
         parser.add_argument("--from", dest="from_image", metavar="IMAGE.png",
                             help="re-run the settings stored in a PNG this command made (give the same input image and mask)")
@@ -93,6 +95,7 @@ def run_mode(args, mode: str, stored: dict | None = None, **inputs):
 
     options = {**(stored or {}), **given_options(args, mode)}
     pipe = Pipeline.from_pretrained(args.model, dtype=args.dtype or "auto")
+    load_adapters(pipe, args.adapter, (stored or {}).get("adapters"), getattr(args, "from_image", None))
     if stored:
         check_inputs(pipe, stored, inputs.get("image"), inputs.get("mask"))
     names = set(pipe.modes[mode].names)

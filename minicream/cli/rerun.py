@@ -26,6 +26,7 @@ def from_png(path, allowed: tuple[str, ...]) -> dict:
         out["style"] = "model"  # variations from before style "vary" were drawn in one design
     out["hashes"] = {k: p[k] for k in ("init_image_sha256", "mask_sha256") if k in p}
     out["mode"] = p["mode"]
+    out["adapters"] = p.get("adapters")  # re-run with the same adapters, or refuse (cli/finetune.py)
     return out
 
 

@@ -22,9 +22,28 @@ def cmd_serve(args) -> None:
     if args.compile:
         print("compiling the UNet once (torch.compile; about a minute or two per model)...", file=sys.stderr)
     app = create_app(args.model or None, settings)
+    if args.adapter:
+        serve_adapters(app.state.pipelines.values(), args.adapter)
     print(f"minicream: serving {', '.join(str(p.model_dir) for p in app.state.pipelines.values())} on http://{args.host}:{args.port}/"
           + (" (bearer token required)" if settings.token else ""))
     run(app, settings)
+
+
+def serve_adapters(pipes, specs: list[str]) -> None:
+    """`serve --adapter DIR[:SCALE]`: each adapter loaded, for every request, into the served model it was made for."""
+    from ..adapters import parse_adapter_arg
+    from ..adapters.format import AdapterInfo
+    from ..errors import MinicreamError
+
+    pipes = list(pipes)
+    for spec in specs:
+        folder, scale = parse_adapter_arg(spec)
+        info = AdapterInfo.read(Path(folder)) if Path(folder).is_dir() else None
+        fits = [p for p in pipes if info is not None and info.base_model_hash == p.model_hash]
+        for pipe in fits or pipes[:1]:  # none fits: the first model's load_adapter says why, in one line
+            pipe.load_adapter(folder, scale=scale)
+        if not fits:
+            raise MinicreamError(f"{folder}: fits none of the served models")
 
 
 def add_parsers(sub) -> None:
@@ -47,4 +66,7 @@ def add_parsers(sub) -> None:
                     help="a browser origin (e.g. http://localhost:3000) whose pages may call the API (repeatable); "
                          "without a token, POSTs from other sites are refused")
     sv.add_argument("--body-timeout", type=float, default=30.0, help="seconds a request body may take to arrive (HTTP 408)")
+    sv.add_argument("--adapter", action="append", default=[], metavar="DIR[:SCALE]",
+                    help="an adapter made by `minicream finetune`, loaded for every request into the model it was made for "
+                         "(repeatable); requests cannot choose adapters yet")
     sv.set_defaults(func=cmd_serve)

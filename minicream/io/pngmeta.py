@@ -257,8 +257,9 @@ STORED_TYPES = {
     "rewritten_prompt": str, "init_image_sha256": str, "mask_sha256": str, "steps": int, "seed": int,
     "cfg_scale": numbers.Real, "guidance_max_noise": numbers.Real, "cads": numbers.Real, "harmonize": numbers.Real,
     "strength": numbers.Real, "layout": dict, "extend": dict, "filter_explanation": (list, str),
+    "adapters": list,
 }
-_KIND_NAMES = {str: "a string", int: "an integer", numbers.Real: "a number", dict: "a JSON object",
+_KIND_NAMES = {str: "a string", int: "an integer", numbers.Real: "a number", dict: "a JSON object", list: "a list",
                (list, str): "a list or a string"}
 
 

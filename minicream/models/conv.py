@@ -58,12 +58,17 @@ class Conv3x3(nn.Conv2d):
 
     matmul_backward = True  # class-wide switch; False = plain nn.Conv2d everywhere (for benchmarks and checks)
 
-    def __init__(self, cin: int, cout: int, bias: bool = True):
-        super().__init__(cin, cout, 3, padding=1, bias=bias)
+    def __init__(self, cin: int, cout: int, kernel_size=3, stride=1, padding=None, bias: bool = True, **kwargs):
+        # nn.Conv2d's signature as well: PEFT's LoRA builds its A and B matrices as "another of the same type" (a 1x1
+        # B); padding None = 1 for the 3x3 kernel, nn.Conv2d's 0 for any other
+        padding = (1 if kernel_size in (3, (3, 3)) else 0) if padding is None else padding
+        super().__init__(cin, cout, kernel_size, stride=stride, padding=padding, bias=bias, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.matmul_backward or x.device.type != "cpu" or not torch.is_grad_enabled() or not (self.weight.requires_grad or x.requires_grad):
             return super().forward(x)
+        if self.kernel_size != (3, 3) or self.stride != (1, 1) or self.padding != (1, 1) or self.groups != 1:
+            return super().forward(x)  # not the 3x3 convolution the matmul backward is written for
         weight, bias = self.weight, self.bias
         if torch.is_autocast_enabled("cpu"):  # cast as autocast would, outside the Function so the casts are recorded
             dtype = torch.get_autocast_dtype("cpu")

@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 import torch
 from PIL import Image
 
+from ..adapters.use import AdapterMixin, keep_tokens
 from ..diffusion.reflow import network_alphas
 from ..diffusion.samplers import available_samplers, chunk_callback, sample, start_index
 from ..errors import MinicreamError
@@ -59,7 +60,7 @@ def unet_dtype(dtype: str | torch.dtype | None, device: str | torch.device = "cp
     return DTYPES[dtype]
 
 
-class Pipeline:
+class Pipeline(AdapterMixin):  # load_adapter, set_adapters, unload_adapter (adapters/use.py)
     modes: dict[str, Mode] = {}  # every mode file of this package (filled by minicream/pipelines/__init__.py)
 
     def __init__(self, unet, vae, text_encoder: TextEncoder, model: ModelDir | dict, model_dir: Path | None = None,
@@ -192,7 +193,8 @@ class Pipeline:
                 raise MinicreamError("the given FilterResult was made for another prompt")
             return filter
         vocab = None if filter == "none" else self.vocabulary
-        return rewrite(prompt, filter, vocab, style=filter_style(self.resolve_style(style)), encoder=self.text_encoder, llm=llm)
+        return keep_tokens(self.adapter_tokens, prompt, lambda text: rewrite(  # a loaded adapter's token passes untouched
+            text, filter, vocab, style=filter_style(self.resolve_style(style)), encoder=self.text_encoder, llm=llm), filter)
 
     def resolve_style(self, style: str | None) -> str | None:
         """The style option in effect: the call's, else the model's default ("style" in model_index.json "sample"),

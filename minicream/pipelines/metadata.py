@@ -39,6 +39,7 @@ def attach(pipe, pixels: torch.Tensor, seeds, prompt: str, settings: SamplingSet
             **({"rewritten_prompt": filtered.rewritten, "filter": filtered.mode_requested,
                 "filter_explanation": filtered.explanation} if filtered is not None else {}),
             **pipe.provenance,
+            **({"adapters": pipe.adapter_records} if pipe.adapters else {}),  # name, hash, scale: `--from` checks them
             **(extra or {}),
         }
         images.append(im)

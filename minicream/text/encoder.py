@@ -21,6 +21,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +135,8 @@ class TextEncoder(nn.Module):
         self.name = name
         self.weights_sha256 = weights_sha256
         self._max_length = max_length
+        # a textual-inversion token -> the added tokens it is spelled as (adapters/embedding.py); empty = none
+        self.expansions: dict[str, str] = {}
         self.eval()
 
     @classmethod
@@ -194,6 +197,7 @@ class TextEncoder(nn.Module):
         """Tokenizer outputs padded to max_length (input_ids, attention_mask, ...) and a per-prompt
         bool "was truncated" tensor."""
         _check_texts(texts)
+        texts = [expand_tokens(t, self.expansions) for t in texts] if self.expansions else list(texts)
         enc = self.tokenizer(
             list(texts), padding="max_length", truncation=True, max_length=self._max_length, return_tensors="pt"
         )
@@ -282,6 +286,14 @@ class TextEncoder(nn.Module):
             warnings.warn(f"ignoring text embedding cache {path} with unexpected tensors; recomputing", stacklevel=3)
             return None
         return TextEmbeddings(**{k: state[k] for k in expected})
+
+
+def expand_tokens(text: str, expansions: dict[str, str]) -> str:
+    """Each multi-vector token of `text` (any case) spelled out as its added tokens."""
+    for token, spelled in expansions.items():
+        if spelled != token:
+            text = re.sub(re.escape(token) + r"(?!_\d)", lambda m: spelled, text, flags=re.IGNORECASE)
+    return text
 
 
 def _check_texts(texts: Sequence[str]) -> None:
