@@ -36,6 +36,7 @@ class Features:
             names, filter_param = set(params), params.get("filter")
             default = filter_param.default if filter_param is not None else None
         self.num_candidates = "num_candidates" in names
+        self.keep_top = self.num_candidates and "keep_top" in names
         self.filter = "filter" in names
         self.style = "style" in names
         self.guidance_max_noise = "guidance_max_noise" in names
@@ -47,7 +48,7 @@ class Features:
         self.filter_default = default if isinstance(default, str) else None
 
     def as_dict(self) -> dict:
-        return {"num_candidates": self.num_candidates, "filter": self.filter, "filter_modes": self.filter_modes,
+        return {"num_candidates": self.num_candidates, "keep_top": self.keep_top, "filter": self.filter, "filter_modes": self.filter_modes,
                 "filter_default": self.filter_default, "style": self.style, "layout": self.layout,
                 "guidance_max_noise": self.guidance_max_noise, "cads": self.cads}
 

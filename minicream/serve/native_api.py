@@ -2,11 +2,13 @@
 variation and blend of a base64 image). An option the served pipeline lacks is refused, never ignored."""
 from __future__ import annotations
 
+import base64
 import time
 
 from fastapi import APIRouter, Request
 
 from .errors import error_response
+from .feedback_api import FeedbackSet, record_generation
 from .schemas import EditRequest, GenerateRequest, GenerateResponse
 from .served import UnknownModel, b64, decoded, served
 
@@ -32,6 +34,12 @@ async def generate(req: GenerateRequest, request: Request):
         if not features.num_candidates:
             return error_response(422, "num_candidates: this server's pipeline has no best-of-N; use 1", "num_candidates")
         kwargs["num_candidates"] = req.num_candidates
+    if req.keep_top != 1:
+        if not features.keep_top:
+            return error_response(422, "keep_top: this server's pipeline returns one candidate per image; use 1", "keep_top")
+        if req.keep_top > req.num_candidates:
+            return error_response(422, f"keep_top: at most num_candidates ({req.num_candidates}), got {req.keep_top}", "keep_top")
+        kwargs["keep_top"] = req.keep_top
     if req.filter is not None:
         if not features.filter:
             return error_response(422, "filter: this server's pipeline has no prompt filter; leave it out", "filter")
@@ -56,9 +64,22 @@ async def generate(req: GenerateRequest, request: Request):
     run = {"prompt": req.prompt, "negative_prompt": req.negative_prompt, "seed": first.get("seed", req.seed),
            "sampler": first.get("sampler", req.sampler), "steps": first.get("steps", req.steps),
            "guidance": first.get("cfg_scale", req.guidance), "num_images": req.num_images,
-           "num_candidates": req.num_candidates, "filter": first.get("filter", req.filter), "style": req.style,
+           "num_candidates": req.num_candidates, "keep_top": req.keep_top, "filter": first.get("filter", req.filter), "style": req.style,
            "size": first.get("width", s.size), "model": s.names.get(id(target), s.model_name)}
-    return GenerateResponse(images=out, parameters=run, elapsed_s=round(time.monotonic() - t0, 3))
+    elapsed = round(time.monotonic() - t0, 3)
+    return GenerateResponse(images=out, parameters=run, elapsed_s=elapsed, feedback=await _record(request, req, run, out))
+
+
+async def _record(request: Request, req: GenerateRequest, run: dict, out) -> FeedbackSet | None:
+    """The returned images as one candidate set for people's ratings (feedback_api.py). The prompt recorded is the
+    one the images were drawn and ranked for (the filter's rewrite, when every image has the same one)."""
+    if len(out) < 2:
+        return None
+    rewritten = {im.rewritten_prompt or req.prompt for im in out}
+    prompt = rewritten.pop() if len(rewritten) == 1 else req.prompt
+    settings = {k: run[k] for k in ("sampler", "steps", "guidance", "num_images", "num_candidates", "keep_top", "size", "model")}
+    settings.update(seeds=[im.seed for im in out], typed_prompt=req.prompt[:200])
+    return await record_generation(request, prompt, settings, [base64.b64decode(im.png_base64) for im in out])
 
 
 @router.post("/api/edit", response_model=GenerateResponse,

@@ -10,6 +10,8 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .feedback_api import FeedbackSet
+
 MAX_PROMPT_CHARS = 1000  # MiniLM reads 24 tokens; a longer prompt is accepted and truncated by the encoder
 MAX_IMAGES = 8           # per request: a single request must not hold the worker for minutes
 MAX_CANDIDATES = 8       # best-of-N: N candidates drawn per returned image
@@ -81,6 +83,8 @@ class GenerateRequest(BaseModel):
                                   "on the prompt's embedding at high noise levels (more variety); 0 = off")
     num_images: int = Field(1, ge=1, le=MAX_IMAGES)
     num_candidates: int = Field(1, ge=1, le=MAX_CANDIDATES, description="best-of-N (needs an evaluator-aware pipeline)")
+    keep_top: int = Field(1, ge=1, le=MAX_CANDIDATES, description="with best-of-N: return the best K of each image's N "
+                          "candidates, best first (K <= num_candidates), e.g. for a person to pick among")
     filter: Optional[str] = Field(None, max_length=32, description="language filter mode, e.g. offline | llm | none")
     style: Optional[str] = Field(None, max_length=200, description="style words the filter appends, e.g. 'openmoji style'")
     size: Optional[int] = Field(None, ge=8, le=4096, description="image side in pixels (the model's native size)")
@@ -149,6 +153,8 @@ class GenerateResponse(BaseModel):
     images: list[GeneratedImage]
     parameters: dict = Field(description="the request as run, defaults filled in")
     elapsed_s: float
+    feedback: Optional[FeedbackSet] = Field(None, description="2+ distinct images: the candidate set recorded for "
+                                            "POST /api/feedback (its id and each image's sha256)")
 
 
 class ErrorBody(BaseModel):
