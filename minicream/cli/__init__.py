@@ -1,5 +1,5 @@
 """Command line: `minicream data | train | distill | generate | filter | edit | vary | outpaint | blend | grid | info |
-serve | train-evaluator | eval | samplers`. A thin layer over the library, one module per group of commands:
+serve | train-evaluator | eval | feedback | samplers`. A thin layer over the library, one module per group of commands:
 
     data.py            data emoji, data fetch
     train.py           train, distill
@@ -11,6 +11,7 @@ serve | train-evaluator | eval | samplers`. A thin layer over the library, one m
     info.py            info, samplers
     serving.py         serve
     evaluate.py        train-evaluator, eval
+    feedback.py        feedback export, feedback stats, train-evaluator --feedback
 
 Errors caused by the user (MinicreamError) print one line and exit with status 2; no tracebacks.
 """
@@ -23,7 +24,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import MinicreamError
-from . import data, edit, evaluate, generate, info, prompt_filter, serving, train
+from . import data, edit, evaluate, feedback, generate, info, prompt_filter, serving, train
 
 
 def _one_line_warnings() -> None:
@@ -36,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (data.add_parsers, train.add_train_parser, train.add_distill_parser, generate.add_generate_parser,
                 prompt_filter.add_parsers, edit.add_edit_parser, edit.add_vary_parser, edit.add_outpaint_parser,
                 edit.add_blend_parser, generate.add_grid_parser, info.add_info_parser, serving.add_parsers,
-                evaluate.add_train_evaluator_parser, evaluate.add_eval_parser, info.add_samplers_parser):
+                evaluate.add_train_evaluator_parser, evaluate.add_eval_parser, feedback.add_parsers, info.add_samplers_parser):
         add(sub)
     return ap
 
