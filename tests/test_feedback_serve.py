@@ -102,6 +102,8 @@ def test_feedback_answers(tmp_path):
             assert_one_line_error(c.post("/api/feedback", json=body), 422, *words)
         assert_one_line_error(c.post("/api/feedback", content=b"{not json", headers={"Content-Type": "application/json"}),
                               422, "not valid JSON")
+        assert_one_line_error(c.post("/api/feedback", content=b"[" * 15_000, headers={"Content-Type": "application/json"}),
+                              422, "not valid JSON")
         # 413: over 16 KiB, by Content-Length or counted while a chunked body streams in
         big = b'{"action": "choose", "image": "%s", "prompt": "%s"}' % (a.encode(), b"x" * 17_000)
         assert_one_line_error(c.post("/api/feedback", content=big, headers={"Content-Type": "application/json"}), 413, "16384")

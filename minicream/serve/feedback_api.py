@@ -146,7 +146,7 @@ async def feedback(request: Request):
                               headers={"Connection": "close"})
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: "[[[[..." nested thousands deep
         return error_response(422, "the request body is not valid JSON", "body")
     client = _client(request)
     try:
