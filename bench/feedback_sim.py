@@ -12,7 +12,9 @@
 
     python bench/feedback_sim.py --model reference --data data/emoji --ratings 200 --out runs/feedback_sim
 
-Writes <out>/results.json and prints it. Re-running reuses nothing: give a new --out.
+Writes <out>/results.json and prints it. Re-running reuses nothing (give a new --out), except with --reuse: steps 3-4
+only, on the ratings an earlier run of the same --out wrote (its train.sqlite and heldout.sqlite; the judge's scores of
+the held-out candidates are computed again from their stored PNGs, and must pick the same winners).
 
 bench/last_feedback_sim_60.json (a small first look, not the README's 200): --ratings 60 --heldout 40 --candidates 4
 --concepts 20 --steps 8 --ft-steps 100 on the reference model, one shared CPU core, 16 min, with the first defaults
@@ -41,7 +43,7 @@ from minicream.evaluator.preference import (PreferenceConfig, evaluator_dir, fin
                                             preference_accuracy)
 from minicream.evaluator.scorer import Evaluator  # noqa: E402
 from minicream.feedback.export import read_feedback_dataset  # noqa: E402
-from minicream.feedback.simulate import SIMULATION_LIMITS, simulate_ratings  # noqa: E402
+from minicream.feedback.simulate import SIMULATION_LIMITS, SimulatedRating, judge_scores, simulate_ratings  # noqa: E402
 from minicream.feedback.store import FeedbackStore  # noqa: E402
 from minicream.models.base import WEIGHTS_NAME  # noqa: E402
 from minicream.pipelines import Pipeline  # noqa: E402
@@ -60,6 +62,21 @@ def rerank_outcome(evaluator: Evaluator, store: FeedbackStore, ratings) -> dict:
         agree += j == r.winner
     n = max(1, len(ratings))
     return {"judge_pick_agreement": round(agree / n, 4), "judge_score_of_pick": round(sum(picked) / n, 4)}
+
+
+def ratings_from_store(store: FeedbackStore, judge, labels) -> list[SimulatedRating]:
+    """The simulated ratings of an earlier run, from its database: each set's candidates re-scored by the judge."""
+    out = []
+    for r in store.ratings():
+        s = store.candidate_set(r.set_id)
+        images = [Image.open(io.BytesIO(store.image_png(h))).convert("RGB") for h in s["images"]]
+        scores = judge_scores(judge, images, s["prompt"], labels).float()
+        winner = s["images"].index(r.image)
+        if scores[winner] < scores.max():
+            raise SystemExit(f"set {r.set_id}: the judge no longer picks the recorded winner; simulate again")
+        out.append(SimulatedRating(s["prompt"], tuple(s["settings"]["seeds"]), tuple(s["images"]),
+                                   tuple(round(float(x), 6) for x in scores), winner, r.set_id))
+    return out
 
 
 def real_image_accuracy(evaluator: Evaluator, images: torch.Tensor, concepts: list[str]) -> dict:
@@ -89,9 +106,15 @@ def main() -> None:
     ap.add_argument("--contrastive-weight", type=float, default=0.5)
     ap.add_argument("--anchor-weight", type=float, default=4.0)
     ap.add_argument("--out", default="runs/feedback_sim")
+    ap.add_argument("--reuse", action="store_true", help="fine-tune and measure on the ratings already in --out")
     args = ap.parse_args()
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
+    if args.reuse:
+        if not ((out / "train.sqlite").is_file() and (out / "heldout.sqlite").is_file()):
+            sys.exit(f"{out}: no train.sqlite and heldout.sqlite to reuse")
+        if (out / "evaluator").exists() or (out / "results.json").exists():
+            sys.exit(f"{out}: holds a fine-tuned evaluator or results already; give another --out")
+    elif out.exists() and any(out.iterdir()):
         sys.exit(f"{out}: exists and is not empty; give a new --out")
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -107,10 +130,17 @@ def main() -> None:
         prompts = sorted(random.Random(0).sample(known, min(args.concepts, len(known))))
     options = {"steps": args.steps}
     train_store = FeedbackStore(out / "train.sqlite", limits=SIMULATION_LIMITS)
-    simulate_ratings(pipe, prompts, args.ratings, judge, candidates=args.candidates, seed=0, store=train_store, generate_options=options)
     held_store = FeedbackStore(out / "heldout.sqlite", limits=SIMULATION_LIMITS)
-    held = simulate_ratings(pipe, prompts, args.heldout, judge, candidates=args.candidates, seed=HELDOUT_SEED, store=held_store,
-                            generate_options=options)
+    if args.reuse:
+        held = ratings_from_store(held_store, judge, sorted(set(prompts)))
+        if {r.prompt for r in held} - set(prompts) or not 0 < len(train_store.ratings()) <= args.ratings \
+                or not 0 < len(held) <= args.heldout:
+            sys.exit(f"{out}: its ratings were not simulated with these --ratings, --heldout and prompts")
+    else:
+        simulate_ratings(pipe, prompts, args.ratings, judge, candidates=args.candidates, seed=0, store=train_store,
+                         generate_options=options)
+        held = simulate_ratings(pipe, prompts, args.heldout, judge, candidates=args.candidates, seed=HELDOUT_SEED,
+                                store=held_store, generate_options=options)
     t_sim = time.time() - t0
 
     # 3. fine-tune
@@ -134,6 +164,8 @@ def main() -> None:
         results[f"heldout_{name}"] = {**preference_accuracy(ev, held_pairs), **rerank_outcome(ev, held_store, held)}
         results[f"real_test_images_{name}"] = real_image_accuracy(ev, real, real_concepts)
     results["seconds"] = {"simulate": round(t_sim, 1), "total": round(time.time() - t0, 1)}
+    if args.reuse:
+        results["seconds"]["note"] = "--reuse: simulate = re-scoring the held-out sets; the ratings were simulated by an earlier run"
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
 

@@ -54,7 +54,7 @@ def test_info_routes(client):
     assert client.get("/healthz").json()["status"] == "ok"
     m = client.get("/api/models").json()["models"][0]
     assert m["image_size"] == 16 and m["samplers"] == ["ddim", "euler"] and m["name"] == "fake-model"
-    assert m["features"] == {"num_candidates": False, "filter": False, "filter_modes": [], "filter_default": None,
+    assert m["features"] == {"num_candidates": False, "keep_top": False, "filter": False, "filter_modes": [], "filter_default": None,
                              "style": False, "layout": False, "guidance_max_noise": False, "cads": False}
     assert client.get("/api/samplers").json() == {"samplers": ["ddim", "euler"], "default": "euler"}
     assert client.get("/v1/models").json()["data"][0]["id"] == "fake-model"
@@ -95,7 +95,7 @@ def test_optional_pipeline_options_pass_through_only_when_supported(tmp_path, cl
     pipe = FakePipeWithOptions()
     with make_client(tmp_path, pipe) as c:
         features = c.get("/api/models").json()["models"][0]["features"]
-        assert features == {"num_candidates": True, "filter": True, "filter_modes": ["off", "rewrite"], "filter_default": "off",
+        assert features == {"num_candidates": True, "keep_top": False, "filter": True, "filter_modes": ["off", "rewrite"], "filter_default": "off",
                             "style": False, "layout": False, "guidance_max_noise": False, "cads": False}
         assert_one_line_error(c.post("/api/generate", json={"prompt": "x", "style": "bold"}), 422, "style")
         # options this pipeline does not declare are a 422 naming them, not a 500 (they reached it as unknown arguments)

@@ -1,5 +1,5 @@
 """Command line: `minicream data | train | distill | generate | filter | edit | vary | outpaint | blend | grid | info |
-serve | train-evaluator | eval | samplers | finetune`. A thin layer over the library, one module per group of commands:
+serve | train-evaluator | eval | feedback | samplers | finetune`. A thin layer over the library, one module per group of commands:
 
     data.py            data emoji, data fetch
     train.py           train, distill
@@ -14,6 +14,7 @@ serve | train-evaluator | eval | samplers | finetune`. A thin layer over the lib
     serving.py         serve
     evaluate.py        train-evaluator, eval
     finetune.py        finetune (adapters), and the --adapter flag of generate, edit, vary, outpaint, blend
+    feedback.py        feedback export, feedback stats, train-evaluator --feedback
 
 Errors caused by the user (MinicreamError) print one line and exit with status 2; no tracebacks.
 """
@@ -26,7 +27,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import MinicreamError
-from . import data, edit, evaluate, finetune, generate, info, modes, prompt_filter, serving, train
+from . import data, edit, evaluate, feedback, finetune, generate, info, modes, prompt_filter, serving, train
 from .rerun import EDIT_COMMANDS
 
 DRAWN_BY = {**EDIT_COMMANDS, "text2img": "generate", "scene": "generate"}  # mode -> the command that draws it
@@ -42,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (data.add_parsers, train.add_train_parser, train.add_distill_parser, generate.add_generate_parser,
                 prompt_filter.add_parsers, edit.add_edit_parser, edit.add_vary_parser, edit.add_outpaint_parser,
                 edit.add_blend_parser, generate.add_grid_parser, info.add_info_parser, serving.add_parsers,
-                evaluate.add_train_evaluator_parser, evaluate.add_eval_parser, info.add_samplers_parser,
-                finetune.add_finetune_parser):
+                evaluate.add_train_evaluator_parser, evaluate.add_eval_parser, feedback.add_parsers,
+                info.add_samplers_parser, finetune.add_finetune_parser):
         add(sub)
     from ..pipelines import Pipeline
 

@@ -4,8 +4,16 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from ..errors import MinicreamError
+
 
 def cmd_train_evaluator(args) -> None:
+    if args.feedback is not None:  # fine-tune on people's ratings instead of training from a dataset
+        from .feedback import cmd_train_on_feedback
+
+        return cmd_train_on_feedback(args)
+    if args.model is not None:
+        raise MinicreamError("--model: only with --feedback (training from a dataset focuses on a model with --for-model)")
     from ..evaluator.train import load_recipe, train_evaluator
 
     overrides = list(args.set or [])
@@ -16,7 +24,7 @@ def cmd_train_evaluator(args) -> None:
         from ..evaluator.train import focus_of_model
 
         recipe = dataclasses.replace(recipe, **focus_of_model(args.for_model))
-    res = train_evaluator(recipe, args.data, args.out, run_dir=args.run_dir, resume=args.resume)
+    res = train_evaluator(recipe, args.data or "data/emoji", args.out, run_dir=args.run_dir, resume=args.resume)
     for name in ("evaluator", "judge"):
         held = res.get(name, {}).get("heldout", {})
         if held:
@@ -36,11 +44,15 @@ def cmd_eval(args) -> None:
 
 
 def add_train_evaluator_parser(sub) -> None:
-    te = sub.add_parser("train-evaluator", help="train the image evaluator (mini-CLIP) and the judge on a captioned image folder")
-    te.add_argument("--data", default="data/emoji", help="dataset folder (train/ and test/ splits)")
-    te.add_argument("--out", required=True, help="output folder, e.g. MODEL/evaluator")
+    te = sub.add_parser("train-evaluator", help="train the image evaluator (mini-CLIP) and the judge on a captioned image folder, "
+                                                "or fine-tune a model's evaluator on people's ratings (--feedback)")
+    te.add_argument("--data", help="dataset folder (train/ and test/ splits; default data/emoji)")
+    te.add_argument("--out", required=True, help="output folder, e.g. MODEL/evaluator (with --feedback: a new folder)")
+    te.add_argument("--feedback", metavar="DB|DIR", help="fine-tune the evaluator of --model on the ratings of a feedback "
+                                                         "database (the server's OUTPUT_DIR/feedback.sqlite) or an exported folder")
+    te.add_argument("--model", help="with --feedback: the model whose evaluator is fine-tuned (default: the default model)")
     te.add_argument("--config", default="evaluator", help="preset name or TOML file")
-    te.add_argument("--steps", type=int, help="evaluator optimizer steps")
+    te.add_argument("--steps", type=int, help="evaluator optimizer steps (with --feedback: fine-tuning steps, default 200)")
     te.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. judge_train.steps=100")
     te.add_argument("--for-model", metavar="DIR", help="focus on the concepts that model was trained on (its data.concepts / data.groups)")
     te.add_argument("--run-dir", help="checkpoints and caches (default OUT_run beside OUT)")

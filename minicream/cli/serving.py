@@ -13,7 +13,8 @@ def cmd_serve(args) -> None:
                              timeout=args.timeout, output_dir=Path(args.output_dir),
                              allowed_hosts=tuple(args.allowed_host or ()), max_saved=args.max_saved,
                              compile=args.compile, cors_origins=tuple(args.cors_origin or ()),
-                             body_timeout=args.body_timeout)
+                             body_timeout=args.body_timeout, feedback=not args.no_feedback,
+                             feedback_per_minute=args.feedback_per_minute)
     if args.token:
         settings.token = args.token
     check_settings(settings)
@@ -69,4 +70,7 @@ def add_parsers(sub) -> None:
     sv.add_argument("--adapter", action="append", default=[], metavar="DIR[:SCALE]",
                     help="an adapter made by `minicream finetune`, loaded for every request into the model it was made for "
                          "(repeatable); requests cannot choose adapters yet")
+    sv.add_argument("--no-feedback", action="store_true", help="record no candidates and take no ratings (POST /api/feedback "
+                                                               "answers 404); default: OUTPUT_DIR/feedback.sqlite")
+    sv.add_argument("--feedback-per-minute", type=int, default=30, help="ratings a minute from one address (more get HTTP 429)")
     sv.set_defaults(func=cmd_serve)

@@ -38,7 +38,7 @@ MODE = Mode("text2img", "draw images from a prompt", (
     Option("size", "int", None, "image size in pixels (the model's native size)", limits={"ge": 8, "le": 4096}),
     Option("num_candidates", "int", 1, "best-of-N: draw N candidates per image, keep the one the evaluator scores highest",
            limits={"ge": 1, "le": MAX_CANDIDATES}),
-    Option("keep_top", "int", 1, "with best-of-N: return this many best candidates per image, best first", http=False,
+    Option("keep_top", "int", 1, "with best-of-N: return this many best candidates per image, best first",
            limits={"ge": 1, "le": MAX_CANDIDATES}),
     Option("layout", "json", None, "a scene layout {\"objects\": [{\"caption\": \"red apple\", \"box\": [x0, y0, x1, y1]}]} "
                                    "(pixels of the model's canvas); \"none\" draws a several-object prompt as one caption; "

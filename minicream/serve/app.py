@@ -10,6 +10,7 @@ Routes (all but the page, its static files, /healthz and /openapi.json need the 
     POST /api/edit                  the modes taking an image (img2img, inpaint, outpaint, variation, blend) of a
                                     base64 image, every option
     POST /api/modes/{mode}          any declared mode, every option
+    POST /api/feedback              a person's pick among a generation's candidates (feedback_api.py)
     GET  /api/progress/{id}         progress of a request (status_api.py)
     GET  /api/models, /api/samplers GET  /outputs/{name}   images saved by the server
     GET  /healthz, /metrics (Prometheus), /openapi.json
@@ -29,7 +30,8 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from ..errors import MinicreamError
-from . import native_api, openai_api, status_api
+from ..feedback import FeedbackLimits
+from . import feedback_api, native_api, openai_api, status_api
 from .errors import install_error_handlers
 from .features import declared_modes
 from .guard import Guard, allowed_hosts
@@ -113,16 +115,19 @@ def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None
     queue = GenerationQueue(settings.concurrency, settings.queue_size, settings.timeout)
     metrics = Metrics(queue)
     state = Served(pipes, settings, queue, metrics, Path(settings.output_dir).resolve())
+    ratings = feedback_api.FeedbackService(state.output_dir / feedback_api.FEEDBACK_DB, enabled=settings.feedback,
+                                           limits=FeedbackLimits(max_ratings_per_minute=settings.feedback_per_minute))
 
     @asynccontextmanager
     async def lifespan(app):
         yield
         queue.shutdown()
+        ratings.shutdown()
 
     app = FastAPI(title="minicream", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Text-to-image generation with a small latent-diffusion model. "
                               "Send `Authorization: Bearer TOKEN` when the server has a token.")
-    app.state.served, app.state.pipelines = state, pipes
+    app.state.served, app.state.pipelines, app.state.feedback = state, pipes, ratings
     app.state.pipeline, app.state.queue, app.state.metrics, app.state.settings = state.pipe, queue, metrics, settings
     install_error_handlers(app)
     if settings.cors_origins:  # browser pages on these origins may call the API (with the token, if one is set)
@@ -133,7 +138,7 @@ def create_app(pipeline_or_model_dir=None, settings: ServeSettings | None = None
     app.add_middleware(Guard, metrics=metrics, token=settings.token, hosts=allowed_hosts(settings),
                        cors_origins=tuple(settings.cors_origins), body_timeout=settings.body_timeout)
     native = native_api.build_router(served_modes(pipes))  # routes and request models from the declarations
-    for router in (openai_api.router, native, status_api.router):
+    for router in (openai_api.router, native, status_api.router, feedback_api.router):
         app.include_router(router, dependencies=[Depends(require_token)], responses=_ERRORS)
     app.include_router(public)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

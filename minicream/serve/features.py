@@ -3,7 +3,7 @@ pipelines/modes.py) and nothing else: the page shows only those, and the native 
 that is not minicream's (a test double, a wrapper) declares its modes the same way."""
 from __future__ import annotations
 
-FLAGS = ("num_candidates", "filter", "style", "guidance_max_noise", "cads", "layout", "harmonize", "canvas")
+FLAGS = ("num_candidates", "keep_top", "filter", "style", "guidance_max_noise", "cads", "layout", "harmonize", "canvas")
 
 
 def declared_modes(pipe) -> dict:
@@ -23,6 +23,6 @@ class Features:
         self.filter_default = choice.default if choice is not None and isinstance(choice.default, str) else None
 
     def as_dict(self) -> dict:
-        return {"num_candidates": self.num_candidates, "filter": self.filter, "filter_modes": self.filter_modes,
+        return {"num_candidates": self.num_candidates, "keep_top": self.keep_top, "filter": self.filter, "filter_modes": self.filter_modes,
                 "filter_default": self.filter_default, "style": self.style, "layout": self.layout,
                 "guidance_max_noise": self.guidance_max_noise, "cads": self.cads}

@@ -9,6 +9,7 @@ ignored; uploaded images are read after the queue has room and decoded in the wo
 """
 from __future__ import annotations
 
+import base64
 import inspect
 import time
 
@@ -16,6 +17,7 @@ from fastapi import APIRouter, Request
 
 from ..pipelines.modes import Text
 from .errors import error_response
+from .feedback_api import FeedbackSet, record_generation
 from .requests import SERVER_FIELDS, edit_request, generate_request, http_options, mode_request
 from .schemas import GenerateResponse
 from .served import UnknownModel, b64, served
@@ -27,6 +29,18 @@ class Refused(Exception):
     def __init__(self, status: int, message: str, param: str | None = None):
         super().__init__(message)
         self.status, self.param = status, param
+
+
+async def _record(request: Request, prompt: str, run: dict, out) -> FeedbackSet | None:
+    """The returned images as one candidate set for people's ratings (feedback_api.py). The prompt recorded is the
+    one the images were drawn and ranked for (the filter's rewrite, when every image has the same one)."""
+    if len(out) < 2:
+        return None
+    rewritten = {im.rewritten_prompt or prompt for im in out}
+    ranked = rewritten.pop() if len(rewritten) == 1 else prompt
+    settings = {k: run[k] for k in ("sampler", "steps", "guidance", "num_images", "num_candidates", "keep_top", "size", "model")}
+    settings.update(seeds=[im.seed for im in out], typed_prompt=prompt[:200])
+    return await record_generation(request, ranked, settings, [base64.b64decode(im.png_base64) for im in out])
 
 
 def _options(target, mode_name: str, req) -> tuple[dict, dict]:
@@ -128,9 +142,10 @@ def build_router(modes: dict) -> APIRouter:
                "seed": first.get("seed", asked.get("seed")), "sampler": first.get("sampler", asked.get("sampler")),
                "steps": first.get("steps", asked.get("steps")), "guidance": first.get("cfg_scale", asked.get("guidance")),
                "num_images": asked.get("num_images") or 1, "num_candidates": asked.get("num_candidates") or 1,
-               "filter": first.get("filter", asked.get("filter")), "style": asked.get("style"),
+               "keep_top": asked.get("keep_top") or 1, "filter": first.get("filter", asked.get("filter")), "style": asked.get("style"),
                "size": first.get("width", s.size), "model": s.names.get(id(target), s.model_name)}
-        return GenerateResponse(images=out, parameters=run, elapsed_s=round(time.monotonic() - t0, 3))
+        return GenerateResponse(images=out, parameters=run, elapsed_s=round(time.monotonic() - t0, 3),
+                                feedback=await _record(request, req.prompt, run, out))
 
     async def edit(req, request: Request):
         return await mode_handler(req.mode)(req, request)

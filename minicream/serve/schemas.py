@@ -10,6 +10,8 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .feedback_api import FeedbackSet
+
 MAX_PROMPT_CHARS = 1000  # MiniLM reads 24 tokens; a longer prompt is accepted and truncated by the encoder
 MAX_IMAGES = 8           # per request: a single request must not hold the worker for minutes
 MAX_CANDIDATES = 8       # best-of-N: N candidates drawn per returned image
@@ -72,6 +74,8 @@ class GenerateResponse(BaseModel):
     images: list[GeneratedImage]
     parameters: dict = Field(description="the request as run, defaults filled in")
     elapsed_s: float
+    feedback: Optional[FeedbackSet] = Field(None, description="2+ distinct images: the candidate set recorded for "
+                                            "POST /api/feedback (its id and each image's sha256)")
 
 
 class ErrorBody(BaseModel):

@@ -33,6 +33,8 @@ def check_settings(s: ServeSettings) -> None:
         if origin != origin.strip() or "://" not in origin or origin.endswith("/"):
             raise MinicreamError(f"--cors-origin must be an origin such as http://localhost:3000 (scheme://host[:port], "
                                  f"no path), got {origin!r}")
+    if s.feedback_per_minute < 1:
+        raise MinicreamError(f"--feedback-per-minute must be at least 1, got {s.feedback_per_minute}")
     if s.max_saved < 1:
         raise MinicreamError(f"--max-saved must be at least 1, got {s.max_saved}")
     if s.token is not None and len(s.token) < 8:

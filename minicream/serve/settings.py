@@ -23,3 +23,5 @@ class ServeSettings:
     compile: bool = False                     # torch.compile each loaded UNet once at start-up (slow start, faster calls)
     allowed_hosts: tuple[str, ...] = ()       # Host header names accepted besides the bound address (DNS rebinding)
     body_timeout: float = 30.0                # seconds a request body may take to arrive before HTTP 408
+    feedback: bool = True                     # record multi-image generations and take ratings (output_dir/feedback.sqlite)
+    feedback_per_minute: int = 30             # ratings a minute from one client address; more get HTTP 429

@@ -1,5 +1,6 @@
 // minicream web page: a form over POST /api/generate, an image editor over POST /api/edit (paint a mask; the modes
-// that take an image, with their inputs built from /api/models by modes.js), a result grid and a session history.
+// that take an image, with their inputs built from /api/models by modes.js), a result grid and a session history;
+// ratings of results: feedback.js.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -32,7 +33,6 @@ async function api(path, body) {
 }
 
 function showError(msg) { $("error").textContent = msg; $("error").hidden = !msg; }
-
 let models = [];
 
 function applyModel(m) {
@@ -55,6 +55,7 @@ function applyModel(m) {
   $("cads").disabled = features.cads === false;
   $("num_candidates").disabled = !features.num_candidates;
   if (!features.num_candidates) $("num_candidates").title = "this server's pipeline has no best-of-N";
+  feedbackModel(features);
   if (features.filter) {
     const f = $("filter"); f.innerHTML = "";
     const modes = features.filter_modes && features.filter_modes.length ? features.filter_modes : [features.filter_default || ""];
@@ -100,6 +101,7 @@ function readForm() {
   if (!$("guidance_max_noise").disabled && Number($("guidance_max_noise").value) !== maxNoiseDefault) p.guidance_max_noise = Number($("guidance_max_noise").value);
   if (!$("cads").disabled && Number($("cads").value) !== cadsDefault) p.cads = Number($("cads").value);
   if (features.num_candidates) p.num_candidates = Number($("num_candidates").value);
+  Object.assign(p, feedbackForm(p));
   if (features.filter && $("filter").value) p.filter = $("filter").value;
   if (features.style && $("style").value.trim()) p.style = $("style").value.trim();
   if (features.layout && layout.boxes.length) {
@@ -118,7 +120,7 @@ function fillForm(p) {
   $("seed").disabled = $("random_seed").checked;
   $("guidance_max_noise").value = p.guidance_max_noise !== undefined ? p.guidance_max_noise : maxNoiseDefault;
   $("cads").value = p.cads !== undefined ? p.cads : cadsDefault;
-  for (const k of ["sampler", "steps", "guidance", "num_images", "num_candidates", "filter", "style"]) if (p[k] !== undefined && p[k] !== null) $(k).value = p[k];
+  for (const k of ["sampler", "steps", "guidance", "num_images", "num_candidates", "keep_top", "filter", "style"]) if (p[k] !== undefined && p[k] !== null) $(k).value = p[k];
 }
 
 function card(img, index) {
@@ -191,12 +193,12 @@ async function generate() {
   const clientId = "p" + Math.random().toString(36).slice(2) + Date.now().toString(36);
   $("generate").disabled = true; $("progress").hidden = false;
   $("progress-bar").removeAttribute("value"); $("progress-text").textContent = "starting…";
-  const stop = { done: false };
-  pollProgress(clientId, stop);
+  const stop = { done: false }; pollProgress(clientId, stop);
   try {
     const data = await api("/api/generate", { ...params, client_id: clientId });
     const grid = $("results"); grid.innerHTML = "";
     data.images.forEach((img, i) => grid.appendChild(card(img, i)));
+    showFeedback(data);
     const h = history();
     h.push({ params, seed: data.parameters.seed, count: data.images.length, time: new Date().toLocaleTimeString() });
     sessionStorage.setItem(HISTORY_KEY, JSON.stringify(h.slice(-50)));
@@ -205,8 +207,7 @@ async function generate() {
   } catch (e) {
     showError(e.message);
   } finally {
-    stop.done = true;
-    $("generate").disabled = false;
+    stop.done = true; $("generate").disabled = false;
     setTimeout(() => { $("progress").hidden = true; }, 800);
   }
 }
@@ -278,8 +279,7 @@ async function runEdit() {
   body.client_id = clientId;
   $("edit-run").disabled = true; $("generate").disabled = true; $("progress").hidden = false;
   $("progress-bar").removeAttribute("value"); $("progress-text").textContent = "starting…";
-  const stop = { done: false };
-  pollProgress(clientId, stop);
+  const stop = { done: false }; pollProgress(clientId, stop);
   try {
     const data = await api("/api/edit", body);
     const grid = $("results"); grid.innerHTML = "";
