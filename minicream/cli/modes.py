@@ -66,19 +66,11 @@ def add_mode_arguments(parser: argparse.ArgumentParser, mode_names, defaults: di
 
 def read_json_option(o, value):
     """A json option's command-line value: one of its choices as given, else the JSON object in that file."""
-    from ..io.atomic import read_json as read_json_file
+    from ..io.atomic import read_json_object
 
     if o.kind != "json" or value is None or value in o.choices or not isinstance(value, (str, Path)):
         return value
-    try:
-        data = read_json_file(value, max_bytes=MAX_JSON_BYTES)
-    except OSError as e:
-        raise MinicreamError(f"{o.name} {value}: not a readable JSON file ({type(e).__name__}: {e.strerror or e})") from None
-    except MinicreamError as e:  # not JSON, too large, too deeply nested, not a regular file (/dev/zero)
-        raise MinicreamError(f"{o.name} {value}: not a readable JSON file ({str(e).removeprefix(f'{value}: ')})") from None
-    if not isinstance(data, dict):
-        raise MinicreamError(f"{o.name} {value}: expected a JSON object")
-    return data
+    return read_json_object(value, f"{o.name} {value}", MAX_JSON_BYTES)
 
 
 def given_options(args, mode_name: str) -> dict:

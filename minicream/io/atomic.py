@@ -121,3 +121,17 @@ def read_json(path: str | os.PathLike, hint: str = "", max_bytes: int = MAX_JSON
     if len(data) > max_bytes:
         raise MinicreamError(f"{p}: larger than {max_bytes} bytes; not a file of ours")
     return parse_json(data, str(p), hint)
+
+
+def read_json_object(path: str | os.PathLike, label: str, max_bytes: int, expected: str = "a JSON object") -> dict:
+    """A JSON file given by a user as `label` (e.g. "layout FILE"): its object, or one line naming the file and what
+    is wrong with it (unreadable, not JSON, too large or deep, not a regular file, not an object)."""
+    try:
+        data = read_json(path, max_bytes=max_bytes)
+    except OSError as e:
+        raise MinicreamError(f"{label}: not a readable JSON file ({type(e).__name__}: {e.strerror or e})") from None
+    except MinicreamError as e:  # not JSON, too large, too deeply nested, not a regular file (/dev/zero)
+        raise MinicreamError(f"{label}: not a readable JSON file ({str(e).removeprefix(f'{path}: ')})") from None
+    if not isinstance(data, dict):
+        raise MinicreamError(f"{label}: expected {expected}")
+    return data

@@ -22,7 +22,7 @@ import random
 from dataclasses import dataclass, field
 
 from ..errors import MinicreamError
-from ..io.atomic import read_json as read_json_file
+from ..io.atomic import read_json_object
 
 MAX_OBJECTS = 6
 MAX_LAYOUT_BYTES = 64 * 1024  # a layout of six boxes is a few hundred bytes
@@ -88,15 +88,7 @@ class Layout:
     @staticmethod
     def read_json(path) -> dict:
         """A layout file's JSON (validated when the pipeline uses it, against the model's canvas)."""
-        try:
-            data = read_json_file(path, max_bytes=MAX_LAYOUT_BYTES)
-        except OSError as e:
-            raise MinicreamError(f"layout {path}: not a readable JSON file ({type(e).__name__}: {e.strerror or e})") from None
-        except MinicreamError as e:  # not JSON, too large, too deeply nested, not a regular file (/dev/zero)
-            raise MinicreamError(f"layout {path}: not a readable JSON file ({str(e).removeprefix(f'{path}: ')})") from None
-        if not isinstance(data, dict):
-            raise MinicreamError(f"layout {path}: expected a JSON object with \"objects\"")
-        return data
+        return read_json_object(path, f"layout {path}", MAX_LAYOUT_BYTES, 'a JSON object with "objects"')
 
 
 def instances(scene: dict) -> tuple[list[tuple[str, str | None]], str | None]:

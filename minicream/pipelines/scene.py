@@ -26,6 +26,11 @@ from .modes import FILTER, PROMPT, SAMPLING, Mode, Option
 
 WHITE_THRESHOLD = 235  # generated backgrounds are near white, not exactly white
 CANVASES = ("scene", "model")  # sized from the layout (objects at native size) | the model's own square
+# The scene options text2img shares (a several-object prompt is drawn as a scene)
+CANVAS = Option("canvas", "str", "scene", "a scene without a layout: \"scene\" sizes the canvas so every object is "
+                "drawn at the model's size (136x64 for two), \"model\" uses the model's own canvas", choices=CANVASES)
+HARMONIZE = Option("harmonize", "float", 0.0, "with a layout: img2img strength of the final joint redraw (0 = the "
+                   "composition as drawn)", limits={"ge": 0.0, "lt": 1.0})
 
 
 def check_canvas(canvas) -> None:
@@ -108,10 +113,6 @@ MODE = Mode("scene", "several objects placed by a layout (from the prompt, or gi
     Option("prompt", "str", None, "the scene, e.g. \"a dog face to the left of a red apple\"", cli=False, required=True,
            limits=PROMPT),
     Option("layout", "json", None, "a layout {\"objects\": [{\"caption\", \"box\": [x0, y0, x1, y1]}]} (default: from the prompt)"),
-    Option("canvas", "str", "scene", "without a layout: \"scene\" sizes the canvas so every object is drawn at the "
-                                     "model's size (136x64 for two), \"model\" uses the model's own canvas",
-           choices=CANVASES),
-    Option("harmonize", "float", 0.0, "img2img strength of the final joint redraw (0 = the composition as drawn)",
-           limits={"ge": 0.0, "lt": 1.0}),
+    CANVAS, HARMONIZE,
     *SAMPLING, *FILTER,
 ), scene)

@@ -6,7 +6,7 @@ from ..evaluator.rerank import MAX_CANDIDATES, candidate_seeds, check_candidates
 from ..filter.variety import record_designs, varied_cond
 from .metadata import PARAMS_KEY
 from .modes import FILTER, PROMPT, SAMPLING, Mode, Option
-from .scene import CANVASES, render
+from .scene import CANVAS, HARMONIZE, render
 
 
 def text2img(pipe, settings, prompt, filter, style, llm, size, num_candidates, keep_top, layout, canvas, harmonize):
@@ -43,9 +43,5 @@ MODE = Mode("text2img", "draw images from a prompt", (
     Option("layout", "json", None, "a scene layout {\"objects\": [{\"caption\": \"red apple\", \"box\": [x0, y0, x1, y1]}]} "
                                    "(pixels of the model's canvas); \"none\" draws a several-object prompt as one caption; "
                                    "default: the layout the filter finds in the prompt", choices=("none",)),
-    Option("canvas", "str", "scene", "a scene without a layout: \"scene\" sizes the canvas so every object is drawn at "
-                                     "the model's size (136x64 for two), \"model\" uses the model's own canvas",
-           choices=CANVASES),
-    Option("harmonize", "float", 0.0, "with a layout: img2img strength of the final joint redraw",
-           limits={"ge": 0.0, "lt": 1.0}),
+    CANVAS, HARMONIZE,
 ), text2img)
