@@ -19,6 +19,23 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
 
+# The page's tests drive Debian's Chromium with Playwright (never `playwright install`); skipped without either.
+CHROMIUM = os.environ.get("MINICREAM_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium; .ci/run does)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip package playwright (test extra) not installed")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
 # Scene rendering needs >= 2 concepts of scene_layout.DEFAULT_CONCEPTS; these six all are.
 TEST_CONCEPTS = frozenset({"red apple", "dog face", "rocket", "pizza", "banana", "cat face"})
 

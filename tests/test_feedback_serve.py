@@ -158,21 +158,13 @@ def test_database_calls_run_off_the_event_loop_and_need_the_token(tmp_path, monk
 
 
 # -- the page, in a real browser ---------------------------------------------------------------------------------
-CHROMIUM = os.environ.get("MINICREAM_CHROMIUM", "/usr/bin/chromium")
-
-
-@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM}")
-def test_page_picks_the_best_of_4_candidates_into_the_database(tiny_evaluated_model, tmp_path):
-    from test_serve_browser import CHROMIUM_ARGS
-
+def test_page_picks_the_best_of_4_candidates_into_the_database(browser, tiny_evaluated_model, tmp_path):
     from minicream.pipelines import Pipeline
     from minicream.serve.server import serve_in_thread
 
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip package playwright (test extra) not installed")
     app = create_app(Pipeline.from_pretrained(tiny_evaluated_model), ServeSettings(output_dir=tmp_path / "out", token=None,
                                                                                     timeout=120))
-    with serve_in_thread(app) as url, sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with serve_in_thread(app) as url:
         page = browser.new_page()
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -191,7 +183,7 @@ def test_page_picks_the_best_of_4_candidates_into_the_database(tiny_evaluated_mo
         page.locator("#results .card.chosen").wait_for(timeout=30_000)
         assert "best of 4" in page.inner_text("#feedback-bar")
         src = page.locator("#results .card img").nth(2).get_attribute("src")
-        browser.close()
+        page.close()
     chosen = hashlib.sha256(base64.b64decode(src.split(",", 1)[1])).hexdigest()
     store = FeedbackStore(tmp_path / "out" / "feedback.sqlite")
     [rating] = store.ratings()

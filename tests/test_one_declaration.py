@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import sys
 
 import numpy as np
@@ -144,19 +143,11 @@ def test_the_mode_is_in_openapi_api_models_and_callable_over_http(tint, source, 
         assert r.status_code == 422 and "image: Field required" in r.json()["error"]["message"]
 
 
-CHROMIUM = os.environ.get("MINICREAM_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
-
-
-@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM}")
-def test_the_mode_is_in_the_page(tint, source, tiny_pipe, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip package playwright (test extra) not installed")
+def test_the_mode_is_in_the_page(browser, tint, source, tiny_pipe, tmp_path):
     from minicream.serve.server import serve_in_thread
 
     app = create_app(tiny_pipe, ServeSettings(output_dir=tmp_path / "served", token=None, timeout=120))
-    with sync_api.sync_playwright() as p, serve_in_thread(app) as url:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with serve_in_thread(app) as url:
         page = browser.new_page()
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -182,7 +173,7 @@ def test_the_mode_is_in_the_page(tint, source, tiny_pipe, tmp_path):
         assert pixels_of(im) == {(10, 99, 30)} and json.loads(im.info["minicream"])["seed"] == 4
         assert "tint" in page.inner_text("#results .card")
         assert not errors, errors
-        browser.close()
+        page.close()
 
 
 def test_an_option_declared_by_every_mode_reaches_every_surface(monkeypatch, tiny_pipe, tmp_path, capsys):

@@ -69,7 +69,7 @@ def add_parsers(sub) -> None:
     sv.add_argument("--body-timeout", type=float, default=30.0, help="seconds a request body may take to arrive (HTTP 408)")
     sv.add_argument("--adapter", action="append", default=[], metavar="DIR[:SCALE]",
                     help="an adapter made by `minicream finetune`, loaded for every request into the model it was made for "
-                         "(repeatable); requests cannot choose adapters yet")
+                         "(repeatable); requests choose among them (`adapters` in /api requests, model 'base+adapter' on /v1)")
     sv.add_argument("--no-feedback", action="store_true", help="record no candidates and take no ratings (POST /api/feedback "
                                                                "answers 404); default: OUTPUT_DIR/feedback.sqlite")
     sv.add_argument("--feedback-per-minute", type=int, default=30, help="ratings a minute from one address (more get HTTP 429)")

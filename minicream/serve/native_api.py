@@ -16,6 +16,7 @@ import time
 from fastapi import APIRouter, Request
 
 from ..pipelines.modes import Text
+from . import adapters as http_adapters
 from .errors import error_response
 from .feedback_api import FeedbackSet, record_generation
 from .requests import SERVER_FIELDS, edit_request, generate_request, http_options, mode_request
@@ -88,14 +89,18 @@ async def run_mode(request: Request, req, mode_name: str):
     try:
         target = s.pick(req.model)
         options, raw = _options(target, mode_name, req)
+        chosen = http_adapters.checked(target, None if req.adapters is None else [(a.name, a.scale) for a in req.adapters])
     except UnknownModel as e:
         return error_response(422, str(e), "model"), None
     except Refused as e:
         return error_response(e.status, str(e), e.param), None
+    except http_adapters.AdapterRefused as e:
+        return error_response(422, str(e), "adapters"), None
     if raw:
         s.queue.check_room()  # 429 before the base64 is even decoded
         raw = {name: (field, b64(data, field)) for name, (field, data) in raw.items()}
-    images = await s.generate(lambda: (mode_name, {**options, **_decode(raw)}), req.client_id, target=target)
+    images = await s.generate(lambda: (mode_name, {**options, **_decode(raw)}), req.client_id, target=target,
+                              adapters=chosen)
     return images, target
 
 

@@ -9,6 +9,7 @@ import time
 from fastapi import APIRouter, Request
 from starlette.requests import ClientDisconnect
 
+from . import adapters as http_adapters
 from .errors import error_response
 from .schemas import MAX_IMAGES, MAX_PROMPT_CHARS, OpenAIImage, OpenAIImageRequest, OpenAIImagesResponse
 from .served import Served, decoded, image_params, png_bytes, served
@@ -21,7 +22,8 @@ _FORM_FIELDS = {  # OpenAI's multipart fields, for the schema (the route reads a
     "n": {"type": "integer", "minimum": 1, "maximum": MAX_IMAGES, "default": 1},
     "size": {"type": "string", "description": "the model's native WIDTHxHEIGHT, or 'auto'"},
     "response_format": {"type": "string", "enum": ["b64_json", "url"], "default": "b64_json"},
-    "model": {"type": "string", "description": "a loaded model's name (GET /v1/models); others mean the default"},
+    "model": {"type": "string", "description": "a loaded model's name (GET /v1/models), with adapters as "
+              "'base+adapter[:scale]'; other names mean the default"},
 }
 
 
@@ -43,9 +45,21 @@ async def openai_generate(req: OpenAIImageRequest, request: Request):
     if req.size not in (None, "auto", native):
         return error_response(422, f"size: this model draws {native} images; use size '{native}' or 'auto' "
                                    f"(got {req.size!r})", "size")
-    images = await s.generate({"prompt": req.prompt, "num_images": req.n}, mode="text2img",
-                              target=s.pipes.get(req.model or "", s.pipe))
+    try:
+        target, chosen = _target(s, req.model)
+    except http_adapters.AdapterRefused as e:
+        return error_response(422, str(e), "model")
+    images = await s.generate({"prompt": req.prompt, "num_images": req.n}, mode="text2img", target=target,
+                              adapters=chosen)
     return _openai_response(s, images, req.response_format, request, req.prompt)
+
+
+def _target(s: Served, model: str | None):
+    """(the pipeline, the adapters) OpenAI's `model` names: "base" or "base+adapter[:scale]+..." (adapters.py);
+    OpenAI's own model names (dall-e-2) mean the default model."""
+    base, choices = http_adapters.from_model_name(model)
+    target = s.pipes.get(base or "", s.pipe)
+    return target, http_adapters.checked(target, choices)
 
 
 def _openai_response(s: Served, images, response_format, request: Request, prompt: str | None):
@@ -68,7 +82,7 @@ def _openai_response(s: Served, images, response_format, request: Request, promp
 
 async def _upload_form(s: Served, request: Request, needs_prompt: bool):
     """The multipart fields OpenAI's clients send, validated, the images still undecoded bytes:
-    (the pipeline `model` names, image, mask or None, prompt, n, response_format)."""
+    (the pipeline and adapters `model` names, image, mask or None, prompt, n, response_format)."""
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()  # case-insensitive
     if media_type != "multipart/form-data":
         raise UploadError("send multipart/form-data with an 'image' file (as OpenAI's clients do)")
@@ -103,15 +117,18 @@ async def _upload_form(s: Served, request: Request, needs_prompt: bool):
     model = form.get("model")
     if model is not None and not isinstance(model, str):
         raise UploadError("model: a model's name (GET /v1/models)")
-    # OpenAI's own model names (dall-e-2) mean the default, as on /v1/images/generations
-    return s.pipes.get(model or "", s.pipe), image, mask, prompt, int(n_raw), fmt
+    try:
+        target, chosen = _target(s, model)
+    except http_adapters.AdapterRefused as e:
+        raise UploadError(str(e)) from None
+    return target, chosen, image, mask, prompt, int(n_raw), fmt
 
 @router.post("/v1/images/edits", response_model=OpenAIImagesResponse, response_model_exclude_none=True,
              summary="Edit an image (OpenAI Images API): transparent mask pixels are repainted",
              openapi_extra=_multipart("image", "prompt", mask=True))
 async def openai_edit(request: Request):
     s = served(request)
-    target, raw, raw_mask, prompt, n, fmt = await _upload_form(s, request, needs_prompt=True)
+    target, chosen, raw, raw_mask, prompt, n, fmt = await _upload_form(s, request, needs_prompt=True)
     if not {"img2img", "inpaint"} <= set(getattr(target, "modes", {}) or {}):
         return error_response(501, "this server's pipeline cannot edit images")
 
@@ -124,7 +141,7 @@ async def openai_edit(request: Request):
         options = {"image": image, "prompt": prompt, "num_images": n, **({"mask": mask} if mask is not None else {})}
         return ("inpaint" if mask is not None else "img2img"), options
 
-    images = await s.generate(job_options, target=target)
+    images = await s.generate(job_options, target=target, adapters=chosen)
     return _openai_response(s, images, fmt, request, prompt)
 
 
@@ -132,15 +149,18 @@ async def openai_edit(request: Request):
              summary="Variations of an image (OpenAI Images API)", openapi_extra=_multipart("image"))
 async def openai_variations(request: Request):
     s = served(request)
-    target, raw, _, _, n, fmt = await _upload_form(s, request, needs_prompt=False)
+    target, chosen, raw, _, _, n, fmt = await _upload_form(s, request, needs_prompt=False)
     if "variation" not in (getattr(target, "modes", {}) or {}):
         return error_response(501, "this server's pipeline cannot make variations")
-    images = await s.generate(lambda: ("variation", {"image": decoded(raw, None)[0], "num_images": n}), target=target)
+    images = await s.generate(lambda: ("variation", {"image": decoded(raw, None)[0], "num_images": n}), target=target,
+                              adapters=chosen)
     return _openai_response(s, images, fmt, request, None)
 
 
 @router.get("/v1/models", summary="List models (OpenAI shape)")
 async def openai_models(request: Request):
     s = served(request)
-    return {"object": "list", "data": [{"id": name, "object": "model", "created": int(s.started), "owned_by": "minicream"}
-                                       for name in s.pipes]}
+    ids = [name for name in s.pipes] + [f"{name}+{a['name']}" for name, pl in s.pipes.items()
+                                        for a in http_adapters.listed(pl) if a["method"] != "textual-inversion"]
+    return {"object": "list", "data": [{"id": i, "object": "model", "created": int(s.started), "owned_by": "minicream"}
+                                       for i in ids]}

@@ -6,7 +6,7 @@ Every option a mode offers over HTTP (`Option.on_http`) is a field named `Option
 declared ones capped by what one request may cost here (SERVER_CAPS), its help the field's description. A required
 option is a required field (a required text must not be blank); any other is optional, and left out means the
 mode's (or the model's) default. Next to the mode's options every request has the server's own fields (`model`,
-`client_id`). One model per mode (`POST /api/modes/{mode}`), `GenerateRequest` (text2img, `POST /api/generate`) and
+`client_id`, `adapters`: adapters.py). One model per mode (`POST /api/modes/{mode}`), `GenerateRequest` (text2img, `POST /api/generate`) and
 `EditRequest` (`POST /api/edit`: the modes that take an uploaded image, chosen by `mode`).
 """
 from __future__ import annotations
@@ -16,13 +16,14 @@ from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
+from .adapters import MAX_ADAPTERS, AdapterChoice
 from .schemas import MAX_CANDIDATES, MAX_GUIDANCE, MAX_IMAGES, MAX_SEED, MAX_STEPS
 
 MAX_FRAMES = 16
 # What one request may cost on a shared server, below what the library allows (option -> highest value).
 SERVER_CAPS = {"num_images": MAX_IMAGES, "num_candidates": MAX_CANDIDATES, "steps": MAX_STEPS, "guidance": MAX_GUIDANCE,
                "seed": MAX_SEED, "frames": MAX_FRAMES}
-SERVER_FIELDS = ("model", "client_id", "mode")  # the server's own fields: no option may take these names over HTTP
+SERVER_FIELDS = ("model", "client_id", "mode", "adapters")  # the server's own fields: no option may take these names over HTTP
 CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 KIND_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "seed": int, "image": str, "json": dict}
 
@@ -91,7 +92,10 @@ def _server_fields() -> dict:
     return {"model": (Optional[str], Field(None, max_length=128, description="a loaded model's name (GET /api/models); "
                                                                                  "default: the first")),
             "client_id": (Optional[str], Field(None, description="any id of yours: GET /api/progress/{client_id} "
-                                                                 "reports progress"))}
+                                                                 "reports progress")),
+            "adapters": (Optional[list[AdapterChoice]], Field(None, max_length=MAX_ADAPTERS, description=(
+                "the chosen model's adapters to draw with (GET /api/models lists them), e.g. [{\"name\": \"my-cat\", "
+                "\"scale\": 0.8}]: exactly these LoRA adapters, the others off; [] = none; default: the served mix")))}
 
 
 def _check_names(mode) -> None:

@@ -34,7 +34,8 @@ class OpenAIImageRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
-    model: Optional[str] = Field(None, max_length=256, description="a loaded model's name; others (dall-e-2, ...) mean the default")
+    model: Optional[str] = Field(None, max_length=256, description="a loaded model's name, with adapters as "
+                                 "'base+adapter[:scale]' (GET /v1/models); others (dall-e-2, ...) mean the default")
     n: int = Field(1, ge=1, le=MAX_IMAGES)
     size: Optional[str] = Field(None, max_length=32, description="WIDTHxHEIGHT (the model's native size) or 'auto'")
     response_format: Optional[Literal["b64_json", "url"]] = "b64_json"

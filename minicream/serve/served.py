@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import secrets
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from PIL import Image, PngImagePlugin
 
 from ..errors import MinicreamError
 from ..io.pngmeta import A1111_KEY, JSON_KEY, format_a1111, save_png
+from . import adapters as http_adapters
 from .features import Features
 from .guard import UNAUTHORIZED, token_ok
 from .metrics import Metrics
@@ -49,6 +51,7 @@ class Served:
         self.names = {id(pl): name for name, pl in self.pipes.items()}
         self.features = Features(self.pipe)
         self.size = int(self.pipe.image_size)
+        self.locks = {id(pl): threading.Lock() for pl in self.pipes.values()}  # a model's adapters, set per request
 
     def pick(self, name: str | None):
         """The pipeline a request names (None: the default); an unknown name is the caller's error."""
@@ -61,15 +64,18 @@ class Served:
     def features_of(self, pipe) -> Features:
         return self.features if pipe is self.pipe else Features(pipe)
 
-    def generate(self, kwargs, job_id: str | None = None, mode: str = "text2img", target=None):
+    def generate(self, kwargs, job_id: str | None = None, mode: str = "text2img", target=None, adapters=None):
         """Run a mode of `target` (`target.run(mode, **kwargs)`) on the queue. `kwargs` may be a function
         () -> (mode, kwargs), called in the worker once the job is admitted: uploaded images are decoded there,
-        never on the event loop and only after the 429 check."""
+        never on the event loop and only after the 429 check. `adapters`: the (name, scale) a request chose, checked
+        (adapters.py); None: the model's served mix."""
         target = self.pipe if target is None else target
+        lock = self.locks.setdefault(id(target), threading.Lock())
 
         def job(callback):
             run_mode, options = kwargs() if callable(kwargs) else (mode, kwargs)
-            return target.run(run_mode, **options, callback=callback)
+            with http_adapters.applied(target, adapters, lock):
+                return target.run(run_mode, **options, callback=callback)
 
         return self.queue.run(job, job_id)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 
+from . import adapters as http_adapters
 from .errors import error_response
 from .requests import describe_modes
 from .served import UnknownModel, served
@@ -24,14 +25,16 @@ async def progress(client_id: str, request: Request):
 
 
 @router.get("/api/models", tags=["minicream"], summary="The loaded models (the first is the default), each with its "
-            "modes and their declared options (name, field, kind, default, help, choices, required, limits)")
+            "modes and their declared options (name, field, kind, default, help, choices, required, limits) and its "
+            "loaded adapters (name, token, method, style, served scale, hash)")
 async def models(request: Request):
     s = served(request)
     return {"models": [{"name": name, "image_size": s.size, "model_hash": getattr(pl, "model_hash", None),
                         "samplers": list(pl.samplers), "defaults": dict(getattr(pl, "defaults", {}) or {}),
                         "kind": (getattr(pl, "provenance", None) or {}).get("model_kind"),
                         "teacher": (getattr(pl, "provenance", None) or {}).get("teacher"),
-                        "features": s.features_of(pl).as_dict(), "modes": describe_modes(pl), "loaded": True}
+                        "features": s.features_of(pl).as_dict(), "modes": describe_modes(pl),
+                        "adapters": http_adapters.listed(pl), "loaded": True}
                        for name, pl in s.pipes.items()]}
 
 

@@ -56,6 +56,7 @@ function applyModel(m) {
   $("num_candidates").disabled = !features.num_candidates;
   if (!features.num_candidates) $("num_candidates").title = "this server's pipeline has no best-of-N";
   feedbackModel(features);
+  adaptersModel(m);
   if (features.filter) {
     const f = $("filter"); f.innerHTML = "";
     const modes = features.filter_modes && features.filter_modes.length ? features.filter_modes : [features.filter_default || ""];
@@ -101,7 +102,7 @@ function readForm() {
   if (!$("guidance_max_noise").disabled && Number($("guidance_max_noise").value) !== maxNoiseDefault) p.guidance_max_noise = Number($("guidance_max_noise").value);
   if (!$("cads").disabled && Number($("cads").value) !== cadsDefault) p.cads = Number($("cads").value);
   if (features.num_candidates) p.num_candidates = Number($("num_candidates").value);
-  Object.assign(p, feedbackForm(p));
+  Object.assign(p, feedbackForm(p), adaptersForm());
   if (features.filter && $("filter").value) p.filter = $("filter").value;
   if (features.style && $("style").value.trim()) p.style = $("style").value.trim();
   if (features.layout && layout.boxes.length) {
@@ -275,6 +276,7 @@ async function runEdit() {
   const [body, problem] = MODES.body(mode, f, $("edit-image").toDataURL("image/png"), maskDataURL());
   if (problem) { showError(problem); return; }
   body.model = f.model;
+  if (f.adapters) body.adapters = f.adapters;
   const clientId = "e" + Math.random().toString(36).slice(2) + Date.now().toString(36);
   body.client_id = clientId;
   $("edit-run").disabled = true; $("generate").disabled = true; $("progress").hidden = false;
