@@ -266,3 +266,20 @@ def test_api_error_messages_carry_no_server_paths_end_to_end(tmp_path):
                     base_url="http://127.0.0.1", raise_server_exceptions=False) as c:
         r = c.post("/api/generate", json={"prompt": "red apple"})
     assert 400 <= r.status_code < 600 and str(tmp_path) not in r.text and "mine" in r.text
+
+
+@pytest.mark.parametrize("name", ["unet/config.json", "concepts.json", "vocabulary.json"])
+def test_a_model_folders_json_is_read_bounded(tiny_model, tmp_path, name):
+    """Every JSON file of a model folder goes through io.atomic.read_json: nested past its depth limit (or past its
+    size limit) it is a one-line error naming the file, never a RecursionError or a whole file read into memory."""
+    from minicream.filter.vocabulary import load_vocabulary
+    from minicream.models.unet import MoEUNet
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    if name == "vocabulary.json":  # read only where there is no concepts.json
+        (model / "concepts.json").unlink(missing_ok=True)
+    (model / name).write_text("[" * 5000 + "]" * 5000)
+    with pytest.raises(MinicreamError, match="nested deeper") as e:
+        MoEUNet.from_pretrained(model / "unet") if name.startswith("unet") else load_vocabulary(model)
+    assert name.split("/")[-1] in str(e.value) and "\n" not in str(e.value)

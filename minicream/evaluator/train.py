@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from ..data.folder import images_to_tensor, load_caption_folder
 from ..data.selection import select_examples
 from ..errors import MinicreamError
-from ..io.atomic import atomic_path
+from ..io.atomic import atomic_path, read_json
 from ..text.encoder import TextEncoder
 from ..training.resume_check import data_fingerprint
 from ..training.trainer import TrainConfig, Trainer
@@ -257,7 +257,7 @@ def train_evaluator(config: EvaluatorRecipe | None, data_root: str | Path, out_d
     if only is not None:  # retrain one of the two, keep the other's results
         models = [m for m in models if m[0] == only]
         if (out_dir / RESULTS_FILE).is_file():
-            old = json.loads((out_dir / RESULTS_FILE).read_text())
+            old = read_json(out_dir / RESULTS_FILE)
             results.update({k: v for k, v in old.items() if k in ("evaluator", "judge") and k != only})
     for name, cfg, tcfg, dest in models:
         model, info = _train_one(name, cfg, tcfg, images, pooled, pairs, order, recipe, run_dir, resume, log)
@@ -283,8 +283,8 @@ def reuse_evaluator(src: str | Path, recipe: EvaluatorRecipe, data_root: str | P
     A warm-started sitting changes only the generator: its evaluator would come out the same."""
     src, out_dir = Path(src), Path(out_dir)
     try:
-        old = json.loads((src / RESULTS_FILE).read_text())
-    except (OSError, ValueError):
+        old = read_json(src / RESULTS_FILE)
+    except (OSError, ValueError, MinicreamError):
         return None
     if not isinstance(old, dict) or old.get("data_fingerprint") != data_fingerprint(Path(data_root)) \
             or old.get("recipe") != json.loads(json.dumps(dataclasses.asdict(recipe))):
@@ -301,8 +301,8 @@ def focus_of_model(model_dir: str | Path) -> dict:
     """The selection a model was trained on ({"concepts", "groups"}), from its model_index.json."""
     index = Path(model_dir) / "model_index.json"
     try:
-        data = json.loads(index.read_text())["recipe"]["data"]
-    except (OSError, ValueError, KeyError, TypeError):
+        data = read_json(index)["recipe"]["data"]
+    except (OSError, ValueError, KeyError, TypeError, MinicreamError):
         raise MinicreamError(f"{model_dir}: not a minicream model folder with a recipe (no readable {index.name})") from None
     if not (data.get("concepts") or data.get("groups")):
         raise MinicreamError(f"{model_dir}: that model was trained on the whole dataset; there is no selection to focus on")

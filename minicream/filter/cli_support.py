@@ -1,7 +1,6 @@
 """What `minicream generate` and `minicream filter` share: options, re-runs from PNG metadata, printing."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -59,7 +58,9 @@ def encoder_loader(model_dir: Path):
     def load():
         from ..text.encoder import TextEncoder
 
-        te = json.loads((model_dir / "model_index.json").read_text())["text_encoder"]
+        from ..io.atomic import read_json
+
+        te = read_json(model_dir / "model_index.json")["text_encoder"]
         return TextEncoder.load(None if te["name"] == "minilm" else te["name"], max_length=te["max_length"])
 
     return load

@@ -14,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 
 from ..errors import MinicreamError
-from ..io.atomic import atomic_path
+from ..io.atomic import atomic_path, read_json
 from .normalize import key
 
 CONCEPTS_FILE = "concepts.json"
@@ -193,9 +193,9 @@ def load_vocabulary(model_dir: str | Path) -> Vocabulary:
     path = model_dir / CONCEPTS_FILE
     if path.is_file():
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = read_json(path)
             concepts = [Concept(**c) for c in data["concepts"]]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
+        except (KeyError, TypeError) as e:
             raise MinicreamError(f"{path}: not a valid concepts file ({e})") from None
         return Vocabulary(concepts, list(data.get("styles", [])), data.get("caption_format", "{concept}, {style}"),
                           source=str(path))
@@ -203,10 +203,7 @@ def load_vocabulary(model_dir: str | Path) -> Vocabulary:
     if not path.is_file():
         raise MinicreamError(f"{model_dir}: no {CONCEPTS_FILE} or {VOCABULARY_FILE}; the language filter needs the "
                              "model's vocabulary (use filter='none' for this model)")
-    try:
-        captions = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise MinicreamError(f"{path}: not valid JSON ({e})") from None
+    captions = read_json(path)
     if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
         raise MinicreamError(f"{path}: expected a JSON list of captions")
     vocab = vocabulary_from_captions(captions)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import MinicreamError
+from ..io.atomic import read_json
 from ..io.weights import load_state_dict, save_state_dict
 
 WEIGHTS_NAME = "model.safetensors"
@@ -45,10 +46,7 @@ class PretrainedMixin:
         cfg_path = directory / "config.json"
         if not cfg_path.is_file():
             raise MinicreamError(f"{cfg_path}: missing config.json; is {directory} a saved {cls.__name__}?")
-        try:
-            data = json.loads(cfg_path.read_text())
-        except json.JSONDecodeError as e:
-            raise MinicreamError(f"{cfg_path}: not valid JSON ({e})") from None
+        data = read_json(cfg_path)  # bounded: a huge or deeply nested file is a one-line error
         if not isinstance(data, dict):
             raise MinicreamError(f"{cfg_path}: expected a JSON object of {cls.config_class.__name__} fields")
         config = config_from_dict(cls.config_class, data, str(cfg_path))
