@@ -57,6 +57,15 @@ def test_a_keyword_of_one_concept_is_an_answer_without_an_encoder():
     assert rewrite("a terrapin", "offline", reptiles(keywords=False)).concepts == []
 
 
+def test_russian_keywords_match_inflected():
+    v = Vocabulary([Concept("fox", ru="морда лисицы", keywords_ru=["животное", "лиса", "лисица"]),
+                    Concept("dog face", ru="морда собаки", keywords_ru=["животное", "собака", "пёс"])], [])
+    assert rewrite("лиса", "offline", v).concepts == ["fox"]
+    assert rewrite("Лису", "offline", v).concepts == ["fox"]  # an ending stripped
+    assert rewrite("собака", "offline", v).concepts == ["dog face"]
+    assert rewrite("животное", "offline", v).concepts == []  # the keyword of both
+
+
 def test_names_and_aliases_win_over_keywords():
     v = reptiles()
     assert rewrite("lizard", "offline", v).concepts == ["lizard"]  # a name, though also crocodile's keyword
@@ -93,7 +102,8 @@ def test_an_old_concepts_file_without_keywords_still_loads(tmp_path):
            "concepts": [{"name": "turtle", "aliases": [], "ru": "черепаха", "emoji": "🐢", "styles": ["twemoji"]}]}
     (tmp_path / "concepts.json").write_text(json.dumps(old), encoding="utf-8")
     v = load_vocabulary(tmp_path)
-    assert v.by_name["turtle"].keywords == [] and rewrite("черепаха", "offline", v).concepts == ["turtle"]
+    assert v.by_name["turtle"].keywords == v.by_name["turtle"].keywords_ru == []
+    assert rewrite("черепаха", "offline", v).concepts == ["turtle"]
 
 
 def test_shipped_models_carry_keywords():
@@ -101,7 +111,8 @@ def test_shipped_models_carry_keywords():
         v = load_vocabulary(shipped_model_dir(model))
         assert sum(bool(c.keywords) for c in v.concepts) >= 0.99 * len(v.concepts)
         assert all(not set(c.keywords) & {c.name, *c.aliases} for c in v.concepts)
-    assert "sakura" in load_vocabulary(shipped_model_dir("full")).by_name["cherry blossom"].keywords
+    blossom = load_vocabulary(shipped_model_dir("full")).by_name["cherry blossom"]
+    assert "sakura" in blossom.keywords and "сакура" in blossom.keywords_ru
 
 
 def _tarball(path, files: dict[str, object]) -> None:
@@ -136,6 +147,7 @@ def test_keywords_are_read_from_both_packages(fake_packages):
     assert emoji_keywords.keywords_for("🐢", leave_out=["Turtle"]) == ["animal", "tortoise", "reptile", "terrapin"]
     assert emoji_keywords.keywords_for("☁") == emoji_keywords.keywords_for("☁️") == ["cloud", "sky", "weather"]
     assert emoji_keywords.keywords_for("🐢", "ru") == ["рептилия"]
+    assert emoji_keywords.keywords_for("🐢", "ru", leave_out=["Рептилия"]) == []
     assert emoji_keywords.keywords_for("🍎") == [] and emoji_keywords.keywords_for(None) == []
 
 
@@ -146,15 +158,18 @@ def test_export_writes_keywords_when_fetched_and_leaves_them_empty_without(fake_
     for name in ("with", "without"):
         (tmp_path / name).mkdir()
     write_model_concepts(tmp_path / "with", ["turtle, twemoji"], tmp_path / "data")
-    assert load_vocabulary(tmp_path / "with").by_name["turtle"].keywords == ["animal", "tortoise", "reptile", "terrapin"]
+    turtle = load_vocabulary(tmp_path / "with").by_name["turtle"]
+    assert turtle.keywords == ["animal", "tortoise", "reptile", "terrapin"] and turtle.keywords_ru == ["рептилия"]
     monkeypatch.setenv("MINICREAM_CACHE", str(tmp_path / "empty"))  # no npm data (CI): the builder goes on without
     emoji_keywords.keywords_by_emoji.cache_clear()
     assert not emoji_keywords.is_fetched()
     write_model_concepts(tmp_path / "without", ["turtle, twemoji"], tmp_path / "data")
-    assert load_vocabulary(tmp_path / "without").by_name["turtle"].keywords == []
+    turtle = load_vocabulary(tmp_path / "without").by_name["turtle"]
+    assert turtle.keywords == [] and turtle.keywords_ru == []
 
 
 def test_rows_may_carry_keywords():
     v = build_concepts([{"concept": "turtle", "keywords": ["tortoise"], "style": "twemoji"},
-                        {"concept": "turtle", "keywords": ["tortoise", "terrapin"], "style": "openmoji"}])
-    assert v.by_name["turtle"].keywords == ["tortoise", "terrapin"]
+                        {"concept": "turtle", "keywords": ["tortoise", "terrapin"], "keywords_ru": ["рептилия"],
+                         "style": "openmoji"}])
+    assert v.by_name["turtle"].keywords == ["tortoise", "terrapin"] and v.by_name["turtle"].keywords_ru == ["рептилия"]

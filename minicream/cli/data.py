@@ -34,7 +34,7 @@ def cmd_data_keywords(args) -> None:
     for model_dir in args.model_dirs:
         vocab = load_vocabulary(model_dir)
         for c in vocab.concepts:
-            c.keywords = []  # rewritten from the pinned packages, not added to
+            c.keywords, c.keywords_ru = [], []  # rewritten from the pinned packages, not added to
         save_concepts(add_keywords(vocab), f"{model_dir}/{CONCEPTS_FILE}")
         print(f"{model_dir}: search keywords for {sum(bool(c.keywords) for c in vocab.concepts)} of "
               f"{len(vocab.concepts)} concepts")

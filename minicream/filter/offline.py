@@ -5,7 +5,7 @@ the words inside it are kept, since names have them too: "glass of milk", "woman
   1. exact name, alias or Russian name of a concept (keys ignore case, punctuation, spacing, й/и, ё/е)
   2. the same after English plural -> singular, or Russian endings stripped ("ракету" -> "ракета")
   3. a curated everyday synonym ("puppy" -> "dog face"), when the model knows the target; else the emoji search
-     keyword of one concept only ("shades": smiling face with sunglasses; concepts.json `keywords`)
+     keyword of one concept only ("shades": smiling face with sunglasses; keywords.py)
   4. typo correction of the whole phrase, then of each unknown word (typo.py: slips of a neighbouring key count half)
   5. a known name inside a longer phrase ("a birthday cake with candles" -> "birthday cake"), longest first
   6. the nearest concept by MiniLM sentence embedding (of its name, and of the name with each search keyword:
@@ -26,6 +26,7 @@ from rapidfuzz import fuzz, process
 from ..errors import MinicreamError
 from . import meaning, typo
 from .grammar import compose, parse, trim
+from .keywords import KeywordIndex
 from .lexicon import NUMBER_WORDS, NUMBERS, SIZES, STOPWORDS, STYLE_FILLERS, SYNONYMS
 from .match import Match, ObjectSpec
 from .normalize import check_prompt, clean, is_cyrillic, key, ru_stem, ru_stem_key, singular
@@ -85,7 +86,7 @@ class OfflineFilter:
         for word, target in (SYNONYMS if synonyms is None else synonyms).items():
             if target in vocab.by_name:
                 self._add(word, target, "synonym")
-        self.keywords = _unique_keywords(vocab, self.exact)
+        self.keywords = KeywordIndex(vocab, self.exact, self.ru_stems)
         self.keys = list(self.exact)
         self.words = sorted({w for k in self.keys for w in k.split()})
         # No name is longer than this many words, so no longer n-gram can match: keeps _inside linear in the
@@ -284,10 +285,7 @@ class OfflineFilter:
 
     def _keyword(self, words: list[str]) -> Match | None:
         """The whole phrase is the search keyword of one concept only ("shades": smiling face with sunglasses)."""
-        if not words:
-            return None
-        k = " ".join(words)
-        concept = self.keywords.get(k) or self.keywords.get(" ".join(words[:-1] + [singular(words[-1])]))
+        concept = self.keywords.lookup(words)
         return Match(concept, "emoji search keyword") if concept else None
 
     def _fuzzy(self, words: list[str], prefer_scene: bool, call: _Call) -> Match | None:
@@ -366,16 +364,6 @@ def _distinct(*phrases: list[str]) -> list[list[str]]:
         if p not in out:
             out.append(p)
     return out
-
-
-def _unique_keywords(vocab: Vocabulary, taken) -> dict[str, str]:
-    """Keyword key -> concept, for the search keywords (4+ letters) that belong to one concept only and are no name,
-    alias or synonym (those in `taken`). A keyword of several ("celebration") says too little to be an answer."""
-    owners: dict[str, set[str]] = {}
-    for c in vocab.concepts:
-        for w in c.keywords:
-            owners.setdefault(key(w), set()).add(c.name)
-    return {k: next(iter(names)) for k, names in owners.items() if len(names) == 1 and len(k) > 3 and k not in taken}
 
 
 def _bare_emoji(chars: str) -> str:

@@ -31,6 +31,7 @@ class Concept:
     emoji: str | None = None                           # the emoji character(s)
     styles: list[str] = field(default_factory=list)    # art styles it was trained in
     keywords: list[str] = field(default_factory=list)  # English emoji search keywords (data/emoji_keywords.py)
+    keywords_ru: list[str] = field(default_factory=list)  # Russian ones (CLDR tags)
 
 
 @dataclass
@@ -91,9 +92,9 @@ def build_concepts(rows: Iterable, captions: Sequence[str] | None = None) -> Voc
         for alias in meta.get("aliases") or []:
             if alias != name and alias not in c.aliases:
                 c.aliases.append(alias)
-        for word in meta.get("keywords") or []:
-            if word not in c.keywords:
-                c.keywords.append(word)
+        for field_name in ("keywords", "keywords_ru"):
+            words = getattr(c, field_name)
+            words += [w for w in dict.fromkeys(meta.get(field_name) or []) if w not in words]
         c.ru = c.ru or meta.get("name_ru")
         c.emoji = c.emoji or meta.get("emoji")
         style = meta.get("style")
@@ -113,6 +114,8 @@ def add_keywords(vocab: Vocabulary) -> Vocabulary:
     for c in vocab.concepts:
         if not c.keywords:
             c.keywords = keywords_for(c.emoji, leave_out=[c.name, *c.aliases])
+        if not c.keywords_ru:
+            c.keywords_ru = keywords_for(c.emoji, "ru", leave_out=[c.ru or ""])
     return vocab
 
 
