@@ -173,3 +173,9 @@ def test_rows_may_carry_keywords():
                         {"concept": "turtle", "keywords": ["tortoise", "terrapin"], "keywords_ru": ["рептилия"],
                          "style": "openmoji"}])
     assert v.by_name["turtle"].keywords == ["tortoise", "terrapin"] and v.by_name["turtle"].keywords_ru == ["рептилия"]
+
+
+def test_keyword_words_are_words_the_filter_can_read(minilm):
+    """A keyword the encoder has no token for is still no foreign word: a phrase with it is read, not guessed."""
+    assert not OfflineFilter(reptiles(keywords=False), minilm).lexicon().readable("brachiosaurus")
+    assert OfflineFilter(reptiles(), minilm).lexicon().readable("brachiosaurus")

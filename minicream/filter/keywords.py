@@ -16,6 +16,9 @@ class KeywordIndex:
         """`names`, `ru_names`: the keys (and Russian stem keys) the earlier rules already answer."""
         self.exact = _unique(vocab, key, set(names))
         self.ru_stems = _unique(vocab, ru_stem_key, set(ru_names), cyrillic=True)
+        # the English words of every keyword, for the words the filter can read (readable.py): "sakura" is one
+        self.words = sorted({w for c in vocab.concepts for k in c.keywords for w in key(k).split()
+                             if w.isascii() and w.isalpha()})
 
     def __len__(self) -> int:
         return len(self.exact)

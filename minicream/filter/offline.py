@@ -127,7 +127,7 @@ class OfflineFilter:
             return None
         with self._lock:
             if self._lexicon is None or self._lexicon[0] is not enc:
-                self._lexicon = (enc, Lexicon.from_encoder(self.words, enc))
+                self._lexicon = (enc, Lexicon.from_encoder([*self.words, *self.keywords.words], enc))
             return self._lexicon[1]
 
     # -- the whole prompt -------------------------------------------------------------------------
