@@ -6,7 +6,7 @@ KEYWORD_DISCOUNT less. The keyword alone would be too loose ("circus" is a keywo
 it says which sense of the word the concept is.
 
 The concept matrix (one pooled, L2-normalised vector per text: ~28 MB for 1,927 concepts with ~18,000 keywords,
-~30 s to compute on one core) is computed once and cached in a safetensors file keyed by the encoder and the texts,
+~29 s to compute on one core) is computed once and cached in a safetensors file keyed by the encoder and the texts,
 under $MINICREAM_CACHE_DIR (default ~/.cache/minicream/filter): model directories may be read-only (the shipped
 model lives inside the installed package).
 """
