@@ -30,22 +30,6 @@ def reptiles(keywords: bool = True) -> Vocabulary:
                        REPTILES.items()], ["twemoji"])
 
 
-@pytest.fixture(scope="module")
-def minilm(tmp_path_factory):
-    """The packaged sentence encoder (the meaning rule's), its concept matrices cached in a temporary folder."""
-    import os
-
-    from minicream.text.encoder import TextEncoder
-
-    old = os.environ.get("MINICREAM_CACHE_DIR")
-    os.environ["MINICREAM_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
-    yield TextEncoder.load(None)
-    if old is None:
-        os.environ.pop("MINICREAM_CACHE_DIR")
-    else:
-        os.environ["MINICREAM_CACHE_DIR"] = old
-
-
 # -- the filter ----------------------------------------------------------------------------------------------
 def test_a_keyword_of_one_concept_is_an_answer_without_an_encoder():
     v = reptiles()
