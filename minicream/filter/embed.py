@@ -26,7 +26,7 @@ from .vocabulary import Vocabulary
 
 _MATRICES: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # per process: cache key -> ((M, D) matrix, (M,) rows)
 # A keyword is weaker evidence than the name: the best keyword text must beat the name's similarity by this much
-# to count (0.05: measured, README "Language filter"; 0 scored the same on the typed prompts, less on paraphrases).
+# to count (0.05: measured, README "Search keywords"; 0 scored the same on the typed prompts, less on paraphrases).
 KEYWORD_DISCOUNT = 0.05
 
 

@@ -20,9 +20,6 @@ class KeywordIndex:
         self.words = sorted({w for c in vocab.concepts for k in c.keywords for w in key(k).split()
                              if w.isascii() and w.isalpha()})
 
-    def __len__(self) -> int:
-        return len(self.exact)
-
     def __contains__(self, k: str) -> bool:
         return k in self.exact
 
