@@ -97,3 +97,18 @@ def tiny_evaluated_model(tmp_path_factory, tiny_model, emoji_root) -> Path:
     shutil.copytree(tiny_model, model)
     train_evaluator(load_recipe("evaluator", TINY_EVALUATOR), emoji_root, model / "evaluator", log=lambda s: None)
     return model
+
+
+@pytest.fixture(scope="module")
+def minilm(tmp_path_factory):
+    """The packaged sentence encoder (the filter's meaning rule: test_filter*.py), its concept matrices cached in a
+    temporary folder."""
+    from minicream.text.encoder import TextEncoder
+
+    old = os.environ.get("MINICREAM_CACHE_DIR")
+    os.environ["MINICREAM_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield TextEncoder.load(None)
+    if old is None:
+        os.environ.pop("MINICREAM_CACHE_DIR")
+    else:
+        os.environ["MINICREAM_CACHE_DIR"] = old

@@ -487,22 +487,6 @@ def _names_vocab(*names, aliases=None) -> Vocabulary:
     return build_concepts([{"concept": n, "aliases": aliases.get(n, []), "style": "twemoji"} for n in names])
 
 
-@pytest.fixture(scope="module")
-def minilm(tmp_path_factory):
-    """The packaged sentence encoder (the meaning rule's), its concept matrices cached in a temporary folder."""
-    import os
-
-    from minicream.text.encoder import TextEncoder
-
-    old = os.environ.get("MINICREAM_CACHE_DIR")
-    os.environ["MINICREAM_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
-    yield TextEncoder.load(None)
-    if old is None:
-        os.environ.pop("MINICREAM_CACHE_DIR")
-    else:
-        os.environ["MINICREAM_CACHE_DIR"] = old
-
-
 def test_typo_similarity_counts_keyboard_slips_half():
     from minicream.filter.typo import closest, similarity
 

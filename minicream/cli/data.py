@@ -1,4 +1,5 @@
-"""`minicream data emoji | fetch`: build the emoji dataset, fetch the npm designs."""
+"""`minicream data emoji | fetch | keywords`: build the emoji dataset, fetch the npm designs and keyword packages,
+write emoji search keywords into a model's concepts.json."""
 from __future__ import annotations
 
 
@@ -14,12 +15,29 @@ def cmd_data(args) -> None:
 
 
 def cmd_data_fetch(args) -> None:
+    from ..data import emoji_keywords
     from ..data.npm_sources import NPM_SOURCES, fetch
 
-    for style in args.styles or list(NPM_SOURCES):
-        path = fetch(style)
-        src = NPM_SOURCES[style]
-        print(f"{style}: {src.package}@{src.version} ({src.licence}) sha256 ok -> {path}")
+    for style in args.styles or [*NPM_SOURCES, "keywords"]:
+        fetched = emoji_keywords.fetch() if style == "keywords" else [(NPM_SOURCES[style], fetch(style))]
+        for src, path in fetched:
+            print(f"{style}: {src.package}@{src.version} ({src.licence}) sha256 ok -> {path}")
+
+
+def cmd_data_keywords(args) -> None:
+    from ..data.emoji_keywords import is_fetched
+    from ..errors import MinicreamError
+    from ..filter.vocabulary import CONCEPTS_FILE, add_keywords, load_vocabulary, save_concepts
+
+    if not is_fetched():
+        raise MinicreamError("the keyword packages are not fetched; run `minicream data fetch keywords` (needs npm)")
+    for model_dir in args.model_dirs:
+        vocab = load_vocabulary(model_dir)
+        for c in vocab.concepts:
+            c.keywords, c.keywords_ru = [], []  # rewritten from the pinned packages, not added to
+        save_concepts(add_keywords(vocab), f"{model_dir}/{CONCEPTS_FILE}")
+        print(f"{model_dir}: search keywords for {sum(bool(c.keywords) for c in vocab.concepts)} of "
+              f"{len(vocab.concepts)} concepts")
 
 
 def add_parsers(sub) -> None:
@@ -35,6 +53,10 @@ def add_parsers(sub) -> None:
     e.add_argument("--overwrite", action="store_true", help="replace an earlier build in OUT")
     e.add_argument("--styles", help="comma-separated designs (default: every one available of twemoji, openmoji, noto, fluent)")
     e.set_defaults(func=cmd_data)
-    fe = dsub.add_parser("fetch", help="fetch the npm emoji designs (noto, fluent) once: pinned version and sha256, cached")
-    fe.add_argument("styles", nargs="*", help="designs to fetch (default: all)")
+    fe = dsub.add_parser("fetch", help="fetch the npm emoji designs (noto, fluent) and the emoji search keywords "
+                         "(keywords: emojilib, emojibase-data) once: pinned version and sha256, cached")
+    fe.add_argument("styles", nargs="*", help="what to fetch: noto, fluent, keywords (default: all)")
     fe.set_defaults(func=cmd_data_fetch)
+    kw = dsub.add_parser("keywords", help="write the fetched emoji search keywords into models' concepts.json")
+    kw.add_argument("model_dirs", nargs="+", help="model directories (their concepts.json is rewritten)")
+    kw.set_defaults(func=cmd_data_keywords)

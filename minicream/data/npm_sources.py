@@ -54,6 +54,11 @@ def tarball_path(style: str) -> Path:
     return cache_dir() / NPM_SOURCES[style].file_name
 
 
+def source_path(src: NpmSource) -> Path:
+    """Where one package's tarball is cached (a design's, or any other pinned npm source's)."""
+    return cache_dir() / src.file_name
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -76,7 +81,12 @@ def fetch(style: str, timeout: float = 300.0) -> Path:
     """Fetch one design's tarball with `npm pack`, verify its sha256 and cache it; return its path."""
     if style not in NPM_SOURCES:
         raise MinicreamError(f"unknown npm emoji style {style!r}; choose from {', '.join(NPM_SOURCES)}")
-    src, dest = NPM_SOURCES[style], tarball_path(style)
+    return fetch_source(NPM_SOURCES[style], timeout)
+
+
+def fetch_source(src: NpmSource, timeout: float = 300.0) -> Path:
+    """Fetch one pinned package's tarball with `npm pack`, verify its sha256 and cache it; return its path."""
+    dest = source_path(src)
     if dest.is_file() and _sha256(dest) == src.sha256:
         return dest
     npm = shutil.which("npm")

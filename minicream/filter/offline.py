@@ -4,10 +4,12 @@ Rules, in the order a phrase meets them (request words such as "draw me a" are t
 the words inside it are kept, since names have them too: "glass of milk", "woman with headscarf"):
   1. exact name, alias or Russian name of a concept (keys ignore case, punctuation, spacing, й/и, ё/е)
   2. the same after English plural -> singular, or Russian endings stripped ("ракету" -> "ракета")
-  3. a curated everyday synonym ("puppy" -> "dog face"), when the model knows the target
+  3. a curated everyday synonym ("puppy" -> "dog face"), when the model knows the target; else the emoji search
+     keyword of one concept only ("shades": smiling face with sunglasses; keywords.py)
   4. typo correction of the whole phrase, then of each unknown word (typo.py: slips of a neighbouring key count half)
   5. a known name inside a longer phrase ("a birthday cake with candles" -> "birthday cake"), longest first
-  6. the nearest concept by MiniLM sentence embedding, if its cosine similarity reaches the threshold. When rule 5
+  6. the nearest concept by MiniLM sentence embedding (of its name, and of the name with each search keyword:
+     embed.py), if its cosine similarity reaches the threshold. When rule 5
      found a name that leaves words out, the two compete (meaning.py): "spectacles you wear on your nose" is
      glasses, not nose. A guess by meaning on words the filter cannot read (another language: readable.py) must
      be clearly close, and is flagged; otherwise the prompt is passed through as typed and a warning says so.
@@ -24,6 +26,7 @@ from rapidfuzz import fuzz, process
 from ..errors import MinicreamError
 from . import meaning, typo
 from .grammar import compose, parse, trim
+from .keywords import KeywordIndex
 from .lexicon import NUMBER_WORDS, NUMBERS, SIZES, STOPWORDS, STYLE_FILLERS, SYNONYMS
 from .match import Match, ObjectSpec
 from .normalize import check_prompt, clean, is_cyrillic, key, ru_stem, ru_stem_key, singular
@@ -83,6 +86,7 @@ class OfflineFilter:
         for word, target in (SYNONYMS if synonyms is None else synonyms).items():
             if target in vocab.by_name:
                 self._add(word, target, "synonym")
+        self.keywords = KeywordIndex(vocab, self.exact, self.ru_stems)
         self.keys = list(self.exact)
         self.words = sorted({w for k in self.keys for w in k.split()})
         # No name is longer than this many words, so no longer n-gram can match: keeps _inside linear in the
@@ -123,7 +127,7 @@ class OfflineFilter:
             return None
         with self._lock:
             if self._lexicon is None or self._lexicon[0] is not enc:
-                self._lexicon = (enc, Lexicon.from_encoder(self.words, enc))
+                self._lexicon = (enc, Lexicon.from_encoder([*self.words, *self.keywords.words], enc))
             return self._lexicon[1]
 
     # -- the whole prompt -------------------------------------------------------------------------
@@ -240,6 +244,10 @@ class OfflineFilter:
             if m:
                 return m
         for words in _distinct(core, content):
+            m = self._keyword(words)
+            if m:
+                return m
+        for words in _distinct(core, content):
             m = self._fuzzy(words, prefer_scene, call)
             if m:
                 return m
@@ -274,6 +282,11 @@ class OfflineFilter:
             c, how = self._pick(self.ru_stems[st], prefer_scene)
             return Match(c, f"{how}, inflected")
         return None
+
+    def _keyword(self, words: list[str]) -> Match | None:
+        """The whole phrase is the search keyword of one concept only ("shades": smiling face with sunglasses)."""
+        concept = self.keywords.lookup(words)
+        return Match(concept, "emoji search keyword") if concept else None
 
     def _fuzzy(self, words: list[str], prefer_scene: bool, call: _Call) -> Match | None:
         k = " ".join(words)

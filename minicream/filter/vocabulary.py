@@ -30,6 +30,8 @@ class Concept:
     ru: str | None = None                              # Russian CLDR name
     emoji: str | None = None                           # the emoji character(s)
     styles: list[str] = field(default_factory=list)    # art styles it was trained in
+    keywords: list[str] = field(default_factory=list)  # English emoji search keywords (data/emoji_keywords.py)
+    keywords_ru: list[str] = field(default_factory=list)  # Russian ones (CLDR tags)
 
 
 @dataclass
@@ -90,6 +92,9 @@ def build_concepts(rows: Iterable, captions: Sequence[str] | None = None) -> Voc
         for alias in meta.get("aliases") or []:
             if alias != name and alias not in c.aliases:
                 c.aliases.append(alias)
+        for field_name in ("keywords", "keywords_ru"):
+            words = getattr(c, field_name)
+            words += [w for w in dict.fromkeys(meta.get(field_name) or []) if w not in words]
         c.ru = c.ru or meta.get("name_ru")
         c.emoji = c.emoji or meta.get("emoji")
         style = meta.get("style")
@@ -99,6 +104,19 @@ def build_concepts(rows: Iterable, captions: Sequence[str] | None = None) -> Voc
             if style not in styles:
                 styles.append(style)
     return Vocabulary(sorted(concepts.values(), key=lambda c: c.name.lower()), sorted(styles))
+
+
+def add_keywords(vocab: Vocabulary) -> Vocabulary:
+    """Fill each concept's empty `keywords` with its emoji's search keywords (data/emoji_keywords.py), less its own
+    name and aliases; concepts stay as they are when the keyword packages are not fetched (no npm)."""
+    from ..data.emoji_keywords import keywords_for
+
+    for c in vocab.concepts:
+        if not c.keywords:
+            c.keywords = keywords_for(c.emoji, leave_out=[c.name, *c.aliases])
+        if not c.keywords_ru:
+            c.keywords_ru = keywords_for(c.emoji, "ru", leave_out=[c.ru or ""])
+    return vocab
 
 
 def concepts_from_dataset(root: str | Path, captions: Sequence[str] | None = None) -> Vocabulary:
@@ -123,7 +141,8 @@ def save_concepts(vocab: Vocabulary, path: str | Path) -> None:
 def write_model_concepts(model_dir: str | Path, captions: Sequence[str], data_root: str | Path | None) -> Path:
     """Write `concepts.json` into an exported model directory (called by the recipe's export stage).
 
-    Uses the dataset's bilingual metadata when `data_root` has it; else the captions (+ `emoji` names).
+    Uses the dataset's bilingual metadata when `data_root` has it; else the captions (+ `emoji` names). Search
+    keywords come from the fetched keyword packages (`minicream data fetch keywords`), else are left empty.
     """
     try:
         vocab = concepts_from_dataset(data_root, captions) if data_root is not None else None
@@ -132,7 +151,7 @@ def write_model_concepts(model_dir: str | Path, captions: Sequence[str], data_ro
     if vocab is None or not vocab.concepts:
         vocab = vocabulary_from_captions(captions)
     path = Path(model_dir) / CONCEPTS_FILE
-    save_concepts(vocab, path)
+    save_concepts(add_keywords(vocab), path)
     return path
 
 
