@@ -16,6 +16,7 @@ from minicream.serve import ServeSettings, create_app
 from minicream.serve.server import serve_in_thread
 from test_adapters import TOK, adapters, subject  # noqa: F401  (module fixtures: a LoRA "lo" and a textual inversion "ti")
 from test_serve import assert_one_line_error
+from test_serve_browser import open_page
 
 
 @pytest.fixture(scope="module")
@@ -92,10 +93,7 @@ def test_openai_model_names_base_plus_adapter(client):
 def test_the_page_picks_an_adapter_and_generates(browser, adapted, tmp_path):
     app = create_app(adapted, ServeSettings(output_dir=tmp_path / "out", token=None, timeout=120))
     with serve_in_thread(app) as url:
-        page = browser.new_page()
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(url + "/")
+        page, errors = open_page(browser, url)
         page.locator("#adapter-list label.adapter").nth(1).wait_for(state="attached")
         assert page.is_visible("#adapters-panel") and TOK in page.inner_text("#adapter-list")
         lo = page.locator("#adapter-list label.adapter").first

@@ -145,13 +145,11 @@ def test_the_mode_is_in_openapi_api_models_and_callable_over_http(tint, source, 
 
 def test_the_mode_is_in_the_page(browser, tint, source, tiny_pipe, tmp_path):
     from minicream.serve.server import serve_in_thread
+    from test_serve_browser import open_page
 
     app = create_app(tiny_pipe, ServeSettings(output_dir=tmp_path / "served", token=None, timeout=120))
     with serve_in_thread(app) as url:
-        page = browser.new_page()
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(url + "/")
+        page, errors = open_page(browser, url)
         page.locator("#edit-mode option[value=tint]").wait_for(state="attached")
         page.set_input_files("#edit-file", str(source))
         page.wait_for_selector("#editor:not([hidden])")
