@@ -86,7 +86,8 @@ def test_openai_model_names_base_plus_adapter(client):
     assert with_lo.status_code == 200, with_lo.text
     png = Image.open(io.BytesIO(base64.b64decode(with_lo.json()["data"][0]["b64_json"])))
     assert {a["name"]: a["scale"] for a in json.loads(png.info["minicream"])["adapters"]}["lo"] == 0.5
-    for model, words in ((f"{name}+nope", ("'nope' is not loaded",)), (f"{name}+lo:big", ("ADAPTER:SCALE",))):
+    for model, words in ((f"{name}+nope", ("'nope' is not loaded",)), (f"{name}+lo:big", ("ADAPTER:SCALE",)),
+                         (f"{name}+lo:5", ("scale must be a number in 0..2",))):
         assert_one_line_error(client.post("/v1/images/generations", json={**body, "model": model}), 422, *words)
 
 

@@ -14,8 +14,10 @@ from contextlib import contextmanager
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..adapters.use import MAX_SCALE, check_scale
+from ..errors import MinicreamError
+
 MAX_ADAPTERS = 8  # adapters one request may name
-MAX_SCALE = 2.0  # as adapters/use.py checks it
 
 
 class AdapterChoice(BaseModel):
@@ -55,8 +57,10 @@ def checked(pipe, choices: list[tuple[str, float]] | None) -> list[tuple[str, fl
                                  "GET /api/models lists them)")
         if name in seen:
             raise AdapterRefused(f"adapters: {name!r} is named twice")
-        if not 0.0 <= scale <= MAX_SCALE:
-            raise AdapterRefused(f"adapters: {name!r} scale must be in 0..{MAX_SCALE:g}, got {scale}")
+        try:
+            check_scale(scale, name)  # the library's own bound (a native request's field is bounded already)
+        except MinicreamError as e:
+            raise AdapterRefused(f"adapters: {e}") from None
         if have[name].info.method == "textual-inversion" and scale != 1.0:
             raise AdapterRefused(f"adapters: {name!r} is a textual inversion (a new word): its scale is 1")
         seen.add(name)
