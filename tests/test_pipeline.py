@@ -225,6 +225,24 @@ def test_precision_switch_known_answers(monkeypatch):
     assert fast_bf16("cpu") and training_precision("bf16", "cpu") == "bf16"
 
 
+def test_bf16_is_chosen_only_where_timed_faster(monkeypatch):
+    """Flags that promise bf16 are not enough: a CPU whose bf16 convolution and GEMM time slower than fp32 runs fp32."""
+    from minicream import precision
+
+    monkeypatch.delenv("MINICREAM_BF16", raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    for fp32_s, bf16_s, expected in [(1.0, 0.1, True), (1.0, 1.6, False), (1.0, 0.9, False)]:
+        monkeypatch.setattr(precision, "_cpu_seconds", lambda dt, a=fp32_s, b=bf16_s: a if dt == torch.float32 else b)
+        precision._cpu_fast_bf16.cache_clear()
+        assert precision.fast_bf16("cpu") is expected
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    monkeypatch.setattr(precision, "_cpu_seconds", lambda dt: 1.0 if dt == torch.float32 else 0.1)
+    precision._cpu_fast_bf16.cache_clear()
+    assert precision.fast_bf16("cpu") is False  # no bf16 instructions: never timed, fp32
+    precision._cpu_fast_bf16.cache_clear()
+
+
 def test_unknown_dtype_is_refused(tiny_model):
     with pytest.raises(MinicreamError, match="unknown dtype 'fp8'"):
         Pipeline.from_pretrained(tiny_model, dtype="fp8")
