@@ -103,6 +103,22 @@ def test_best_of_n_returns_the_highest_scoring_candidate(tiny_evaluated_model):
     assert len(top) == 2 and top[0].info[PARAMS_KEY]["score"] >= top[1].info[PARAMS_KEY]["score"]
 
 
+def test_best_of_n_keeps_each_images_design_under_style_vary(tiny_evaluated_model):
+    """Every candidate of an image is drawn in the design its own seed picks: reranking chooses a drawing, not a design."""
+    from minicream.evaluator.rerank import DESIGN_PERIOD, candidate_seed
+    from minicream.pipelines import PARAMS_KEY, Pipeline
+
+    for seed in (0, 5, 2**31 - 1, 123456789):
+        derived = [candidate_seed(seed, j) for j in range(64)]
+        assert len(set(derived)) == 64 and all(d % DESIGN_PERIOD == seed % DESIGN_PERIOD for d in derived)
+    pipe = Pipeline.from_pretrained(tiny_evaluated_model)
+    plain = pipe("dog face", num_images=4, seed=20, style="vary", steps=2)
+    best = pipe("dog face", num_images=4, seed=20, style="vary", num_candidates=3, steps=2)
+    designs = [im.info[PARAMS_KEY]["rewritten_prompt"] for im in plain]
+    assert len(set(designs)) == 2  # the tiny model's two designs, alternating by seed
+    assert [im.info[PARAMS_KEY]["rewritten_prompt"] for im in best] == designs
+
+
 def test_best_of_n_without_evaluator_is_a_clear_error(tiny_pipe):
     with pytest.raises(MinicreamError, match="no image evaluator"):
         tiny_pipe("red apple", num_candidates=2, steps=2)
