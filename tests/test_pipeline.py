@@ -22,6 +22,14 @@ def arr(im: Image.Image) -> np.ndarray:
     return np.asarray(im)
 
 
+def assert_same_picture(a, b, context=None):
+    """The same picture computed in batches of different sizes: CPU matmul/conv kernels (oneDNN, fp32 or bf16) may
+    block a batch of 2 differently from a batch of 1 (CI saw this on another CPU), so a few levels at most, never
+    a different drawing."""
+    d = np.abs(np.asarray(a).astype(int) - np.asarray(b).astype(int))
+    assert d.max() <= 4 and d.mean() < 0.5, (context, d.max(), d.mean())
+
+
 def test_recipe_run_directory(tiny_run):
     for stage in ("autoencoder", "latents"):
         assert (tiny_run / "stages" / f"{stage}.json").is_file()
@@ -62,10 +70,7 @@ def test_image_depends_only_on_its_seed_not_on_the_batch(tiny_pipe, sampler):
     for batch_size in (2, 4):
         batch = tiny_pipe("dog face", num_images=4, seed=10, steps=STEPS, sampler=sampler, batch_size=batch_size)
         assert batch[2].info[PARAMS_KEY]["seed"] == 12
-        # fp32 matmul kernels may block a batch of 2 differently from a batch of 1: a few levels at most (the
-        # noise itself is per image, so the picture is the same)
-        d = np.abs(arr(alone).astype(int) - arr(batch[2]).astype(int))
-        assert d.max() <= 4 and d.mean() < 0.5, (sampler, batch_size, d.max())
+        assert_same_picture(alone, batch[2], (sampler, batch_size))  # the noise itself is per image
     again = tiny_pipe("dog face", seed=12, steps=STEPS, sampler=sampler)[0]
     assert np.array_equal(arr(alone), arr(again))
     assert not np.array_equal(arr(alone), arr(batch[0]))
@@ -79,7 +84,7 @@ def test_explicit_seed_list(tiny_pipe):
     pair = tiny_pipe("rocket", num_images=2, seed=[7, 3], steps=STEPS)
     single = tiny_pipe("rocket", seed=3, steps=STEPS)[0]
     assert [im.info[PARAMS_KEY]["seed"] for im in pair] == [7, 3]
-    assert np.array_equal(arr(pair[1]), arr(single))
+    assert_same_picture(pair[1], single)  # a batch of 2 against a batch of 1
     with pytest.raises(MinicreamError, match="seeds"):
         tiny_pipe("rocket", num_images=3, seed=[1, 2], steps=STEPS)
 
@@ -136,7 +141,8 @@ def test_step_callback_sees_each_chunk_and_may_replace_the_latents(tiny_pipe):
 
     images = tiny_pipe("red apple", num_images=3, seed=0, steps=STEPS, batch_size=2, step_callback=zero_at_the_end)
     zero = tiny_pipe.decode(torch.zeros(1, *tiny_pipe.latent_shape))[0].permute(1, 2, 0).numpy()
-    assert all(np.array_equal(arr(im), zero) for im in images)
+    for im in images:  # decoded in chunks of 2 and 1, against a batch of 1
+        assert_same_picture(im, zero)
 
 
 @pytest.mark.parametrize("kwargs, match", [
