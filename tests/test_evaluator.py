@@ -193,3 +193,28 @@ def test_focus_of_model(tmp_path, tiny_model):
         focus_of_model(tmp_path)
     (tmp_path / "model_index.json").write_text(json.dumps({"recipe": {"data": {"concepts": ["red apple"], "groups": []}}}))
     assert focus_of_model(tmp_path) == {"concepts": ("red apple",), "groups": ()}
+
+
+def test_train_evaluator_init_from_warm_starts_the_same_network(tmp_path, tiny_evaluated_model, emoji_root, capsys):
+    """--init-from loads the trained evaluator: at learning rate 0 the warm-started one comes out weight for weight
+    the one it started from; another network is refused in one line, and the results record the earlier steps."""
+    from safetensors.torch import load_file
+
+    from conftest import TINY_EVALUATOR
+    from minicream.cli import main
+
+    src = tiny_evaluated_model / "evaluator"
+    args = ["train-evaluator", "--data", str(emoji_root), "--out", str(tmp_path / "ev"), "--init-from", str(src)]
+    for o in TINY_EVALUATOR + ["train.lr=0", "train_judge=false"]:
+        args += ["--set", o]
+    assert main(args) == 0
+    a, b = load_file(src / "model.safetensors"), load_file(tmp_path / "ev" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    results = json.loads((tmp_path / "ev" / "results.json").read_text())
+    before = json.loads((src / "results.json").read_text())["evaluator"]["steps"]
+    assert results["evaluator"]["init_from"] == {"path": str(src), "steps_before": before}
+    capsys.readouterr()
+    assert main(args[:-2 * (len(TINY_EVALUATOR) + 2)] + ["--set", "model.embed_dim=24"]) == 2
+    assert "another network than the recipe's [model]" in capsys.readouterr().err
+    assert main(args[:5] + ["--init-from", str(tmp_path / "nothing")] + args[7:]) == 2
+    assert "no readable evaluator" in capsys.readouterr().err

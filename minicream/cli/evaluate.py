@@ -24,7 +24,8 @@ def cmd_train_evaluator(args) -> None:
         from ..evaluator.train import focus_of_model
 
         recipe = dataclasses.replace(recipe, **focus_of_model(args.for_model))
-    res = train_evaluator(recipe, args.data or "data/emoji", args.out, run_dir=args.run_dir, resume=args.resume)
+    res = train_evaluator(recipe, args.data or "data/emoji", args.out, run_dir=args.run_dir, resume=args.resume,
+                          init_from=args.init_from)
     for name in ("evaluator", "judge"):
         held = res.get(name, {}).get("heldout", {})
         if held:
@@ -57,6 +58,8 @@ def add_train_evaluator_parser(sub) -> None:
     te.add_argument("--for-model", metavar="DIR", help="focus on the concepts that model was trained on (its data.concepts / data.groups)")
     te.add_argument("--run-dir", help="checkpoints and caches (default OUT_run beside OUT)")
     te.add_argument("--resume", action="store_true", help="continue from the checkpoints in --run-dir")
+    te.add_argument("--init-from", metavar="EVALUATOR_DIR", help="warm-start the evaluator from a trained one of the same "
+                                                                "network (e.g. MODEL/evaluator), fresh optimizer and schedule")
     te.set_defaults(func=cmd_train_evaluator)
 
 

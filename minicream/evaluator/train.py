@@ -198,9 +198,12 @@ def focus_accuracy(model: MiniCLIP, encoder: TextEncoder, seen, test, concepts: 
 
 # -- entry point ------------------------------------------------------------------------------------------
 def _train_one(name: str, cfg: EvaluatorConfig, tcfg: TrainConfig, images, pooled, pairs, order, recipe, run_dir: Path,
-               resume: bool, log: Callable[[str], None]) -> tuple[MiniCLIP, dict]:
+               resume: bool, log: Callable[[str], None], init_from: Path | None = None) -> tuple[MiniCLIP, dict]:
     torch.manual_seed(tcfg.seed)
     model = MiniCLIP(cfg)
+    if init_from is not None:  # a warm start: another sitting of the same network (fresh optimizer and schedule)
+        model.load_state_dict(warm_start_weights(init_from, cfg))
+        log(f"{name}: warm start from {init_from}")
     n_params = sum(p.numel() for p in model.parameters())
     log(f"{name}: {cfg.arch} image tower, {n_params / 1e6:.2f}M parameters, {tcfg.steps} steps of {tcfg.batch_size}")
 
@@ -215,13 +218,25 @@ def _train_one(name: str, cfg: EvaluatorConfig, tcfg: TrainConfig, images, poole
     return trainer.final_model(use_ema=tcfg.ema_decay > 0).float().eval(), {"steps": result["steps"], "seconds": round(result["seconds"], 1), "parameters": n_params}
 
 
+def warm_start_weights(src: Path, cfg: EvaluatorConfig) -> dict:
+    """The fp32 weights of the evaluator saved in `src`, refused in one line unless it is the network `cfg` builds."""
+    try:
+        saved = read_json(Path(src) / "config.json")
+    except (OSError, ValueError, MinicreamError):
+        raise MinicreamError(f"--init-from {src}: no readable evaluator (config.json) there") from None
+    if saved != json.loads(json.dumps(dataclasses.asdict(cfg))):
+        raise MinicreamError(f"--init-from {src}: that evaluator is another network than the recipe's [model]")
+    return {k: v.float() for k, v in MiniCLIP.from_pretrained(src).state_dict().items()}
+
+
 def train_evaluator(config: EvaluatorRecipe | None, data_root: str | Path, out_dir: str | Path,
                     log: Callable[[str], None] | None = None, run_dir: str | Path | None = None, resume: bool = False,
-                    encoder: TextEncoder | None = None, only: str | None = None) -> dict:
+                    encoder: TextEncoder | None = None, only: str | None = None, init_from: str | Path | None = None) -> dict:
     """Train the evaluator (and the judge), save them (bf16) to `out_dir` (+ `out_dir/judge`), return results.
 
     Checkpoints and the text-embedding cache go to `run_dir` (default: a sibling `<out_dir>_run`), so
-    `out_dir` holds only what ships: config.json, model.safetensors, results.json, judge/.
+    `out_dir` holds only what ships: config.json, model.safetensors, results.json, judge/. `init_from`: an evaluator
+    folder to warm-start the evaluator from (the judge, if trained, starts fresh); its results record it.
     """
     recipe = config or EvaluatorRecipe()
     log = log or print
@@ -260,7 +275,10 @@ def train_evaluator(config: EvaluatorRecipe | None, data_root: str | Path, out_d
             old = read_json(out_dir / RESULTS_FILE)
             results.update({k: v for k, v in old.items() if k in ("evaluator", "judge") and k != only})
     for name, cfg, tcfg, dest in models:
-        model, info = _train_one(name, cfg, tcfg, images, pooled, pairs, order, recipe, run_dir, resume, log)
+        warm = Path(init_from) if init_from is not None and name == "evaluator" else None
+        model, info = _train_one(name, cfg, tcfg, images, pooled, pairs, order, recipe, run_dir, resume, log, warm)
+        if warm is not None:
+            info["init_from"] = {"path": str(warm), "steps_before": _steps_before(warm)}
         if test:
             info["heldout"] = heldout_retrieval(model, encoder, test, concepts, cache)
             log(f"{name} held-out retrieval: {json.dumps(info['heldout'])}")
@@ -275,6 +293,15 @@ def train_evaluator(config: EvaluatorRecipe | None, data_root: str | Path, out_d
     with atomic_path(out_dir / RESULTS_FILE) as tmp:
         tmp.write_text(json.dumps(results, indent=2))
     return results
+
+
+def _steps_before(src: Path) -> int | None:
+    """Optimizer steps the warm-start evaluator had seen over all its sittings, from its results.json."""
+    try:
+        info = read_json(src / RESULTS_FILE)["evaluator"]
+    except (OSError, ValueError, KeyError, TypeError, MinicreamError):
+        return None
+    return int(info.get("steps", 0)) + int((info.get("init_from") or {}).get("steps_before") or 0)
 
 
 def reuse_evaluator(src: str | Path, recipe: EvaluatorRecipe, data_root: str | Path, out_dir: str | Path) -> dict | None:
