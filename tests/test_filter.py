@@ -525,8 +525,10 @@ def test_descriptions_weigh_meaning_against_a_word_they_contain(minilm):
     v = _names_vocab("glasses", "nose", "hot beverage", "cup with straw", "birthday cake", "candle", "rocket",
                      "slot machine", "wrench")
     f = OfflineFilter(v, minilm, synonyms={"coffee": "hot beverage"})
-    r = f.rewrite("spectacles you wear on your nose")  # "nose" is a small part of it: meaning wins
-    assert r.concepts == ["glasses"] and any("closer than 'nose'" in c for c in r.changes)
+    r = f.rewrite("spectacles you wear on your nose")  # "nose" is only in the clause that describes it: meaning wins
+    assert r.concepts == ["glasses"] and any("'nose' is named only in what describes it" in c for c in r.changes)
+    r = f.rewrite("reading spectacles nose bridge")  # no modifier: the name inside competes by meaning
+    assert r.concepts == ["glasses"] and any("closer than 'nose'" in c for c in r.changes), r.changes
     assert f.rewrite("a cup of coffee").concepts == ["hot beverage"]  # the phrase is about the coffee it names
     assert f.rewrite("a birthday cake with candles").concepts == ["birthday cake"]
     r = f.rewrite("casino machine with three reels and a lever")  # one described object: no scene, no count
@@ -536,6 +538,31 @@ def test_descriptions_weigh_meaning_against_a_word_they_contain(minilm):
     assert f.rewrite("an apple in a basket").concepts == ["red apple"]  # the name is what the phrase is about
     r = f.rewrite("a letter from the bank about the end of my loan")  # one word of it, unrelated to the rest
     assert r.concepts == [] and "used as typed" in r.warnings[0]
+
+
+def test_a_thing_named_only_in_a_modifier_is_not_what_a_description_is_about(minilm):
+    """'X with/for/that ... Y': the phrase describes X; Y (and any concept named only by the modifier's words) is set
+    aside, unless the head shares its words or says nothing ('something to eat for breakfast: a croissant')."""
+    from minicream.filter.meaning import head_and_modifier, modifier_concepts
+
+    assert head_and_modifier("farm vehicle with big back wheels".split()) == (["farm", "vehicle"], ["with", "big", "back", "wheels"])
+    assert head_and_modifier("red apple".split()) == (["red", "apple"], [])
+    f = OfflineFilter(_names_vocab("tractor", "wheel", "man beard", "croissant", "bowl with spoon", "snake"), minilm)
+    assert modifier_concepts(f, "farm vehicle with big back wheels".split())[1] == {"wheel"}
+    assert modifier_concepts(f, "man with a beard".split())[1] == set()  # the head shares "man beard"'s words
+    assert modifier_concepts(f, "something to eat for breakfast a croissant".split())[1] == set()
+    r = f.rewrite("farm vehicle with big back wheels")
+    assert r.concepts == ["tractor"] and any("'wheel' is named only in what describes it" in c for c in r.changes)
+    assert f.rewrite("something to eat for breakfast: a croissant").concepts == ["croissant"]
+    assert f.rewrite("a snake with a beard").concepts == ["snake"]  # the head's name is kept
+
+
+def test_a_relation_word_inside_a_relative_clause_makes_no_scene(minilm):
+    f = OfflineFilter(_names_vocab("mosquito", "beetle", "drop of blood", "red apple", "rocket"), minilm)
+    r = f.rewrite("tiny insect that bites and sucks blood")
+    assert r.scene is None and len(r.concepts) == 1
+    r = f.rewrite("a red apple and a rocket")  # no clause: still a scene
+    assert r.scene is not None and r.concepts == ["red apple", "rocket"]
 
 
 def test_words_the_filter_cannot_read_are_flagged_not_mapped(minilm):

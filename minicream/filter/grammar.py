@@ -13,6 +13,9 @@ from .match import ObjectSpec
 from .normalize import singular
 
 ARTICLES = frozenset(("a", "an", "the", "one"))
+# A relative clause goes on to the end of the phrase: a relation word after one of these is inside it
+# ("things you wear on your feet under shoes", "an insect that bites and sucks blood"), not between two objects.
+CLAUSE_WORDS = frozenset(("that", "which", "who", "whose", "where", "you"))
 
 
 def parse(filt, tokens: list[str]):
@@ -29,6 +32,8 @@ def parse(filt, tokens: list[str]):
         return m is not None and m.confident and (m.kind == "name" or not strict)
 
     for i, n, relation in relations(tokens):
+        if any(t in CLAUSE_WORDS for t in tokens[1:i]):  # "an insect that bites and sucks blood": one object
+            break
         left, right = object_spec(filt, tokens[:i], True), object_spec(filt, tokens[i + n:], True)
         if left and right and sure(left.match) and sure(right.match):
             return relation, [left, right]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from .lexicon import STOPWORDS
 from .match import Match
-from .normalize import key
+from .normalize import key, singular
 from .readable import accented
 
 # The nearest concept replaces a contained name when its similarity is higher by more than MARGIN x the name's share
@@ -26,6 +26,14 @@ MINOR_SHARE = 0.5
 # A guess by meaning on a phrase the filter mostly cannot read ("fuoco" -> flamingo, 0.51) is kept only from this
 # similarity up, and flagged; below it the prompt is passed through with a warning.
 GUESS_SIMILARITY = 0.6
+# Words that open a modifier of the words in front of them: a relative clause ("an animal that howls at the
+# moon", "a ball you hit with a bat") or a prepositional phrase ("a sign for dangerous germs", "a pumpkin with a
+# candle inside"). A description is about its head, never about a thing named only in its modifier, which the
+# sentence encoder nevertheless finds closest (the moon, the bat, the candle). Not "of": "a cup of coffee".
+MODIFIER_WORDS = frozenset("that which who whose where you with for from like at in on under inside around to".split())
+# A head of only these says nothing of the thing ("something to eat for breakfast: a croissant"): the words after it
+# name it, so nothing is set aside.
+VAGUE_HEADS = frozenset("something anything thing things stuff object objects item items".split())
 
 
 def weigh(filt, words: list[str], inside: Match | None, call, typed: list[str] | None = None) -> Match | None:
@@ -50,6 +58,13 @@ def weigh(filt, words: list[str], inside: Match | None, call, typed: list[str] |
                            f"only '{inside.concept}' was understood")
         return inside
     sims = similarities(phrase, filt.vocab, enc)
+    modifier, aside = modifier_concepts(filt, words)
+    if aside:  # the things the phrase names only in a modifier are not what it describes
+        sims = sims.clone()
+        sims[[filt.index[c] for c in aside]] = -1.0
+    described = None  # a name inside the phrase that only describes what it is about
+    if inside is not None and (inside.concept in aside or set(key(inside.typed or inside.concept).split()) <= modifier):
+        described, inside = inside.concept, None  # "a canopy for jumping out of a plane" is no airplane
     best = int(sims.argmax())
     concept, sim = filt.vocab.concepts[best].name, float(sims[best])
     call.nearest = (phrase, concept, sim)
@@ -69,10 +84,44 @@ def weigh(filt, words: list[str], inside: Match | None, call, typed: list[str] |
         m = Match(concept, f"nearest concept by meaning, similarity {sim:.2f}", kind="meaning", score=sim)
         if inside is not None:
             m.how += f"; closer than '{inside.concept}' named inside the phrase ({near:.2f})"
+        elif described is not None:
+            m.how += f"; '{described}' is named only in what describes it"
     if guess:
         m.note = (f"{_listed(typed_unreadable)}: not readable (another language, or a rare word?); "
                   f"'{m.concept}' is a guess")
     return m
+
+
+def head_and_modifier(words: list[str]) -> tuple[list[str], list[str]]:
+    """The words before the first modifier word (after the first word) and the rest: 'farm vehicle with big back
+    wheels' -> (farm vehicle, with big back wheels); no modifier: (words, [])."""
+    for i, w in enumerate(words):
+        if i > 0 and w in MODIFIER_WORDS:
+            return words[:i], words[i:]
+    return words, []
+
+
+def modifier_concepts(filt, words: list[str]) -> tuple[set[str], set[str]]:
+    """The content words of the phrase's modifier (and their singulars), and the concepts whose name is made only of
+    them and not only of the head's words ("wheel" in "farm vehicle with big back wheels"; not "man beard" in "man
+    with a beard", which the head shares)."""
+    head, modifier = head_and_modifier(words)
+    if not modifier or all(w in STOPWORDS or w in VAGUE_HEADS for w in head):
+        return set(), set()
+    mod = {w for w in modifier if w not in STOPWORDS}
+    mod |= {singular(w) for w in mod}
+    heads = {singular(w) for w in head} | set(head)
+    return mod, {name for name, ws in _name_words(filt) if ws <= mod and not ws <= heads}
+
+
+def _name_words(filt) -> list[tuple[str, frozenset]]:
+    """(name, its content words) of every concept, computed once per filter."""
+    cached = getattr(filt, "_name_words_cache", None)
+    if cached is None:
+        cached = [(c.name, ws) for c in filt.vocab.concepts
+                  if (ws := frozenset(w for w in key(c.name).split() if w not in STOPWORDS))]
+        filt._name_words_cache = cached
+    return cached
 
 
 def _mostly(unreadable: list[str], words: list[str]) -> bool:
