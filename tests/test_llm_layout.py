@@ -157,7 +157,7 @@ def test_slow_answer_falls_back_within_the_timeout(stub, timeout):
     t0 = time.monotonic()
     r = ask(stub, SCENE_PROMPT, GOOD, kind="slow", timeout=timeout, delay=timeout + 3)
     took = time.monotonic() - t0
-    assert took < timeout + 1.5, took  # the offline fallback's own time is the margin
+    assert took < timeout + 2.5, took  # the margin: the offline fallback, and the process being scheduled on a busy CPU
     assert r.mode_used == "offline" and len(r.warnings) == 1 and "in time" in r.warnings[0]
     assert layout_of(r).source == "rules"
 
