@@ -155,9 +155,9 @@ def test_bad_and_hostile_answers_fall_back_to_the_rules_with_one_warning(stub, n
 @pytest.mark.parametrize("timeout", [0.5, 1.0])
 def test_slow_answer_falls_back_within_the_timeout(stub, timeout):
     t0 = time.monotonic()
-    r = ask(stub, SCENE_PROMPT, GOOD, kind="slow", timeout=timeout, delay=timeout + 3)
+    r = ask(stub, SCENE_PROMPT, GOOD, kind="slow", timeout=timeout, delay=timeout + 10)
     took = time.monotonic() - t0
-    assert took < timeout + 2.5, took  # the margin: the offline fallback, and the process being scheduled on a busy CPU
+    assert took < timeout + 4, took  # margin: the offline fallback on a busy CPU (3.1 s seen); the reply comes after 10 s
     assert r.mode_used == "offline" and len(r.warnings) == 1 and "in time" in r.warnings[0]
     assert layout_of(r).source == "rules"
 
