@@ -53,7 +53,8 @@ def cmd_generate(args) -> None:
         first = options.get("seed")
         shown = layout_for(pipe, filtered, layout if isinstance(layout, dict) else None,
                            first if first is not None else 0, args.canvas or "scene")
-        print("layout" + ("" if isinstance(layout, dict) else f" (seed {first if first is not None else 0})") + ":", file=sys.stderr)
+        seed_note = "" if isinstance(layout, dict) else f"seed {first if first is not None else 0}, "
+        print(f"layout ({seed_note}boxes: {shown.source}):", file=sys.stderr)
         for line in describe(shown):
             print(f"  - {line}", file=sys.stderr)
     options.update(filter=filtered, style=args.style or ("model" if stored is not None else None))

@@ -22,11 +22,13 @@ def cmd_filter(args) -> None:
     print_explanation(result, args.explain, out=sys.stdout)
     if args.explain and result.scene:
         from ..io.model_dir import ModelDir
-        from ..pipelines.layout import describe, native_layout
+        from ..pipelines.layout import describe
+        from ..pipelines.layout_plan import scene_layout
 
         size = ModelDir.open(model_dir).image_size
-        print("layout (seed 0; each image's seed jitters it):")
-        for line in describe(native_layout(result.scene, size, LATENT_FACTOR, seed=0)):
+        shown = scene_layout(result.scene, result.plan, size, LATENT_FACTOR, seed=0)
+        print(f"layout (seed 0; each image's seed jitters the rules' boxes; boxes: {shown.source}):")
+        for line in describe(shown):
             print(f"  - {line}")
 
 

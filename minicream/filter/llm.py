@@ -2,20 +2,24 @@
 
 The model gets a system prompt with a summary of what the image model knows (styles, caption format,
 concept names, and the concepts the offline rules found nearest to this prompt) and answers with JSON:
-    {"prompt": "a dog face to the left of a red apple", "objects": [{"concept": "dog face", "position": "left"}, ...]}
-("objects" is the optional scene plan). The answer must be short and grounded: the offline filter must
-resolve it entirely to concepts of the model, and every concept of the plan must exist. A timeout, a
-connection error, an HTTP error or an answer that fails these checks falls back to the offline filter
-with a warning: generation never fails because the LLM did.
+    {"prompt": "a dog face to the left of a red apple",
+     "objects": [{"concept": "dog face", "count": 1, "boxes": [[0.05, 0.2, 0.45, 0.8]]}, ...], "relations": [...]}
+("objects" and "relations" are the optional scene plan, boxes as fractions of the canvas: llm_plan.py). The answer
+must be short and grounded: the offline filter must resolve it entirely to concepts of the model, and every concept
+of the plan must exist. A timeout, a connection error, an HTTP error or an answer that fails these checks falls
+back to the offline filter with a warning: generation never fails because the LLM did. A usable caption with an
+unusable plan keeps the caption; the rules place what the plan does not (one warning line).
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 from dataclasses import dataclass
 
 from ..errors import MinicreamError
+from .llm_plan import read_plan
 from .result import FilterResult
 from .vocabulary import Vocabulary
 
@@ -52,8 +56,10 @@ Concepts closest to the user's words: {candidates}.
 It can also draw scenes of two objects: "A to the left of B", "A to the right of B", "A above B", "A below B",
 "A and B", counts ("three red apples") and sizes ("a big A and a small B"), where A and B are concept names.
 Rewrite the user's prompt (any language, typos, paraphrases) into one such caption that uses ONLY exact concept
-names from the list{style_hint}. Answer with JSON only, no prose:
-{{"prompt": "<the caption>", "objects": [{{"concept": "<name>", "position": "left|right|above|below|center"}}]}}"""
+names from the list{style_hint}. Plan where each object goes: a box per object as fractions of the canvas
+[x0, y0, x1, y1] (0 = left/top, 1 = right/bottom). Answer with JSON only, no prose:
+{{"prompt": "<the caption>", "objects": [{{"concept": "<name>", "count": 1, "boxes": [[x0, y0, x1, y1]]}}],
+"relations": [{{"subject": "<name>", "relation": "left of|right of|above|below|and", "object": "<name>"}}]}}"""
 
 
 def _candidates(prompt: str, offline, encoder=None) -> list[str]:
@@ -73,6 +79,16 @@ def _candidates(prompt: str, offline, encoder=None) -> list[str]:
 
 
 MAX_RESPONSE_BYTES = 256 * 1024
+MAX_JSON_DEPTH = 8  # a plan is 4 deep ({"objects": [{"boxes": [[...]]}]}); Python's json recurses, so bound it first
+
+
+@functools.cache
+def _tls_context():
+    """One TLS context per process: httpx builds one per Client by parsing the CA bundle (tens of ms, seconds on a
+    loaded CPU), and _ask makes a Client per call; that time came before the call's deadline started."""
+    import httpx
+
+    return httpx.create_ssl_context()
 
 
 def _ask(prompt: str, system: str, cfg: LLMConfig) -> str:
@@ -96,9 +112,9 @@ def _ask(prompt: str, system: str, cfg: LLMConfig) -> str:
     key = os.environ.get(cfg.api_key_env)
     if key:
         headers["Authorization"] = f"Bearer {key}"
-    body = {"model": cfg.model, "temperature": 0, "max_tokens": 200,
+    body = {"model": cfg.model, "temperature": 0, "max_tokens": 400,
             "messages": [{"role": "system", "content": system}, {"role": "user", "content": prompt}]}
-    client = httpx.Client(timeout=budget)
+    client = httpx.Client(timeout=budget, verify=_tls_context())
     result: dict = {}
 
     def call():
@@ -128,23 +144,61 @@ def _ask(prompt: str, system: str, cfg: LLMConfig) -> str:
     return result["answer"]
 
 
-def parse_answer(text: str, vocab: Vocabulary) -> tuple[str, list[str]]:
-    """(caption, plan concepts) from the LLM's reply; ValueError when it is not a usable answer."""
+def _depth(text: str) -> int:
+    """How deeply the JSON text nests its arrays and objects (strings skipped), counting only up to past the limit."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_JSON_DEPTH:
+                break
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def read_reply(text: str) -> dict:
+    """The JSON object in a model's reply: inside ```json fences or after a sentence of chatter, from the first
+    "{" to the last "}". ValueError (one line) when there is none, it nests too deep or it is not JSON."""
     if not isinstance(text, str) or not text.strip():
         raise ValueError("empty answer")
-    m = re.search(r"\{.*\}", text, re.S)  # tolerate ```json fences and chatter around the object
-    if m is None:
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end < start:
         raise ValueError("no JSON object in the answer")
-    data = json.loads(m.group(0))
+    body = text[start:end + 1]
+    if _depth(body) > MAX_JSON_DEPTH:
+        raise ValueError(f"the JSON nests deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        data = json.loads(body)
+    except ValueError as e:  # JSONDecodeError, and ints past Python's digit limit
+        raise ValueError(f"not valid JSON ({str(e)[:80]})") from None
     if not isinstance(data, dict):
         raise ValueError("answer is not a JSON object")
+    return data
+
+
+def parse_answer(text: str | dict, vocab: Vocabulary) -> tuple[str, list[str]]:
+    """(caption, plan concepts) from the LLM's reply (its text, or the JSON object `read_reply` took from it);
+    ValueError when it is not a usable answer."""
+    data = text if isinstance(text, dict) else read_reply(text)
     objects = data.get("objects") or []
     if not isinstance(objects, list) or not all(isinstance(o, dict) for o in objects):
         raise ValueError("'objects' is not a list of objects")
     concepts = [str(o.get("concept", "")) for o in objects]
     unknown = [c for c in concepts if c not in vocab.by_name]
-    if unknown:
-        raise ValueError(f"unknown concept {unknown[0]!r} in the scene plan")
+    if unknown:  # cut: the name is the model's text, a hostile one may be long
+        raise ValueError(f"unknown concept {unknown[0][:40]!r} in the scene plan")
     caption = data.get("prompt")
     if not caption and len(concepts) == 1:
         caption = concepts[0]
@@ -185,8 +239,9 @@ def llm_rewrite(prompt: str, vocab: Vocabulary, offline, cfg: LLMConfig, style: 
     except (KeyError, IndexError, TypeError, ValueError):
         return fallback("the reply is not a chat-completions response")
     try:
-        caption, plan = parse_answer(answer, vocab)
-    except (ValueError, json.JSONDecodeError) as e:
+        data = read_reply(answer)
+        caption, plan = parse_answer(data, vocab)
+    except ValueError as e:
         return fallback(f"bad answer: {e}")
     # Grounding: the offline rules must read the LLM's caption as known concepts, the plan's among them.
     try:
@@ -198,4 +253,9 @@ def llm_rewrite(prompt: str, vocab: Vocabulary, offline, cfg: LLMConfig, style: 
     changes = [f"LLM ({cfg.model}): '{prompt}' -> '{caption}'"]
     if checked.rewritten != caption:
         changes.append(f"normalised to the training captions: '{checked.rewritten}'")
-    return FilterResult(prompt, checked.rewritten, changes, checked.concepts, "llm", [], scene=checked.scene)
+    # The plan places the caption's objects; what it misses or gets wrong the rules place (one warning).
+    scene_plan, plan_warning = read_plan(data, checked.scene)
+    if scene_plan is not None:
+        changes.append(f"LLM scene plan: boxes for {', '.join(o['concept'] for o in scene_plan['objects'])}")
+    return FilterResult(prompt, checked.rewritten, changes, checked.concepts, "llm", [plan_warning] if plan_warning else [],
+                        scene=checked.scene, plan=scene_plan)

@@ -18,6 +18,9 @@ class FilterResult:
     # A scene of several objects (or a count), for the layout step: {"relation": "to the left of" | "to the right of"
     # | "above" | "below" | "and" | None, "objects": [{"concept", "count", "size"}, ...], "style": str | None}
     scene: dict | None = None
+    # The LLM's boxes for the scene's objects (filter/llm_plan.py: fractions of the canvas, None where invalid),
+    # merged with the rules' layout by pipelines/layout_plan.py; None from the offline filter.
+    plan: dict | None = None
 
     @property
     def explanation(self) -> list[str]:

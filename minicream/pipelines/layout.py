@@ -31,6 +31,9 @@ VERTICAL = ("above", "below")
 # Box side as a fraction of the canvas, by how many objects share it (the data builder's scene sizes).
 _SIDE = {1: 0.62, 2: 0.44, 3: 0.30, 4: 0.23, 5: 0.19, 6: 0.16}
 _SIZE_SCALE = {"big": 1.25, "small": 0.62, None: 1.0}
+# Where a layout's boxes came from, recorded in the PNG: given by the user, laid out by the rules below, planned by
+# the LLM filter (layout_plan.py), or the LLM's boxes with the rules' where its plan had none or an invalid one.
+SOURCES = ("given", "rules", "llm", "llm+rules")
 
 
 @dataclass(frozen=True)
@@ -44,16 +47,18 @@ class Layout:
     width: int
     height: int
     objects: list[LayoutObject] = field(default_factory=list)
+    source: str = "rules"  # one of SOURCES
 
     def to_dict(self) -> dict:
-        return {"width": self.width, "height": self.height,
+        return {"width": self.width, "height": self.height, "source": self.source,
                 "objects": [{"caption": o.caption, "box": list(o.box)} for o in self.objects]}
 
     @classmethod
     def from_dict(cls, data, width: int | None = None, height: int | None = None) -> "Layout":
         """A layout as JSON gives it ({"width", "height", "objects": [{"caption", "box"}]}), validated: every box
         inside the canvas and at least 4 px wide, 1..6 objects, captions non-empty. width/height default to the
-        given canvas (the model's size)."""
+        given canvas (the model's size). A recorded layout keeps its "source" (a `--from` re-run records the same
+        parameters); any other is "given"."""
         if isinstance(data, Layout):
             return data
         if not isinstance(data, dict) or not isinstance(data.get("objects"), list):
@@ -76,7 +81,8 @@ class Layout:
             if not (0 <= x0 and 0 <= y0 and x1 <= w and y1 <= h and x1 - x0 >= 4 and y1 - y0 >= 4):
                 raise MinicreamError(f"layout: object {i} box {list(box)} must lie inside the {w}x{h} canvas, at least 4 px a side")
             out.append(LayoutObject(cap.strip(), (x0, y0, x1, y1)))
-        return cls(w, h, out)
+        source = data.get("source")
+        return cls(w, h, out, source if source in SOURCES else "given")
 
     def check_harmonizable(self, native: int, factor: int) -> None:
         """The joint redraw (harmonize > 0) runs the model in windows of its `native` size over latents `factor` times

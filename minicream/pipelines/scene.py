@@ -21,7 +21,8 @@ from PIL import Image
 from ..data.images import cutout_from_white, paste_fitted
 from ..evaluator.rerank import candidate_seed
 from ..errors import MinicreamError
-from .layout import Layout, layout_from_scene, native_layout
+from .layout import Layout
+from .layout_plan import scene_layout
 from .modes import FILTER, PROMPT, SAMPLING, Mode, Option
 
 WHITE_THRESHOLD = 235  # generated backgrounds are near white, not exactly white
@@ -40,14 +41,13 @@ def check_canvas(canvas) -> None:
 
 def layout_for(pipe, filtered, layout, seed: int, canvas: str = "scene") -> Layout | None:
     """The layout to draw: the one given (its canvas as given), else the filter's scene laid out by the rules
-    (seeded) on the canvas `canvas` asks for, else None."""
+    (seeded) on the canvas `canvas` asks for, with the LLM's planned boxes where it gave valid ones, else None."""
     if layout is not None:
         return Layout.from_dict(layout, pipe.image_size, pipe.image_size)
     if not filtered.scene:
         return None
-    if canvas == "model":
-        return layout_from_scene(filtered.scene, pipe.image_size, seed=seed)
-    return native_layout(filtered.scene, pipe.image_size, pipe.image_size // pipe.latent_shape[-1], seed=seed)
+    return scene_layout(filtered.scene, filtered.plan, pipe.image_size, pipe.image_size // pipe.latent_shape[-1], seed,
+                        canvas)
 
 
 def paste_object(canvas: Image.Image, drawn: Image.Image, box) -> None:
