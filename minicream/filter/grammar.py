@@ -8,14 +8,11 @@ number is a count only in front of its object ("three apples"), never in the mid
 """
 from __future__ import annotations
 
-from .lexicon import NUMBER_WORDS, NUMBERS, RELATIONS, SIZES, STOPWORDS
+from .lexicon import CLAUSE_WORDS, NUMBER_WORDS, NUMBERS, RELATIONS, SIZES, STOPWORDS
 from .match import ObjectSpec
 from .normalize import singular
 
 ARTICLES = frozenset(("a", "an", "the", "one"))
-# A relative clause goes on to the end of the phrase: a relation word after one of these is inside it
-# ("things you wear on your feet under shoes", "an insect that bites and sucks blood"), not between two objects.
-CLAUSE_WORDS = frozenset(("that", "which", "who", "whose", "where", "you"))
 
 
 def parse(filt, tokens: list[str]):

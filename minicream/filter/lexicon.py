@@ -41,6 +41,15 @@ sticker pic of cute nice beautiful pretty simple single lonely little-known kind
 """.split())
 
 # relation phrase (as a key, i.e. lower case, single spaces) -> scene caption wording
+# Words that open a relative clause: it goes on to the end of the phrase, so a relation word after one is inside
+# it ("things you wear on your feet under shoes", "an insect that bites and sucks blood"), not between two objects.
+CLAUSE_WORDS = frozenset("that which who whose where you".split())
+# Words that open a modifier of the words in front of them: a relative clause ("an animal that howls at the moon",
+# "a ball you hit with a bat") or a prepositional phrase ("a sign for dangerous germs", "a pumpkin with a candle
+# inside"). A description is about its head, never about a thing named only in its modifier (filter/meaning.py).
+# Not "of": "a cup of coffee".
+MODIFIER_WORDS = CLAUSE_WORDS | frozenset("with for from like at in on under inside around to".split())
+
 RELATIONS = {
     "to the left of": "to the left of", "on the left of": "to the left of", "left of": "to the left of",
     "at the left of": "to the left of", "to the left side of": "to the left of",

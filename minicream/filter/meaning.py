@@ -13,7 +13,7 @@ dictionary of the encoder has), a guess by meaning must be clearly close, and wh
 """
 from __future__ import annotations
 
-from .lexicon import STOPWORDS
+from .lexicon import MODIFIER_WORDS, STOPWORDS
 from .match import Match
 from .normalize import key, singular
 from .readable import accented
@@ -26,11 +26,6 @@ MINOR_SHARE = 0.5
 # A guess by meaning on a phrase the filter mostly cannot read ("fuoco" -> flamingo, 0.51) is kept only from this
 # similarity up, and flagged; below it the prompt is passed through with a warning.
 GUESS_SIMILARITY = 0.6
-# Words that open a modifier of the words in front of them: a relative clause ("an animal that howls at the
-# moon", "a ball you hit with a bat") or a prepositional phrase ("a sign for dangerous germs", "a pumpkin with a
-# candle inside"). A description is about its head, never about a thing named only in its modifier, which the
-# sentence encoder nevertheless finds closest (the moon, the bat, the candle). Not "of": "a cup of coffee".
-MODIFIER_WORDS = frozenset("that which who whose where you with for from like at in on under inside around to".split())
 # A head of only these says nothing of the thing ("something to eat for breakfast: a croissant"): the words after it
 # name it, so nothing is set aside.
 VAGUE_HEADS = frozenset("something anything thing things stuff object objects item items".split())
@@ -94,7 +89,8 @@ def weigh(filt, words: list[str], inside: Match | None, call, typed: list[str] |
 
 def head_and_modifier(words: list[str]) -> tuple[list[str], list[str]]:
     """The words before the first modifier word (after the first word) and the rest: 'farm vehicle with big back
-    wheels' -> (farm vehicle, with big back wheels); no modifier: (words, [])."""
+    wheels' -> (farm vehicle, with big back wheels); no modifier: (words, []). The sentence encoder puts such a
+    phrase nearest the thing its modifier names (the wheel), which is why it is set aside."""
     for i, w in enumerate(words):
         if i > 0 and w in MODIFIER_WORDS:
             return words[:i], words[i:]

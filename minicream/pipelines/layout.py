@@ -31,6 +31,7 @@ VERTICAL = ("above", "below")
 # Box side as a fraction of the canvas, by how many objects share it (the data builder's scene sizes).
 _SIDE = {1: 0.62, 2: 0.44, 3: 0.30, 4: 0.23, 5: 0.19, 6: 0.16}
 _SIZE_SCALE = {"big": 1.25, "small": 0.62, None: 1.0}
+MIN_BOX_PX = 4  # the smallest box side a layout takes
 # Where a layout's boxes came from, recorded in the PNG: given by the user, laid out by the rules below, planned by
 # the LLM filter (layout_plan.py), or the LLM's boxes with the rules' where its plan had none or an invalid one.
 SOURCES = ("given", "rules", "llm", "llm+rules")
@@ -78,8 +79,8 @@ class Layout:
                     or not all(isinstance(v, int) and not isinstance(v, bool) for v in box)):
                 raise MinicreamError(f"layout: object {i} box must be four integers [x0, y0, x1, y1]")
             x0, y0, x1, y1 = box
-            if not (0 <= x0 and 0 <= y0 and x1 <= w and y1 <= h and x1 - x0 >= 4 and y1 - y0 >= 4):
-                raise MinicreamError(f"layout: object {i} box {list(box)} must lie inside the {w}x{h} canvas, at least 4 px a side")
+            if not (0 <= x0 and 0 <= y0 and x1 <= w and y1 <= h and x1 - x0 >= MIN_BOX_PX and y1 - y0 >= MIN_BOX_PX):
+                raise MinicreamError(f"layout: object {i} box {list(box)} must lie inside the {w}x{h} canvas, at least {MIN_BOX_PX} px a side")
             out.append(LayoutObject(cap.strip(), (x0, y0, x1, y1)))
         source = data.get("source")
         return cls(w, h, out, source if source in SOURCES else "given")

@@ -9,15 +9,13 @@ scene, issue 28), so the same plan fits "scene" and "model" canvases alike.
 """
 from __future__ import annotations
 
-from .layout import Layout, LayoutObject, instances, layout_from_scene, native_layout
-
-MIN_PX = 4  # Layout.from_dict's smallest box side
+from .layout import MIN_BOX_PX, Layout, LayoutObject, instances, layout_from_scene, native_layout
 
 
 def to_pixels(box, width: int, height: int) -> tuple[int, int, int, int] | None:
-    """A box in fractions of the canvas -> pixels (x1/y1 exclusive), or None when it is under MIN_PX a side."""
+    """A box in fractions of the canvas -> pixels (x1/y1 exclusive), or None when it is under MIN_BOX_PX a side."""
     x0, y0, x1, y1 = (int(round(v * n)) for v, n in zip(box, (width, height, width, height)))
-    return (x0, y0, x1, y1) if x1 - x0 >= MIN_PX and y1 - y0 >= MIN_PX else None
+    return (x0, y0, x1, y1) if x1 - x0 >= MIN_BOX_PX and y1 - y0 >= MIN_BOX_PX else None
 
 
 def merge_plan(rules: Layout, scene: dict, plan: dict | None) -> Layout:
