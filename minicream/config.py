@@ -99,6 +99,20 @@ class EvaluatorSection:
 
 
 @dataclass
+class DecoderSection:
+    """Stage 3b: fine-tune the autoencoder's decoder on its frozen latent space (training/decoder.py); the encoder,
+    the latents and so the UNet's training data stay as they are. steps = 0 skips the stage."""
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=0, batch_size=32, lr=5e-4, warmup_steps=50,
+                                                                   ema_decay=0.0, checkpoint_every=500, log_every=100,
+                                                                   schedule_clock="time"))
+    chroma_weight: float = 1.0  # L1 on each pixel minus its channel mean: keeps hue (the full model's greens)
+    perceptual_weight: float = 0.0  # LPIPS-style distance over an evaluator's image-tower features; 0 = off
+    perceptual_encoder: str = ""  # a model folder or shipped name whose evaluator gives those features
+    gan_weight: float = 0.0  # a small patch discriminator's hinge loss; 0 = off
+    gan_start: int = 0  # reconstruction-only steps before the discriminator joins
+
+
+@dataclass
 class RecipeConfig:
     # Warm start: an exported model folder whose autoencoder is reused (stage 3 is skipped, so the latents match)
     # and whose UNet weights start stage 5 with a fresh optimizer and schedule. Spreads a long recipe over
@@ -110,6 +124,7 @@ class RecipeConfig:
     unet: UNetSection = field(default_factory=UNetSection)
     sample: SampleConfig = field(default_factory=SampleConfig)
     evaluator: EvaluatorSection = field(default_factory=EvaluatorSection)
+    decoder: DecoderSection = field(default_factory=DecoderSection)
 
 
 def _build(cls, data: dict, where: str):

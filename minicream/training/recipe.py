@@ -4,6 +4,7 @@ stopped run resumes at the stage (and, for training, the step) where it stopped.
     1. data         build/load the image-caption dataset (+ synthetic multi-object scenes)
     2. text         encode every caption once with the frozen text encoder (cached)
     3. autoencoder  train the KL autoencoder, measure the latent scaling factor and reconstruction PSNR
+    3b. decoder     (decoder.train.steps > 0) fine-tune the decoder on the frozen latent space (training/decoder.py)
     4. latents      encode the training images once (memory-mapped cache)
     5. unet         train the MoE UNet on cached latents and text embeddings
     6. export       write the model directory (config.json + safetensors, bf16) loadable by Pipeline
@@ -228,6 +229,8 @@ def run_recipe(cfg: RecipeConfig, run_dir: str | Path, resume: bool = False, cpu
         trainer.acc.wait_for_everyone()
     from ..models.autoencoder import load_autoencoder
 
+    if cfg.decoder.train.steps > 0 and _stage_done(run, "decoder") is None:
+        _decoder_stage(cfg, run, ae_dir, images, log, resume, cpu)
     vae = load_autoencoder(ae_dir)
 
     # 4. Latents, memory-mapped (written by the main process; the others wait for it)
@@ -281,6 +284,25 @@ def run_recipe(cfg: RecipeConfig, run_dir: str | Path, resume: bool = False, cpu
         _mark_done(run, "evaluator", {k: res[k] for k in ("evaluator", "judge") if k in res} | {"seconds": round(time.time() - t0, 1)})
         log(f"7. evaluator: {model_dir / 'evaluator'} ({time.time() - t0:.0f}s); total {(time.time() - t_total) / 60:.1f} min")
     return model_dir
+
+
+# 3b. -----------------------------------------------------------------------------------------------
+def _decoder_stage(cfg: RecipeConfig, run: Path, ae_dir: Path, images: torch.Tensor, log, resume: bool, cpu) -> None:
+    """Fine-tune the run's decoder in place (run/vae); the encoder and scaling factor, so the latents, are kept."""
+    from accelerate import PartialState
+
+    from ..models.autoencoder import load_autoencoder
+    from .decoder import finetune_and_report
+
+    t0 = time.time()
+    vae, before, after = finetune_and_report(load_autoencoder(ae_dir), images, cfg, run, log, resume, cpu)
+    state = PartialState()
+    if state.is_main_process:
+        save_autoencoder(vae, ae_dir)
+        _mark_done(run, "decoder", {"before": before, "after": after, "seconds": round(time.time() - t0, 1)})
+        log(f"3b. decoder: held-out PSNR {before['psnr_db']} -> {after['psnr_db']} dB, green kept "
+            f"{before['green_kept']} -> {after['green_kept']}, sharpness {before['sharpness']} -> {after['sharpness']}")
+    state.wait_for_everyone()
 
 
 def train_model_evaluator(cfg: RecipeConfig, model_dir: Path, run_dir: Path, log, resume: bool, encoder) -> dict:

@@ -21,7 +21,8 @@ from ..errors import MinicreamError
 # Dotted keys (a prefix ending in "." covers a section) that may differ when a run is resumed.
 MAY_CHANGE = ("autoencoder.train.steps", "autoencoder.train.max_minutes", "autoencoder.train.checkpoint_every",
               "autoencoder.train.log_every", "unet.train.steps", "unet.train.max_minutes",
-              "unet.train.checkpoint_every", "unet.train.log_every", "evaluator.", "sample.")
+              "unet.train.checkpoint_every", "unet.train.log_every", "decoder.train.steps", "decoder.train.max_minutes",
+              "decoder.train.checkpoint_every", "decoder.train.log_every", "evaluator.", "sample.")
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
