@@ -174,6 +174,11 @@ def read_toml(path: str | Path | None, overrides: list[str] | tuple[str, ...] = 
             data = tomllib.loads(p.read_text())
         except tomllib.TOMLDecodeError as e:
             raise MinicreamError(f"config {p}: invalid TOML ({e})") from None
+    return apply_overrides(data, overrides)
+
+
+def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    """`section.key=value` overrides (TOML values; a bare word is a string) written into config data, in place."""
     for item in overrides:
         keys, value = _parse_override(item)
         node = data

@@ -151,3 +151,12 @@ def test_recipe_stage_3b_fine_tunes_the_run_decoder(tiny_model, emoji_root, tmp_
     enc1, dec1 = _parts(load_autoencoder(model / "vae"))
     assert _same(enc0, {k: v.to(torch.bfloat16).float() for k, v in enc1.items()}) and not _same(dec0, dec1)
     assert "3b. decoder: held-out PSNR" in (run / "train_log.txt").read_text()
+
+
+def test_train_decoder_takes_data_overrides(tiny_model, tmp_path):
+    from minicream.cli import main
+
+    out = tmp_path / "dec"
+    assert main(["train-decoder", "--model", str(tiny_model), "--out", str(out), "--steps", "1",
+                 "--set", "data.limit=5", "--set", "data.scene_ratio=0.0"]) == 0
+    assert "decoder: 5 images encoded once" in (out / "train_log.txt").read_text()

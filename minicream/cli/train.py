@@ -137,7 +137,8 @@ def add_train_decoder_parser(sub) -> None:
     d.add_argument("--minutes", type=float, help="stop after this many minutes (with --steps: whichever comes first)")
     d.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     d.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="any decoder setting, e.g. decoder.perceptual_weight=0.1 decoder.perceptual_encoder=full")
+                   help="a decoder setting, e.g. decoder.perceptual_weight=0.1, or a data one (the model's recipe's "
+                        "otherwise), e.g. data.concepts=[] to train on every concept's images")
     d.set_defaults(func=cmd_train_decoder)
 
 

@@ -217,13 +217,13 @@ def finetune_and_report(vae: AutoencoderKL, images_uint8: torch.Tensor, cfg, run
 
 def finetune_model_decoder(model: str | Path, out: str | Path, overrides: list[str] | tuple[str, ...] = (),
                            resume: bool = False, cpu: bool | None = None) -> Path:
-    """`minicream train-decoder`: an exported model's decoder fine-tuned on the data of its recipe (`overrides`:
-    `decoder.*` settings, as `--set`). Writes OUT/model, the same model with the new decoder (its model_index.json
+    """`minicream train-decoder`: an exported model's decoder fine-tuned on the data of its recipe (`overrides`, as
+    `--set`: `decoder.*` settings, or `data.*` ones, e.g. data.concepts=[] for every concept's images). Writes OUT/model, the same model with the new decoder (its model_index.json
     records the stage's settings and the held-out figures before and after); checkpoints in OUT/decoder."""
     import json
     import shutil
 
-    from ..config import RecipeConfig, build_dataclass, config_to_dict, read_toml
+    from ..config import RecipeConfig, apply_overrides, build_dataclass, config_to_dict
     from ..config_checks import validate_config
     from ..data.folder import images_to_tensor
     from ..io.atomic import read_json, write_text_atomic
@@ -238,7 +238,7 @@ def finetune_model_decoder(model: str | Path, out: str | Path, overrides: list[s
     index = read_json(src / MODEL_INDEX, max_bytes=MAX_INDEX_BYTES)
     recipe = json.loads(json.dumps(index.get("recipe") or {}))
     recipe.pop("decoder", None)  # the settings of an earlier fine-tune are not this one's
-    recipe["decoder"] = read_toml(None, overrides).get("decoder", {})
+    apply_overrides(recipe, overrides)  # decoder.* settings, or data.* to train on other images
     cfg = build_dataclass(RecipeConfig, recipe)
     validate_config(cfg)
     if cfg.decoder.train.steps <= 0:
