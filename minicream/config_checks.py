@@ -38,8 +38,9 @@ def _choice(field: str, value, choices) -> None:
         _fail(field, value, "must be one of " + ", ".join(map(str, choices)))
 
 
-def _train(prefix: str, t) -> None:
-    for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "log_every"):
+def _train(prefix: str, t, min_steps: int = 1) -> None:
+    _int(f"{prefix}.steps", t.steps, min_steps)
+    for name in ("batch_size", "grad_accum", "checkpoint_every", "log_every"):
         _int(f"{prefix}.{name}", getattr(t, name), 1)
     _int(f"{prefix}.warmup_steps", t.warmup_steps, 0)
     _int(f"{prefix}.seed", t.seed, 0)
@@ -112,6 +113,14 @@ def validate_config(cfg) -> None:
         _int(f"evaluator.{name}", getattr(cfg.evaluator, name), 0)
     for name in ("max_minutes", "judge_max_minutes"):
         _num(f"evaluator.{name}", getattr(cfg.evaluator, name), 0.0)
+    dec = cfg.decoder
+    _train("decoder.train", dec.train, min_steps=0)  # 0 steps: no stage 3b
+    for name in ("chroma_weight", "perceptual_weight", "gan_weight"):
+        _num(f"decoder.{name}", getattr(dec, name), 0.0)
+    _int("decoder.gan_start", dec.gan_start, 0)
+    if not isinstance(dec.perceptual_encoder, str) or (dec.perceptual_weight and not dec.perceptual_encoder):
+        _fail("decoder.perceptual_encoder", dec.perceptual_encoder,
+              "must name a model folder or shipped model with an evaluator when decoder.perceptual_weight > 0")
 
 
 def validate_distill(cfg) -> None:

@@ -85,14 +85,13 @@ def test_perceptual_and_critic_terms_train(tiny_evaluated_model, emoji_root, tmp
     assert any(k.startswith("critic.") for k in state) and any(k.startswith("vae.decoder.") for k in state)
 
 
-def test_perceptual_weight_needs_an_encoder(tiny_model, emoji_root, tmp_path):
-    from minicream.models.autoencoder import load_autoencoder
-    from minicream.training.decoder import finetune_decoder
-
-    cfg = tiny_config(emoji_root, "decoder.train.steps=2", "decoder.perceptual_weight=0.1")
-    with pytest.raises(MinicreamError, match="perceptual_encoder"):
-        finetune_decoder(load_autoencoder(tiny_model / "vae"), torch.zeros(4, 3, 64, 64, dtype=torch.uint8),
-                         cfg.decoder, tmp_path / "run", lambda s: None, cpu=True)
+def test_bad_decoder_settings_are_refused(emoji_root):
+    for override, field in (("decoder.perceptual_weight=0.1", "decoder.perceptual_encoder"),
+                            ("decoder.gan_weight=-1", "decoder.gan_weight"), ("decoder.gan_weight='abc'", "decoder.gan_weight"),
+                            ("decoder.train.steps=-5", "decoder.train.steps")):
+        with pytest.raises(MinicreamError, match=field):
+            tiny_config(emoji_root, override)
+    assert tiny_config(emoji_root, "decoder.train.steps=0").decoder.train.steps == 0  # 0: no stage 3b
 
 
 def test_train_decoder_cli_writes_a_model_with_the_new_decoder(tiny_model, emoji_root, tmp_path, capsys):
@@ -128,13 +127,18 @@ def test_train_decoder_cli_writes_a_model_with_the_new_decoder(tiny_model, emoji
     assert (model / "vae" / "model.safetensors").read_bytes() == before
 
 
-def test_train_decoder_cli_needs_a_length(tiny_model, tmp_path, capsys):
+def test_train_decoder_cli_refuses_bad_input_in_one_line(tiny_model, tmp_path, capsys):
     from minicream.cli import main
 
-    assert main(["train-decoder", "--model", str(tiny_model), "--out", str(tmp_path / "d")]) == 2
-    err = capsys.readouterr().err
-    assert "--steps or --minutes" in err and "Traceback" not in err
-    assert not (tmp_path / "d").exists()
+    for argv, says in (([], "--steps or --minutes"), (["--steps", "2", "--set", "decoder.gan_weight=abc"], "gan_weight"),
+                       (["--steps", "-5"], "decoder.train.steps")):
+        assert main(["train-decoder", "--model", str(tiny_model), "--out", str(tmp_path / "d"), *argv]) == 2
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert not (tmp_path / "d").exists()
+    assert main(["train-decoder", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "d"), "--steps", "2"]) == 2
+    assert "neither a shipped model" in capsys.readouterr().err
+
 
 
 def test_recipe_stage_3b_fine_tunes_the_run_decoder(tiny_model, emoji_root, tmp_path):

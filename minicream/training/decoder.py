@@ -121,10 +121,7 @@ def decoder_loss(images_uint8: torch.Tensor, latents: torch.Tensor, section):
 
 def _build_tuner(vae: AutoencoderKL, section) -> DecoderTuner:
     features = None
-    if section.perceptual_weight > 0:
-        if not section.perceptual_encoder:
-            raise MinicreamError("decoder.perceptual_weight needs decoder.perceptual_encoder (a model folder or a "
-                                 "shipped model's name whose evaluator gives the features)")
+    if section.perceptual_weight > 0:  # config_checks refuses a weight without an encoder
         features = FeatureDistance(_evaluator_dir(section.perceptual_encoder))
     critic = PatchCritic() if section.gan_weight > 0 else None
     return DecoderTuner(vae, critic, features)
@@ -227,12 +224,15 @@ def finetune_model_decoder(model: str | Path, out: str | Path, overrides: list[s
     from ..config_checks import validate_config
     from ..data.folder import images_to_tensor
     from ..io.atomic import read_json, write_text_atomic
-    from ..io.model_dir import MAX_INDEX_BYTES, MODEL_INDEX, resolve_model
+    from ..io.model_dir import MAX_INDEX_BYTES, MODEL_INDEX, SHIPPED, resolve_model
     from ..models.autoencoder import load_autoencoder, save_autoencoder
     from .recipe import RunLog, load_training_data
     from .stages import mark_done, stage_done
 
     src, run = resolve_model(model), Path(out)
+    if not (src / MODEL_INDEX).is_file():
+        raise MinicreamError(f"--model {model}: neither a shipped model's name ({', '.join(SHIPPED)}) nor a model "
+                             f"folder (no {MODEL_INDEX})")
     if run.exists() and any(run.iterdir()) and not resume:
         raise MinicreamError(f"{run} is not empty; pass --resume to continue that run or choose another --out")
     index = read_json(src / MODEL_INDEX, max_bytes=MAX_INDEX_BYTES)
