@@ -110,7 +110,7 @@ def test_train_decoder_cli_writes_a_model_with_the_new_decoder(tiny_model, emoji
     assert (model / "unet" / "model.safetensors").read_bytes() == (tiny_model / "unet" / "model.safetensors").read_bytes()
     index = json.loads((model / "model_index.json").read_text())
     report = index["decoder_finetune"]
-    assert set(report) == {"from", "before", "after"}
+    assert set(report) == {"from", "data", "before", "after"}
     assert {"psnr_db", "green_kept", "sharpness", "by_design"} <= set(report["after"])
     test = [json.loads(line) for line in (emoji_root / "test" / "metadata.jsonl").read_text().splitlines()]
     assert set(report["after"]["by_design"]) == {row["style"] for row in test}
@@ -164,3 +164,6 @@ def test_train_decoder_takes_data_overrides(tiny_model, tmp_path):
     assert main(["train-decoder", "--model", str(tiny_model), "--out", str(out), "--steps", "1",
                  "--set", "data.limit=5", "--set", "data.scene_ratio=0.0"]) == 0
     assert "decoder: 5 images encoded once" in (out / "train_log.txt").read_text()
+    index = json.loads((out / "model" / "model_index.json").read_text())
+    assert index["decoder_finetune"]["data"]["limit"] == 5  # the images the decoder saw...
+    assert index["recipe"]["data"] == json.loads((tiny_model / "model_index.json").read_text())["recipe"]["data"]  # ...not the UNet's

@@ -255,8 +255,9 @@ def finetune_model_decoder(model: str | Path, out: str | Path, overrides: list[s
             shutil.rmtree(dst)
         shutil.copytree(src, dst)
         save_autoencoder(vae, dst / "vae", dtype=torch.bfloat16)
-        index["recipe"] = config_to_dict(cfg)
-        index["decoder_finetune"] = {"from": str(src), "before": before, "after": after}
+        # the recipe stays the one the UNet was trained by; the fine-tune's own settings and images go beside it
+        index.setdefault("recipe", {})["decoder"] = config_to_dict(cfg.decoder)
+        index["decoder_finetune"] = {"from": str(src), "data": config_to_dict(cfg.data), "before": before, "after": after}
         write_text_atomic(dst / MODEL_INDEX, json.dumps(index, indent=1))
         mark_done(run, "decoder", {"before": before, "after": after})
     return run / "model"
