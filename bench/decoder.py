@@ -36,13 +36,18 @@ def main() -> None:
     ap.add_argument("--data", default="data/emoji", help="dataset root (its test split)")
     ap.add_argument("--out", help="JSON of the figures")
     ap.add_argument("--grid", help="PNG: real | each model's round trip")
-    ap.add_argument("--rows", type=int, default=8, help="grid rows (images), spread over the designs")
+    ap.add_argument("--labels", help="comma-separated grid labels, one per model (default: the folder names)")
+    ap.add_argument("--images", type=int, default=8, help="grid columns (images), spread over the designs")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--prompts", help="comma-separated prompts: drawn by the first model's UNet (seed --seed), decoded "
+                                      "by each model's decoder, into --generated-grid")
+    ap.add_argument("--generated-grid", help="PNG: a row per model of the prompts' pictures")
     args = ap.parse_args()
 
     cfg = load_config("full", [f"data.root={args.data!r}"])
     images, designs = heldout_split(cfg)
     results, rounds = {}, []
+    names = ["real"] + (args.labels.split(",") if args.labels else [_short(m) for m in args.models])
     for name in args.models:
         path = resolve_model(name)
         vae = load_autoencoder(path / "vae")
@@ -58,11 +63,10 @@ def main() -> None:
         rng = random.Random(args.seed)
         by_design = {d: [i for i, x in enumerate(designs) if x == d] for d in sorted(set(designs))}
         picks = []
-        while len(picks) < args.rows and any(by_design.values()):
+        while len(picks) < args.images and any(by_design.values()):
             for d, pool in by_design.items():
-                if pool and len(picks) < args.rows:
+                if pool and len(picks) < args.images:
                     picks.append(pool.pop(rng.randrange(len(pool))))
-        names = ["real"] + [_short(m) for m in args.models]
         tiles, labels = [], []
         for name, batch in zip(names, [images] + rounds):  # one row per source, one column per image
             for i in picks:
@@ -70,6 +74,23 @@ def main() -> None:
                 labels.append(f"{name} {designs[i]}" if name == "real" else name)
         image_grid(tiles, cols=len(picks), labels=labels, scale=2).save(args.grid)
         print("grid:", args.grid)
+    if args.prompts and args.generated_grid:
+        generated_grid(args, [p.strip() for p in args.prompts.split(",")], names[1:])
+
+
+def generated_grid(args, prompts: list[str], names: list[str]) -> None:
+    """The same latents (the first model's UNet, one seed) through every model's decoder: what a user sees change."""
+    from minicream.pipelines import Pipeline
+
+    pipe = Pipeline.from_pretrained(resolve_model(args.models[0]))
+    tiles, labels = [], []
+    for name, model in zip(names, args.models):
+        pipe.vae = load_autoencoder(resolve_model(model) / "vae")
+        for p in prompts:
+            tiles.append(pipe(p, seed=args.seed)[0])
+            labels.append(f"{name}: {p}"[:24])
+    image_grid(tiles, cols=len(prompts), labels=labels, scale=2).save(args.generated_grid)
+    print("generated grid:", args.generated_grid)
 
 
 if __name__ == "__main__":
