@@ -47,6 +47,10 @@ class DataConfig:
     augment_zoom: float = 0.75
     augment_shift: int = 4
 
+    def folder(self) -> Path:
+        """Where the images are read: `root` for the built emoji dataset, else the `source` folder itself."""
+        return Path(self.root if self.source == "emoji" else self.source)
+
 
 @dataclass
 class TextConfig:

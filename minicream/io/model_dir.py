@@ -49,6 +49,17 @@ def resolve_model(model: str | Path | None) -> Path:
     return Path(model)
 
 
+def evaluator_folder(name: str | Path, setting: str) -> Path:
+    """An evaluator folder given directly, or the one inside a model folder or shipped model (REPA's targets, the
+    decoder fine-tune's perceptual features); refused with the config `setting` named."""
+    path = Path(name)
+    if not (path / "config.json").is_file():
+        path = resolve_model(str(name)) / EVALUATOR_DIR
+    if not (path / "config.json").is_file():
+        raise MinicreamError(f"{setting}: no evaluator in {name} (a model folder or a shipped model's name)")
+    return path
+
+
 def _field(index: dict, path: Path, key: str, kind: type | tuple, where: dict | None = None):
     node = index if where is None else where
     value = node.get(key) if isinstance(node, dict) else None

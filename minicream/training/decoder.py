@@ -122,20 +122,11 @@ def decoder_loss(images_uint8: torch.Tensor, latents: torch.Tensor, section):
 def _build_tuner(vae: AutoencoderKL, section) -> DecoderTuner:
     features = None
     if section.perceptual_weight > 0:  # config_checks refuses a weight without an encoder
-        features = FeatureDistance(_evaluator_dir(section.perceptual_encoder))
+        from ..io.model_dir import evaluator_folder
+
+        features = FeatureDistance(evaluator_folder(section.perceptual_encoder, "decoder.perceptual_encoder"))
     critic = PatchCritic() if section.gan_weight > 0 else None
     return DecoderTuner(vae, critic, features)
-
-
-def _evaluator_dir(name: str) -> Path:
-    from ..io.model_dir import resolve_model
-
-    path = Path(name)
-    if not (path / "config.json").is_file():
-        path = resolve_model(name) / "evaluator"
-    if not (path / "config.json").is_file():
-        raise MinicreamError(f"decoder.perceptual_encoder: no evaluator in {name} (a model folder or a shipped model's name)")
-    return path
 
 
 def finetune_decoder(vae: AutoencoderKL, images_uint8: torch.Tensor, section, run: Path, log, resume: bool = False,
@@ -190,7 +181,7 @@ def heldout_split(cfg) -> tuple[torch.Tensor, list[str]]:
     """The dataset's test images (the training split where there is none) and each one's design."""
     from ..data.folder import images_to_tensor, load_caption_folder
 
-    root = Path(cfg.data.root) if cfg.data.source == "emoji" else Path(cfg.data.source)
+    root = cfg.data.folder()
     try:
         test = load_caption_folder(root, size=cfg.data.size, split="test")
     except MinicreamError:

@@ -181,7 +181,7 @@ def run_recipe(cfg: RecipeConfig, run_dir: str | Path, resume: bool = False, cpu
     all_examples = examples + scenes
     check_data(run, cfg)  # the dataset may have been (re)built just now
     if _stage_done(run, "data") is None:
-        root = Path(cfg.data.root if cfg.data.source == "emoji" else cfg.data.source)
+        root = cfg.data.folder()
         _mark_done(run, "data", {"fingerprint": data_fingerprint(root), "images": len(examples), "scenes": len(scenes)})
     log(f"1. data: {len(examples)} images + {len(scenes)} scenes ({time.time() - t0:.1f}s)")
 
@@ -315,7 +315,7 @@ def train_model_evaluator(cfg: RecipeConfig, model_dir: Path, run_dir: Path, log
                                                      ("train.max_minutes", e.max_minutes),
                                                      ("judge_train.max_minutes", e.judge_max_minutes)) if value]
     recipe = dataclasses.replace(load_recipe(e.preset, overrides), concepts=tuple(cfg.data.concepts), groups=tuple(cfg.data.groups))
-    root = cfg.data.root if cfg.data.source == "emoji" else cfg.data.source
+    root = cfg.data.folder()
     if cfg.init_from:  # a warm-started sitting: the evaluator depends only on its recipe and the data
         reused = reuse_evaluator(Path(cfg.init_from) / EVALUATOR_DIR, recipe, root, model_dir / EVALUATOR_DIR)
         if reused is not None:
@@ -359,7 +359,7 @@ def _warm_start(model: torch.nn.Module, unet_dir: Path) -> None:
 
 
 def _heldout_images(cfg: RecipeConfig) -> torch.Tensor:
-    root = Path(cfg.data.root) if cfg.data.source == "emoji" else Path(cfg.data.source)
+    root = cfg.data.folder()
     try:
         test = load_caption_folder(root, size=cfg.data.size, split="test")
     except MinicreamError:
@@ -395,4 +395,4 @@ def export_model(model_dir: Path, cfg: RecipeConfig, unet, vae, objective, encod
         index["training"] = training
     (model_dir / MODEL_INDEX).write_text(json.dumps(index, indent=1))
     (model_dir / "vocabulary.json").write_text(json.dumps(vocabulary, ensure_ascii=False, indent=0))
-    write_model_concepts(model_dir, vocabulary, cfg.data.root if cfg.data.source == "emoji" else cfg.data.source)
+    write_model_concepts(model_dir, vocabulary, cfg.data.folder())

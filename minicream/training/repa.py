@@ -73,14 +73,9 @@ def encoder_targets(encoder_dir: str | Path, images_uint8: torch.Tensor, size: i
     """The frozen evaluator tower's feature map of every image at size x size (bf16, (N, C, size, size)): the
     first stage at or below that resolution, average-pooled to it."""
     from ..evaluator.model import MiniCLIP
-    from ..io.model_dir import resolve_model
+    from ..io.model_dir import evaluator_folder
 
-    path = Path(encoder_dir)
-    if not (path / "config.json").exists():
-        path = resolve_model(str(encoder_dir)) / "evaluator"
-    if not (path / "config.json").exists():
-        raise MinicreamError(f"unet.repa_encoder: no evaluator in {encoder_dir} (a model folder or a shipped model's name)")
-    clip = MiniCLIP.from_pretrained(path).float().eval()
+    clip = MiniCLIP.from_pretrained(evaluator_folder(encoder_dir, "unet.repa_encoder")).float().eval()
     tower = clip.image_tower
     out = []
     for i in range(0, len(images_uint8), batch_size):

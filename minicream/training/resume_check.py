@@ -86,7 +86,7 @@ def check_data(run: Path, cfg: RecipeConfig) -> None:
         old = json.loads(stage.read_text()).get("fingerprint")
     except (ValueError, AttributeError):
         old = None
-    root = Path(cfg.data.root if cfg.data.source == "emoji" else cfg.data.source)
+    root = cfg.data.folder()
     if old and root.is_dir() and data_fingerprint(root) != old:
         raise MinicreamError(f"--resume: the dataset in {root} is not the one this run was trained on "
                              "(its captions changed); start a new run with another --out")
