@@ -123,6 +123,29 @@ def validate_config(cfg) -> None:
               "must name a model folder or shipped model with an evaluator when decoder.perceptual_weight > 0")
 
 
+def validate_upscaler(cfg) -> None:
+    """Raise MinicreamError for the first invalid field of an UpscalerRecipe (training/upscaler.py)."""
+    if not isinstance(cfg.data, str) or not cfg.data:
+        _fail("data", cfg.data, "must be a dataset folder")
+    for name, lo in (("crop", 0), ("heldout", 1), ("steps", 1)):
+        _int(name, getattr(cfg, name), lo)
+    if not cfg.model.channels or any(not isinstance(c, int) or c < 8 or c % 8 for c in cfg.model.channels):
+        _fail("model.channels", cfg.model.channels, "must be a list of multiples of 8")
+    if cfg.crop and cfg.crop % cfg.model.multiple:
+        _fail("crop", cfg.crop, f"must be a multiple of {cfg.model.multiple} (the network's levels), or 0")
+    _num("blur_prob", cfg.blur_prob, 0.0, 1.0)
+    _num("blur_max", cfg.blur_max, 0.0, 4.0)
+    if not cfg.report_steps or any(not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in cfg.report_steps):
+        _fail("report_steps", cfg.report_steps, "must be a list of step counts >= 1")
+    m = cfg.model
+    _int("model.scale", m.scale, 2)
+    _int("model.layers_per_block", m.layers_per_block, 1)
+    _num("model.residual_scale", m.residual_scale, 0.0)
+    _num("model.max_noise_level", m.max_noise_level, 0.0, 1.0)
+    _num("noise_level", cfg.noise_level, 0.0, m.max_noise_level)
+    _train("train", cfg.train)
+
+
 def validate_distill(cfg) -> None:
     """Raise MinicreamError for the first invalid field of a DistillConfig (training/distill.py)."""
     if not isinstance(cfg.teacher, str):

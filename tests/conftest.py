@@ -112,3 +112,19 @@ def minilm(tmp_path_factory):
         os.environ.pop("MINICREAM_CACHE_DIR")
     else:
         os.environ["MINICREAM_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_upscaled_model(tmp_path_factory, tiny_model) -> Path:
+    """A copy of the tiny model with an untrained tiny upscaler in `upscaler/` (the plumbing: sizes, PNGs, re-runs)."""
+    import json
+    import shutil
+
+    from minicream.models.upscaler import Upscaler, UpscalerConfig
+
+    model = tmp_path_factory.mktemp("upscaled") / "model"
+    shutil.copytree(tiny_model, model)
+    torch.manual_seed(0)
+    Upscaler(UpscalerConfig(channels=(8, 16), layers_per_block=1)).save_pretrained(model / "upscaler", torch.bfloat16)
+    (model / "upscaler" / "upscaler.json").write_text(json.dumps({"steps": 2, "noise_level": 0.05}))
+    return model

@@ -36,6 +36,10 @@ class FakePipe:
     model_dir = Path("fake-model")
     model_hash = "0123456789"
 
+    @property
+    def sizes(self) -> list[int]:  # no upscaler: the native size only
+        return [self.image_size]
+
     def __init__(self, gate: threading.Event | None = None, step_seconds: float = 0.0, fail: Exception | None = None):
         self.gate, self.step_seconds, self.fail = gate, step_seconds, fail
         self.calls: list[dict] = []

@@ -222,3 +222,26 @@ def test_page_sends_guidance_max_noise_and_cads_only_when_changed(browser, tmp_p
         page.wait_for_selector("#results .card img", timeout=30_000)
         assert plain.calls and not errors, errors
         page.close()
+
+
+def test_page_draws_at_256_through_the_upscaler(browser, tiny_upscaled_model, tmp_path):
+    """A model with an upscaler: the page offers its sizes, and the larger one comes back at that size."""
+    from minicream.pipelines import Pipeline
+
+    pipe = Pipeline.from_pretrained(tiny_upscaled_model)
+    big = 4 * pipe.image_size
+    with serve_in_thread(create_app(pipe, ServeSettings(output_dir=tmp_path, token=None, timeout=120))) as url:
+        page, errors = open_page(browser, url)
+        assert not page.locator("#size-label").is_hidden()
+        page.select_option("#size", str(big))
+        page.fill("#prompt", "red apple")
+        page.fill("#steps", "2")
+        page.fill("#num_images", "1")
+        page.click("#generate")
+        page.wait_for_selector("#results .card img", timeout=120_000)
+        src = page.get_attribute("#results .card img", "src")
+        im = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
+        assert im.size == (big, big)
+        assert "upscaler" in page.locator("#results .card").first.inner_text()
+        assert not errors, errors
+        page.close()

@@ -1,8 +1,8 @@
 """Command line: `minicream data | train | distill | generate | filter | edit | vary | outpaint | blend | grid | info |
-serve | train-evaluator | train-decoder | eval | feedback | samplers | finetune`. A thin layer over the library, one module per group of commands:
+serve | train-evaluator | train-decoder | train-upscaler | upscale | eval | feedback | samplers | finetune`. A thin layer over the library, one module per group of commands:
 
     data.py            data emoji, data fetch
-    train.py           train, train-decoder, distill
+    train.py           train, train-decoder, distill, train-upscaler
     generate.py        generate, grid
     edit.py            edit, vary, outpaint, blend
     modes.py           every mode command's flags, from the modes' declared options; `minicream MODE` for any
@@ -15,6 +15,7 @@ serve | train-evaluator | train-decoder | eval | feedback | samplers | finetune`
     evaluate.py        train-evaluator, eval
     finetune.py        finetune (adapters), and the --adapter flag of generate, edit, vary, outpaint, blend
     feedback.py        feedback export, feedback stats, train-evaluator --feedback
+    upscale.py         upscale
 
 Errors caused by the user (MinicreamError) print one line and exit with status 2; no tracebacks.
 """
@@ -27,7 +28,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import MinicreamError
-from . import data, edit, evaluate, feedback, finetune, generate, info, modes, prompt_filter, serving, train
+from . import data, edit, evaluate, feedback, finetune, generate, info, modes, prompt_filter, serving, train, upscale
 from .rerun import EDIT_COMMANDS
 
 DRAWN_BY = {**EDIT_COMMANDS, "text2img": "generate", "scene": "generate"}  # mode -> the command that draws it
@@ -40,11 +41,12 @@ def _one_line_warnings() -> None:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="minicream", description="Train a small text-to-image diffusion model from scratch on a CPU, and generate with it.")
     sub = ap.add_subparsers(dest="command", required=True)
-    for add in (data.add_parsers, train.add_train_parser, train.add_train_decoder_parser, train.add_distill_parser, generate.add_generate_parser,
+    for add in (data.add_parsers, train.add_train_parser, train.add_train_decoder_parser, train.add_distill_parser,
+                train.add_train_upscaler_parser, generate.add_generate_parser,
                 prompt_filter.add_parsers, edit.add_edit_parser, edit.add_vary_parser, edit.add_outpaint_parser,
                 edit.add_blend_parser, generate.add_grid_parser, info.add_info_parser, serving.add_parsers,
                 evaluate.add_train_evaluator_parser, evaluate.add_eval_parser, feedback.add_parsers,
-                info.add_samplers_parser, finetune.add_finetune_parser):
+                info.add_samplers_parser, finetune.add_finetune_parser, upscale.add_upscale_parser):
         add(sub)
     from ..pipelines import Pipeline
 

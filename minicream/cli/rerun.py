@@ -8,7 +8,8 @@ from ..errors import MinicreamError
 EDIT_COMMANDS = {"img2img": "edit", "inpaint": "edit", "outpaint": "outpaint", "variation": "vary", "blend": "blend"}
 
 STORED = {"prompt": "prompt", "negative_prompt": "negative_prompt", "steps": "steps", "guidance": "cfg_scale",
-          "sampler": "sampler", "seed": "seed", "strength": "strength", "style": "style"}  # option -> key in the PNG's parameters
+          "sampler": "sampler", "seed": "seed", "strength": "strength", "style": "style", "size": "size",
+          "upscale_steps": "upscale_steps", "upscale_noise": "upscale_noise"}  # option -> key in the PNG's parameters
 
 
 def from_png(path, allowed: tuple[str, ...]) -> dict:

@@ -154,3 +154,33 @@ def add_distill_parser(sub) -> None:
     di.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     di.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field, e.g. reflow.lr=2e-4")
     di.set_defaults(func=cmd_distill)
+
+
+UPSCALER_FLAGS = {"data": "data", "steps": "train.steps", "minutes": "train.max_minutes"}
+
+
+def cmd_train_upscaler(args) -> None:
+    from ..config import to_toml
+    from ..training.upscaler import load_upscaler_recipe
+
+    cfg = load_upscaler_recipe(args.config, flag_overrides(args, UPSCALER_FLAGS))
+    if args.dry_run:
+        print(to_toml(cfg))
+        return
+    from ..training.upscaler import run_upscaler
+
+    print(f"upscaler written to {run_upscaler(cfg, args.out, resume=args.resume)}")
+
+
+def add_train_upscaler_parser(sub) -> None:
+    u = sub.add_parser("train-upscaler", help="the 64 -> 256 px diffusion upscaler, on the dataset rendered at 256 px")
+    u.add_argument("--out", default="runs/upscaler", help="run directory; the upscaler is written to OUT/upscaler")
+    u.add_argument("--config", default="upscaler", help="preset name or TOML file (default: upscaler)")
+    u.add_argument("--data", help="the 256-px dataset (default data/emoji256: minicream data emoji --size 256 "
+                                  "--no-skin-tones data/emoji256)")
+    u.add_argument("--steps", type=int, help="optimizer steps")
+    u.add_argument("--minutes", type=float, help="stop training after this many minutes")
+    u.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    u.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    u.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field, e.g. model.channels=[32,64]")
+    u.set_defaults(func=cmd_train_upscaler)

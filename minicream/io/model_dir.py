@@ -3,6 +3,7 @@
     model_index.json   format, image size, objective (scheduler), text encoder, sampling defaults, recipe
     unet/ vae/         config.json + model.safetensors (bf16)
     evaluator/         the best-of-N evaluator; evaluator/judge/ the separate judge used by `minicream eval`
+    upscaler/          optional: the diffusion upscaler (config.json, model.safetensors, upscaler.json settings)
     concepts.json      the concepts and styles the language filter maps prompts to (vocabulary.json: the captions)
     train_log.txt      how the weights were made
 
@@ -19,7 +20,7 @@ from ..errors import MinicreamError
 from .atomic import read_json
 
 MODEL_INDEX = "model_index.json"
-UNET_DIR, VAE_DIR, EVALUATOR_DIR, JUDGE_DIR = "unet", "vae", "evaluator", "judge"
+UNET_DIR, VAE_DIR, EVALUATOR_DIR, JUDGE_DIR, UPSCALER_DIR = "unet", "vae", "evaluator", "judge", "upscaler"
 PREDICTION_TYPES = ("epsilon", "v_prediction", "flow")
 MAX_INDEX_BYTES = 1 << 20  # model_index.json is a few KB
 
@@ -121,6 +122,10 @@ class ModelDir:
     @property
     def evaluator(self) -> Path:
         return self.path / EVALUATOR_DIR
+
+    @property
+    def upscaler(self) -> Path:
+        return self.path / UPSCALER_DIR
 
     @property
     def judge(self) -> Path:

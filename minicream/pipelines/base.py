@@ -10,6 +10,7 @@
     decode          decode()
     attach          attach() (metadata.py): the generation parameters, written into the PNG by `save_png`
     rerank          rerank(): best-of-N by the model's evaluator
+    upscale         upscale(): the model's diffusion upscaler to a larger size (upscale.py), when one is asked for
 
 Chunks always have the same size (the last one is padded), so an image depends only on its own seed and settings,
 never on how many images were asked for together. Modes (the other files of this package) are thin functions over
@@ -314,6 +315,28 @@ class Pipeline(AdapterMixin):  # load_adapter, set_adapters, unload_adapter (ada
         for i in best:
             images[i].info[PARAMS_KEY].update(score=round(float(scores[i]), 5), num_candidates=n)
         return [images[i] for i in best]
+
+    # -- upscale --------------------------------------------------------------------------------------
+    @cached_property
+    def upscaler(self):
+        """The model's diffusion upscaler (`model_dir/upscaler`, upscale.py), loaded on first use."""
+        from .upscale import load
+
+        return load(self)
+
+    @property
+    def sizes(self) -> list[int]:
+        """The output sizes this model draws: its native one, and larger ones with an upscaler."""
+        from .upscale import sizes
+
+        return sizes(self)
+
+    def upscale(self, images: list[Image.Image], size: int, steps: int | None = None,
+                noise_level: float | None = None) -> list[Image.Image]:
+        """Generated images (native size, with their parameters) at `size` (one of `sizes`) by the upscaler."""
+        from .upscale import check_size, upscale_images
+
+        return upscale_images(self, images, check_size(self, size), steps, noise_level)
 
     def name_image(self, pixels: torch.Tensor) -> str:
         """The most likely of the model's concepts for a uint8 (3, H, W) image, by the evaluator."""

@@ -1,21 +1,28 @@
 """Text to image: noise -> denoise -> decode, with best-of-N reranking by the model's evaluator."""
 from __future__ import annotations
 
-from ..errors import MinicreamError
 from ..evaluator.rerank import MAX_CANDIDATES, candidate_seeds, check_candidates
 from ..filter.variety import record_designs, varied_cond
 from .metadata import PARAMS_KEY
 from .modes import FILTER, PROMPT, SAMPLING, Mode, Option
 from .scene import CANVAS, HARMONIZE, render
+from .upscale import UPSCALE, check_size
 
 
-def text2img(pipe, settings, prompt, filter, style, llm, size, num_candidates, keep_top, layout, canvas, harmonize):
+def text2img(pipe, settings, prompt, filter, style, llm, size, upscale_steps, upscale_noise, num_candidates, keep_top,
+             layout, canvas, harmonize):
     pipe.check_prompt(prompt)
     filtered = pipe.filter_prompt(prompt, filter, style=style, llm=llm)  # what was typed -> the model's captions
-    if size is not None and size != pipe.image_size:
-        raise MinicreamError(f"this model draws {pipe.image_size}x{pipe.image_size} images; size {size} is not supported "
-                             "(outpaint extends an image past it)")
+    size = check_size(pipe, size)
+    if size != pipe.image_size:
+        pipe.upscaler.settings(upscale_steps, upscale_noise)  # refuse bad settings before any work
     check_candidates(num_candidates, keep_top)
+    images = _draw(pipe, settings, prompt, filtered, style, num_candidates, keep_top, layout, canvas, harmonize)
+    # the evaluator ranks at the native size, before the upscaler: only the kept images are upscaled
+    return pipe.upscale(images, size, upscale_steps, upscale_noise)
+
+
+def _draw(pipe, settings, prompt, filtered, style, num_candidates, keep_top, layout, canvas, harmonize):
     if num_candidates > 1:
         pipe.evaluator  # fail before any work if the model has no evaluator
     gen_seeds = candidate_seeds(list(settings.seeds), num_candidates)  # == the seeds when num_candidates == 1
@@ -35,7 +42,7 @@ def text2img(pipe, settings, prompt, filter, style, llm, size, num_candidates, k
 MODE = Mode("text2img", "draw images from a prompt", (
     Option("prompt", "str", None, "what to draw", cli=False, required=True, limits=PROMPT),
     *SAMPLING, *FILTER,
-    Option("size", "int", None, "image size in pixels (the model's native size)", limits={"ge": 8, "le": 4096}),
+    *UPSCALE,
     Option("num_candidates", "int", 1, "best-of-N: draw N candidates per image, keep the one the evaluator scores highest",
            limits={"ge": 1, "le": MAX_CANDIDATES}),
     Option("keep_top", "int", 1, "with best-of-N: return this many best candidates per image, best first",

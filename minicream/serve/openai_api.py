@@ -20,7 +20,8 @@ _FORM_FIELDS = {  # OpenAI's multipart fields, for the schema (the route reads a
     "image": {"type": "string", "format": "binary", "description": "PNG, JPEG or WebP; at most 4 MB and 2048x2048 px"},
     "prompt": {"type": "string", "maxLength": MAX_PROMPT_CHARS},
     "n": {"type": "integer", "minimum": 1, "maximum": MAX_IMAGES, "default": 1},
-    "size": {"type": "string", "description": "the model's native WIDTHxHEIGHT, or 'auto'"},
+    "size": {"type": "string", "description": "the model's native WIDTHxHEIGHT, a larger one its upscaler draws "
+                                              "(e.g. 256x256), or 'auto'"},
     "response_format": {"type": "string", "enum": ["b64_json", "url"], "default": "b64_json"},
     "model": {"type": "string", "description": "a loaded model's name (GET /v1/models), with adapters as "
               "'base+adapter[:scale]'; other names mean the default"},
@@ -41,15 +42,16 @@ router = APIRouter(tags=["openai"])
              summary="Create images (OpenAI Images API)")
 async def openai_generate(req: OpenAIImageRequest, request: Request):
     s = served(request)
-    native = f"{s.size}x{s.size}"
-    if req.size not in (None, "auto", native):
-        return error_response(422, f"size: this model draws {native} images; use size '{native}' or 'auto' "
-                                   f"(got {req.size!r})", "size")
     try:
         target, chosen = _target(s, req.model)
     except http_adapters.AdapterRefused as e:
         return error_response(422, str(e), "model")
-    images = await s.generate({"prompt": req.prompt, "num_images": req.n}, mode="text2img", target=target,
+    offered = {f"{k}x{k}": k for k in target.sizes}  # the native size, and larger ones with an upscaler
+    if req.size not in (None, "auto", *offered):
+        return error_response(422, f"size: this model draws {', '.join(offered)} images; use one of them or 'auto' "
+                                   f"(got {req.size!r})", "size")
+    size = {"size": offered[req.size]} if req.size in offered else {}
+    images = await s.generate({"prompt": req.prompt, "num_images": req.n, **size}, mode="text2img", target=target,
                               adapters=chosen)
     return _openai_response(s, images, req.response_format, request, req.prompt)
 

@@ -37,7 +37,7 @@ class OpenAIImageRequest(BaseModel):
     model: Optional[str] = Field(None, max_length=256, description="a loaded model's name, with adapters as "
                                  "'base+adapter[:scale]' (GET /v1/models); others (dall-e-2, ...) mean the default")
     n: int = Field(1, ge=1, le=MAX_IMAGES)
-    size: Optional[str] = Field(None, max_length=32, description="WIDTHxHEIGHT (the model's native size) or 'auto'")
+    size: Optional[str] = Field(None, max_length=32, description="WIDTHxHEIGHT: the model's native size, a larger one its upscaler draws (256x256), or 'auto'")
     response_format: Optional[Literal["b64_json", "url"]] = "b64_json"
     output_format: Optional[Literal["png"]] = None
     stream: Optional[Literal[False]] = None

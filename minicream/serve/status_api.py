@@ -29,7 +29,8 @@ async def progress(client_id: str, request: Request):
             "loaded adapters (name, token, method, style, served scale, hash)")
 async def models(request: Request):
     s = served(request)
-    return {"models": [{"name": name, "image_size": s.size, "model_hash": getattr(pl, "model_hash", None),
+    return {"models": [{"name": name, "image_size": s.size, "sizes": list(getattr(pl, "sizes", [s.size])),
+                        "model_hash": getattr(pl, "model_hash", None),
                         "samplers": list(pl.samplers), "defaults": dict(getattr(pl, "defaults", {}) or {}),
                         "kind": (getattr(pl, "provenance", None) or {}).get("model_kind"),
                         "teacher": (getattr(pl, "provenance", None) or {}).get("teacher"),

@@ -65,6 +65,10 @@ function applyModel(m) {
     $("filter-label").hidden = false;
   }
   $("style-label").hidden = !features.style;
+  const sizes = m.sizes && m.sizes.length ? m.sizes : [imageSize], sz = $("size"); sz.innerHTML = "";
+  for (const k of sizes) { const o = document.createElement("option"); o.value = k; o.textContent = `${k}×${k}`; sz.appendChild(o); }
+  sz.value = imageSize;
+  $("size-label").hidden = sizes.length < 2;  // a model with an upscaler draws larger
   MODES.build(m);  // the editor's modes and their inputs, from the model's declared modes (modes.js)
 }
 
@@ -102,6 +106,7 @@ function readForm() {
   if (!$("guidance_max_noise").disabled && Number($("guidance_max_noise").value) !== maxNoiseDefault) p.guidance_max_noise = Number($("guidance_max_noise").value);
   if (!$("cads").disabled && Number($("cads").value) !== cadsDefault) p.cads = Number($("cads").value);
   if (features.num_candidates) p.num_candidates = Number($("num_candidates").value);
+  if (!$("size-label").hidden && Number($("size").value) !== imageSize) p.size = Number($("size").value);
   Object.assign(p, feedbackForm(p), adaptersForm());
   if (features.filter && $("filter").value) p.filter = $("filter").value;
   if (features.style && $("style").value.trim()) p.style = $("style").value.trim();
@@ -122,6 +127,7 @@ function fillForm(p) {
   $("guidance_max_noise").value = p.guidance_max_noise !== undefined ? p.guidance_max_noise : maxNoiseDefault;
   $("cads").value = p.cads !== undefined ? p.cads : cadsDefault;
   for (const k of ["sampler", "steps", "guidance", "num_images", "num_candidates", "keep_top", "filter", "style"]) if (p[k] !== undefined && p[k] !== null) $(k).value = p[k];
+  $("size").value = p.size || imageSize;
 }
 
 function card(img, index) {
@@ -142,6 +148,7 @@ function card(img, index) {
   if (p.filter) rows.push(["filter", p.filter]);
   if (img.score !== null && img.score !== undefined) rows.push(["score", img.score.toFixed(3)]);
   if (p.num_candidates) rows.push(["candidates", p.num_candidates]);
+  if (p.upscale_steps) rows.push(["upscaler", `${p.upscale_steps} steps, noise ${p.upscale_noise}`]);
   for (const [k, v] of rows) {
     const dt = document.createElement("dt"); dt.textContent = k;
     const dd = document.createElement("dd"); dd.textContent = v;

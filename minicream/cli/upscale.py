@@ -1,0 +1,38 @@
+"""`minicream upscale IMAGE...`: any picture at 4x its size by a model's diffusion upscaler."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def cmd_upscale(args) -> None:
+    from ..errors import MinicreamError
+    from ..io.model_dir import ModelDir, resolve_model
+    from ..io.pngmeta import save_png
+    from ..pipelines import PARAMS_KEY
+    from ..pipelines.upscale import LoadedUpscaler, upscale_any
+    import torch
+
+    model = ModelDir.open(resolve_model(args.model))
+    if not model.has(model.upscaler):
+        raise MinicreamError(f"{model.path} has no upscaler ({model.upscaler} is missing); train one with "
+                             "`minicream train-upscaler`")
+    upscaler = LoadedUpscaler(model.upscaler, torch.device("cpu"))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in args.images:
+        image = upscale_any(upscaler, path, seed=args.seed, steps=args.steps, noise_level=args.noise)
+        target = out / f"{Path(path).stem}_x{upscaler.scale}.png"
+        save_png(image, target, image.info[PARAMS_KEY])
+        print(target)
+
+
+def add_upscale_parser(sub) -> None:
+    u = sub.add_parser("upscale", help="any picture at 4x its size (up to 256 px in) by a model's diffusion upscaler")
+    u.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
+    u.add_argument("--model", help="a shipped model's name or a model folder with an upscaler (default: the default model)")
+    u.add_argument("--steps", type=int, help="sampling steps (default: the upscaler's own)")
+    u.add_argument("--noise", type=float, help="noise added to the input first (more invents more detail; default: the "
+                                               "upscaler's own)")
+    u.add_argument("--seed", type=int, default=0, help="seed of the upscaler's noise")
+    u.add_argument("--out", default="outputs", help="output folder (IMAGE_x4.png)")
+    u.set_defaults(func=cmd_upscale)

@@ -1,0 +1,92 @@
+"""The diffusion upscaler's objective and sampler: rectified flow on the residual over bicubic upsampling.
+
+The target is r0 = residual_scale * (high - bicubic(low)); training noises it along the straight path
+x_t = (1 - t) r0 + t eps and regresses the velocity eps - r0 (minRF), with the low-resolution condition noise-augmented
+at a random level that the network is told (SD x4 upscaler, Imagen SR). Sampling integrates from pure noise with a few
+Euler steps and adds the result back to bicubic. Images are float tensors in [-1, 1], (N, 3, H, W).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def downsample(high: torch.Tensor, scale: int) -> torch.Tensor:
+    """The low-resolution image the upscaler learns to invert (antialiased bicubic, like a resize of a render)."""
+    return F.interpolate(high.float(), scale_factor=1 / scale, mode="bicubic", antialias=True, align_corners=False)
+
+
+def upsample(low: torch.Tensor, scale: int) -> torch.Tensor:
+    """Bicubic upsampling, clamped: the baseline and the condition."""
+    return F.interpolate(low.float(), scale_factor=scale, mode="bicubic", align_corners=False).clamp(-1, 1)
+
+
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of every channel (sigma in pixels; 0 = unchanged)."""
+    if sigma <= 0:
+        return images
+    radius = max(1, math.ceil(3 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=images.dtype)
+    k = torch.exp(-x ** 2 / (2 * sigma ** 2))
+    k = (k / k.sum()).to(images.device)
+    c = images.shape[1]
+    out = F.pad(images, (radius, radius, radius, radius), mode="replicate")
+    out = F.conv2d(out, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(out, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def flow_loss(model, high: torch.Tensor, low: torch.Tensor, levels: torch.Tensor, gen: torch.Generator,
+              crop: int = 0) -> torch.Tensor:
+    """Mean squared velocity error on a batch; `low` is the (possibly degraded) low-resolution image, `levels` the
+    condition noise per image. With `crop`, each image is cut to one random crop x crop window (the network is fully
+    convolutional; the condition and baseline are computed on the whole image first, so crops have no borders)."""
+    scale, rs = model.config.scale, model.config.residual_scale
+    n = len(high)
+    base = upsample(low, scale)
+    cond = upsample(low + levels.view(-1, 1, 1, 1) * torch.randn(low.shape, generator=gen), scale)
+    r0 = (high.float() - base) * rs
+    if crop and crop < high.shape[-1]:
+        side = high.shape[-1]
+        ys = torch.randint(0, side - crop + 1, (n,), generator=gen).tolist()
+        xs = torch.randint(0, side - crop + 1, (n,), generator=gen).tolist()
+        r0 = torch.stack([r0[i, :, y:y + crop, x:x + crop] for i, (y, x) in enumerate(zip(ys, xs))])
+        cond = torch.stack([cond[i, :, y:y + crop, x:x + crop] for i, (y, x) in enumerate(zip(ys, xs))])
+    t = torch.sigmoid(torch.randn(n, generator=gen))  # logit-normal times (SD3), as the base model's objective
+    eps = torch.randn(r0.shape, generator=gen)
+    xt = (1 - t.view(-1, 1, 1, 1)) * r0 + t.view(-1, 1, 1, 1) * eps
+    pred = model(xt, t, cond, levels)
+    return F.mse_loss(pred.float(), eps - r0)
+
+
+@torch.no_grad()
+def sample_upscale(model, low: torch.Tensor, noise: torch.Tensor, steps: int = 4, noise_level: float = 0.0,
+                   level_noise: torch.Tensor | None = None, bf16: bool = False) -> torch.Tensor:
+    """Upscale `low` (N, 3, h, w) in [-1, 1] to (N, 3, h*scale, w*scale): `steps` Euler steps of the flow from `noise`
+    (the residual's starting noise, that shape). `noise_level`: the condition's augmentation at sampling time (SD's
+    noise_level; more lets the network invent more detail over a soft input), drawn from `level_noise` (low's shape).
+    `bf16`: run the fp32 network under bf16 autocast (twice as fast where the CPU has bf16 units)."""
+    cfg = model.config
+    if steps < 1:
+        raise ValueError("upscaler steps must be >= 1")
+    if noise_level < 0 or noise_level > cfg.max_noise_level:
+        raise ValueError(f"upscaler noise level must be in [0, {cfg.max_noise_level}], got {noise_level}")
+    low = low.float()
+    base = upsample(low, cfg.scale)
+    if noise_level > 0:
+        low = low + noise_level * (level_noise if level_noise is not None else torch.randn_like(low))
+    cond = upsample(low, cfg.scale)
+    levels = torch.full((len(low),), float(noise_level))
+    cond = cond.contiguous(memory_format=torch.channels_last)
+    x = noise.float()
+    ts = torch.linspace(1.0, 0.0, steps + 1)
+    for i in range(steps):
+        t, t_next = ts[i], ts[i + 1]
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            v = model(x.contiguous(memory_format=torch.channels_last), t.expand(len(x)), cond, levels).float()
+        x = x + (t_next - t) * v
+    return (base + x / cfg.residual_scale).clamp(-1, 1)
+
+
+__all__ = ["downsample", "flow_loss", "gaussian_blur", "sample_upscale", "upsample"]

@@ -1,0 +1,242 @@
+"""The diffusion upscaler (models/upscaler.py, diffusion/upscale.py, training/upscaler.py): known answers of the
+objective and sampler, a tiny recipe run end to end, and its refusals."""
+import json
+
+import pytest
+import torch
+
+from minicream.errors import MinicreamError
+
+TINY = ["model.channels=[8, 16]", "model.layers_per_block=1", "crop=16", "heldout=4", "report_steps=[1, 2]",
+        "train.steps=6", "train.batch_size=4", "train.warmup_steps=1", "train.log_every=2", "train.checkpoint_every=3",
+        "train.max_minutes=0", "train.ema_decay=0.9"]
+
+
+@pytest.fixture(scope="module")
+def data32(tmp_path_factory):
+    from conftest import TEST_CONCEPTS
+    from minicream.data.emoji import build_emoji_dataset
+
+    root = tmp_path_factory.mktemp("up_data") / "emoji32"
+    build_emoji_dataset(root, size=32, styles=("twemoji", "openmoji"), limit=30, concepts=TEST_CONCEPTS,
+                        skin_tones=False, heldout_fraction=0.3, progress=False)
+    return root
+
+
+def _tiny_model(**kw):
+    from minicream.models.upscaler import Upscaler, UpscalerConfig
+
+    torch.manual_seed(0)
+    return Upscaler(UpscalerConfig(channels=(8, 16), layers_per_block=1, **kw)).eval()
+
+
+def test_resampling_known_answers():
+    from minicream.diffusion.upscale import downsample, gaussian_blur, upsample
+
+    flat = torch.full((1, 3, 16, 16), 0.25)
+    assert torch.allclose(downsample(flat, 4), torch.full((1, 3, 4, 4), 0.25), atol=1e-6)
+    assert torch.allclose(upsample(downsample(flat, 4), 4), flat, atol=1e-6)
+    assert torch.allclose(gaussian_blur(flat, 1.0), flat, atol=1e-6)
+    assert torch.equal(gaussian_blur(flat, 0.0), flat)
+    dot = torch.zeros(1, 1, 9, 9)
+    dot[..., 4, 4] = 1.0
+    blurred = gaussian_blur(dot, 1.0)
+    assert blurred.sum().item() == pytest.approx(1.0, abs=1e-5)  # mass kept
+    assert blurred[..., 4, 4].item() == pytest.approx(1 / (2 * torch.pi), rel=0.05)  # the 2-D Gaussian's peak
+    assert upsample(torch.full((1, 3, 2, 2), 5.0), 4).max() == 1.0  # clamped to the image range
+
+
+def test_a_network_that_predicts_no_residual_returns_bicubic():
+    from minicream.diffusion.upscale import sample_upscale, upsample
+
+    model = _tiny_model()
+    last = model.net.conv_out
+    torch.nn.init.zeros_(last.weight)
+    torch.nn.init.zeros_(last.bias)
+    low = torch.rand(2, 3, 8, 8) * 2 - 1
+    # velocity 0: the residual stays the starting noise; with zero noise the result is exactly bicubic
+    out = sample_upscale(model, low, torch.zeros(2, 3, 32, 32), steps=3)
+    assert torch.allclose(out, upsample(low, 4), atol=1e-6)
+    with pytest.raises(ValueError, match="noise level"):
+        sample_upscale(model, low, torch.zeros(2, 3, 32, 32), noise_level=0.9)
+    with pytest.raises(ValueError, match="steps"):
+        sample_upscale(model, low, torch.zeros(2, 3, 32, 32), steps=0)
+
+
+def test_the_flow_loss_has_the_velocity_target():
+    """A network that returns the exact velocity eps - r0 has zero loss: check through a stub with the same
+    interface, which recovers eps and r0 from what it is given."""
+    from minicream.diffusion.upscale import flow_loss, upsample
+    from minicream.models.upscaler import UpscalerConfig
+
+    high = torch.rand(2, 3, 16, 16) * 2 - 1
+    low = torch.rand(2, 3, 4, 4) * 2 - 1
+    seen = {}
+
+    class Stub(torch.nn.Module):
+        config = UpscalerConfig(channels=(8, 16))
+
+        def forward(self, x, t, cond, levels):
+            seen.update(x=x, t=t, cond=cond, levels=levels)
+            return torch.zeros_like(x)
+
+    gen = torch.Generator().manual_seed(0)
+    loss = flow_loss(Stub(), high, low, torch.zeros(2), gen)
+    r0 = (high - upsample(low, 4)) * Stub.config.residual_scale
+    t = seen["t"].view(-1, 1, 1, 1)
+    eps = (seen["x"] - (1 - t) * r0) / t
+    assert loss.item() == pytest.approx((eps - r0).pow(2).mean().item(), rel=1e-4)
+    assert torch.allclose(seen["cond"], upsample(low, 4))  # level 0: the condition is the clean low image
+    assert seen["x"].shape == high.shape
+    loss = flow_loss(Stub(), high, low, torch.zeros(2), gen, crop=8)
+    assert seen["x"].shape == (2, 3, 8, 8) and seen["cond"].shape == (2, 3, 8, 8)
+
+
+def test_recipe_trains_exports_and_reports(data32, tmp_path):
+    from minicream.models.upscaler import Upscaler
+    from minicream.training.upscaler import load_upscaler_recipe, run_upscaler, upscale_uint8
+
+    cfg = load_upscaler_recipe("upscaler", [f"data={str(data32)!r}", *TINY])
+    folder = run_upscaler(cfg, tmp_path / "run")
+    model = Upscaler.from_pretrained(folder)
+    settings = json.loads((folder / "upscaler.json").read_text())
+    assert settings["steps"] == cfg.steps and settings["recipe"]["model"]["channels"] == [8, 16]
+    report = settings["report"]
+    assert set(report["methods"]) == {"bicubic", "lanczos", "upscaler_1", "upscaler_2"}
+    assert report["size"] == 32 and 1 <= report["n"] <= 4
+    for m in report["methods"].values():
+        assert 5 < m["psnr_db"] < 60 and 0 < m["ssim"] <= 1 and m["sharpness"] > 0
+    log = (tmp_path / "run" / "train_log.txt").read_text()
+    assert "2. train: 6 steps" in log and "4. report" in log
+    low = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    a, b = upscale_uint8(model, low, 2, 0.1, seed=5), upscale_uint8(model, low, 2, 0.1, seed=5)
+    assert a.shape == (2, 3, 32, 32) and a.dtype == torch.uint8 and torch.equal(a, b)  # seeded
+    assert not torch.equal(a, upscale_uint8(model, low, 2, 0.1, seed=6))
+    # a finished run is not redone; a non-empty folder without --resume is refused
+    assert run_upscaler(cfg, tmp_path / "run", resume=True) == folder
+    with pytest.raises(MinicreamError, match="not empty"):
+        run_upscaler(cfg, tmp_path / "run")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("crop=18", "crop"), ("model.channels=[12, 16]", "channels"), ("noise_level=0.5", "noise_level"),
+    ("report_steps=[]", "report_steps"), ("blur_prob=2", "blur_prob"), ("model.scale=1", "scale"),
+])
+def test_bad_settings_are_one_line_errors(override, message):
+    from minicream.training.upscaler import load_upscaler_recipe
+
+    with pytest.raises(MinicreamError, match=message):
+        load_upscaler_recipe("upscaler", [override])
+
+
+def test_a_dataset_of_the_wrong_size_is_refused(data32, tmp_path):
+    from minicream.training.upscaler import load_upscaler_recipe, run_upscaler
+
+    cfg = load_upscaler_recipe("upscaler", [f"data={str(data32)!r}", *TINY, "model.scale=3"])
+    with pytest.raises(MinicreamError, match="whole x3"):
+        run_upscaler(cfg, tmp_path / "run")
+    cfg = load_upscaler_recipe("upscaler", [f"data={str(tmp_path)!r}", *TINY])
+    with pytest.raises(MinicreamError, match="dataset_info"):
+        run_upscaler(cfg, tmp_path / "run2")
+
+
+def test_twemoji_is_drawn_from_its_svg_above_its_png_size():
+    from minicream.data.emoji_sources import list_sources, rasterize
+
+    src = next(s for s in list_sources("twemoji") if s.stem == "1f34e")
+    assert rasterize(src, 64).size == (72, 72)  # the PNG: the 64-px datasets do not change
+    assert rasterize(src, 256).size == (512, 512)  # the SVG, at twice the size
+
+
+# --- the stage in the pipeline, the CLI and the OpenAI API ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def up_pipe(tiny_upscaled_model):
+    from minicream.pipelines import Pipeline
+
+    return Pipeline.from_pretrained(tiny_upscaled_model)
+
+
+def test_a_model_without_an_upscaler_draws_its_native_size_only(tiny_pipe):
+    n = tiny_pipe.image_size
+    assert tiny_pipe.sizes == [n]
+    with pytest.raises(MinicreamError, match="also draws larger"):
+        tiny_pipe("red apple", size=4 * n, num_images=1, steps=2)
+
+
+def test_size_runs_the_upscaler_after_the_base_model(up_pipe):
+    from minicream.pipelines import PARAMS_KEY
+
+    n = up_pipe.image_size
+    assert up_pipe.sizes == [n, 2 * n, 4 * n]
+    base = up_pipe("red apple", num_images=2, seed=3, steps=2)
+    big = up_pipe("red apple", num_images=2, seed=3, steps=2, size=4 * n)
+    again = up_pipe("red apple", num_images=1, seed=4, steps=2, size=4 * n)  # the second image alone
+    assert [im.size for im in big] == [(4 * n, 4 * n)] * 2
+    assert big[1].tobytes() == again[0].tobytes()  # an image depends on its own seed only
+    p = big[0].info[PARAMS_KEY]
+    assert (p["size"], p["width"], p["upscale_steps"], p["upscale_noise"]) == (4 * n, 4 * n, 2, 0.05)
+    assert p["seed"] == base[0].info[PARAMS_KEY]["seed"] and len(p["upscaler_hash"]) == 10
+    # downsampled back, the upscaled image is close to what the base model drew (the condition is kept)
+    small = big[0].resize((n, n), resample=3)
+    diff = torch.tensor(list(small.tobytes()), dtype=torch.float) - torch.tensor(list(base[0].tobytes()), dtype=torch.float)
+    assert diff.abs().mean() < 40
+    half = up_pipe("red apple", num_images=1, seed=3, steps=2, size=2 * n, upscale_steps=1, upscale_noise=0.0)
+    assert half[0].size == (2 * n, 2 * n) and half[0].info[PARAMS_KEY]["upscale_steps"] == 1
+    for bad, message in ((dict(size=3 * n), "not supported"), (dict(size=4 * n, upscale_noise=0.9), "upscale_noise"),
+                         (dict(size=4 * n, upscale_steps=0), "upscale_steps")):
+        with pytest.raises(MinicreamError, match=message):
+            up_pipe("red apple", num_images=1, steps=2, **bad)
+
+
+def test_cli_size_from_and_upscale(tiny_upscaled_model, tmp_path):
+    from PIL import Image
+
+    from minicream.io.pngmeta import read_png_params
+    from test_cli import run_cli
+
+    r = run_cli("generate", "red apple", "--model", str(tiny_upscaled_model), "--size", "128", "-n", "1", "--steps",
+                "2", "--seed", "7", "--out", str(tmp_path / "a"))
+    assert r.returncode == 0, r.stderr
+    first = next((tmp_path / "a").glob("*.png"))
+    assert Image.open(first).size == (128, 128) and read_png_params(first)["size"] == 128
+    r = run_cli("generate", "--from", str(first), "--model", str(tiny_upscaled_model), "-n", "1", "--out", str(tmp_path / "b"))
+    assert r.returncode == 0, r.stderr
+    second = next((tmp_path / "b").glob("*.png"))
+    assert Image.open(second).tobytes() == Image.open(first).tobytes()  # bit-identical re-run, upscaler included
+    r = run_cli("upscale", str(first.parent / first.name), "--model", str(tiny_upscaled_model), "--out",
+                str(tmp_path / "c"), "--steps", "1")
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "c" / f"{first.stem}_x4.png"
+    assert Image.open(out).size == (512, 512)
+    assert read_png_params(out)["mode"] == "upscale"
+    Image.new("RGB", (300, 20)).save(tmp_path / "wide.png")
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    for args, words in ((["upscale", str(tmp_path / "wide.png")], "up to 256"),
+                        (["upscale", str(tmp_path / "junk.png")], "not a readable image"),
+                        (["upscale", str(first), "--noise", "5"], "upscale_noise")):
+        r = run_cli(*args, "--model", str(tiny_upscaled_model), "--out", str(tmp_path / "d"))
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and words in r.stderr, r.stderr
+    r = run_cli("upscale", str(first), "--out", str(tmp_path / "e"), "--model", str(tmp_path))
+    assert r.returncode == 2 and "model_index.json" in r.stderr, r.stderr
+
+
+def test_openai_size_256(tiny_upscaled_model, tmp_path):
+    import base64
+    import io
+
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from minicream.pipelines import Pipeline
+    from minicream.serve import ServeSettings, create_app
+
+    pipe = Pipeline.from_pretrained(tiny_upscaled_model)
+    n = pipe.image_size
+    app = create_app(pipe, ServeSettings(output_dir=tmp_path / "out", token=None))
+    with TestClient(app, raise_server_exceptions=False, base_url="http://127.0.0.1") as c:
+        r = c.post("/v1/images/generations", json={"prompt": "red apple", "size": f"{4 * n}x{4 * n}"})
+        assert r.status_code == 200, r.text
+        im = Image.open(io.BytesIO(base64.b64decode(r.json()["data"][0]["b64_json"])))
+        assert im.size == (4 * n, 4 * n)
+        r = c.post("/v1/images/generations", json={"prompt": "red apple", "size": f"{3 * n}x{3 * n}"})
+        assert r.status_code == 422 and f"{4 * n}x{4 * n}" in r.json()["error"]["message"]
