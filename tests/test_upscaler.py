@@ -240,3 +240,53 @@ def test_openai_size_256(tiny_upscaled_model, tmp_path):
         assert im.size == (4 * n, 4 * n)
         r = c.post("/v1/images/generations", json={"prompt": "red apple", "size": f"{3 * n}x{3 * n}"})
         assert r.status_code == 422 and f"{4 * n}x{4 * n}" in r.json()["error"]["message"]
+
+
+def test_inpaint_at_the_upscaled_size_keeps_the_input_outside_the_mask(up_pipe):
+    import numpy as np
+    from PIL import Image
+
+    from minicream.pipelines import PARAMS_KEY
+
+    big = 4 * up_pipe.image_size
+    rng = np.random.default_rng(0)
+    picture = Image.fromarray(rng.integers(0, 256, (big, big, 3), dtype=np.uint8), "RGB")
+    mask = np.zeros((big, big), dtype=np.uint8)
+    mask[: big // 2, : big // 2] = 255  # repaint the top-left quarter
+    out = up_pipe.edit(picture, "red apple", mask=Image.fromarray(mask, "L"), num_images=1, steps=2, seed=1, size=big)
+    assert out[0].size == (big, big) and out[0].info[PARAMS_KEY]["size"] == big
+    got, given = np.asarray(out[0]), np.asarray(picture)
+    far = np.zeros((big, big), dtype=bool)
+    far[big // 2 + 8:, :] = True  # well outside the mask and its feathered seam
+    assert (got[far] == given[far]).all()
+    assert not (got[: big // 4, : big // 4] == given[: big // 4, : big // 4]).all()  # inside: repainted
+    redo = up_pipe.edit(picture, "red apple", num_images=1, steps=2, seed=1, size=2 * up_pipe.image_size, strength=0.5)
+    assert redo[0].size == (2 * up_pipe.image_size,) * 2  # img2img too
+
+
+def test_openai_edit_at_the_upscaled_size(tiny_upscaled_model, tmp_path):
+    import base64
+    import io
+
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from minicream.pipelines import Pipeline
+    from minicream.serve import ServeSettings, create_app
+
+    pipe = Pipeline.from_pretrained(tiny_upscaled_model)
+    big = 4 * pipe.image_size
+    image = Image.new("RGBA", (big, big), (200, 30, 30, 255))
+    image.paste((0, 0, 0, 0), (0, 0, big // 2, big // 2))  # transparent pixels mark the edit (OpenAI, no mask)
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    app = create_app(pipe, ServeSettings(output_dir=tmp_path / "out", token=None))
+    with TestClient(app, raise_server_exceptions=False, base_url="http://127.0.0.1") as c:
+        r = c.post("/v1/images/edits", files={"image": ("a.png", buf.getvalue(), "image/png")},
+                   data={"prompt": "red apple", "size": f"{big}x{big}"})
+        assert r.status_code == 200, r.text
+        out = Image.open(io.BytesIO(base64.b64decode(r.json()["data"][0]["b64_json"])))
+        assert out.size == (big, big)
+        r = c.post("/v1/images/variations", files={"image": ("a.png", buf.getvalue(), "image/png")},
+                   data={"size": f"{big}x{big}"})
+        assert r.status_code == 400 and "variations" in r.json()["error"]["message"]

@@ -5,11 +5,13 @@ from ..editing import load_image
 from ..filter.variety import VARY, record_designs, varied_cond
 from .metadata import sha
 from .modes import FILTER, PROMPT, SAMPLING, Mode, Option
+from .upscale import UPSCALE, check_size, upscale_edit
 
 
-def img2img(pipe, settings, image, prompt, strength, filter, style, llm):
+def img2img(pipe, settings, image, prompt, strength, filter, style, llm, size, upscale_steps, upscale_noise):
     """`strength` was checked with the settings (SamplingSettings.build)."""
     pipe.check_prompt(prompt)
+    size = check_size(pipe, size)
     source = load_image(image, pipe.image_size)
     filtered = pipe.filter_prompt(prompt, filter, style=style, llm=llm)
     seeds = settings.seeds
@@ -23,7 +25,7 @@ def img2img(pipe, settings, image, prompt, strength, filter, style, llm):
              **({"style": style} if style is not None else {})}
     images = pipe.attach(pipe.decode(latents), seeds, prompt, settings, filtered, extra)
     record_designs(images, filtered, designs)
-    return images
+    return upscale_edit(pipe, images, None, None, size, upscale_steps, upscale_noise)
 
 
 MODE = Mode("img2img", "redraw an image after a prompt, keeping its layout (SDEdit)", (
@@ -31,5 +33,5 @@ MODE = Mode("img2img", "redraw an image after a prompt, keeping its layout (SDEd
     Option("prompt", "str", None, "what the new image should show", cli=False, required=True, limits=PROMPT),
     Option("strength", "float", 0.6, "share of the schedule that runs: 0 keeps the image, 1 ignores it",
            limits={"gt": 0.0, "le": 1.0}),
-    *SAMPLING, *FILTER,
+    *SAMPLING, *FILTER, *UPSCALE,
 ), img2img)

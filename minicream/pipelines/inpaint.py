@@ -2,7 +2,8 @@
 
 The known latents replace the sampler's outside the mask after every step (noised to the level reached), and
 the result keeps the input's own pixels outside a feathered seam around the mask, as A1111 pastes them back,
-so the autoencoder's blur never touches what the user kept.
+so the autoencoder's blur never touches what the user kept. At a larger `size` (a model with an upscaler) the
+repainted image is upscaled and the input's pixels at that size are pasted back the same way.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 from ..editing import load_image, load_mask, open_image, paste_back
 from .metadata import sha
 from .modes import FILTER, PROMPT, SAMPLING, Mode, Option
+from .upscale import UPSCALE, check_size, upscale_edit
 
 
 def keep_latents(repaint: torch.Tensor, factor: int) -> torch.Tensor:
@@ -19,8 +21,9 @@ def keep_latents(repaint: torch.Tensor, factor: int) -> torch.Tensor:
     return 1.0 - torch.nn.functional.max_pool2d(repaint[None, None].float(), factor)
 
 
-def inpaint(pipe, settings, image, mask, prompt, strength, filter, style, llm):
+def inpaint(pipe, settings, image, mask, prompt, strength, filter, style, llm, size, upscale_steps, upscale_noise):
     pipe.check_prompt(prompt)
+    size = check_size(pipe, size)
     picture = open_image(image, "image")
     source = load_image(picture, pipe.image_size)
     repaint = load_mask(mask, pipe.image_size, like=picture.size)  # cropped as the image is: the same pixels
@@ -32,7 +35,9 @@ def inpaint(pipe, settings, image, mask, prompt, strength, filter, style, llm):
                            strength=strength, keep=keep)
     pixels = paste_back(source, pipe.decode(latents), repaint)
     extra = {"mode": "inpaint", "strength": strength, "init_image_sha256": sha(source), "mask_sha256": sha(repaint)}
-    return pipe.attach(pixels, seeds, prompt, settings, filtered, extra)
+    images = pipe.attach(pixels, seeds, prompt, settings, filtered, extra)
+    # at a larger size: drawn at the model's, upscaled, the input's own pixels pasted back outside the mask
+    return upscale_edit(pipe, images, picture, open_image(mask, "mask"), size, upscale_steps, upscale_noise)
 
 
 MODE = Mode("inpaint", "repaint the masked part of an image (white or transparent = repaint)", (
@@ -42,5 +47,5 @@ MODE = Mode("inpaint", "repaint the masked part of an image (white or transparen
     Option("prompt", "str", None, "what the repainted part should show", cli=False, required=True, limits=PROMPT),
     Option("strength", "float", 1.0, "share of the schedule that runs (1 = repaint from noise)",
            limits={"gt": 0.0, "le": 1.0}),
-    *SAMPLING, *FILTER,
+    *SAMPLING, *FILTER, *UPSCALE,
 ), inpaint)

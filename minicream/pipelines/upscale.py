@@ -157,3 +157,25 @@ def upscale_any(upscaler: LoadedUpscaler, image, seed: int = 0, steps: int | Non
                             "upscale_steps": steps, "upscale_noise": noise_level, "upscaler_hash": upscaler.hash,
                             "init_image_sha256": sha(pixels[0])}
     return out
+
+
+def upscale_edit(pipe, images: list[Image.Image], picture: Image.Image, repaint_mask, size: int, steps: int | None,
+                 noise_level: float | None) -> list[Image.Image]:
+    """An edit's results at `size`: upscaled, then, with a mask (inpainting), the input's own pixels at that size
+    pasted back outside it, so what the user kept stays as sharp as it was given."""
+    from ..editing import load_image, load_mask, paste_back
+
+    if size == pipe.image_size:
+        return images
+    big = pipe.upscale(images, size, steps, noise_level)
+    if repaint_mask is None:
+        return big
+    source = load_image(picture, size)
+    repaint = load_mask(repaint_mask, size, like=picture.size)
+    pixels = torch.stack([torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1) for im in big])
+    out = []
+    for im, px in zip(big, paste_back(source, pixels, repaint)):
+        new = Image.fromarray(px.permute(1, 2, 0).numpy(), "RGB")
+        new.info[PARAMS_KEY] = im.info[PARAMS_KEY]
+        out.append(new)
+    return out

@@ -113,9 +113,6 @@ async def _upload_form(s: Served, request: Request, needs_prompt: bool):
     fmt = form.get("response_format") or "b64_json"
     if fmt not in ("b64_json", "url"):
         raise UploadError("response_format: 'b64_json' or 'url'")
-    native = f"{s.size}x{s.size}"
-    if form.get("size") not in (None, "", "auto", native):
-        raise UploadError(f"size: this model draws {native} images; use '{native}' or 'auto'")
     model = form.get("model")
     if model is not None and not isinstance(model, str):
         raise UploadError("model: a model's name (GET /v1/models)")
@@ -123,14 +120,18 @@ async def _upload_form(s: Served, request: Request, needs_prompt: bool):
         target, chosen = _target(s, model)
     except http_adapters.AdapterRefused as e:
         raise UploadError(str(e)) from None
-    return target, chosen, image, mask, prompt, int(n_raw), fmt
+    offered = {f"{k}x{k}": k for k in getattr(target, "sizes", [s.size])}
+    if form.get("size") not in (None, "", "auto", *offered):
+        raise UploadError(f"size: this model draws {', '.join(offered)} images; use one of them or 'auto'")
+    size = offered.get(form.get("size"), s.size)
+    return target, chosen, image, mask, prompt, int(n_raw), fmt, size
 
 @router.post("/v1/images/edits", response_model=OpenAIImagesResponse, response_model_exclude_none=True,
              summary="Edit an image (OpenAI Images API): transparent mask pixels are repainted",
              openapi_extra=_multipart("image", "prompt", mask=True))
 async def openai_edit(request: Request):
     s = served(request)
-    target, chosen, raw, raw_mask, prompt, n, fmt = await _upload_form(s, request, needs_prompt=True)
+    target, chosen, raw, raw_mask, prompt, n, fmt, size = await _upload_form(s, request, needs_prompt=True)
     if not {"img2img", "inpaint"} <= set(getattr(target, "modes", {}) or {}):
         return error_response(501, "this server's pipeline cannot edit images")
 
@@ -140,7 +141,8 @@ async def openai_edit(request: Request):
             mask = image.convert("RGBA")
         if mask is not None and mask.mode in ("RGBA", "LA") and not has_transparency(mask):
             raise UploadError("mask: it has no transparent pixels; make transparent the area to edit")
-        options = {"image": image, "prompt": prompt, "num_images": n, **({"mask": mask} if mask is not None else {})}
+        options = {"image": image, "prompt": prompt, "num_images": n, **({"mask": mask} if mask is not None else {}),
+                   **({"size": size} if size != s.size else {})}  # larger: drawn native, then upscaled
         return ("inpaint" if mask is not None else "img2img"), options
 
     images = await s.generate(job_options, target=target, adapters=chosen)
@@ -151,9 +153,11 @@ async def openai_edit(request: Request):
              summary="Variations of an image (OpenAI Images API)", openapi_extra=_multipart("image"))
 async def openai_variations(request: Request):
     s = served(request)
-    target, chosen, raw, _, _, n, fmt = await _upload_form(s, request, needs_prompt=False)
+    target, chosen, raw, _, _, n, fmt, size = await _upload_form(s, request, needs_prompt=False)
     if "variation" not in (getattr(target, "modes", {}) or {}):
         return error_response(501, "this server's pipeline cannot make variations")
+    if size != s.size:
+        return error_response(400, f"size: variations are drawn at {s.size}x{s.size}; use it or 'auto'", "size")
     images = await s.generate(lambda: ("variation", {"image": decoded(raw, None)[0], "num_images": n}), target=target,
                               adapters=chosen)
     return _openai_response(s, images, fmt, request, None)
