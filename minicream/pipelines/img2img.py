@@ -8,7 +8,8 @@ from .modes import FILTER, PROMPT, SAMPLING, Mode, Option
 from .upscale import UPSCALE, check_size, upscale_edit
 
 
-def img2img(pipe, settings, image, prompt, strength, filter, style, llm, size, upscale_steps, upscale_noise):
+def img2img(pipe, settings, image, prompt, strength, filter, style, llm, size=None, upscale_steps=None,
+            upscale_noise=None):
     """`strength` was checked with the settings (SamplingSettings.build)."""
     pipe.check_prompt(prompt)
     size = check_size(pipe, size)

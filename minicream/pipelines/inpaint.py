@@ -21,7 +21,8 @@ def keep_latents(repaint: torch.Tensor, factor: int) -> torch.Tensor:
     return 1.0 - torch.nn.functional.max_pool2d(repaint[None, None].float(), factor)
 
 
-def inpaint(pipe, settings, image, mask, prompt, strength, filter, style, llm, size, upscale_steps, upscale_noise):
+def inpaint(pipe, settings, image, mask, prompt, strength, filter, style, llm, size=None, upscale_steps=None,
+            upscale_noise=None):
     pipe.check_prompt(prompt)
     size = check_size(pipe, size)
     picture = open_image(image, "image")
