@@ -69,7 +69,7 @@ def cmd_generate(args) -> None:
         print(path)
 
 
-GRID_PROMPTS = ["red apple", "tangerine", "dog face", "red heart", "rocket", "pizza"]
+GRID_PROMPTS = ["red apple", "grapes", "dog face", "crown", "light bulb", "rocket", "pizza", "umbrella"]  # everyday
 GRID_STYLES = ["twemoji", "openmoji"]  # for a model whose vocabulary names no styles
 
 
@@ -106,9 +106,9 @@ def add_generate_parser(sub) -> None:
 
 
 def add_grid_parser(sub) -> None:
-    gr = sub.add_parser("grid", help="a labelled sample grid: each prompt in both emoji styles")
+    gr = sub.add_parser("grid", help="a labelled sample grid: each prompt in every design the model knows")
     gr.add_argument("prompts", nargs="*", help=f"prompts (default: {', '.join(GRID_PROMPTS)})")
-    gr.add_argument("--model", help="model directory (default: the shipped reference model)")
+    gr.add_argument("--model", help="a shipped model's name or a model folder (default: the default model)")
     gr.add_argument("--per-prompt", type=int, default=2, help="images per prompt and style")
     gr.add_argument("--seed", type=int, default=0, help="seed of the first image of each prompt")
     gr.add_argument("--steps", type=int, help="sampling steps")

@@ -25,11 +25,11 @@ PREDICTION_TYPES = ("epsilon", "v_prediction", "flow")
 MAX_INDEX_BYTES = 1 << 20  # model_index.json is a few KB
 
 # Models shipped inside the package, by name (`Pipeline.from_pretrained("reference")`, `--model reference`).
-# "reference": the 30-minute recipe, 61 concepts (the default). "full": `--config full` on every concept in four
-# designs, two sittings = 16,203 steps (not the default yet: continue it with `--init-from full`). "onestep": the default
-# model distilled to one step by `minicream distill` (reflow, then distillation; its model_index.json names the teacher).
+# "full": `--config full` on every concept in four designs, seven sittings (the default; continue it with
+# `--init-from full`). "reference": the 30-minute recipe, 61 concepts (the quick model). "onestep": the default model
+# distilled to one step by `minicream distill` (reflow, then distillation; its model_index.json names the teacher).
 SHIPPED = {"reference": "reference", "full": "full", "onestep": "onestep"}
-DEFAULT_MODEL = "reference"
+DEFAULT_MODEL = "full"
 
 
 def default_model_dir() -> Path:
