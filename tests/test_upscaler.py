@@ -240,6 +240,15 @@ def test_openai_size_256(tiny_upscaled_model, tmp_path):
         assert im.size == (4 * n, 4 * n)
         r = c.post("/v1/images/generations", json={"prompt": "red apple", "size": f"{3 * n}x{3 * n}"})
         assert r.status_code == 422 and f"{4 * n}x{4 * n}" in r.json()["error"]["message"]
+    from openai import OpenAI
+
+    from minicream.serve.server import serve_in_thread
+
+    app = create_app(pipe, ServeSettings(output_dir=tmp_path / "out2", token=None))  # a fresh app (the first one shut down)
+    with serve_in_thread(app) as url:  # the official client, as a user calls it
+        client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        result = client.images.generate(prompt="rocket", size=f"{4 * n}x{4 * n}", response_format="b64_json")
+        assert Image.open(io.BytesIO(base64.b64decode(result.data[0].b64_json))).size == (4 * n, 4 * n)
 
 
 def test_inpaint_at_the_upscaled_size_keeps_the_input_outside_the_mask(up_pipe):
