@@ -244,7 +244,7 @@ def test_openai_size_256(tiny_upscaled_model, tmp_path):
 
     from minicream.serve.server import serve_in_thread
 
-    app = create_app(pipe, ServeSettings(output_dir=tmp_path / "out2", token=None))  # a fresh app (the first one shut down)
+    app = create_app(pipe, ServeSettings(output_dir=tmp_path / "out2", token=None))  # fresh: the first one shut down
     with serve_in_thread(app) as url:  # the official client, as a user calls it
         client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
         result = client.images.generate(prompt="rocket", size=f"{4 * n}x{4 * n}", response_format="b64_json")
