@@ -135,6 +135,11 @@ def validate_upscaler(cfg) -> None:
         _fail("crop", cfg.crop, f"must be a multiple of {cfg.model.multiple} (the network's levels), or 0")
     _num("blur_prob", cfg.blur_prob, 0.0, 1.0)
     _num("blur_max", cfg.blur_max, 0.0, 4.0)
+    _num("roundtrip_prob", cfg.roundtrip_prob, 0.0, 1.0)
+    if cfg.roundtrip_prob > 0 and (not isinstance(cfg.roundtrip_model, str) or not cfg.roundtrip_model):
+        _fail("roundtrip_model", cfg.roundtrip_model, "must name the model whose autoencoder makes the round trips")
+    if not isinstance(cfg.init_from, str):
+        _fail("init_from", cfg.init_from, "must be an upscaler folder, or empty")
     if not cfg.report_steps or any(not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in cfg.report_steps):
         _fail("report_steps", cfg.report_steps, "must be a list of step counts >= 1")
     m = cfg.model

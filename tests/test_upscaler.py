@@ -178,8 +178,8 @@ def test_size_runs_the_upscaler_after_the_base_model(up_pipe):
     assert p["seed"] == base[0].info[PARAMS_KEY]["seed"] and len(p["upscaler_hash"]) == 10
     # downsampled back, the upscaled image is close to what the base model drew (the condition is kept)
     small = big[0].resize((n, n), resample=3)
-    diff = torch.tensor(list(small.tobytes()), dtype=torch.float) - torch.tensor(list(base[0].tobytes()), dtype=torch.float)
-    assert diff.abs().mean() < 40
+    a, b = (torch.tensor(list(im.tobytes()), dtype=torch.float) for im in (small, base[0]))
+    assert (a - b).abs().mean() < 40
     half = up_pipe("red apple", num_images=1, seed=3, steps=2, size=2 * n, upscale_steps=1, upscale_noise=0.0)
     assert half[0].size == (2 * n, 2 * n) and half[0].info[PARAMS_KEY]["upscale_steps"] == 1
     for bad, message in ((dict(size=3 * n), "not supported"), (dict(size=4 * n, upscale_noise=0.9), "upscale_noise"),
@@ -199,7 +199,8 @@ def test_cli_size_from_and_upscale(tiny_upscaled_model, tmp_path):
     assert r.returncode == 0, r.stderr
     first = next((tmp_path / "a").glob("*.png"))
     assert Image.open(first).size == (128, 128) and read_png_params(first)["size"] == 128
-    r = run_cli("generate", "--from", str(first), "--model", str(tiny_upscaled_model), "-n", "1", "--out", str(tmp_path / "b"))
+    r = run_cli("generate", "--from", str(first), "--model", str(tiny_upscaled_model), "-n", "1", "--out",
+                str(tmp_path / "b"))
     assert r.returncode == 0, r.stderr
     second = next((tmp_path / "b").glob("*.png"))
     assert Image.open(second).tobytes() == Image.open(first).tobytes()  # bit-identical re-run, upscaler included
@@ -299,3 +300,32 @@ def test_openai_edit_at_the_upscaled_size(tiny_upscaled_model, tmp_path):
         r = c.post("/v1/images/variations", files={"image": ("a.png", buf.getvalue(), "image/png")},
                    data={"size": f"{big}x{big}"})
         assert r.status_code == 400 and "variations" in r.json()["error"]["message"]
+
+
+def test_roundtrip_inputs_and_init_from(tiny_model, tmp_path):
+    """roundtrip_prob: the low-resolution inputs through a model's autoencoder; init_from: a fine-tune that starts
+    from an exported upscaler (a different network is refused)."""
+    from conftest import TEST_CONCEPTS
+    from minicream.data.emoji import build_emoji_dataset
+    from minicream.models.upscaler import Upscaler
+    from minicream.training.upscaler import load_images, load_upscaler_recipe, roundtrips, run_upscaler
+
+    root = tmp_path / "emoji128"  # 128 px: the round trip runs at 32 px, the tiny model's size
+    build_emoji_dataset(root, size=128, styles=("twemoji", "openmoji"), limit=30, concepts=TEST_CONCEPTS,
+                        skin_tones=False, heldout_fraction=0.3, progress=False)
+    base = [f"data={str(root)!r}", *TINY, "crop=32"]
+    first = run_upscaler(load_upscaler_recipe("upscaler", base), tmp_path / "a")
+    cfg = load_upscaler_recipe("upscaler", [*base, "roundtrip_prob=1.0", f"roundtrip_model={str(tiny_model)!r}",
+                                            f"init_from={str(first)!r}"])
+    images, _ = load_images(cfg, "train")
+    trips = roundtrips(images, cfg, lambda s: None)
+    assert trips.shape == (len(images), 3, 32, 32) and trips.dtype == torch.uint8
+    folder = run_upscaler(cfg, tmp_path / "b")
+    log = (tmp_path / "b" / "train_log.txt").read_text()
+    assert "round trips through" in log and f"starting from {first}" in log
+    assert Upscaler.from_pretrained(folder).config == Upscaler.from_pretrained(first).config
+    with pytest.raises(MinicreamError, match="roundtrip_model"):
+        load_upscaler_recipe("upscaler", ["roundtrip_prob=0.5"])
+    wrong = load_upscaler_recipe("upscaler", [*base, f"init_from={str(first)!r}", "model.channels=[8, 24]"])
+    with pytest.raises(MinicreamError, match="init_from"):
+        run_upscaler(wrong, tmp_path / "c")

@@ -38,6 +38,11 @@ class UpscalerRecipe:
     crop: int = 64  # training crops of the high-resolution image (0 = whole images)
     blur_prob: float = 0.5  # share of batches whose low-resolution input is blurred first
     blur_max: float = 0.8  # largest blur (sigma in low-resolution pixels)
+    # share of batches whose low-resolution input is the autoencoder round trip (decode(encode(x))) of
+    # `roundtrip_model`'s autoencoder: the softness of the pictures that model draws
+    roundtrip_prob: float = 0.0
+    roundtrip_model: str = ""  # a shipped model's name or a model folder (needed when roundtrip_prob > 0)
+    init_from: str = ""  # an upscaler folder to start from (a fine-tune); empty: a fresh network
     heldout: int = 200  # test images in the report
     report_steps: tuple[int, ...] = (1, 2, 4, 8)
     steps: int = 8  # sampling defaults written with the model (8: sharpness within 20% of real renders)
@@ -86,14 +91,35 @@ def _data_size(cfg: UpscalerRecipe) -> int:
 
 
 # 2. ------------------------------------------------------------------------------------------------
-def upscaler_task(images_uint8: torch.Tensor, cfg: UpscalerRecipe):
+def roundtrips(images_uint8: torch.Tensor, cfg: UpscalerRecipe, log) -> torch.Tensor | None:
+    """The low-resolution images through `roundtrip_model`'s autoencoder, once (uint8), or None when unused."""
+    if cfg.roundtrip_prob <= 0:
+        return None
+    from ..io.model_dir import ModelDir, resolve_model
+    from ..models.autoencoder import decode, encode, load_autoencoder
+
+    t0 = time.time()
+    vae = load_autoencoder(ModelDir.open(resolve_model(cfg.roundtrip_model)).vae).float().eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images_uint8), 256):
+            low = to_uint8(downsample(to_unit_range(images_uint8[i:i + 256]), cfg.model.scale))
+            out.append(decode(vae, encode(vae, low)))
+    log(f"1. data: {len(images_uint8)} round trips through {cfg.roundtrip_model}'s autoencoder "
+        f"({time.time() - t0:.0f}s)")
+    return torch.cat(out)
+
+
+def upscaler_task(images_uint8: torch.Tensor, cfg: UpscalerRecipe, roundtrip: torch.Tensor | None = None):
     """loss_fn(model, idx, gen) of the Trainer: one batch of crops."""
     scale = cfg.model.scale
 
     def loss_fn(model, idx, gen):
         high = to_unit_range(images_uint8[idx])
         low = downsample(high, scale)
-        if cfg.blur_prob > 0 and torch.rand((), generator=gen).item() < cfg.blur_prob:
+        if roundtrip is not None and torch.rand((), generator=gen).item() < cfg.roundtrip_prob:
+            low = to_unit_range(roundtrip[idx]).float()
+        elif cfg.blur_prob > 0 and torch.rand((), generator=gen).item() < cfg.blur_prob:
             low = gaussian_blur(low, cfg.blur_max * torch.rand((), generator=gen).item())
         low = to_unit_range(to_uint8(low)).float()  # 8-bit, as every input image is
         # condition noise: half the batches clean, the rest uniform up to the largest level
@@ -109,9 +135,15 @@ def train_upscaler(cfg: UpscalerRecipe, run: Path, log, resume: bool) -> Upscale
     images, _ = load_images(cfg, "train")
     log(f"1. data: {len(images)} images of {images.shape[-1]} px from {cfg.data}")
     model = Upscaler(cfg.model)
+    if cfg.init_from:
+        start = Upscaler.from_pretrained(cfg.init_from)
+        if start.config != cfg.model:
+            raise MinicreamError(f"init_from {cfg.init_from}: its network ({start.config}) is not the recipe's model")
+        model.load_state_dict(start.state_dict())
+        log(f"upscaler: starting from {cfg.init_from}")
     log(f"upscaler: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
     tr = cfg.train
-    trainer = Trainer(model, upscaler_task(images, cfg), len(images), tr, run, "upscaler",
+    trainer = Trainer(model, upscaler_task(images, cfg, roundtrips(images, cfg, log)), len(images), tr, run, "upscaler",
                       log_fn=lambda s, r: log(f"upscaler step {s}/{tr.steps} loss {r['loss_avg']:.4f} "
                                               f"{r['samples_per_s']:.1f} samples/s"))
     if resume and trainer.resume():
@@ -157,8 +189,8 @@ def upscale_uint8(model: Upscaler, low_uint8: torch.Tensor, steps: int, noise_le
             g = torch.Generator().manual_seed(seed + lo + i)
             noise.append(torch.randn((3, chunk.shape[-2] * s, chunk.shape[-1] * s), generator=g))
             level_noise.append(torch.randn(chunk.shape[1:], generator=g))
-        out.append(to_uint8(sample_upscale(model, chunk, torch.stack(noise), steps, noise_level, torch.stack(level_noise),
-                                  bf16)))
+        up = sample_upscale(model, chunk, torch.stack(noise), steps, noise_level, torch.stack(level_noise), bf16)
+        out.append(to_uint8(up))
     return torch.cat(out)
 
 
