@@ -26,16 +26,11 @@ from PIL import Image
 HERE = Path(__file__).parent
 
 
-def _pixels(images) -> torch.Tensor:
-    import numpy as np
-
-    return torch.stack([torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1) for im in images])
-
-
 def main(argv=None) -> int:
     from minicream.diffusion.upscale import upsample
     from minicream.eval.nearest import NearestJudge
-    from minicream.models.autoencoder import to_uint8, to_unit_range
+    from minicream.evaluator.scorer import to_uint8
+    from minicream.models.autoencoder import to_uint8 as float_to_uint8, to_unit_range
     from minicream.pipelines import Pipeline
     from minicream.pipelines.upscale import resize
     from minicream.training.decoder import laplacian_variance
@@ -84,8 +79,8 @@ def main(argv=None) -> int:
     t0 = time.time()
     big = pipe.upscale(small, big_size)
     t_up = (time.time() - t0) / len(prompts)
-    px_small, px_big = _pixels(small), _pixels(big)
-    px_bicubic = to_uint8(upsample(to_unit_range(px_small).float(), up.scale))
+    px_small, px_big = to_uint8(small), to_uint8(big)
+    px_bicubic = float_to_uint8(upsample(to_unit_range(px_small).float(), up.scale))
 
     def grade(px: torch.Tensor) -> dict:
         top = judge.class_probs(px, pool).topk(5, dim=1).indices.tolist()

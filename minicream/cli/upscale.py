@@ -5,18 +5,12 @@ from pathlib import Path
 
 
 def cmd_upscale(args) -> None:
-    from ..errors import MinicreamError
     from ..io.model_dir import ModelDir, resolve_model
     from ..io.pngmeta import save_png
     from ..pipelines import PARAMS_KEY
-    from ..pipelines.upscale import LoadedUpscaler, upscale_any
-    import torch
+    from ..pipelines.upscale import open_upscaler, upscale_any
 
-    model = ModelDir.open(resolve_model(args.model))
-    if not model.has(model.upscaler):
-        raise MinicreamError(f"{model.path} has no upscaler ({model.upscaler} is missing); train one with "
-                             "`minicream train-upscaler`")
-    upscaler = LoadedUpscaler(model.upscaler, torch.device("cpu"))
+    upscaler = open_upscaler(ModelDir.open(resolve_model(args.model)).path)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for path in args.images:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
 from ..errors import MinicreamError
+from ..evaluator.scorer import to_uint8
 from ..io.model_dir import UPSCALER_DIR
 from ..io.weights import short_hash
 from ..models.base import WEIGHTS_NAME
@@ -79,18 +79,26 @@ class LoadedUpscaler:
         return torch.cat(out)
 
 
+def has_upscaler(model_dir: Path) -> bool:
+    return (Path(model_dir) / UPSCALER_DIR / "config.json").is_file()
+
+
+def open_upscaler(model_dir: Path, device: torch.device = torch.device("cpu")) -> LoadedUpscaler:
+    """A model folder's upscaler; a one-line error when it has none."""
+    if not has_upscaler(model_dir):
+        raise MinicreamError(f"{model_dir} has no upscaler ({Path(model_dir) / UPSCALER_DIR} is missing), so it draws "
+                             "only its native size; train one with `minicream train-upscaler`")
+    return LoadedUpscaler(Path(model_dir) / UPSCALER_DIR, device)
+
+
 def load(pipe) -> LoadedUpscaler:
-    folder = pipe.model_dir / UPSCALER_DIR
-    if not (folder / "config.json").is_file():
-        raise MinicreamError(f"{pipe.model_dir} has no upscaler ({folder} is missing), so it draws only "
-                             f"{pipe.image_size}x{pipe.image_size}; train one with `minicream train-upscaler`")
-    return LoadedUpscaler(folder, pipe.device)
+    return open_upscaler(pipe.model_dir, pipe.device)
 
 
 def sizes(pipe) -> list[int]:
     """The output sizes this model offers: its native one, and with an upscaler twice and `scale` times it."""
     native = pipe.image_size
-    if not (pipe.model_dir / UPSCALER_DIR / "config.json").is_file():
+    if not has_upscaler(pipe.model_dir):
         return [native]
     scale = pipe.upscaler.scale
     return sorted({native, 2 * native, scale * native})
@@ -116,6 +124,13 @@ def resize(pixels: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return out.round().clamp(0, 255).to(torch.uint8)
 
 
+def _with_params(pixels: torch.Tensor, params: dict) -> Image.Image:
+    """uint8 (3, H, W) -> a PIL image carrying `params` (its size filled in)."""
+    im = Image.fromarray(pixels.permute(1, 2, 0).numpy(), "RGB")
+    im.info[PARAMS_KEY] = {**params, "width": im.width, "height": im.height}
+    return im
+
+
 def upscale_images(pipe, images: list[Image.Image], size: int, steps: int | None = None,
                    noise_level: float | None = None) -> list[Image.Image]:
     """Generated images (each with its PARAMS_KEY record and seed) at `size`, their records updated."""
@@ -123,18 +138,12 @@ def upscale_images(pipe, images: list[Image.Image], size: int, steps: int | None
         return images
     up = pipe.upscaler
     steps, noise_level = up.settings(steps, noise_level)
-    pixels = torch.stack([torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)
-                          for im in images])
+    pixels = to_uint8(images)
     seeds = [int(im.info[PARAMS_KEY]["seed"]) for im in images]
     h, w = pixels.shape[-2:]  # a scene's canvas may be wider than the model's square: the same factor
     big = resize(up(pixels, seeds, steps, noise_level), h * size // pipe.image_size, w * size // pipe.image_size)
-    out = []
-    for im, px in zip(images, big):
-        new = Image.fromarray(px.permute(1, 2, 0).numpy(), "RGB")
-        new.info[PARAMS_KEY] = {**im.info[PARAMS_KEY], "width": new.width, "height": new.height, "size": size,
-                                "upscale_steps": steps, "upscale_noise": noise_level, "upscaler_hash": up.hash}
-        out.append(new)
-    return out
+    settings = {"size": size, "upscale_steps": steps, "upscale_noise": noise_level, "upscaler_hash": up.hash}
+    return [_with_params(px, {**im.info[PARAMS_KEY], **settings}) for im, px in zip(images, big)]
 
 
 def upscale_any(upscaler: LoadedUpscaler, image, seed: int = 0, steps: int | None = None,
@@ -150,13 +159,10 @@ def upscale_any(upscaler: LoadedUpscaler, image, seed: int = 0, steps: int | Non
     if max(rgb.size) > MAX_UPSCALE_INPUT:
         raise MinicreamError(f"image {rgb.width}x{rgb.height}: the upscaler takes images up to {MAX_UPSCALE_INPUT} px "
                              f"a side (it is for the models' {MAX_UPSCALE_INPUT // 4}-px pictures)")
-    pixels = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1)[None]
-    big = upscaler(pixels, [seed], steps, noise_level)[0]
-    out = Image.fromarray(big.permute(1, 2, 0).numpy(), "RGB")
-    out.info[PARAMS_KEY] = {"mode": "upscale", "seed": int(seed), "width": out.width, "height": out.height,
-                            "upscale_steps": steps, "upscale_noise": noise_level, "upscaler_hash": upscaler.hash,
-                            "init_image_sha256": sha(pixels[0])}
-    return out
+    pixels = to_uint8([rgb])
+    return _with_params(upscaler(pixels, [seed], steps, noise_level)[0], {
+        "mode": "upscale", "seed": int(seed), "upscale_steps": steps, "upscale_noise": noise_level,
+        "upscaler_hash": upscaler.hash, "init_image_sha256": sha(pixels[0])})
 
 
 def upscale_edit(pipe, images: list[Image.Image], picture: Image.Image, repaint_mask, size: int, steps: int | None,
@@ -172,10 +178,4 @@ def upscale_edit(pipe, images: list[Image.Image], picture: Image.Image, repaint_
         return big
     source = load_image(picture, size)
     repaint = load_mask(repaint_mask, size, like=picture.size)
-    pixels = torch.stack([torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1) for im in big])
-    out = []
-    for im, px in zip(big, paste_back(source, pixels, repaint)):
-        new = Image.fromarray(px.permute(1, 2, 0).numpy(), "RGB")
-        new.info[PARAMS_KEY] = im.info[PARAMS_KEY]
-        out.append(new)
-    return out
+    return [_with_params(px, im.info[PARAMS_KEY]) for im, px in zip(big, paste_back(source, to_uint8(big), repaint))]
