@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import random
@@ -150,6 +151,48 @@ def test_npm_design_builds_with_captions_and_attribution(fake_noto, tmp_path):
     assert (pixels["dog face"][8, 8] == [0, 0, 255]).all() and (pixels["dog face"][1, 1] == 255).all()
     assert stats["sources"]["@iconify-json/noto"] == "1.2.9"
     assert "Noto Emoji" in (tmp_path / "ds" / "ATTRIBUTION.md").read_text()
+
+
+def test_a_design_named_but_not_mapped_to_code_points(tmp_path, monkeypatch):
+    """Iconify's Firefox OS / Emoji One sets ship an empty chars.json: their icons are matched by name ('red-apple',
+    'dogface'), an alias's name only where no icon has it; such a design is built, captioned and attributed."""
+    from minicream.data import npm_sources
+    from minicream.data.emoji_names import stem_for_name
+
+    assert stem_for_name("red-apple") == stem_for_name("redapple") == stem_for_name("Red Apple") == "1f34e"
+    assert stem_for_name("admissiontickets") == "1f39f" and stem_for_name("no-such-emoji") is None
+    monkeypatch.setenv("MINICREAM_CACHE", str(tmp_path / "cache"))
+    target = npm_sources.tarball_path("fxemoji")
+    target.parent.mkdir(parents=True)
+    red = '<rect x="0" y="0" width="16" height="16" fill="#ff0000"/>'
+    digest = _iconify_tarball(target, {"redapple": {"body": red}, "dogface": {"body": red}, "mystery": {"body": red}},
+                              {}, {"red-apple": {"parent": "dogface"}})
+    monkeypatch.setitem(npm_sources.NPM_SOURCES, "fxemoji", dataclasses.replace(npm_sources.NPM_SOURCES["fxemoji"], sha256=digest))
+    npm_sources._icon_set.cache_clear()
+    try:
+        docs = npm_sources.svg_documents("fxemoji")
+        stats = build_emoji_dataset(tmp_path / "ds", size=16, styles=("fxemoji",), heldout_fraction=0.0, progress=False)
+    finally:
+        npm_sources._icon_set.cache_clear()
+    assert sorted(docs) == ["1f34e", "1f436"]  # 'mystery' is no emoji name: left out
+    rows = _read_jsonl(tmp_path / "ds" / "train" / "metadata.jsonl")
+    assert {r["text"] for r in rows} == {"red apple, fxemoji", "dog face, fxemoji"} and stats["images"] == 2
+    attribution = (tmp_path / "ds" / "ATTRIBUTION.md").read_text()
+    assert "Firefox OS Emoji (Mozilla)" in attribution and "Apache-2.0" in attribution
+
+
+def test_the_default_fetch_is_the_training_designs_and_keywords(monkeypatch, capsys):
+    """`minicream data fetch` with no names fetches noto, fluent and the keywords, not the designs kept unseen."""
+    from minicream.cli.data import cmd_data_fetch
+    from minicream.data import emoji_keywords, npm_sources
+
+    fetched = []
+    monkeypatch.setattr(npm_sources, "fetch", lambda style: fetched.append(style) or f"/cache/{style}.tgz")
+    monkeypatch.setattr(emoji_keywords, "fetch", lambda: fetched.append("keywords") or [])
+    cmd_data_fetch(argparse.Namespace(styles=[]))
+    assert fetched == ["noto", "fluent", "keywords"]
+    with pytest.raises(MinicreamError, match="unknown package 'bogus'"):
+        cmd_data_fetch(argparse.Namespace(styles=["bogus"]))
 
 
 def test_missing_npm_design_is_skipped_with_a_message(tmp_path, monkeypatch, capsys):

@@ -16,9 +16,12 @@ def cmd_data(args) -> None:
 
 def cmd_data_fetch(args) -> None:
     from ..data import emoji_keywords
-    from ..data.npm_sources import NPM_SOURCES, fetch
+    from ..data.npm_sources import NPM_SOURCES, TRAINING_DESIGNS, fetch
+    from ..errors import MinicreamError
 
-    for style in args.styles or [*NPM_SOURCES, "keywords"]:
+    for style in args.styles or [*TRAINING_DESIGNS, "keywords"]:
+        if style != "keywords" and style not in NPM_SOURCES:
+            raise MinicreamError(f"unknown package {style!r}; choose from {', '.join([*NPM_SOURCES, 'keywords'])}")
         fetched = emoji_keywords.fetch() if style == "keywords" else [(NPM_SOURCES[style], fetch(style))]
         for src, path in fetched:
             print(f"{style}: {src.package}@{src.version} ({src.licence}) sha256 ok -> {path}")
@@ -51,11 +54,13 @@ def add_parsers(sub) -> None:
     e.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
     e.add_argument("--limit", type=int, default=0, help="at most this many images per style (0 = all)")
     e.add_argument("--overwrite", action="store_true", help="replace an earlier build in OUT")
-    e.add_argument("--styles", help="comma-separated designs (default: every one available of twemoji, openmoji, noto, fluent)")
+    e.add_argument("--styles", help="comma-separated designs (default: every one available of twemoji, openmoji, noto, fluent; "
+                   "also fxemoji, emojione-v1, emojione, noto-v1: designs no model trained on, after `minicream data fetch`)")
     e.set_defaults(func=cmd_data)
     fe = dsub.add_parser("fetch", help="fetch the npm emoji designs (noto, fluent) and the emoji search keywords "
                          "(keywords: emojilib, emojibase-data) once: pinned version and sha256, cached")
-    fe.add_argument("styles", nargs="*", help="what to fetch: noto, fluent, keywords (default: all)")
+    fe.add_argument("styles", nargs="*", help="what to fetch: noto, fluent, keywords (default: these three), or a "
+                    "design no model trained on, for measuring adapters: fxemoji, emojione-v1, emojione, noto-v1")
     fe.set_defaults(func=cmd_data_fetch)
     kw = dsub.add_parser("keywords", help="write the fetched emoji search keywords into models' concepts.json")
     kw.add_argument("model_dirs", nargs="+", help="model directories (their concepts.json is rewritten)")

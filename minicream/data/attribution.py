@@ -43,6 +43,12 @@ Fluent Emoji, copyright Microsoft Corporation (https://github.com/microsoft/flue
 `@iconify-json/fluent-emoji-flat` {version}). Licensed under the MIT License.
 """
 
+_NPM = """
+## {title} (files `{style}_*.png`)
+
+{title} ({homepage}, SVGs packaged as `{package}` {version}). Licence: {licence} (https://spdx.org/licenses/{licence}.html).
+"""
+
 _NAMES = """
 ## Names and captions
 
@@ -62,5 +68,12 @@ def attribution_markdown(styles: tuple[str, ...], size: int, versions: dict[str,
         parts.append(_NOTO.format(version=versions.get("@iconify-json/noto", "unknown")))
     if "fluent" in styles:
         parts.append(_FLUENT.format(version=versions.get("@iconify-json/fluent-emoji-flat", "unknown")))
+    from .npm_sources import NPM_SOURCES, TRAINING_DESIGNS
+
+    for style in styles:
+        src = NPM_SOURCES.get(style)
+        if src is not None and style not in TRAINING_DESIGNS:
+            parts.append(_NPM.format(style=style, title=src.title, homepage=src.homepage, package=src.package,
+                                     version=versions.get(src.package, "unknown"), licence=src.licence))
     parts.append(_NAMES.format(version=versions.get("emoji", "unknown")))
     return "".join(parts)

@@ -154,3 +154,28 @@ def names_for_stem(stem: str) -> EmojiNames | None:
         skin_tone=skin_tone_of(key),
         base_name_en=_base_name(key, name_en),
     )
+
+
+def _squash(name: str) -> str:
+    """'Admission Tickets', 'admission-tickets', 'admissiontickets' -> 'admissiontickets'."""
+    return "".join(c for c in name.lower() if c.isalnum())
+
+
+@lru_cache(maxsize=1)
+def _name_index() -> dict[str, str]:
+    """Squashed English name or alias -> code-point stem (without U+FE0F); the first emoji wins a clash."""
+    index: dict[str, str] = {}
+    for key, data in emoji.EMOJI_DATA.items():
+        stem = "-".join(f"{ord(c):x}" for c in key if c != VARIATION_SELECTOR)
+        for name in [english_name(key), *(clean_name(a) for a in data.get("alias", []))]:
+            index.setdefault(_squash(name), stem)
+    return index
+
+
+def stem_for_name(name: str) -> str | None:
+    """An icon set's name for an emoji ('red-apple', 'redapple') -> its code-point stem ('1f34e'), or None.
+
+    For icon sets that name their icons but do not map them to code points (Iconify's Firefox OS and
+    Emoji One sets); a name the emoji package does not know, or knows under another wording, is None.
+    """
+    return _name_index().get(_squash(name))

