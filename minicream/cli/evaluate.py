@@ -65,7 +65,7 @@ def add_train_evaluator_parser(sub) -> None:
 
 def add_eval_parser(sub) -> None:
     ev = sub.add_parser("eval", help="run a benchmark against a model and write report.json, report.md and grid.png")
-    ev.add_argument("--model", help="model directory (default: the shipped reference model)")
+    ev.add_argument("--model", help="model directory (default: the default model, full)")
     ev.add_argument("--benchmark", default="minicream-table", help="minicream-table, objects, concepts, coverage or scenes")
     ev.add_argument("--out", help="report folder (default outputs/eval/BENCHMARK)")
     ev.add_argument("--samples", type=int, help="samples per prompt (default: the benchmark's)")

@@ -35,6 +35,6 @@ def cmd_filter(args) -> None:
 def add_parsers(sub) -> None:
     fl = sub.add_parser("filter", help="only rewrite a prompt with the language filter (no drawing)")
     fl.add_argument("prompt", help="what you would draw")
-    fl.add_argument("--model", help="model directory whose vocabulary to use (default: the shipped reference model)")
+    fl.add_argument("--model", help="model directory whose vocabulary to use (default: the default model, full)")
     add_filter_arguments(fl)
     fl.set_defaults(func=cmd_filter)
