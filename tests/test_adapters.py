@@ -85,6 +85,41 @@ def test_load_scale_stack_unload(tiny_pipe, adapters, tmp_path):
     assert not lora.lora_layers(tiny_pipe.unet)
 
 
+def test_disabled_lora_is_the_base_model(tiny_pipe):
+    """lora.disabled (the preservation loss's teacher) gives the base model's outputs with a trained-looking adapter."""
+    base = draw(tiny_pipe, "red apple")
+    lora.inject(tiny_pipe.unet, lora.lora_config(4, 4, lora.target_regex(("attn", "conv"))), "busy")
+    try:
+        with torch.no_grad():
+            for layer in lora.lora_layers(tiny_pipe.unet):
+                layer.lora_B["busy"].weight.fill_(0.05)
+        assert not same(base, draw(tiny_pipe, "red apple"))
+        with lora.disabled(tiny_pipe.unet):
+            assert same(base, draw(tiny_pipe, "red apple"))
+        assert not same(base, draw(tiny_pipe, "red apple"))  # enabled again after the block
+    finally:
+        lora.remove(tiny_pipe.unet)
+
+
+def test_preservation_keeps_other_prompts_closer_to_the_base_model(tiny_model, tiny_pipe, subject, tmp_path):
+    """The same LoRA run with and without preserve_weight: with it, a prompt without the token moves less."""
+    def pixels(images):
+        return np.stack([np.asarray(im, dtype=np.float32) for im in images])
+
+    base = pixels(draw(tiny_pipe, "red apple"))
+    kw = dict(model=tiny_model, steps=6, lr=0.05, progress=False, log=lambda s: None, variants=1, batch_size=2,
+              preserve_prompts=8)
+    moved = {}
+    for weight in (0.0, 10.0):
+        out = finetune(subject, TOK, "lora", tmp_path / f"p{weight:g}", preserve_weight=weight, **kw)
+        tiny_pipe.load_adapter(out)
+        try:
+            moved[weight] = float(np.abs(pixels(draw(tiny_pipe, "red apple")) - base).mean())
+        finally:
+            tiny_pipe.unload_adapter()
+    assert 0 < moved[10.0] < moved[0.0]
+
+
 def test_textual_inversion_changes_only_its_row(tiny_pipe, adapters):
     from minicream.io.weights import load_state_dict
 
@@ -101,6 +136,26 @@ def test_textual_inversion_changes_only_its_row(tiny_pipe, adapters):
     finally:
         tiny_pipe.unload_adapter()
     assert len(te.tokenizer) == n_tokens and torch.equal(te.model.get_input_embeddings().weight, table)
+
+
+def test_lora_with_a_learnt_token_adds_and_removes_its_word(tiny_model, tiny_pipe, subject, tmp_path):
+    """--learn-token (pivotal tuning): the folder holds the LoRA and the word; loading adds both, unloading restores
+    the tokenizer, the table and the images exactly."""
+    te = tiny_pipe.text_encoder
+    table, n_tokens = te.model.get_input_embeddings().weight.detach().clone(), len(te.tokenizer)
+    out = finetune(subject, "<piv>", "lora", tmp_path / "piv", model=tiny_model, steps=3, lr=0.05, learn_token=True,
+                   init_word="apple", progress=False, log=lambda s: None, variants=1, batch_size=2)
+    info = json.loads((out / INFO_NAME).read_text())
+    assert info["vectors"] == 1 and (out / "learned_embeds.safetensors").is_file()
+    base = draw(tiny_pipe, "a <piv>")
+    tiny_pipe.load_adapter(out)
+    try:
+        assert len(te.tokenizer) == n_tokens + 1 and lora.lora_layers(tiny_pipe.unet)
+        assert not same(base, draw(tiny_pipe, "a <piv>"))
+    finally:
+        tiny_pipe.unload_adapter()
+    assert len(te.tokenizer) == n_tokens and torch.equal(te.model.get_input_embeddings().weight, table)
+    assert same(base, draw(tiny_pipe, "a <piv>")) and not lora.lora_layers(tiny_pipe.unet)
 
 
 def test_filter_passes_adapter_tokens_through(tiny_pipe, adapters):

@@ -4,7 +4,8 @@
     adapter_config.json         PEFT's LoraConfig of the UNet's LoRA          (lora, dreambooth)
     adapter_model.safetensors   PEFT's adapter weights of the UNet            (lora, dreambooth)
     text_encoder/               the same two files for the text encoder's LoRA, when it was trained
-    learned_embeds.safetensors  the new token's embedding rows, {token: (vectors, dim)}  (textual-inversion)
+    learned_embeds.safetensors  the new token's embedding rows, {token: (vectors, dim)}  (textual-inversion, and a
+                                LoRA whose token was learnt with it: `vectors` > 0)
 
 Only safetensors and JSON: nothing is unpickled. The adapter's hash (`adapter_hash`) is over every weights file, so
 a PNG that records it can tell when an adapter of the same name was changed.
@@ -38,7 +39,7 @@ class AdapterInfo:
     alpha: float = 0.0          # LoRA alpha
     targets: tuple = ()         # target groups of the UNet's LoRA (lora.TARGETS)
     text_encoder: bool = False  # a LoRA of the text encoder too
-    vectors: int = 0            # textual inversion: embedding vectors of the token
+    vectors: int = 0            # embedding vectors of the token (textual inversion; a LoRA with a learnt token)
     style: bool = False         # trained as a style word (captions "<concept>, <token>")
     class_word: str = ""        # DreamBooth's class ("cat"), the prior-preservation prompt
     steps: int = 0
@@ -73,6 +74,7 @@ def adapter_files(folder: Path, info: AdapterInfo) -> list[Path]:
         files = [folder / EMBEDS_NAME]
     else:
         files = [folder / PEFT_WEIGHTS] + ([folder / TEXT_DIR / PEFT_WEIGHTS] if info.text_encoder else [])
+        files += [folder / EMBEDS_NAME] if info.vectors else []
     for f in files:
         if not f.is_file():
             raise MinicreamError(f"{folder}: the adapter is incomplete ({f.relative_to(folder)} is missing)")

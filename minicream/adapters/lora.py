@@ -11,6 +11,7 @@ layer's own module back (`remove`), whose weights were never touched: outputs ar
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -87,6 +88,19 @@ def activate(model: nn.Module, weights: dict[str, float]) -> None:
         for n in present:
             layer.lora_A[n].requires_grad_(False)
             layer.lora_B[n].requires_grad_(False)
+
+
+@contextmanager
+def disabled(model: nn.Module):
+    """The model without its LoRA layers' contribution inside the block (the base model's outputs)."""
+    layers = lora_layers(model)
+    for layer in layers:
+        layer.enable_adapters(False)
+    try:
+        yield model
+    finally:
+        for layer in layers:
+            layer.enable_adapters(True)
 
 
 def remove(model: nn.Module, name: str | None = None) -> None:

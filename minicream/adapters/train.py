@@ -7,6 +7,12 @@
                         are "a <token> <class word>"
     textual-inversion   only the token's new embedding rows in MiniLM's input table (`vectors` of them) are trained
 
+LoRA and DreamBooth also keep the model's other prompts as they were (`preserve_weight`, default 1): each step, a batch
+of the model's own concepts (and the empty prompt) on the same noisy latents is trained towards the base model's own
+predictions (self-distillation, adapter switched off for the teacher). Measured on the full model (README "Adapters"):
+the coverage benchmark's top-5 with a subject's LoRA loaded fell 0.28 without it and 0.045 with it, the subject still
+drawn in all samples; training takes twice as long. `learn_token` learns the token as a new word too (pivotal tuning).
+
 The run keeps its work (a checkpoint, the class images) in OUT.partial/ and moves the finished adapter to OUT at the
 end, so OUT is either absent or complete; `resume=True` continues an interrupted run from its checkpoint.
 """
@@ -54,11 +60,15 @@ class FinetuneConfig:
     alpha: float = 8.0                  # LoRA alpha (scale alpha / rank)
     targets: tuple = lora.DEFAULT_TARGETS  # LoRA target groups (lora.TARGETS)
     text_encoder: bool = False          # LoRA on MiniLM's attention too
+    learn_token: bool = False           # LoRA/DreamBooth: the token is also a new word learnt as textual inversion
+                                        # does (pivotal tuning), starting from `init_word`
     vectors: int = 1                    # textual inversion: embedding vectors of the token
     init_word: str = ""                 # textual inversion: start from this word's embedding (default: class word)
     class_word: str = ""                # DreamBooth: the subject's class ("cat")
     prior_weight: float = 1.0           # DreamBooth: weight of the prior-preservation loss
     class_images: int = 8               # DreamBooth: images of the class drawn by the base model
+    preserve_weight: float = 1.0        # LoRA: weight of keeping the base model's predictions on other prompts
+    preserve_prompts: int = 256         # LoRA: how many of the model's concepts (and designs) those prompts draw from
     variants: int = 4                   # each image and variants - 1 augmented copies
     flip: bool = False                  # augmentation may mirror images (off: subjects are often not symmetric)
     cfg_dropout: float = 0.1            # captions dropped (as in training), so guidance keeps working
@@ -72,7 +82,9 @@ class FinetuneConfig:
             raise MinicreamError("dreambooth needs --class-word: what the subject is (\"cat\"), for prior preservation")
         checks = [(self.steps >= 0, "steps must be >= 1"), (self.lr >= 0, "lr must be positive"),
                   (0 <= self.batch_size <= 64, "batch size must be in 1..64"), (1 <= self.vectors <= 16, "vectors must be in 1..16"),
-                  (0 <= self.prior_weight <= 10, "prior weight must be in 0..10"), (1 <= self.variants <= 16, "variants must be in 1..16"),
+                  (0 <= self.prior_weight <= 10, "prior weight must be in 0..10"),
+                  (0 <= self.preserve_weight <= 10, "preserve weight must be in 0..10"),
+                  (1 <= self.preserve_prompts <= 4096, "preserve prompts must be in 1..4096"), (1 <= self.variants <= 16, "variants must be in 1..16"),
                   (1 <= self.class_images <= 64, "class images must be in 1..64"), (0 <= self.cfg_dropout < 1, "cfg dropout must be in [0, 1)")]
         for ok, message in checks:
             if not ok:
@@ -181,18 +193,21 @@ def trainable(pipe, cfg: FinetuneConfig) -> dict[str, torch.Tensor]:
     """Inject what is trained into the pipeline and return it by name; everything else frozen."""
     pipe.unet.requires_grad_(False)
     torch.manual_seed(cfg.seed)  # PEFT draws LoRA's A matrices from the global generator
-    if cfg.method == "textual-inversion":
+    words = {}
+    if learns_word(cfg):
         init = cfg.init_word or cfg.class_word or "object"
         ids = pipe.text_encoder.tokenizer(init, add_special_tokens=False)["input_ids"]
         start_row = embedding.input_embeddings(pipe.text_encoder).weight[ids].mean(0)
         embedding.add_tokens(pipe.text_encoder, {cfg.token: start_row.expand(cfg.vectors, -1).clone()})
         table = embedding.input_embeddings(pipe.text_encoder)
         table.weight.requires_grad_(True)
-        return {"token_embeddings": table.weight}
+        words = {"token_embeddings": table.weight}
+    if cfg.method == "textual-inversion":
+        return words
     lora.inject(pipe.unet, lora.lora_config(cfg.rank, cfg.alpha, lora.target_regex(cfg.targets)), TRAINING)
     if cfg.text_encoder:
         lora.inject(pipe.text_encoder.model, lora.lora_config(cfg.rank, cfg.alpha, lora.TEXT_TARGETS), TRAINING)
-    params = {}
+    params = dict(words)
     for where, module in (("unet", pipe.unet), ("text_encoder", pipe.text_encoder.model)):
         for n, p in module.named_parameters():
             if f".{TRAINING}." in n:
@@ -200,14 +215,47 @@ def trainable(pipe, cfg: FinetuneConfig) -> dict[str, torch.Tensor]:
     return params
 
 
+def learns_word(cfg: FinetuneConfig) -> bool:
+    """Whether the token is a new row of the text encoder's table (textual inversion, or LoRA with learn_token)."""
+    return cfg.method == "textual-inversion" or cfg.learn_token
+
+
+def preserve_captions(pipe, cfg: FinetuneConfig) -> list[str]:
+    """Prompts the adapter should leave as they were: `preserve_prompts` of the model's concepts (seeded), each bare or
+    with one of its designs, and the empty prompt (classifier-free guidance's unconditional branch)."""
+    if cfg.preserve_weight <= 0 or cfg.method == "textual-inversion":  # a new word changes no other prompt
+        return []
+    rng = np.random.default_rng(cfg.seed)
+    names = sorted(pipe.vocabulary.by_name)
+    chosen = rng.choice(len(names), size=min(cfg.preserve_prompts, len(names)), replace=False)
+    styles = list(pipe.vocabulary.styles or [])
+    out = [names[i] if not styles or rng.random() < 0.5 else f"{names[i]}, {styles[rng.integers(len(styles))]}"
+           for i in chosen]
+    return out + [""]
+
+
+def preservation_loss(pipe, objective, x0, texts, fixed, cfg, g) -> torch.Tensor:
+    """How far the adapted UNet's predictions for other prompts move from the base model's, on the same noisy
+    latents (self-distillation: the base model is its own teacher, no images of other concepts needed)."""
+    x_t, t_in, *_ = objective.noised(x0, g)
+    with torch.no_grad(), lora.disabled(pipe.unet), lora.disabled(pipe.text_encoder.model):
+        base_cond = _stack([fixed[t] for t in texts]) if fixed else pipe.encode_prompt(texts)
+        target = pipe.unet(x_t, t_in, base_cond.hidden, base_cond.mask, base_cond.pooled).float()
+    cond = encode_with_grad(pipe.text_encoder, texts) if cfg.text_encoder else base_cond
+    pred = pipe.unet(x_t, t_in, cond.hidden, cond.mask, cond.pooled).float()
+    return F.mse_loss(pred, target) * cfg.preserve_weight
+
+
 def run_steps(pipe, cfg, params, opt, latents, captions, prior, step, work, settings, progress) -> list[float]:
     from tqdm import tqdm
 
     objective, te = objective_of(pipe), pipe.text_encoder
-    with_grad = cfg.method == "textual-inversion" or cfg.text_encoder
+    with_grad = learns_word(cfg) or cfg.text_encoder
+    keep = preserve_captions(pipe, cfg)
+    fixed_keep = None if cfg.text_encoder else {t: pipe.encode_prompt(t) for t in keep}
     texts = sorted(set(captions) | {""} | ({prior[1]} if prior else set()))
     fixed = None if with_grad else {t: pipe.encode_prompt(t) for t in texts}
-    if cfg.method == "textual-inversion":  # only the new rows learn: the others are put back after every step
+    if learns_word(cfg):  # only the new rows learn: the others are put back after every step
         table = params["token_embeddings"]
         base_rows = table.detach()[:embedding.input_embeddings(te).num_embeddings - cfg.vectors].clone()
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast_bf16("cpu"))
@@ -229,9 +277,16 @@ def run_steps(pipe, cfg, params, opt, latents, captions, prior, step, work, sett
                 loss = objective(fn, x0, g).mean() * weight
             loss.backward()
             total += float(loss.detach())
+        if keep:  # other prompts on the same latents: as the base model drew them
+            krows = torch.randint(len(latents), (cfg.batch_size,), generator=g).tolist()
+            ktexts = [keep[int(i)] for i in torch.randint(len(keep), (cfg.batch_size,), generator=g)]
+            with autocast:
+                loss = preservation_loss(pipe, objective, latents[krows], ktexts, fixed_keep, cfg, g)
+            loss.backward()
+            total += float(loss.detach())
         opt.step()
         opt.zero_grad(set_to_none=True)
-        if cfg.method == "textual-inversion":
+        if learns_word(cfg):
             with torch.no_grad():
                 table[:len(base_rows)] = base_rows
         losses.append(total)
@@ -249,10 +304,10 @@ def save_adapter(pipe, cfg: FinetuneConfig, params, folder: Path, n_images: int)
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir()
-    if cfg.method == "textual-inversion":
+    if learns_word(cfg):
         save_state_dict({cfg.token: embedding.token_rows(pipe.text_encoder, cfg.token).detach().float().contiguous()},
                         folder / EMBEDS_NAME)
-    else:
+    if cfg.method != "textual-inversion":
         for module, where in ((pipe.unet, folder), (pipe.text_encoder.model, folder / TEXT_DIR)):
             if not lora.lora_layers(module):
                 continue
@@ -264,7 +319,7 @@ def save_adapter(pipe, cfg: FinetuneConfig, params, folder: Path, n_images: int)
                        rank=0 if cfg.method == "textual-inversion" else cfg.rank,
                        alpha=0.0 if cfg.method == "textual-inversion" else cfg.alpha,
                        targets=() if cfg.method == "textual-inversion" else cfg.targets, text_encoder=cfg.text_encoder,
-                       vectors=cfg.vectors if cfg.method == "textual-inversion" else 0, style=cfg.style,
+                       vectors=cfg.vectors if learns_word(cfg) else 0, style=cfg.style,
                        class_word=cfg.class_word, steps=cfg.steps, images=n_images)
     (folder / INFO_NAME).write_text(info.to_json())
     return folder

@@ -36,6 +36,11 @@ class LoadedAdapter:
         return "adapter_" + re.sub(r"\W", "_", self.name)
 
 
+def has_word(info: AdapterInfo) -> bool:
+    """Whether the adapter adds its token to the text encoder as a learnt word (textual inversion, pivotal LoRA)."""
+    return info.method == "textual-inversion" or info.vectors > 0
+
+
 def check_scale(scale, name: str) -> float:
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0.0 <= float(scale) <= MAX_SCALE:
         raise MinicreamError(f"adapter {name!r}: scale must be a number in 0..{MAX_SCALE:g}, got {scale!r}")
@@ -78,14 +83,14 @@ class AdapterMixin:
         same = [a.name for a in self.adapters.values() if a.info.token.lower() == info.token.lower()]
         if same:
             raise MinicreamError(f"adapters {same[0]!r} and {name!r} both use the token {info.token!r}; load one of them")
-        if info.method == "textual-inversion":
-            if scale != 1.0:
-                raise MinicreamError(f"adapter {name!r} is a textual inversion (a new word): it has no scale")
+        if info.method == "textual-inversion" and scale != 1.0:
+            raise MinicreamError(f"adapter {name!r} is a textual inversion (a new word): it has no scale")
+        rows = None
+        if has_word(info):
             rows = load_state_dict(path / EMBEDS_NAME)
             if list(rows) != [info.token]:
                 raise MinicreamError(f"{path / EMBEDS_NAME}: holds {list(rows)[:3]}, not the token {info.token!r}")
-            embedding.add_tokens(self.text_encoder, {info.token: rows[info.token].float()})
-        else:
+        if info.method != "textual-inversion":
             adapter_files(path, info)
             key = LoadedAdapter(name, path, info, digest, scale).key
             if key in {a.key for a in self.adapters.values()}:
@@ -99,6 +104,8 @@ class AdapterMixin:
                 except MinicreamError:
                     lora.remove(self.unet, key)
                     raise
+        if rows is not None:  # the adapter's word, last: nothing above can fail after it is added
+            embedding.add_tokens(self.text_encoder, {info.token: rows[info.token].float()})
         self.adapters[name] = LoadedAdapter(name, path, info, digest, scale)
         self._apply_scales()
         return name
@@ -128,11 +135,11 @@ class AdapterMixin:
             raise MinicreamError(f"no adapter named {name!r} is loaded")
         for n in names:
             a = self.adapters.pop(n)
-            if a.info.method == "textual-inversion":
+            if has_word(a.info):
                 keep = {b.info.token: embedding.token_rows(self.text_encoder, b.info.token).detach().clone()
-                        for b in self.adapters.values() if b.info.method == "textual-inversion"}
+                        for b in self.adapters.values() if has_word(b.info)}
                 embedding.remove_tokens(self.text_encoder, keep)
-            else:
+            if a.info.method != "textual-inversion":
                 lora.remove(self.unet, a.key)
                 lora.remove(self.text_encoder.model, a.key)
         self._apply_scales()

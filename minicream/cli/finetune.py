@@ -11,11 +11,11 @@ def cmd_finetune(args) -> None:
     from ..adapters import finetune
 
     options = {k: getattr(args, k) for k in ("steps", "lr", "batch_size", "rank", "alpha", "vectors", "init_word",
-                                             "class_word", "prior_weight", "class_images", "seed") if getattr(args, k) is not None}
+                                             "class_word", "prior_weight", "class_images", "preserve_weight", "seed") if getattr(args, k) is not None}
     if args.targets:
         options["targets"] = tuple(t.strip() for t in args.targets.split(",") if t.strip())
     finetune(args.images, args.token, args.method, args.out, model=args.model, resume=args.resume,
-             style=args.style, text_encoder=args.text_encoder, flip=args.flip, **options)
+             style=args.style, text_encoder=args.text_encoder, learn_token=args.learn_token, flip=args.flip, **options)
 
 
 def add_finetune_parser(sub) -> None:
@@ -25,7 +25,7 @@ def add_finetune_parser(sub) -> None:
     f.add_argument("--method", choices=["lora", "dreambooth", "textual-inversion"], default="lora",
                    help="lora (default), dreambooth (LoRA with prior preservation) or textual-inversion (a new word only)")
     f.add_argument("--out", required=True, metavar="ADAPTER_DIR", help="the adapter folder to write (must not exist)")
-    f.add_argument("--model", help="the model to adapt (default: the shipped reference model)")
+    f.add_argument("--model", help="the model to adapt (default: the default model, full)")
     f.add_argument("--style", action="store_true", help="teach a style shared by the images (captions \"<concept>, TOKEN\", "
                                                         "the concept read from each file name) instead of a subject")
     f.add_argument("--steps", type=int, help="training steps (default: lora/dreambooth 500, textual-inversion 200)")
@@ -34,11 +34,15 @@ def add_finetune_parser(sub) -> None:
     f.add_argument("--rank", type=int, help="LoRA rank (default 8)")
     f.add_argument("--alpha", type=float, help="LoRA alpha (default 8: scale alpha/rank = 1)")
     f.add_argument("--targets", help="LoRA targets, comma-separated from attn, ff, conv, proj (default attn,ff,conv)")
+    f.add_argument("--learn-token", action="store_true", help="lora/dreambooth: learn the token as a new word too "
+                   "(pivotal tuning: textual inversion and LoRA together), starting from --init-word")
     f.add_argument("--text-encoder", action="store_true", help="LoRA on the text encoder's attention too")
     f.add_argument("--vectors", type=int, help="textual inversion: embedding vectors of the token (default 1)")
-    f.add_argument("--init-word", help="textual inversion: start from this word's embedding (default: --class-word, else \"object\")")
+    f.add_argument("--init-word", help="textual inversion and --learn-token: start from this word's embedding (default: --class-word, else \"object\")")
     f.add_argument("--class-word", help="what the subject is (\"cat\"): dreambooth's prior-preservation prompt")
     f.add_argument("--prior-weight", type=float, help="dreambooth: weight of the prior-preservation loss (default 1)")
+    f.add_argument("--preserve-weight", type=float, help="lora/dreambooth: weight of keeping the base model's "
+                   "predictions for other prompts (self-distillation on the model's own concepts; 0 = off)")
     f.add_argument("--class-images", type=int, help="dreambooth: class images drawn by the base model (default 8)")
     f.add_argument("--flip", action="store_true", help="augmentation may mirror the images")
     f.add_argument("--seed", type=int, help="seed (default 0)")

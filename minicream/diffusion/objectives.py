@@ -1,5 +1,5 @@
 """Training objectives, separate from the network (EDM/k-diffusion style): each is a small class whose
-`__call__(model_fn, x0, generator)` draws a noise level and noise, builds the noisy input, and returns the
+`__call__(model_fn, x0, generator)` draws a noise level and noise, builds the noisy input (`noised`), and returns the
 per-sample loss. `model_fn(x_t, t)` takes timesteps on the 0..1000 scale that diffusers schedulers use, so
 the same network samples with every scheduler.
 
@@ -75,13 +75,18 @@ class DDPMObjective:
             cfg["rescale_betas_zero_snr"] = True
         return cfg
 
-    def __call__(self, model_fn: ModelFn, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def noised(self, x0: torch.Tensor, generator: torch.Generator | None = None):
+        """(x_t, the network's timestep input, alpha-bar, noise) at a drawn noise level, as training draws them."""
         B = x0.shape[0]
         t = self.sample_timesteps(B, generator)
         noise = torch.randn(x0.shape, generator=generator, device="cpu").to(x0.device)
         a = self.alphas_cumprod[t].to(x0.device).view(B, 1, 1, 1)
-        x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        pred = model_fn(x_t, t.to(x0.device).float())
+        return a.sqrt() * x0 + (1 - a).sqrt() * noise, t.to(x0.device).float(), a, noise
+
+    def __call__(self, model_fn: ModelFn, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        x_t, t_in, a, noise = self.noised(x0, generator)
+        B = x0.shape[0]
+        pred = model_fn(x_t, t_in)
         snr = (a / (1 - a)).view(B)
         if self.prediction == "v":
             target, base = a.sqrt() * noise - (1 - a).sqrt() * x0, snr + 1
@@ -104,13 +109,16 @@ class FlowObjective:
     def scheduler_config(self) -> dict:
         return {"num_train_timesteps": NUM_TRAIN_TIMESTEPS, "prediction_type": "flow"}
 
-    def __call__(self, model_fn: ModelFn, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def noised(self, x0: torch.Tensor, generator: torch.Generator | None = None):
+        """(x_t, the network's timestep input, flow time s, noise) at a drawn noise level, as training draws them."""
         B = x0.shape[0]
         s = torch.sigmoid(self.logit_mean + self.logit_std * torch.randn(B, generator=generator)).to(x0.device)
         noise = torch.randn(x0.shape, generator=generator, device="cpu").to(x0.device)
-        x_t = (1 - s.view(B, 1, 1, 1)) * x0 + s.view(B, 1, 1, 1) * noise
-        pred = model_fn(x_t, s * NUM_TRAIN_TIMESTEPS)
-        return _mse(pred, noise - x0)
+        return (1 - s.view(B, 1, 1, 1)) * x0 + s.view(B, 1, 1, 1) * noise, s * NUM_TRAIN_TIMESTEPS, s, noise
+
+    def __call__(self, model_fn: ModelFn, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        x_t, t_in, _, noise = self.noised(x0, generator)
+        return _mse(model_fn(x_t, t_in), noise - x0)
 
 
 def make_objective(name: str, min_snr_gamma: float | None = 5.0, beta_schedule: str = "scaled_linear",
