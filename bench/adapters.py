@@ -165,10 +165,8 @@ def cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def options(args, method: str) -> dict:
-    """--finetune KEY=VALUE settings (FinetuneConfig fields) for LoRA-based methods; textual inversion keeps its own."""
-    if method == "textual-inversion":
-        return {}
+def options(args) -> dict:
+    """--finetune KEY=VALUE settings (FinetuneConfig fields) for every method (run one method's jobs with --only)."""
     out = {}
     for item in args.finetune:
         key, value = item.split("=", 1)
@@ -189,7 +187,7 @@ def job_subject(args, p, s: int, method: str, grader, cov_judge) -> dict:
     extra = {"dreambooth": {"class_word": subj["name"]}, "textual-inversion": {"init_word": subj["name"]}}.get(method, {})
     t0, c0 = time.time(), cpu_seconds()
     finetune(subj["images"], subj["token"], method, out, model=args.model, progress=False, log=lambda m: None,
-             **extra, **options(args, method))
+             **extra, **options(args))
     train = {"wall_s": round(time.time() - t0, 1), "cpu_s": round(cpu_seconds() - c0, 1),
              "size_bytes": sum(f.stat().st_size for f in out.rglob("*") if f.is_file())}
     pipe = Pipeline.from_pretrained(args.model)
@@ -234,7 +232,7 @@ def job_style(args, p, grader) -> dict:
     t0, c0 = time.time(), cpu_seconds()
     extra = {"init_word": args.style_init} if args.style_init else {}
     finetune(folder, st["token"], args.style_method, out, model=args.model, style=True, progress=False,
-             log=lambda m: None, **extra, **options(args, args.style_method))
+             log=lambda m: None, **extra, **options(args))
     train = {"wall_s": round(time.time() - t0, 1), "cpu_s": round(cpu_seconds() - c0, 1),
              "size_bytes": sum(f.stat().st_size for f in out.rglob("*") if f.is_file())}
     base = Pipeline.from_pretrained(args.model)
@@ -381,7 +379,7 @@ def main(argv=None) -> int:
     ap.add_argument("--shard", default="0/1", help="I/N: run every N-th job starting at I")
     ap.add_argument("--only", help="comma-separated job names (base, style, s0-lora, s3-dreambooth, ...)")
     ap.add_argument("--finetune", action="append", default=[], metavar="KEY=VALUE",
-                    help="a finetune setting for the LoRA-based methods (repeatable), e.g. preserve_weight=1")
+                    help="a finetune setting (repeatable), e.g. preserve_weight=1")
     ap.add_argument("--report", action="store_true", help="aggregate the finished jobs instead of running any")
     ap.add_argument("--grid", help="with --report: write the subjects' grid here")
     ap.add_argument("--json", default="bench/last_adapters.json", help="with --report: the table as JSON")

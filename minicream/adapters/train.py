@@ -43,7 +43,8 @@ PEFT_PREFIX = "base_model.model."  # PeftModel.save_pretrained's key prefix: the
 TRAINING = "learning"  # the PEFT adapter name while training ("train" would shadow nn.Module.train)
 # Measured on the reference model, 5 octopus images (README "Adapters"): r8 on attention + FF only, 300 steps at 1e-3
 # (or 1000 steps, or 5e-3) drew coloured blobs; adding the ResBlocks' convolutions, 500 steps at 2e-3, batch 8, drew it.
-DEFAULT_STEPS = {"lora": 500, "dreambooth": 500, "textual-inversion": 200}
+# Textual inversion on the full model, 6 subjects from unseen designs: top-5 0.438 at 200 steps, 0.646 at 500 (187 s).
+DEFAULT_STEPS = {"lora": 500, "dreambooth": 500, "textual-inversion": 500}
 DEFAULT_LR = {"lora": 2e-3, "dreambooth": 2e-3, "textual-inversion": 5e-3}
 DEFAULT_BATCH = {"lora": 8, "dreambooth": 8, "textual-inversion": 4}
 

@@ -28,7 +28,7 @@ def add_finetune_parser(sub) -> None:
     f.add_argument("--model", help="the model to adapt (default: the default model, full)")
     f.add_argument("--style", action="store_true", help="teach a style shared by the images (captions \"<concept>, TOKEN\", "
                                                         "the concept read from each file name) instead of a subject")
-    f.add_argument("--steps", type=int, help="training steps (default: lora/dreambooth 500, textual-inversion 200)")
+    f.add_argument("--steps", type=int, help="training steps (default 500)")
     f.add_argument("--lr", type=float, help="learning rate (default: lora/dreambooth 2e-3, textual-inversion 5e-3)")
     f.add_argument("--batch-size", type=int, help="images per step (default: lora/dreambooth 8, textual-inversion 4)")
     f.add_argument("--rank", type=int, help="LoRA rank (default 8)")
