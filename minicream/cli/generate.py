@@ -9,7 +9,7 @@ from ..filter.cli_support import add_filter_arguments
 from .finetune import load_adapters
 from .modes import add_mode_arguments, given_options
 from .output import save_images, stem_of
-from .rerun import EDIT_COMMANDS, stored_options
+from .rerun import EDIT_COMMANDS, check_control, control_options, stored_options
 
 
 def cmd_generate(args) -> None:
@@ -31,6 +31,7 @@ def cmd_generate(args) -> None:
         if args.prompt is None and args.filter is None and args.style is None:
             stored = stored_result(p)
             options["filter"] = "none" if stored is None else stored.mode_requested
+        options.update(control_options(p))  # a controlled image re-runs with the same control, checked below
         if isinstance(p.get("layout"), dict):  # a scene re-runs on its recorded layout
             options["layout"], options["harmonize"] = p["layout"], p.get("harmonize", 0.0)
     options.update(given_options(args, "text2img"))  # the command line's flags, a --layout file read
@@ -40,6 +41,7 @@ def cmd_generate(args) -> None:
         raise MinicreamError("no prompt given; usage: minicream generate \"red apple\" (or --from IMAGE.png)")
     pipe = Pipeline.from_pretrained(args.model, dtype=args.dtype or dtype or "auto")
     load_adapters(pipe, args.adapter, stored_adapters, args.from_image)
+    check_control(pipe, options.pop("control_sha256", None), options.get("control"), options.get("control_preprocess"))
     filtered = stored or pipe.filter_prompt(options["prompt"], args.filter or options.get("filter") or "offline",
                                             style=args.style, llm=llm_config(args) if args.filter == "llm" else None)
     print_explanation(filtered, args.explain)

@@ -39,6 +39,37 @@ def stored_options(p: dict) -> dict:
     return out
 
 
+def control_options(p: dict) -> dict:
+    """A PNG's control records -> the re-run's control_kind / control_scale / control_preprocess options (one
+    control: values; several: lists) and the hashes its control images must have."""
+    records = p.get("control")
+    if not isinstance(records, list) or not records or not all(isinstance(r, dict) for r in records):
+        return {}
+    pick = (lambda key: records[0].get(key)) if len(records) == 1 else (lambda key: [r.get(key) for r in records])
+    return {"control_kind": pick("kind"), "control_scale": pick("scale"), "control_preprocess": pick("preprocess"),
+            "control_sha256": [r.get("sha256") for r in records]}
+
+
+def check_control(pipe, stored_hashes: list | None, control, kinds_preprocess: tuple) -> None:
+    """The control image(s) of a `--from` re-run must be the ones the PNG was drawn with (by their hints' hashes)."""
+    if not stored_hashes:
+        return
+    if control is None:
+        raise MinicreamError("the --from PNG was drawn with a control image; give it again with --control IMAGE")
+    from ..control.hints import to_hint
+    from ..control.use import hint_sha
+    from ..editing import open_image
+
+    images = control if isinstance(control, (list, tuple)) else [control]
+    preps = kinds_preprocess if isinstance(kinds_preprocess, (list, tuple)) else [kinds_preprocess] * len(images)
+    if len(images) != len(stored_hashes):
+        raise MinicreamError(f"the --from PNG was drawn with {len(stored_hashes)} control images, {len(images)} given")
+    for want, image, prep in zip(stored_hashes, images, preps):
+        if hint_sha(to_hint(open_image(image, "control image"), pipe.image_size, prep or "none")) != want:
+            raise MinicreamError(f"the control image given is not the one the --from PNG was drawn with (sha256 {want} "
+                                 "expected)")
+
+
 def check_inputs(pipe, stored: dict, image, mask) -> None:
     """The image (and mask) given to a `--from` re-run must be the ones the PNG was made from."""
     from ..editing import load_image, load_mask

@@ -184,3 +184,36 @@ def add_train_upscaler_parser(sub) -> None:
     u.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     u.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field, e.g. model.channels=[32,64]")
     u.set_defaults(func=cmd_train_upscaler)
+
+
+CONTROL_FLAGS = {"kind": "kind", "model": "model", "data": "data", "steps": "train.steps", "minutes": "train.max_minutes"}
+
+
+def cmd_train_control(args) -> None:
+    from ..config import to_toml
+    from ..control.train import load_control_recipe
+
+    cfg = load_control_recipe(args.config, flag_overrides(args, CONTROL_FLAGS))
+    if args.dry_run:
+        print(to_toml(cfg))
+        return
+    from ..control.train import run_control
+
+    print(f"ControlNet written to {run_control(cfg, args.out or f'runs/control-{cfg.kind}', resume=args.resume)}")
+
+
+def add_train_control_parser(sub) -> None:
+    from ..models.controlnet import KINDS
+
+    c = sub.add_parser("train-control", help="a ControlNet (structure from edge maps or scribbles) for a model's UNet")
+    c.add_argument("--kind", choices=KINDS, help="edges (Canny edge maps) or scribble (hand-like drawings); default edges")
+    c.add_argument("--model", help="a shipped model's name or a model folder (default: full)")
+    c.add_argument("--out", help="run directory (default runs/control-KIND); the ControlNet is written to OUT/control/KIND")
+    c.add_argument("--config", default="control", help="preset name or TOML file (default: control)")
+    c.add_argument("--data", help="image-caption folder (default: the model's recipe's data)")
+    c.add_argument("--steps", type=int, help="optimizer steps")
+    c.add_argument("--minutes", type=float, help="stop training after this many minutes")
+    c.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    c.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    c.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field, e.g. train.lr=1e-4")
+    c.set_defaults(func=cmd_train_control)

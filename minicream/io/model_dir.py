@@ -22,6 +22,7 @@ from .atomic import read_json
 MODEL_INDEX = "model_index.json"
 UNET_DIR, VAE_DIR, EVALUATOR_DIR, JUDGE_DIR, UPSCALER_DIR = "unet", "vae", "evaluator", "judge", "upscaler"
 PREDICTION_TYPES = ("epsilon", "v_prediction", "flow")
+CONTROL_DIR, CONTROL_SETTINGS = "control", "control.json"  # control/<kind>/: a ControlNet and what it was trained for
 MAX_INDEX_BYTES = 1 << 20  # model_index.json is a few KB
 
 # Models shipped inside the package, by name (`Pipeline.from_pretrained("reference")`, `--model reference`).

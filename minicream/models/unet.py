@@ -88,6 +88,7 @@ class MoEUNet(nn.Module, PretrainedMixin):
             if i < len(ch) - 1:
                 self.down.append(Downsample(c, c))
                 skip_ch.append(c)
+        self.skip_channels = tuple(skip_ch)  # what each skip connection carries (a ControlNet adds to each)
 
         c_mid = ch[-1]
         self.mid_res1 = ResBlock(c_mid, c_mid, emb_dim)
@@ -113,24 +114,43 @@ class MoEUNet(nn.Module, PretrainedMixin):
     def moe_layers(self) -> list[MoEFeedForward]:
         return [m for m in self.modules() if isinstance(m, MoEFeedForward)]
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, mask: torch.Tensor, pooled: torch.Tensor,
-                moe_stats: list | None = None) -> torch.Tensor:
-        """x (B,C,H,W) noisy latents; t (B,) timesteps in [0,1000); context (B,T,D); mask (B,T) bool; pooled (B,D).
-        moe_stats: a list that receives one `MoEStats` per MoE layer (the training loss's balance terms and the
-        expert usage it logs); None, as at inference, measures nothing."""
+    def conditioning(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, mask: torch.Tensor,
+                     pooled: torch.Tensor, moe_stats: list | None = None) -> dict:
+        """The blocks' conditioning dict (see the module docstring); a ControlNet computes its own with its copies of
+        time_mlp, text_mlp and context_norm (models/controlnet.py)."""
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         # The pooled sentence embedding has unit norm, i.e. ~0.05 per element: rescale it to unit variance per
         # element, or the prompt is a whisper next to the timestep signal and the model learns to ignore it.
         pooled = F.normalize(pooled.float(), dim=-1) * pooled.shape[-1] ** 0.5
         emb = self.time_mlp(timestep_embedding(t, self.config.channels[0]).to(x.dtype)) + self.text_mlp(pooled.to(x.dtype))
-        cond = {"emb": emb, "context": self.context_norm(context.to(x.dtype)), "mask": mask, "moe_stats": moe_stats}
+        return {"emb": emb, "context": self.context_norm(context.to(x.dtype)), "mask": mask, "moe_stats": moe_stats}
+
+    def encode(self, x: torch.Tensor, cond: dict, hint: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The down path and the mid block: (the skip activations, the mid block's output). `hint`: a ControlNet's
+        encoded structure image, added after conv_in."""
         h = self.conv_in(x)
+        if hint is not None:
+            h = h + hint
         skips = [h]
         for block in self.down:
             h = block(h) if isinstance(block, Downsample) else block(h, cond)
             skips.append(h)
-        h = self.mid_res2(self.mid_attn(self.mid_res1(h, emb), cond), emb)
+        emb = cond["emb"]
+        return skips, self.mid_res2(self.mid_attn(self.mid_res1(h, emb), cond), emb)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, mask: torch.Tensor, pooled: torch.Tensor,
+                moe_stats: list | None = None, control: tuple[list[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """x (B,C,H,W) noisy latents; t (B,) timesteps in [0,1000); context (B,T,D); mask (B,T) bool; pooled (B,D).
+        moe_stats: a list that receives one `MoEStats` per MoE layer (the training loss's balance terms and the
+        expert usage it logs); None, as at inference, measures nothing.
+        control: a ControlNet's residuals (one per skip, one for the mid block), added to them (models/controlnet.py)."""
+        cond = self.conditioning(x, t, context, mask, pooled, moe_stats)
+        skips, h = self.encode(x, cond)
+        if control is not None:
+            residuals, mid = control
+            skips = [s + r.to(s.dtype) for s, r in zip(skips, residuals)]
+            h = h + mid.to(h.dtype)
         for block in self.up:
             h = block(h) if isinstance(block, Upsample) else block(torch.cat([h, skips.pop()], dim=1), cond)
         return F.pixel_shuffle(self.conv_out(F.silu(self.norm_out(h))), self.config.patch_size)

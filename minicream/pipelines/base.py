@@ -247,14 +247,15 @@ class Pipeline(AdapterMixin):  # load_adapter, set_adapters, unload_adapter (ada
                 steps: int, batch_size: int = 8, progress: bool = False, callback=None, init: torch.Tensor | None = None,
                 strength: float = 1.0, keep: torch.Tensor | None = None, canvas: tuple[int, int] | None = None,
                 noise: torch.Tensor | None = None, step_callback=None, guidance_max_noise: float = 1.0,
-                cads: float = 0.0) -> torch.Tensor:
+                cads: float = 0.0, control=None) -> torch.Tensor:
         """Latents for `seeds`, denoised in fixed-size chunks (padding keeps every chunk the same shape).
 
         Every sampling setting is an argument (a mode passes its SamplingSettings' `denoise_args`); the ones left
         out are the plain sampler's: guidance at every step (guidance_max_noise 1), no condition annealing (cads 0).
         cond/uncond: one row for all images, or one per image. init/strength: start from latents (img2img);
         keep: 1 where latents are kept from `init` (inpainting, outpainting); canvas: the latent size (H, W)
-        (default: the model's); noise: the starting noise per image instead of drawing it from the seeds.
+        (default: the model's); noise: the starting noise per image instead of drawing it from the seeds;
+        control: the call's ControlNets and hints (control/use.py's build_control), the same for every image.
         callback(step, total): progress after every step. step_callback(step, t, x) -> x or None: after every step
         of every chunk, the chunk's latents x (its images in order, unit variance, clean after the last step) and
         the timestep t the step started at; a tensor it returns replaces them (diffusers' callback_on_step_end)."""
@@ -274,7 +275,7 @@ class Pipeline(AdapterMixin):  # load_adapter, set_adapters, unload_adapter (ada
             start_from = None if init is None else init[padded if len(init) > 1 else [0] * chunk].to(self.device)
             known = None if keep is None else (start_from, keep.expand(chunk, *keep.shape[1:]).to(self.device))
             model_fn = canvas_model_fn(self, c, u, guidance, canvas, cads_generators([seeds[r] for r in padded], cads),
-                                       guidance_max_noise, cads)
+                                       guidance_max_noise, cads, control)
             out = sample(model_fn, x.to(self.device), sampler, steps, self.index["objective"], gens, progress=progress,
                          init=start_from, strength=strength, known=known,
                          callback=chunk_callback(callback, step_callback, total, len(rows)))
@@ -315,6 +316,13 @@ class Pipeline(AdapterMixin):  # load_adapter, set_adapters, unload_adapter (ada
         for i in best:
             images[i].info[PARAMS_KEY].update(score=round(float(scores[i]), 5), num_candidates=n)
         return [images[i] for i in best]
+
+    @property
+    def control_kinds(self) -> list[str]:
+        """The ControlNets this model has (its folder's control/<kind>/; control/use.py)."""
+        from ..control.use import kinds
+
+        return kinds(self)
 
     # -- upscale --------------------------------------------------------------------------------------
     @cached_property

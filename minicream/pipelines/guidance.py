@@ -28,15 +28,20 @@ def cads_generators(seeds: Sequence[int], cads: float) -> list[torch.Generator] 
     return [torch.Generator("cpu").manual_seed((int(s) + CADS_SEED_OFFSET) % 2 ** 63) for s in seeds]
 
 
-def unet_fn(pipe) -> Callable:
+def unet_fn(pipe, control=None) -> Callable:
     """unet_fn(x, t, emb): the pipeline's network, in its dtype (under bf16 autocast for fp32 weights where bf16 is
-    fast), as the flow's velocity for a distilled model whose network predicts v (minicream distill)."""
+    fast), as the flow's velocity for a distilled model whose network predicts v (minicream distill); with `control`
+    (control/use.py's Control) its ControlNets' residuals added to the UNet's skips."""
     half = pipe.unet_dtype != torch.float32
 
     def fn(x, t, emb):
         x = x.to(pipe.unet_dtype).contiguous(memory_format=torch.channels_last)
+        hidden = emb.hidden.to(pipe.unet_dtype)
         with torch.autocast(pipe.device.type, dtype=torch.bfloat16, enabled=not half and fast_bf16(pipe.device)):
-            return pipe.unet(x, t, emb.hidden.to(pipe.unet_dtype), emb.mask, emb.pooled).float()
+            if control is None:
+                return pipe.unet(x, t, hidden, emb.mask, emb.pooled).float()
+            residuals = control.residuals(x, t, hidden, emb.mask, emb.pooled)
+            return pipe.unet(x, t, hidden, emb.mask, emb.pooled, control=residuals).float()
 
     if not pipe.index["objective"].get("network"):
         return fn
@@ -63,12 +68,12 @@ def annealed(fn: Callable, cads: CADS, n: int, generators: Sequence[torch.Genera
 
 def guided_model_fn(pipe, cond: TextEmbeddings, uncond: TextEmbeddings, guidance: float,
                     generators: Sequence[torch.Generator] | None = None, max_noise: float = 1.0,
-                    cads: float = 0.0) -> Callable:
+                    cads: float = 0.0, control=None) -> Callable:
     """The UNet as model_fn(x, t) with classifier-free guidance at scale `guidance`, applied only at noise levels
     t/T <= `max_noise` (1 = every step); cond/uncond have x's batch. With `cads` > 0 the conditional rows are
     noised at high noise levels (condition annealing), with noise from `generators` (one per row)."""
     T = pipe.index["objective"].get("num_train_timesteps", 1000)
-    fn = unet_fn(pipe)
+    fn = unet_fn(pipe, control)
     if cads > 0:
         if generators is None or len(generators) != len(cond):
             raise MinicreamError("condition annealing needs one generator per image")
@@ -82,12 +87,14 @@ def guided_model_fn(pipe, cond: TextEmbeddings, uncond: TextEmbeddings, guidance
 
 def canvas_model_fn(pipe, cond: TextEmbeddings, uncond: TextEmbeddings, guidance: float, canvas: tuple[int, int],
                     generators: Sequence[torch.Generator] | None = None, max_noise: float = 1.0,
-                    cads: float = 0.0) -> Callable:
+                    cads: float = 0.0, control=None) -> Callable:
     """guided_model_fn over latents of size `canvas`: the UNet itself at its native size, MultiDiffusion windows
-    of the native size on a larger canvas. cond/uncond: one row per image."""
+    of the native size on a larger canvas. cond/uncond: one row per image; control: ControlNets (native size only)."""
     native = tuple(pipe.latent_shape[-2:])
     if tuple(canvas) == native:
-        return guided_model_fn(pipe, cond, uncond, guidance, generators, max_noise, cads)
+        return guided_model_fn(pipe, cond, uncond, guidance, generators, max_noise, cads, control)
+    if control is not None:
+        raise MinicreamError("a control image steers the model's own canvas size; draw it without a wider canvas")
     probe = tiled_model_fn(lambda x, t: x, canvas, native)
     rows = [i for i in range(len(cond)) for _ in range(probe.n_windows)]
     gens = None if generators is None else [generators[i] for i in rows]  # a window's noise from its image's

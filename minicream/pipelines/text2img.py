@@ -1,6 +1,8 @@
 """Text to image: noise -> denoise -> decode, with best-of-N reranking by the model's evaluator."""
 from __future__ import annotations
 
+from ..control.use import MAX_SCALE, build_control
+from ..errors import MinicreamError
 from ..evaluator.rerank import MAX_CANDIDATES, candidate_seeds, check_candidates
 from ..filter.variety import record_designs, varied_cond
 from .metadata import PARAMS_KEY
@@ -10,19 +12,24 @@ from .upscale import UPSCALE, check_size
 
 
 def text2img(pipe, settings, prompt, filter, style, llm, size, upscale_steps, upscale_noise, num_candidates, keep_top,
-             layout, canvas, harmonize):
+             layout, canvas, harmonize, control=None, control_kind=None, control_scale=1.0, control_preprocess="none"):
     pipe.check_prompt(prompt)
+    control = build_control(pipe, control, control_kind, control_scale, control_preprocess)
+    if control is not None:  # the control image gives the structure: the prompt is drawn as one caption
+        if layout not in (None, "none"):
+            raise MinicreamError("a control image gives the picture's structure; it does not take a layout")
+        layout = "none"
     filtered = pipe.filter_prompt(prompt, filter, style=style, llm=llm)  # what was typed -> the model's captions
     size = check_size(pipe, size)
     if size != pipe.image_size:
         pipe.upscaler.settings(upscale_steps, upscale_noise)  # refuse bad settings before any work
     check_candidates(num_candidates, keep_top)
-    images = _draw(pipe, settings, prompt, filtered, style, num_candidates, keep_top, layout, canvas, harmonize)
+    images = _draw(pipe, settings, prompt, filtered, style, num_candidates, keep_top, layout, canvas, harmonize, control)
     # the evaluator ranks at the native size, before the upscaler: only the kept images are upscaled
     return pipe.upscale(images, size, upscale_steps, upscale_noise)
 
 
-def _draw(pipe, settings, prompt, filtered, style, num_candidates, keep_top, layout, canvas, harmonize):
+def _draw(pipe, settings, prompt, filtered, style, num_candidates, keep_top, layout, canvas, harmonize, control=None):
     if num_candidates > 1:
         pipe.evaluator  # fail before any work if the model has no evaluator
     gen_seeds = candidate_seeds(list(settings.seeds), num_candidates)  # == the seeds when num_candidates == 1
@@ -33,8 +40,9 @@ def _draw(pipe, settings, prompt, filtered, style, num_candidates, keep_top, lay
     # By the generation seed, best-of-N candidates too: a PNG's seed alone, re-run, gives the same image.
     cond, designs = varied_cond(pipe, filtered, style, gen_seeds)
     uncond = pipe.encode_prompt(settings.negative_prompt)
-    latents = pipe.denoise(gen_seeds, cond, uncond, **settings.denoise_args)
-    images = pipe.attach(pipe.decode(latents), gen_seeds, prompt, settings, filtered)
+    latents = pipe.denoise(gen_seeds, cond, uncond, **settings.denoise_args, control=control)
+    extra = None if control is None else {"control": control.records}
+    images = pipe.attach(pipe.decode(latents), gen_seeds, prompt, settings, filtered, extra)
     record_designs(images, filtered, designs, PARAMS_KEY)
     return pipe.rerank(images, filtered.rewritten, num_candidates, keep_top) if num_candidates > 1 else images
 
@@ -51,4 +59,12 @@ MODE = Mode("text2img", "draw images from a prompt", (
                                    "(pixels of the model's canvas); \"none\" draws a several-object prompt as one caption; "
                                    "default: the layout the filter finds in the prompt", choices=("none",)),
     CANVAS, HARMONIZE,
+    Option("control", "image", None, "a structure to follow (ControlNet): a drawing, a scribble or an edge map (lines on "
+                                     "a plain background); several (a list) stack in the Python API"),
+    Option("control_kind", "str", None, "the ControlNet that reads it: edges or scribble (default: the model's first)",
+           choices=("edges", "scribble")),
+    Option("control_scale", "float", 1.0, "how strongly the control steers (0 = not at all)",
+           limits={"ge": 0.0, "le": MAX_SCALE}),
+    Option("control_preprocess", "str", "none", "none: the control image is lines already; edges: take a picture's "
+                                                "edges (Canny) as the control", choices=("none", "edges")),
 ), text2img)

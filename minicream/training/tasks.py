@@ -27,6 +27,26 @@ def autoencoder_loss(images_uint8: torch.Tensor, kl_weight: float):
     return loss_fn
 
 
+def caption_picker(caption_choices: list[list[int]], empty_id: int, dropout: float):
+    """pick(idx, gen) -> one caption id per example (one of its choices at random, the empty prompt with probability
+    `dropout`, for classifier-free guidance)."""
+    n_choices = torch.tensor([len(c) for c in caption_choices])
+    table = torch.full((len(caption_choices), int(n_choices.max())), -1, dtype=torch.long)
+    for i, c in enumerate(caption_choices):
+        table[i, :len(c)] = torch.tensor(c)
+
+    def pick(idx, gen):
+        tid = table[idx, (torch.rand(len(idx), generator=gen) * n_choices[idx]).long()]
+        return torch.where(torch.rand(len(idx), generator=gen) < dropout, torch.full_like(tid, empty_id), tid)
+
+    return pick
+
+
+def text_batch(text, tid: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(hidden states, mask, pooled) of the cached text table's rows `tid`, on `device`."""
+    return text.hidden[tid].to(device), text.mask[tid].to(device), text.pooled[tid].to(device)
+
+
 def unet_loss(latents: torch.Tensor, caption_choices: list[list[int]], text, empty_id: int, objective,
               cfg_dropout: float, aux_weight: float, z_weight: float, repa: tuple[torch.Tensor, float] | None = None,
               usage: torch.Tensor | None = None):
@@ -35,18 +55,11 @@ def unet_loss(latents: torch.Tensor, caption_choices: list[list[int]], text, emp
     repa: (encoder targets per example, weight) when the model is a `training.repa.WithREPA`.
     usage: a (MoE layers, experts) tensor each step's routed-token counts are added to, for a log of the experts'
     usage over many steps (its owner reads and empties it; the model keeps no count)."""
-    n_choices = torch.tensor([len(c) for c in caption_choices])
-    table = torch.full((len(caption_choices), int(n_choices.max())), -1, dtype=torch.long)
-    for i, c in enumerate(caption_choices):
-        table[i, :len(c)] = torch.tensor(c)
+    pick = caption_picker(caption_choices, empty_id, cfg_dropout)
 
     def loss_fn(model, idx, gen):
-        B = len(idx)
-        pick = (torch.rand(B, generator=gen) * n_choices[idx]).long()
-        tid = table[idx, pick]
-        tid = torch.where(torch.rand(B, generator=gen) < cfg_dropout, torch.full_like(tid, empty_id), tid)
         device = next(model.parameters()).device
-        ctx, mask, pooled = text.hidden[tid].to(device), text.mask[tid].to(device), text.pooled[tid].to(device)
+        ctx, mask, pooled = text_batch(text, pick(idx, gen), device)
         x0 = latents[idx].to(device).contiguous(memory_format=torch.channels_last)
         moe = []  # one MoEStats per MoE layer and forward
         loss = objective(lambda x_t, t: model(x_t, t, ctx, mask, pooled, moe_stats=moe), x0, gen).mean()

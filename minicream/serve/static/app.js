@@ -57,6 +57,7 @@ function applyModel(m) {
   if (!features.num_candidates) $("num_candidates").title = "this server's pipeline has no best-of-N";
   feedbackModel(features);
   adaptersModel(m);
+  sketchModel(m);
   if (features.filter) {
     const f = $("filter"); f.innerHTML = "";
     const modes = features.filter_modes && features.filter_modes.length ? features.filter_modes : [features.filter_default || ""];
@@ -107,7 +108,7 @@ function readForm() {
   if (!$("cads").disabled && Number($("cads").value) !== cadsDefault) p.cads = Number($("cads").value);
   if (features.num_candidates) p.num_candidates = Number($("num_candidates").value);
   if (!$("size-label").hidden && Number($("size").value) !== imageSize) p.size = Number($("size").value);
-  Object.assign(p, feedbackForm(p), adaptersForm());
+  Object.assign(p, feedbackForm(p), adaptersForm(), sketchForm());
   if (features.filter && $("filter").value) p.filter = $("filter").value;
   if (features.style && $("style").value.trim()) p.style = $("style").value.trim();
   if (features.layout && layout.boxes.length) {

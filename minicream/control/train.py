@@ -1,0 +1,194 @@
+"""`minicream train-control`: a ControlNet for a model's UNet, on the model's own training images' edge maps.
+
+Numbered stages (a finished stage is skipped on --resume; the trainer resumes from its last checkpoint):
+    1. data     the model's training images (its recipe's data, single objects), their latents through the model's
+                autoencoder, their captions through its text encoder, and their Canny edge maps (cached)
+    2. train    the frozen UNet plus a trainable ControlNet (models/controlnet.py) on the model's own objective;
+                hints are the edge maps, or for kind "scribble" hand-like scribbles made from them on the fly
+                (control/hints.py); a share of the captions dropped, so the structure alone draws something, EMA
+    3. export   OUT/control/KIND: config.json + bf16 safetensors and control.json (kind, the model's hash, recipe);
+                copy it into the model folder's control/ to use it (`minicream generate --control IMAGE`)
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import MinicreamError
+from ..io.atomic import write_text_atomic
+from ..io.model_dir import CONTROL_DIR, CONTROL_SETTINGS as SETTINGS_NAME
+from ..models.controlnet import KINDS, ControlNet
+from ..training.stages import mark_done, stage_done
+from ..training.tasks import caption_picker, text_batch
+from ..training.trainer import TrainConfig, Trainer
+
+
+
+@dataclass
+class ControlRecipe:
+    kind: str = "edges"  # one of models.controlnet.KINDS
+    model: str = "full"  # a shipped model's name or a model folder
+    data: str = ""  # the image-caption folder (default: the model's recipe's data)
+    caption_dropout: float = 0.3  # share of empty captions: the structure alone must draw something
+    hint_width: int = 32
+    limit: int = 0  # at most this many training images (0 = all)
+    # zoomed-out and moved copies of every image (edges made from each copy): the caption alone no longer tells
+    # where the object lies or how large it is, so the network must read the hint (without them the model's
+    # centred training images make the hint redundant, and 2,500 steps learned to change almost nothing)
+    augment: int = 2
+    augment_zoom: float = 0.55  # smallest zoom of a copy (1 = the image's own size)
+    augment_shift: int = 14  # largest move of a copy, px
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        steps=6000, batch_size=32, lr=3e-4, warmup_steps=100, decay_to=0.1, ema_decay=0.998, checkpoint_every=250,
+        log_every=50, max_minutes=60.0, schedule_clock="time"))
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise MinicreamError(f"--kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.augment < 0 or not 0 < self.augment_zoom <= 1 or self.augment_shift < 0:
+            raise MinicreamError("augment must be >= 0, augment_zoom in (0, 1], augment_shift >= 0")
+        if not 0 <= self.caption_dropout < 1:
+            raise MinicreamError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
+
+
+def load_control_recipe(path: str | Path | None = "control", overrides=()) -> ControlRecipe:
+    from ..config import build_dataclass, read_toml
+
+    return build_dataclass(ControlRecipe, read_toml(path or None, overrides))
+
+
+# 1. ------------------------------------------------------------------------------------------------
+def training_examples(pipe, cfg: ControlRecipe) -> list:
+    """The model's training images (single objects, no skin tones unless its recipe trained on them)."""
+    from ..data.folder import load_caption_folder
+
+    recipe = pipe.index.get("recipe") or {}
+    data = recipe.get("data") or {}
+    root = cfg.data or (data.get("root") if data.get("source", "emoji") == "emoji" else data.get("source"))
+    if not root or not (Path(root) / "train" / "metadata.jsonl").is_file():
+        raise MinicreamError(f"{root or 'the model'}: no training images (build them with `minicream data emoji "
+                             f"{root or 'data/emoji'}`, or pass --data FOLDER)")
+    examples = load_caption_folder(root, size=pipe.image_size, split="train")
+    if not data.get("skin_tones", False):
+        examples = [e for e in examples if not e.meta.get("skin_tone")]
+    if cfg.limit:
+        examples = examples[:: max(1, len(examples) // cfg.limit)][: cfg.limit]
+    if not examples:
+        raise MinicreamError(f"{root}: no training images")
+    return examples
+
+
+def prepare_data(pipe, cfg: ControlRecipe, run: Path, log):
+    """(latents, edge maps uint8, caption choices, text table, empty-caption id), cached in run/cache."""
+    from ..data.folder import images_to_tensor
+    from .hints import edge_maps
+
+    cache = run / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    examples = training_examples(pipe, cfg)
+    if cfg.augment:
+        from ..training.recipe import augmented_copies
+
+        examples = examples + augmented_copies(examples, cfg.augment, cfg.augment_zoom, cfg.augment_shift)
+    captions = [[e.text] + ([e.meta["concept"]] if e.meta.get("concept") and e.meta["concept"] != e.text else [])
+                for e in examples]
+    unique = sorted({c for cs in captions for c in cs} | {""})
+    index = {t: i for i, t in enumerate(unique)}
+    text = pipe.text_encoder.encode_cached(unique, cache / "text.safetensors")
+    lat_path, edge_path = cache / "latents.pt", cache / "edges.pt"
+    if lat_path.is_file() and edge_path.is_file():
+        latents, edges = torch.load(lat_path), torch.load(edge_path)
+    else:
+        images = images_to_tensor(examples)
+        with torch.no_grad():
+            latents = torch.cat([pipe.encode_image(images[i:i + 256]).cpu() for i in range(0, len(images), 256)])
+        edges = edge_maps(images)
+        torch.save(latents, lat_path)
+        torch.save(edges, edge_path)
+    log(f"1. data: {len(examples)} images ({cfg.augment} zoomed/moved copies each), latents {tuple(latents.shape)}, edge density "
+        f"{edges.float().mean().item() / 255:.3f}, {len(unique)} captions ({time.time() - t0:.0f}s)")
+    return latents, edges, [[index[c] for c in cs] for cs in captions], text, index[""]
+
+
+# 2. ------------------------------------------------------------------------------------------------
+def control_loss(unet, objective, latents, edges, caption_choices, text, empty_id, cfg: ControlRecipe):
+    """loss_fn(controlnet, idx, gen) of the Trainer: the frozen UNet's denoising loss with the ControlNet's residuals."""
+    from .hints import scribbles
+
+    pick = caption_picker(caption_choices, empty_id, cfg.caption_dropout)
+
+    def loss_fn(net, idx, gen):
+        device = next(net.parameters()).device
+        ctx, mask, pooled = text_batch(text, pick(idx, gen), device)
+        hint = edges[idx].float() / 255
+        if cfg.kind == "scribble":
+            hint = scribbles(hint, gen)
+        hint = hint.to(device)
+        x0 = latents[idx].to(device).contiguous(memory_format=torch.channels_last)
+
+        def model(x_t, t):
+            return unet(x_t, t, ctx, mask, pooled, control=net(x_t, t, ctx, mask, pooled, hint))
+
+        return objective(model, x0, gen).mean(), {}
+
+    return loss_fn
+
+
+def train_control(pipe, cfg: ControlRecipe, run: Path, log, resume: bool) -> ControlNet:
+    from ..adapters.train import objective_of
+
+    latents, edges, choices, text, empty_id = prepare_data(pipe, cfg, run, log)
+    unet = pipe.unet.float().requires_grad_(False).eval()
+    net = ControlNet.from_unet(unet, cfg.kind, pipe.image_size, cfg.hint_width)
+    log(f"controlnet ({cfg.kind}): {sum(p.numel() for p in net.parameters()) / 1e6:.2f} M parameters, from "
+        f"{pipe.model_dir.name}'s UNet")
+    tr = cfg.train
+    loss = control_loss(unet, objective_of(pipe), latents, edges, choices, text, empty_id, cfg)
+    trainer = Trainer(net, loss, len(latents), tr, run, "controlnet",
+                      log_fn=lambda s, r: log(f"control step {s}/{tr.steps} loss {r['loss_avg']:.4f} "
+                                              f"{r['samples_per_s']:.1f} samples/s"))
+    if resume and trainer.resume():
+        log(f"control: resumed at step {trainer.step}")
+    stats = trainer.train()
+    log(f"2. train: {stats['steps']} steps in {stats['seconds']:.0f}s")
+    return trainer.final_model().float().eval()
+
+
+# 3. ------------------------------------------------------------------------------------------------
+def export_control(net: ControlNet, cfg: ControlRecipe, pipe, folder: Path, steps: int | None = None) -> None:
+    from ..config import config_to_dict
+
+    net.save_pretrained(folder, dtype=torch.bfloat16)
+    settings = {"kind": cfg.kind, "model": pipe.model_dir.name, "model_hash": pipe.model_hash, "steps": steps,
+                "recipe": config_to_dict(cfg)}
+    write_text_atomic(folder / SETTINGS_NAME, json.dumps(settings, indent=1))
+
+
+def run_control(cfg: ControlRecipe, run_dir: str | Path, resume: bool = False) -> Path:
+    from ..pipelines import Pipeline
+    from ..training.recipe import RunLog
+
+    run = Path(run_dir)
+    if run.exists() and any(run.iterdir()) and not resume:
+        raise MinicreamError(f"{run} is not empty; pass --resume to continue that run or choose another --out")
+    pipe = Pipeline.from_pretrained(cfg.model, dtype="fp32")  # refuses an unknown model before anything is written
+    run.mkdir(parents=True, exist_ok=True)
+    log = RunLog(run / "train_log.txt")
+    log(f"control start (resume={resume}), kind {cfg.kind}, model {cfg.model}, torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}")
+    folder = run / CONTROL_DIR / cfg.kind
+    if stage_done(run, "export") is None:
+        net = train_control(pipe, cfg, run, log, resume)
+        export_control(net, cfg, pipe, folder)
+        mark_done(run, "export", {})
+        log(f"3. export: {folder} (copy it to {pipe.model_dir / CONTROL_DIR / cfg.kind} to use it)")
+    return folder
+
+
+__all__ = ["CONTROL_DIR", "ControlRecipe", "control_loss", "export_control", "load_control_recipe", "run_control", "train_control"]

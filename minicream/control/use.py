@@ -1,0 +1,110 @@
+"""ControlNets at sampling time: a model folder's control/<kind>/ networks, the call's control images turned into hints,
+and the residuals they add to the UNet (several controls stack by summing their scaled residuals).
+
+A ControlNet was trained for one UNet: control.json records that UNet's hash, and a ControlNet made for another
+model (or for an earlier sitting of this one) is refused in one line.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import MinicreamError
+from ..io.atomic import read_json
+from ..models.controlnet import KINDS, ControlNet, combine
+from .hints import PREPROCESS, to_hint
+from ..io.model_dir import CONTROL_DIR, CONTROL_SETTINGS as SETTINGS_NAME
+
+MAX_CONTROLS = 4
+MAX_SCALE = 2.0
+
+
+def kinds(pipe) -> list[str]:
+    """The ControlNets this model has (its folder's control/<kind>/), in KINDS order."""
+    root = pipe.model_dir / CONTROL_DIR
+    return [k for k in KINDS if (root / k / "config.json").is_file()]
+
+
+def load_controlnet(pipe, kind: str) -> ControlNet:
+    """The model's ControlNet of `kind`, loaded once per pipeline in the UNet's dtype."""
+    cache = pipe.__dict__.setdefault("_controlnets", {})
+    if kind not in cache:
+        have = kinds(pipe)
+        if kind not in have:
+            raise MinicreamError(f"{pipe.model_dir.name} has no {kind!r} ControlNet" + (
+                f"; it has {', '.join(have)}" if have else " (train one with `minicream train-control`)"))
+        folder = pipe.model_dir / CONTROL_DIR / kind
+        made_for = read_json(folder / SETTINGS_NAME).get("model_hash") if (folder / SETTINGS_NAME).is_file() else None
+        if made_for != pipe.model_hash:
+            raise MinicreamError(f"{folder}: this ControlNet was trained for another UNet (hash {made_for}, the model's "
+                                 f"is {pipe.model_hash}); train it again with `minicream train-control`")
+        cache[kind] = ControlNet.from_pretrained(folder).to(pipe.device, dtype=pipe.unet_dtype,
+                                                            memory_format=torch.channels_last)
+    return cache[kind]
+
+
+@dataclass
+class Control:
+    """The call's controls: one ControlNet, hint (1, 1, S, S) and scale each, the same for every image."""
+
+    nets: list[ControlNet]
+    hints: list[torch.Tensor]
+    scales: list[float]
+    records: list[dict]  # what the PNG records of each: kind, scale, preprocess, the hint's sha256
+
+    def residuals(self, x, t, hidden, mask, pooled):
+        parts = [net(x, t, hidden, mask, pooled, hint.to(x.device).expand(len(x), -1, -1, -1))
+                 for net, hint in zip(self.nets, self.hints)]
+        return combine(parts, self.scales)
+
+
+def _as_list(value, n: int, name: str) -> list:
+    values = list(value) if isinstance(value, (list, tuple)) else [value] * n
+    if len(values) != n:
+        raise MinicreamError(f"{name}: give one value, or one per control image ({n}), got {len(values)}")
+    return values
+
+
+def hint_sha(hint: torch.Tensor) -> str:
+    return hashlib.sha256((hint * 255).round().to(torch.uint8).contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+def build_control(pipe, images, kind=None, scale=1.0, preprocess="none") -> Control | None:
+    """The call's Control from its control image(s) (a PIL image or path, or a list of them), each one's kind (default:
+    the model's first ControlNet), scale (0-2) and preprocessing ("none": a drawing or edge map as it is; "edges": a
+    picture whose edges are taken); None when no control image is given."""
+    from ..editing import open_image
+
+    if images is None:
+        return None
+    images = list(images) if isinstance(images, (list, tuple)) else [images]
+    if not images or len(images) > MAX_CONTROLS:
+        raise MinicreamError(f"give 1 to {MAX_CONTROLS} control images, got {len(images)}")
+    if kind is None:
+        have = kinds(pipe)
+        if not have:
+            raise MinicreamError(f"{pipe.model_dir.name} has no ControlNet (train one with `minicream train-control`)")
+        kind = have[0]
+    kinds_, scales, preps = (_as_list(v, len(images), n) for v, n in
+                             ((kind, "control_kind"), (scale, "control_scale"), (preprocess, "control_preprocess")))
+    out = Control([], [], [], [])
+    for image, k, s, p in zip(images, kinds_, scales, preps):
+        if k not in KINDS:
+            raise MinicreamError(f"control_kind must be one of {', '.join(KINDS)}, got {k!r}")
+        if p not in PREPROCESS:
+            raise MinicreamError(f"control_preprocess must be one of {', '.join(PREPROCESS)}, got {p!r}")
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 <= float(s) <= MAX_SCALE:
+            raise MinicreamError(f"control_scale must be a number from 0 to {MAX_SCALE:g}, got {s!r}")
+        net = load_controlnet(pipe, k)
+        hint = to_hint(open_image(image, "control image"), pipe.image_size, p)
+        out.nets.append(net)
+        out.hints.append(hint[None])
+        out.scales.append(float(s))
+        out.records.append({"kind": k, "scale": float(s), "preprocess": p, "sha256": hint_sha(hint)})
+    return out
+
+
+__all__ = ["MAX_CONTROLS", "MAX_SCALE", "Control", "build_control", "hint_sha", "kinds", "load_controlnet"]
