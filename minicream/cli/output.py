@@ -16,7 +16,8 @@ def save_images(images, out: Path, prompt: str, prefix: str = "") -> Path:
     out.mkdir(parents=True, exist_ok=True)
     stem = prefix + stem_of(prompt)
     for im in images:
-        path = out / f"{stem}_{im.info[PARAMS_KEY]['seed']}.png"
+        scene = im.info[PARAMS_KEY].get("scene")  # a story's scenes share their seed
+        path = out / f"{stem}_{im.info[PARAMS_KEY]['seed']}{f'_scene{scene}' if isinstance(scene, int) else ''}.png"
         save_png(im, path, im.info[PARAMS_KEY])
         print(path)
     return out

@@ -138,6 +138,12 @@ class Pipeline(AdapterMixin):  # load_adapter, set_adapters, unload_adapter (ada
     def blend(self, a, b, **options) -> list[Image.Image]:
         return self.run("blend", a=a, b=b, **options)
 
+    def story(self, scenes: Sequence[str], **options) -> list[Image.Image]:
+        """One image per scene prompt, every recurring object drawn once and kept the same in each (story.py)."""
+        from .story import split_scenes
+
+        return self.run("story", scenes="\n".join(split_scenes(scenes)), **options)
+
     @cached_property
     def network_alphas(self) -> torch.Tensor:
         return network_alphas(self.index["objective"]["network"])
