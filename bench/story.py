@@ -89,6 +89,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--grid", help="write a grid PNG here (the first stories, story vs independent)")
     ap.add_argument("--json", default="bench/last_story.json")
+    ap.add_argument("--grid-only", action="store_true", help="draw the grid's stories (first seed) and measure nothing")
     args = ap.parse_args()
     from adapters import Grader
 
@@ -98,15 +99,15 @@ def main() -> None:
     grader = Grader([args.data])
     totals = {k: {"cosine": [], "ssim": [], "named": []} for k in ("story", "independent")}
     per_story, grid = [], []
-    for text in STORIES:
+    for text in STORIES[:4] if args.grid_only else STORIES:
         scenes = [s.strip() for s in text.split("|")]
         row = {"story": text, "cast": None}
-        for seed in map(int, args.seeds.split(",")):
+        for seed in map(int, args.seeds.split(",")[:1] if args.grid_only else args.seeds.split(",")):
             story = pipe.story(scenes, seed=seed)
             concepts = [c["concept"] for c in story[0].info["minicream"]["story"]["cast"]]
             row["cast"] = concepts
             alone = [pipe(s, seed=seed + 1000 * i, num_images=1)[0] for i, s in enumerate(scenes)]
-            for name, images in (("story", story), ("independent", alone)):
+            for name, images in () if args.grid_only else (("story", story), ("independent", alone)):
                 m = measure(pipe, grader, images, concepts)
                 for k in m:
                     totals[name][k] += m[k]
@@ -114,6 +115,9 @@ def main() -> None:
                 grid.append((story, alone))
         per_story.append(row)
         print(text, row["cast"], flush=True)
+    if args.grid_only:
+        save_grid(grid, args.grid)
+        return
     out = {"model": args.model, "seeds": args.seeds, "stories": per_story, "results": {}}
     for name, t in totals.items():
         out["results"][name] = {"pairs": len(t["cosine"]), "evaluator_cosine": round(float(np.mean(t["cosine"])), 4),
@@ -126,18 +130,18 @@ def main() -> None:
 
 
 def save_grid(rows, path: str, scale: int = 2) -> None:
-    """Per story two rows: its scenes drawn as a story, then each drawn on its own."""
+    """Per story two rows: its scenes drawn as a story (above), then each drawn on its own (below)."""
     lines = [imgs for story, alone in rows for imgs in (story, alone)]
     width = max(sum(im.width for im in imgs) + 8 * (len(imgs) - 1) for imgs in lines)
-    g = Image.new("RGB", (width, sum(im.height for imgs in lines for im in imgs[:1]) + 8 * len(lines)), "white")
+    heights = [max(im.height for im in imgs) + (20 if k % 2 else 4) for k, imgs in enumerate(lines)]
+    g = Image.new("RGB", (width, sum(heights)), "white")
     y = 0
-    for k, imgs in enumerate(lines):
+    for imgs, h in zip(lines, heights):
         x = 0
         for im in imgs:
             g.paste(im.convert("RGB"), (x, y))
             x += im.width + 8
-        y += max(im.height for im in imgs) + (16 if k % 2 else 4)
-    g = g.crop((0, 0, width, y))
+        y += h
     g.resize((g.width * scale, g.height * scale), Image.NEAREST).save(path)
     print(path)
 
