@@ -63,6 +63,7 @@ def run(args) -> dict:
     for name in args.sets.split(","):
         kind, moved = name.split("-")[0], name.endswith("-moved")
         n, tol = (args.heldout, 1.0) if kind == "edges" else (args.scribbles, 2.0)
+        net_kind = args.edges_kind if kind == "edges" else args.scribble_kind
         if n == 0:
             continue
         examples = heldout(args.data, n, moved)
@@ -74,24 +75,24 @@ def run(args) -> dict:
         t0 = {"plain": 0.0, "control": 0.0}
         for i, e in enumerate(examples):
             hint_img = Image.fromarray((hints[i, 0] * 255).byte().numpy(), "L")
-            for name, extra in (("plain", {}), ("control", {"control": hint_img, "control_kind": kind,
-                                                              "control_scale": args.scale})):
+            for arm, extra in (("plain", {}), ("control", {"control": hint_img, "control_kind": net_kind,
+                                                             "control_scale": args.scale})):
                 start = time.time()
                 [im] = pipe(e.text, num_images=1, seed=i, filter="none", steps=args.steps, **extra)
-                t0[name] += time.time() - start
+                t0[arm] += time.time() - start
                 drawn = edge_maps(as_uint8([im]))[0, 0].numpy() > 0
                 s = edge_scores(drawn, edges[i, 0].numpy() > 0, tol)
                 [g] = grader.grade([im], e.meta["concept"])
-                rows[name].append({**s, "top1": g["top1"], "top5": g["top5"], "concept": e.meta["concept"],
+                rows[arm].append({**s, "top1": g["top1"], "top5": g["top5"], "concept": e.meta["concept"],
                                    "image": im})
             if i < args.grid_rows and name in args.grid_sets.split(","):
                 grid_rows.append((real[i], hints[i, 0], rows["plain"][-1]["image"], rows["control"][-1]["image"]))
-        res = {"n": n, "kind": kind, "moved": moved, "tolerance_px": tol, "scale": args.scale}
-        for name, rs in rows.items():
-            res[name] = {k: round(float(np.mean([r[k] for r in rs])), 4) for k in ("precision", "recall", "f1", "top1", "top5")}
+        res = {"n": n, "kind": kind, "controlnet": net_kind, "moved": moved, "tolerance_px": tol, "scale": args.scale}
+        for arm, rs in rows.items():
+            res[arm] = {k: round(float(np.mean([r[k] for r in rs])), 4) for k in ("precision", "recall", "f1", "top1", "top5")}
             finite = [r["chamfer"] for r in rs if np.isfinite(r["chamfer"])]
-            res[name]["chamfer_px"] = round(float(np.mean(finite)), 3) if finite else None
-            res[name]["seconds_per_image"] = round(t0[name] / n, 3)
+            res[arm]["chamfer_px"] = round(float(np.mean(finite)), 3) if finite else None
+            res[arm]["seconds_per_image"] = round(t0[arm] / n, 3)
         res["f1_better"] = sum(c["f1"] > p["f1"] for c, p in zip(rows["control"], rows["plain"]))
         res["concept_kept"] = round(res["control"]["top5"] / max(res["plain"]["top5"], 1e-9), 3)
         out["sets"][name] = res
@@ -128,6 +129,8 @@ def main() -> None:
     ap.add_argument("--heldout", type=int, default=60, help="held-out images per edges set")
     ap.add_argument("--scribbles", type=int, default=24, help="held-out images per scribble set")
     ap.add_argument("--grid-sets", default="edges-moved,scribble-moved", help="the sets shown in the grid")
+    ap.add_argument("--edges-kind", default="edges", help="the ControlNet that reads the edge maps")
+    ap.add_argument("--scribble-kind", default="scribble", help="the ControlNet that reads the scribbles")
     ap.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
     ap.add_argument("--scale", type=float, default=1.0, help="control_scale")
     ap.add_argument("--grid", help="write a grid PNG here")

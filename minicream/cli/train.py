@@ -156,33 +156,42 @@ def add_distill_parser(sub) -> None:
     di.set_defaults(func=cmd_distill)
 
 
+def recipe_flags(p, config: str, data_help: str) -> None:
+    """The flags every stand-alone recipe command shares (train-upscaler, train-control)."""
+    p.add_argument("--config", default=config, help=f"preset name or TOML file (default: {config})")
+    p.add_argument("--data", help=data_help)
+    p.add_argument("--steps", type=int, help="optimizer steps")
+    p.add_argument("--minutes", type=float, help="stop training after this many minutes")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field, e.g. train.lr=1e-4")
+
+
+def run_recipe_command(args, load, flags: dict, run, what: str, default_out) -> None:
+    """Load the recipe (preset, --set, then the flags), print it for --dry-run, else run it into --out."""
+    from ..config import to_toml
+
+    cfg = load(args.config, flag_overrides(args, flags))
+    if args.dry_run:
+        print(to_toml(cfg))
+        return
+    print(f"{what} written to {run(cfg, args.out or default_out(cfg), resume=args.resume)}")
+
+
 UPSCALER_FLAGS = {"data": "data", "steps": "train.steps", "minutes": "train.max_minutes"}
 
 
 def cmd_train_upscaler(args) -> None:
-    from ..config import to_toml
-    from ..training.upscaler import load_upscaler_recipe
+    from ..training.upscaler import load_upscaler_recipe, run_upscaler
 
-    cfg = load_upscaler_recipe(args.config, flag_overrides(args, UPSCALER_FLAGS))
-    if args.dry_run:
-        print(to_toml(cfg))
-        return
-    from ..training.upscaler import run_upscaler
-
-    print(f"upscaler written to {run_upscaler(cfg, args.out, resume=args.resume)}")
+    run_recipe_command(args, load_upscaler_recipe, UPSCALER_FLAGS, run_upscaler, "upscaler", lambda cfg: "runs/upscaler")
 
 
 def add_train_upscaler_parser(sub) -> None:
     u = sub.add_parser("train-upscaler", help="the 64 -> 256 px diffusion upscaler, on the dataset rendered at 256 px")
     u.add_argument("--out", default="runs/upscaler", help="run directory; the upscaler is written to OUT/upscaler")
-    u.add_argument("--config", default="upscaler", help="preset name or TOML file (default: upscaler)")
-    u.add_argument("--data", help="the 256-px dataset (default data/emoji256: minicream data emoji --size 256 "
-                                  "--no-skin-tones data/emoji256)")
-    u.add_argument("--steps", type=int, help="optimizer steps")
-    u.add_argument("--minutes", type=float, help="stop training after this many minutes")
-    u.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
-    u.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-    u.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field, e.g. model.channels=[32,64]")
+    recipe_flags(u, "upscaler", "the 256-px dataset (default data/emoji256: minicream data emoji --size 256 "
+                                "--no-skin-tones data/emoji256)")
     u.set_defaults(func=cmd_train_upscaler)
 
 
@@ -190,16 +199,10 @@ CONTROL_FLAGS = {"kind": "kind", "model": "model", "data": "data", "steps": "tra
 
 
 def cmd_train_control(args) -> None:
-    from ..config import to_toml
-    from ..control.train import load_control_recipe
+    from ..control.train import load_control_recipe, run_control
 
-    cfg = load_control_recipe(args.config, flag_overrides(args, CONTROL_FLAGS))
-    if args.dry_run:
-        print(to_toml(cfg))
-        return
-    from ..control.train import run_control
-
-    print(f"ControlNet written to {run_control(cfg, args.out or f'runs/control-{cfg.kind}', resume=args.resume)}")
+    run_recipe_command(args, load_control_recipe, CONTROL_FLAGS, run_control, "ControlNet",
+                       lambda cfg: f"runs/control-{cfg.kind}")
 
 
 def add_train_control_parser(sub) -> None:
@@ -209,11 +212,5 @@ def add_train_control_parser(sub) -> None:
     c.add_argument("--kind", choices=KINDS, help="edges (Canny edge maps) or scribble (hand-like drawings); default edges")
     c.add_argument("--model", help="a shipped model's name or a model folder (default: full)")
     c.add_argument("--out", help="run directory (default runs/control-KIND); the ControlNet is written to OUT/control/KIND")
-    c.add_argument("--config", default="control", help="preset name or TOML file (default: control)")
-    c.add_argument("--data", help="image-caption folder (default: the model's recipe's data)")
-    c.add_argument("--steps", type=int, help="optimizer steps")
-    c.add_argument("--minutes", type=float, help="stop training after this many minutes")
-    c.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
-    c.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-    c.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field, e.g. train.lr=1e-4")
+    recipe_flags(c, "control", "image-caption folder (default: the model's recipe's data)")
     c.set_defaults(func=cmd_train_control)

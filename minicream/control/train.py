@@ -25,7 +25,7 @@ from ..io.model_dir import CONTROL_DIR, CONTROL_SETTINGS as SETTINGS_NAME
 from ..models.controlnet import KINDS, ControlNet
 from ..training.stages import mark_done, stage_done
 from ..training.tasks import caption_picker, text_batch
-from ..training.trainer import TrainConfig, Trainer
+from ..training.trainer import TrainConfig, train_logged
 
 
 
@@ -148,16 +148,8 @@ def train_control(pipe, cfg: ControlRecipe, run: Path, log, resume: bool) -> Con
     net = ControlNet.from_unet(unet, cfg.kind, pipe.image_size, cfg.hint_width)
     log(f"controlnet ({cfg.kind}): {sum(p.numel() for p in net.parameters()) / 1e6:.2f} M parameters, from "
         f"{pipe.model_dir.name}'s UNet")
-    tr = cfg.train
     loss = control_loss(unet, objective_of(pipe), latents, edges, choices, text, empty_id, cfg)
-    trainer = Trainer(net, loss, len(latents), tr, run, "controlnet",
-                      log_fn=lambda s, r: log(f"control step {s}/{tr.steps} loss {r['loss_avg']:.4f} "
-                                              f"{r['samples_per_s']:.1f} samples/s"))
-    if resume and trainer.resume():
-        log(f"control: resumed at step {trainer.step}")
-    stats = trainer.train()
-    log(f"2. train: {stats['steps']} steps in {stats['seconds']:.0f}s")
-    return trainer.final_model().float().eval()
+    return train_logged(net, loss, len(latents), cfg.train, run, "controlnet", log, resume, label="control")
 
 
 # 3. ------------------------------------------------------------------------------------------------

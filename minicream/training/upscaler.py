@@ -27,7 +27,7 @@ from ..io.model_dir import UPSCALER_DIR
 from ..models.autoencoder import to_uint8, to_unit_range
 from ..models.upscaler import Upscaler, UpscalerConfig
 from .stages import mark_done, stage_done
-from .trainer import TrainConfig, Trainer
+from .trainer import TrainConfig, train_logged
 
 
 
@@ -142,15 +142,8 @@ def train_upscaler(cfg: UpscalerRecipe, run: Path, log, resume: bool) -> Upscale
         model.load_state_dict(start.state_dict())
         log(f"upscaler: starting from {cfg.init_from}")
     log(f"upscaler: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
-    tr = cfg.train
-    trainer = Trainer(model, upscaler_task(images, cfg, roundtrips(images, cfg, log)), len(images), tr, run, "upscaler",
-                      log_fn=lambda s, r: log(f"upscaler step {s}/{tr.steps} loss {r['loss_avg']:.4f} "
-                                              f"{r['samples_per_s']:.1f} samples/s"))
-    if resume and trainer.resume():
-        log(f"upscaler: resumed at step {trainer.step}")
-    stats = trainer.train()
-    log(f"2. train: {stats['steps']} steps in {stats['seconds']:.0f}s")
-    return trainer.final_model().float().eval()
+    return train_logged(model, upscaler_task(images, cfg, roundtrips(images, cfg, log)), len(images), cfg.train, run,
+                        "upscaler", log, resume)
 
 
 # 4. ------------------------------------------------------------------------------------------------
