@@ -81,3 +81,33 @@ def test_http_story(tiny_pipe, tmp_path):
         assert [im["parameters"]["scene"] for im in r.json()["images"]] == [0, 1, 2]
         r = client.post("/api/modes/story", json={"scenes": "one scene", "steps": 2})
         assert r.status_code == 422 and "2 to 8" in r.text, r.text
+
+
+def test_the_page_draws_a_story(browser, tiny_pipe, tmp_path):
+    import base64
+    import io
+    import json
+
+    from minicream.serve import ServeSettings, create_app
+    from minicream.serve.server import serve_in_thread
+    from test_serve_browser import open_page
+
+    app = create_app(tiny_pipe, ServeSettings(output_dir=tmp_path, token=None, timeout=120))
+    with serve_in_thread(app) as url:
+        page, errors = open_page(browser, url)
+        page.check("#story")
+        page.fill("#prompt", "a red apple and a rocket\na red apple")
+        page.fill("#steps", "2")
+        page.fill("#num_images", "1")
+        page.click("#generate")
+        page.wait_for_selector("#results .card img", timeout=120_000)
+        cards = page.locator("#results .card img")
+        assert cards.count() == 2
+        shown = [Image.open(io.BytesIO(base64.b64decode(cards.nth(i).get_attribute("src").split(",", 1)[1])))
+                 for i in range(2)]
+        params = [json.loads(im.info["minicream"]) for im in shown]
+        assert [p["scene"] for p in params] == [0, 1] and params[0]["mode"] == "story"
+        box = [o["box"] for o in params[0]["layout"]["objects"] if o["caption"] == "red apple"][0]
+        assert np.array_equal(np.asarray(shown[0].convert("RGB").crop(tuple(box))), np.asarray(shown[1].convert("RGB")))
+        assert not errors, errors
+        page.close()

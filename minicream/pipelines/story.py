@@ -99,8 +99,10 @@ def _one_story(pipe, settings, scenes, filtered, objects, cast, style, seed, har
     for i, (prompt, f, objs) in enumerate(zip(scenes, filtered, objects)):
         scene_seed = candidate_seed(seed, 100 + i)
         layout = layout_for(pipe, f, None, scene_seed, canvas) if f.scene else None
-        if layout is None:
-            im, extra = drawn[objs[0]].copy(), {}
+        if layout is None:  # one object: its drawing, its near-white background made white as in a layout
+            n = pipe.image_size
+            im, extra = Image.new("RGB", (n, n), "white"), {}
+            paste_object(im, drawn[objs[0]], (0, 0, n, n))
         else:
             im = Image.new("RGB", (layout.width, layout.height), "white")
             for k, obj in enumerate(layout.objects):  # a box's caption is its concept (the layout's own order)

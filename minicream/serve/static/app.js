@@ -58,6 +58,7 @@ function applyModel(m) {
   feedbackModel(features);
   adaptersModel(m);
   sketchModel(m);
+  storyModel(m);
   if (features.filter) {
     const f = $("filter"); f.innerHTML = "";
     const modes = features.filter_modes && features.filter_modes.length ? features.filter_modes : [features.filter_default || ""];
@@ -204,7 +205,8 @@ async function generate() {
   $("progress-bar").removeAttribute("value"); $("progress-text").textContent = "starting…";
   const stop = { done: false }; pollProgress(clientId, stop);
   try {
-    const data = await api("/api/generate", { ...params, client_id: clientId });
+    const [route, body] = storyRequest(params, clientId);
+    const data = await api(route, body);
     const grid = $("results"); grid.innerHTML = "";
     data.images.forEach((img, i) => grid.appendChild(card(img, i)));
     showFeedback(data);
