@@ -140,7 +140,7 @@ def control_loss(unet, objective, latents, edges, caption_choices, text, empty_i
     return loss_fn
 
 
-def train_control(pipe, cfg: ControlRecipe, run: Path, log, resume: bool) -> ControlNet:
+def train_control(pipe, cfg: ControlRecipe, run: Path, log, resume: bool) -> tuple[ControlNet, dict]:
     from ..adapters.train import objective_of
 
     latents, edges, choices, text, empty_id = prepare_data(pipe, cfg, run, log)
@@ -153,11 +153,13 @@ def train_control(pipe, cfg: ControlRecipe, run: Path, log, resume: bool) -> Con
 
 
 # 3. ------------------------------------------------------------------------------------------------
-def export_control(net: ControlNet, cfg: ControlRecipe, pipe, folder: Path, steps: int | None = None) -> None:
+def export_control(net: ControlNet, cfg: ControlRecipe, pipe, folder: Path, steps: int | None = None,
+                   minutes: float | None = None) -> None:
     from ..config import config_to_dict
 
     net.save_pretrained(folder, dtype=torch.bfloat16)
     settings = {"kind": cfg.kind, "model": pipe.model_dir.name, "model_hash": pipe.model_hash, "steps": steps,
+                "train_minutes": minutes, "torch_threads": torch.get_num_threads(),
                 "recipe": config_to_dict(cfg)}
     write_text_atomic(folder / SETTINGS_NAME, json.dumps(settings, indent=1))
 
@@ -176,8 +178,8 @@ def run_control(cfg: ControlRecipe, run_dir: str | Path, resume: bool = False) -
         f"threads {torch.get_num_threads()}")
     folder = run / CONTROL_DIR / cfg.kind
     if stage_done(run, "export") is None:
-        net = train_control(pipe, cfg, run, log, resume)
-        export_control(net, cfg, pipe, folder)
+        net, stats = train_control(pipe, cfg, run, log, resume)
+        export_control(net, cfg, pipe, folder, stats["steps"], round(stats["seconds"] / 60, 1))
         mark_done(run, "export", {})
         log(f"3. export: {folder} (copy it to {pipe.model_dir / CONTROL_DIR / cfg.kind} to use it)")
     return folder

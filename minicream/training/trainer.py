@@ -257,9 +257,9 @@ class Trainer:
 
 
 def train_logged(model: torch.nn.Module, loss_fn: LossFn, num_examples: int, cfg: TrainConfig, run_dir: str | Path,
-                 name: str, log: Callable[[str], None], resume: bool, label: str | None = None) -> torch.nn.Module:
+                 name: str, log: Callable[[str], None], resume: bool, label: str | None = None) -> tuple[torch.nn.Module, dict]:
     """A recipe's training stage: `model` trained with a log line every cfg.log_every steps, continued from the run's
-    last checkpoint when `resume`; the final (EMA) model in fp32, in eval mode."""
+    last checkpoint when `resume`; (the final (EMA) model in fp32, in eval mode; the trainer's stats: steps, seconds)."""
     label = label or name
     trainer = Trainer(model, loss_fn, num_examples, cfg, run_dir, name,
                       log_fn=lambda s, r: log(f"{label} step {s}/{cfg.steps} loss {r['loss_avg']:.4f} "
@@ -268,4 +268,4 @@ def train_logged(model: torch.nn.Module, loss_fn: LossFn, num_examples: int, cfg
         log(f"{label}: resumed at step {trainer.step}")
     stats = trainer.train()
     log(f"2. train: {stats['steps']} steps in {stats['seconds']:.0f}s")
-    return trainer.final_model().float().eval()
+    return trainer.final_model().float().eval(), stats

@@ -143,7 +143,7 @@ def train_upscaler(cfg: UpscalerRecipe, run: Path, log, resume: bool) -> Upscale
         log(f"upscaler: starting from {cfg.init_from}")
     log(f"upscaler: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
     return train_logged(model, upscaler_task(images, cfg, roundtrips(images, cfg, log)), len(images), cfg.train, run,
-                        "upscaler", log, resume)
+                        "upscaler", log, resume)[0]
 
 
 # 4. ------------------------------------------------------------------------------------------------
