@@ -35,14 +35,15 @@ def test_every_mode_runs_with_the_models_defaults(shipped, name):
     right.paste(255, (32, 0, 64, 64))
     cases = {"img2img": dict(image=source, prompt="rocket"), "inpaint": dict(image=source, prompt="rocket", mask=right),
              "outpaint": dict(image=source, prompt="red apple", right=32), "variation": dict(image=source, num_images=1),
-             "blend": dict(a=source, b="rocket", frames=2), "scene": dict(prompt="a dog face to the left of a red apple")}
+             "blend": dict(a=source, b="rocket", frames=2), "scene": dict(prompt="a dog face to the left of a red apple"),
+             "story": dict(scenes="a dog face to the left of a red apple | a red apple")}
     assert set(cases) | {"text2img"} == set(pipe.modes)
     for mode, options in cases.items():
         images = pipe.run(mode, seed=2, **options)
         p = images[0].info["minicream"]
-        assert len(images) == (2 if mode == "blend" else 1) and p["steps"] >= 1, mode
+        assert len(images) == {"blend": 2, "story": 2}.get(mode, 1) and p["steps"] >= 1, mode
         # a scene's canvas is sized from its layout: two objects side by side at the native size (issue 28)
-        assert images[0].size == {"outpaint": (96, 64), "scene": (136, 64)}.get(mode, (64, 64)), mode
+        assert images[0].size == {"outpaint": (96, 64), "scene": (136, 64), "story": (136, 64)}.get(mode, (64, 64)), mode
         if "strength" in p:  # at least one step runs at the mode's default strength
             assert int(p["steps"] * p["strength"]) >= 1, (mode, p["steps"], p["strength"])
     if pipe.defaults.get("steps") == 1:  # the one-step model: img2img's 0.6 takes a 2-step schedule, its last step
@@ -64,3 +65,14 @@ def test_openai_edits_and_variations_on_the_one_step_model_run_that_model(shippe
             params = Image.open(io.BytesIO(base64.b64decode(r.json()["data"][0]["b64_json"]))).text["minicream"]
             want = onestep if data.get("model") == "onestep" else reference
             assert f'"model_hash": "{want.model_hash}"' in params, (route, data)
+
+
+def test_the_full_model_follows_a_sketch_with_its_shipped_controlnet(shipped):
+    from PIL import ImageDraw
+
+    pipe = shipped["full"]
+    assert pipe.control_kinds == ["scribble"]
+    sketch = Image.new("RGB", (256, 256), "white")
+    ImageDraw.Draw(sketch).ellipse((40, 40, 216, 216), outline="black", width=10)  # made for this UNet: not refused
+    [im] = pipe("cat face", control=sketch, steps=4, seed=0)
+    assert im.info["minicream"]["control"][0]["kind"] == "scribble"
