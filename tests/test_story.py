@@ -79,6 +79,8 @@ def test_http_story(tiny_pipe, tmp_path):
         r = client.post("/api/modes/story", json={"scenes": "\n".join(SCENES), "steps": 2, "seed": 1})
         assert r.status_code == 200, r.text
         assert [im["parameters"]["scene"] for im in r.json()["images"]] == [0, 1, 2]
+        r = client.post("/api/story", json={"scenes": "\n".join(SCENES), "steps": 2, "seed": 1})
+        assert r.status_code == 200 and len(r.json()["images"]) == 3, r.text
         r = client.post("/api/modes/story", json={"scenes": "one scene", "steps": 2})
         assert r.status_code == 422 and "2 to 8" in r.text, r.text
 

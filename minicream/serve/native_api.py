@@ -1,6 +1,6 @@
 """minicream's own API, one route per mode, generated from the served pipelines' declared modes (requests.py):
 
-    POST /api/modes/{mode}   any mode, with its declared options (base64 images)
+    POST /api/modes/{mode}   any mode, with its declared options (base64 images); /api/story = /api/modes/story
     POST /api/generate       text2img, every option
     POST /api/edit           the modes that take an uploaded image (img2img, inpaint, outpaint, variation, blend, ...),
                              chosen by `mode`
@@ -165,4 +165,7 @@ def build_router(modes: dict) -> APIRouter:
     for mode in modes.values():
         router.post(f"/api/modes/{mode.name}", response_model=GenerateResponse,
                     summary=f"{mode.name}: {mode.help}")(_endpoint(mode_handler(mode.name), mode_request(mode)))
+    if "story" in modes:  # the story's own name (issue 33), the same route as /api/modes/story
+        router.post("/api/story", response_model=GenerateResponse, summary=f"story: {modes['story'].help}")(
+            _endpoint(mode_handler("story"), mode_request(modes["story"])))
     return router
