@@ -45,16 +45,13 @@ def heldout(root: str, n: int, moved: bool) -> list:
             for e in ex]
 
 
-def as_uint8(images) -> torch.Tensor:
-    return torch.stack([torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1) for im in images])
-
-
 def run(args) -> dict:
     from adapters import Grader
 
     from minicream.control.hints import edge_maps, scribbles
     from minicream.control.metrics import edge_scores
     from minicream.data.folder import images_to_tensor
+    from minicream.evaluator.scorer import to_uint8
     from minicream.pipelines import Pipeline
 
     pipe = Pipeline.from_pretrained(args.model)
@@ -80,7 +77,7 @@ def run(args) -> dict:
                 start = time.time()
                 [im] = pipe(e.text, num_images=1, seed=i, filter="none", steps=args.steps, **extra)
                 t0[arm] += time.time() - start
-                drawn = edge_maps(as_uint8([im]))[0, 0].numpy() > 0
+                drawn = edge_maps(to_uint8([im]))[0, 0].numpy() > 0
                 s = edge_scores(drawn, edges[i, 0].numpy() > 0, tol)
                 [g] = grader.grade([im], e.meta["concept"])
                 rows[arm].append({**s, "top1": g["top1"], "top5": g["top5"], "concept": e.meta["concept"],

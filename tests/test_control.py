@@ -261,21 +261,14 @@ def test_the_page_sketch_pad_draws_a_circle_and_generates(browser, controlled_mo
     from minicream.pipelines import Pipeline
     from minicream.serve import ServeSettings, create_app
     from minicream.serve.server import serve_in_thread
-    from test_serve_browser import open_page
+    from test_serve_browser import open_page, stroke
 
     app = create_app(Pipeline.from_pretrained(controlled_model), ServeSettings(output_dir=tmp_path, token=None, timeout=120))
     with serve_in_thread(app) as url:
         page, errors = open_page(browser, url)
         page.click("#sketch-panel summary")
-        canvas = page.locator("#sketch-canvas")
-        canvas.scroll_into_view_if_needed()
-        box = canvas.bounding_box()
-        cx, cy, r = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, box["width"] * 0.3
-        page.mouse.move(cx + r, cy)
-        page.mouse.down()
-        for k in range(1, 41):  # a circle
-            page.mouse.move(cx + r * math.cos(k * math.pi / 20), cy + r * math.sin(k * math.pi / 20))
-        page.mouse.up()
+        circle = [(0.5 + 0.3 * math.cos(k * math.pi / 20), 0.5 + 0.3 * math.sin(k * math.pi / 20)) for k in range(41)]
+        stroke(page, "#sketch-canvas", circle)
         assert "1 stroke" in page.inner_text("#sketch-state")
         page.fill("#prompt", "red apple")
         page.fill("#steps", "2")

@@ -25,6 +25,19 @@ def open_page(browser, url):
     return page, errors
 
 
+def stroke(page, selector: str, points, steps: int = 1) -> None:
+    """Press the mouse at the first point (fractions of the canvas `selector`), move through the others, release."""
+    canvas = page.locator(selector)
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    at = lambda fx, fy: (box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+    page.mouse.move(*at(*points[0]))
+    page.mouse.down()
+    for p in points[1:]:
+        page.mouse.move(*at(*p), steps=steps)
+    page.mouse.up()
+
+
 def test_page_generates_a_png(browser, tiny_pipe, tmp_path):
     app = create_app(tiny_pipe, ServeSettings(output_dir=tmp_path, token=TOKEN, timeout=120))
     with serve_in_thread(app) as url:
@@ -123,15 +136,9 @@ def test_page_draws_a_layout(browser, tiny_pipe, tmp_path):
     with serve_in_thread(app) as url:
         page, errors = open_page(browser, url)
         page.click("#layout-panel summary")
-        canvas = page.locator("#layout-canvas")
-        canvas.scroll_into_view_if_needed()
-        box = canvas.bounding_box()
 
         def drag(x0, y0, x1, y1):
-            page.mouse.move(box["x"] + x0 * box["width"], box["y"] + y0 * box["height"])
-            page.mouse.down()
-            page.mouse.move(box["x"] + x1 * box["width"], box["y"] + y1 * box["height"], steps=5)
-            page.mouse.up()
+            stroke(page, "#layout-canvas", [(x0, y0), (x1, y1)], steps=5)
 
         page.fill("#box-caption", "red apple")
         drag(0.05, 0.3, 0.45, 0.7)

@@ -56,16 +56,14 @@ def check_control(pipe, stored_hashes: list | None, control, kinds_preprocess: t
         return
     if control is None:
         raise MinicreamError("the --from PNG was drawn with a control image; give it again with --control IMAGE")
-    from ..control.hints import to_hint
-    from ..control.use import hint_sha
-    from ..editing import open_image
+    from ..control.use import hint_sha, read_hint
 
     images = control if isinstance(control, (list, tuple)) else [control]
     preps = kinds_preprocess if isinstance(kinds_preprocess, (list, tuple)) else [kinds_preprocess] * len(images)
     if len(images) != len(stored_hashes):
         raise MinicreamError(f"the --from PNG was drawn with {len(stored_hashes)} control images, {len(images)} given")
     for want, image, prep in zip(stored_hashes, images, preps):
-        if hint_sha(to_hint(open_image(image, "control image"), pipe.image_size, prep or "none")) != want:
+        if hint_sha(read_hint(image, pipe.image_size, prep or "none")) != want:
             raise MinicreamError(f"the control image given is not the one the --from PNG was drawn with (sha256 {want} "
                                  "expected)")
 

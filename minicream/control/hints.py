@@ -54,15 +54,11 @@ def to_hint(image: Image.Image, size: int, preprocess: str = "none") -> torch.Te
     dark lines on light, which is inverted), resized; "edges": a picture whose Canny edges become the hint."""
     if preprocess not in PREPROCESS:
         raise ValueError(f"preprocess must be one of {', '.join(PREPROCESS)}")
-    if image.mode in ("RGBA", "LA", "P"):
-        rgba = image.convert("RGBA")
-        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(bg, rgba)
-    from ..data.images import center_square
+    from ..data.images import center_square, on_white, to_square_rgb
 
-    rgb = center_square(image.convert("RGB")).resize((size, size), Image.LANCZOS if preprocess == "edges" else Image.BOX)
-    if preprocess == "edges":
-        return torch.from_numpy(edges_uint8(np.asarray(rgb))).float()[None] / 255
+    if preprocess == "edges":  # a picture, squared on white as the training images were, then its edges
+        return torch.from_numpy(edges_uint8(np.asarray(to_square_rgb(image, size)))).float()[None] / 255
+    rgb = center_square(on_white(image)).resize((size, size), Image.BOX)  # BOX: thin strokes fade, never vanish
     gray = torch.from_numpy(np.asarray(rgb.convert("L")).copy()).float() / 255
     if gray.median() > 0.5:  # a drawing on paper: the lines are the dark strokes
         gray = 1 - gray

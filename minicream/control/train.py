@@ -16,17 +16,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..errors import MinicreamError
 from ..io.atomic import write_text_atomic
-from ..io.model_dir import CONTROL_DIR, CONTROL_SETTINGS as SETTINGS_NAME
+from ..io.model_dir import CONTROL_DIR, CONTROL_SETTINGS
 from ..models.controlnet import KINDS, ControlNet
 from ..training.stages import mark_done, stage_done
 from ..training.tasks import caption_picker, text_batch
 from ..training.trainer import TrainConfig, train_logged
-
 
 
 @dataclass
@@ -161,7 +159,7 @@ def export_control(net: ControlNet, cfg: ControlRecipe, pipe, folder: Path, step
     settings = {"kind": cfg.kind, "model": pipe.model_dir.name, "model_hash": pipe.model_hash, "steps": steps,
                 "train_minutes": minutes, "torch_threads": torch.get_num_threads(),
                 "recipe": config_to_dict(cfg)}
-    write_text_atomic(folder / SETTINGS_NAME, json.dumps(settings, indent=1))
+    write_text_atomic(folder / CONTROL_SETTINGS, json.dumps(settings, indent=1))
 
 
 def run_control(cfg: ControlRecipe, run_dir: str | Path, resume: bool = False) -> Path:

@@ -15,8 +15,8 @@ import torch
 from ..errors import MinicreamError
 from ..io.atomic import read_json
 from ..models.controlnet import KINDS, ControlNet, combine
+from ..io.model_dir import CONTROL_DIR, CONTROL_SETTINGS
 from .hints import PREPROCESS, to_hint
-from ..io.model_dir import CONTROL_DIR, CONTROL_SETTINGS as SETTINGS_NAME
 
 MAX_CONTROLS = 4
 MAX_SCALE = 2.0
@@ -37,7 +37,7 @@ def load_controlnet(pipe, kind: str) -> ControlNet:
             raise MinicreamError(f"{pipe.model_dir.name} has no {kind!r} ControlNet" + (
                 f"; it has {', '.join(have)}" if have else " (train one with `minicream train-control`)"))
         folder = pipe.model_dir / CONTROL_DIR / kind
-        made_for = read_json(folder / SETTINGS_NAME).get("model_hash") if (folder / SETTINGS_NAME).is_file() else None
+        made_for = read_json(folder / CONTROL_SETTINGS).get("model_hash") if (folder / CONTROL_SETTINGS).is_file() else None
         if made_for != pipe.model_hash:
             raise MinicreamError(f"{folder}: this ControlNet was trained for another UNet (hash {made_for}, the model's "
                                  f"is {pipe.model_hash}); train it again with `minicream train-control`")
@@ -68,6 +68,13 @@ def _as_list(value, n: int, name: str) -> list:
     return values
 
 
+def read_hint(image, size: int, preprocess: str) -> torch.Tensor:
+    """A control image (a PIL image or a path) -> its (1, S, S) hint (hints.to_hint)."""
+    from ..editing import open_image
+
+    return to_hint(open_image(image, "control image"), size, preprocess)
+
+
 def hint_sha(hint: torch.Tensor) -> str:
     return hashlib.sha256((hint * 255).round().to(torch.uint8).contiguous().numpy().tobytes()).hexdigest()[:16]
 
@@ -76,8 +83,6 @@ def build_control(pipe, images, kind=None, scale=1.0, preprocess="none") -> Cont
     """The call's Control from its control image(s) (a PIL image or path, or a list of them), each one's kind (default:
     the model's first ControlNet), scale (0-2) and preprocessing ("none": a drawing or edge map as it is; "edges": a
     picture whose edges are taken); None when no control image is given."""
-    from ..editing import open_image
-
     if images is None:
         return None
     images = list(images) if isinstance(images, (list, tuple)) else [images]
@@ -99,7 +104,7 @@ def build_control(pipe, images, kind=None, scale=1.0, preprocess="none") -> Cont
         if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 <= float(s) <= MAX_SCALE:
             raise MinicreamError(f"control_scale must be a number from 0 to {MAX_SCALE:g}, got {s!r}")
         net = load_controlnet(pipe, k)
-        hint = to_hint(open_image(image, "control image"), pipe.image_size, p)
+        hint = read_hint(image, pipe.image_size, p)
         out.nets.append(net)
         out.hints.append(hint[None])
         out.scales.append(float(s))
@@ -107,4 +112,4 @@ def build_control(pipe, images, kind=None, scale=1.0, preprocess="none") -> Cont
     return out
 
 
-__all__ = ["MAX_CONTROLS", "MAX_SCALE", "Control", "build_control", "hint_sha", "kinds", "load_controlnet"]
+__all__ = ["MAX_CONTROLS", "MAX_SCALE", "Control", "build_control", "hint_sha", "kinds", "load_controlnet", "read_hint"]

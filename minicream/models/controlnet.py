@@ -39,7 +39,7 @@ class ControlNetConfig:
 
     @property
     def unet_config(self) -> UNetConfig:
-        return UNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.unet.items()})
+        return UNetConfig(**self.unet)
 
     @property
     def factor(self) -> int:
