@@ -9,7 +9,7 @@ from ..filter.cli_support import add_filter_arguments
 from .finetune import load_adapters
 from .modes import add_mode_arguments, given_options
 from .output import save_images, stem_of
-from .rerun import EDIT_COMMANDS, check_control, control_options, stored_options
+from .rerun import EDIT_COMMANDS, check_control, check_image_prompt, control_options, image_prompt_options, stored_options
 
 
 def cmd_generate(args) -> None:
@@ -32,16 +32,24 @@ def cmd_generate(args) -> None:
             stored = stored_result(p)
             options["filter"] = "none" if stored is None else stored.mode_requested
         options.update(control_options(p))  # a controlled image re-runs with the same control, checked below
+        options.update(image_prompt_options(p))  # the same with an image prompt
         if isinstance(p.get("layout"), dict):  # a scene re-runs on its recorded layout
             options["layout"], options["harmonize"] = p["layout"], p.get("harmonize", 0.0)
     options.update(given_options(args, "text2img"))  # the command line's flags, a --layout file read
     if args.prompt is not None:
         options["prompt"] = args.prompt
-    if not options.get("prompt"):
-        raise MinicreamError("no prompt given; usage: minicream generate \"red apple\" (or --from IMAGE.png)")
+    image_only = not options.get("prompt") and (options.get("image_prompt") is not None or options.get("image_prompt_sha256"))
+    if not options.get("prompt") and not image_only:
+        raise MinicreamError("no prompt given; usage: minicream generate \"red apple\" (or --from IMAGE.png, or "
+                             "--image-prompt IMAGE)")
     pipe = Pipeline.from_pretrained(args.model, dtype=args.dtype or dtype or "auto")
     load_adapters(pipe, args.adapter, stored_adapters, args.from_image)
     check_control(pipe, options.pop("control_sha256", None), options.get("control"), options.get("control_preprocess"))
+    check_image_prompt(pipe, options.pop("image_prompt_sha256", None), options.get("image_prompt"))
+    if image_only:
+        images = pipe.run("text2img", **options, progress=True)
+        save_images(images, Path(args.out), "image prompt")
+        return
     filtered = stored or pipe.filter_prompt(options["prompt"], args.filter or options.get("filter") or "offline",
                                             style=args.style, llm=llm_config(args) if args.filter == "llm" else None)
     print_explanation(filtered, args.explain)

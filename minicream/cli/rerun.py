@@ -68,6 +68,31 @@ def check_control(pipe, stored_hashes: list | None, control, kinds_preprocess: t
                                  "expected)")
 
 
+def image_prompt_options(p: dict) -> dict:
+    """A PNG's image-prompt records -> the re-run's image_scale (one value, or a list) and its images' hashes."""
+    records = p.get("image_prompt")
+    if not isinstance(records, list) or not records or not all(isinstance(r, dict) for r in records):
+        return {}
+    scales = [r.get("scale") for r in records]
+    return {"image_scale": scales[0] if len(scales) == 1 else scales, "image_prompt_sha256": [r.get("sha256") for r in records]}
+
+
+def check_image_prompt(pipe, stored_hashes: list | None, images) -> None:
+    """The image prompt(s) of a `--from` re-run must be the ones the PNG was drawn with (by their pixels' hashes)."""
+    if not stored_hashes:
+        return
+    if images is None:
+        raise MinicreamError("the --from PNG was drawn with an image prompt; give it again with --image-prompt IMAGE")
+    from ..image_prompt.use import pixels_sha, read_image
+
+    images = images if isinstance(images, (list, tuple)) else [images]
+    if len(images) != len(stored_hashes):
+        raise MinicreamError(f"the --from PNG was drawn with {len(stored_hashes)} image prompts, {len(images)} given")
+    for want, image in zip(stored_hashes, images):
+        if pixels_sha(read_image(image, pipe.image_size)) != want:
+            raise MinicreamError(f"the image prompt given is not the one the --from PNG was drawn with (sha256 {want} expected)")
+
+
 def check_inputs(pipe, stored: dict, image, mask) -> None:
     """The image (and mask) given to a `--from` re-run must be the ones the PNG was made from."""
     from ..editing import load_image, load_mask

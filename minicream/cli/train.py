@@ -157,7 +157,7 @@ def add_distill_parser(sub) -> None:
 
 
 def recipe_flags(p, config: str, data_help: str) -> None:
-    """The flags every stand-alone recipe command shares (train-upscaler, train-control)."""
+    """The flags every stand-alone recipe command shares (train-upscaler, train-control, train-image-prompt)."""
     p.add_argument("--config", default=config, help=f"preset name or TOML file (default: {config})")
     p.add_argument("--data", help=data_help)
     p.add_argument("--steps", type=int, help="optimizer steps")
@@ -214,3 +214,21 @@ def add_train_control_parser(sub) -> None:
     c.add_argument("--out", help="run directory (default runs/control-KIND); the ControlNet is written to OUT/control/KIND")
     recipe_flags(c, "control", "image-caption folder (default: the model's recipe's data)")
     c.set_defaults(func=cmd_train_control)
+
+
+IMAGE_PROMPT_FLAGS = {"model": "model", "data": "data", "steps": "train.steps", "minutes": "train.max_minutes"}
+
+
+def cmd_train_image_prompt(args) -> None:
+    from ..image_prompt.train import load_image_prompt_recipe, run_image_prompt
+
+    run_recipe_command(args, load_image_prompt_recipe, IMAGE_PROMPT_FLAGS, run_image_prompt, "image-prompt adapter",
+                       lambda cfg: "runs/image-prompt")
+
+
+def add_train_image_prompt_parser(sub) -> None:
+    c = sub.add_parser("train-image-prompt", help="an image-prompt adapter (images as prompts, IP-Adapter) for a model's UNet")
+    c.add_argument("--model", help="a shipped model's name or a model folder (default: full)")
+    c.add_argument("--out", help="run directory (default runs/image-prompt); the adapter is written to OUT/image_prompt")
+    recipe_flags(c, "image_prompt", "image-caption folder (default: the model's recipe's data)")
+    c.set_defaults(func=cmd_train_image_prompt)

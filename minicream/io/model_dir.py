@@ -4,6 +4,9 @@
     unet/ vae/         config.json + model.safetensors (bf16)
     evaluator/         the best-of-N evaluator; evaluator/judge/ the separate judge used by `minicream eval`
     upscaler/          optional: the diffusion upscaler (config.json, model.safetensors, upscaler.json settings)
+    control/KIND/      optional: ControlNets (control.json: the UNet they were trained for)
+    image_prompt/      optional: the image-prompt adapter (image_prompt.json) and image_prompt/prior/, the text-to-image-
+                       embedding prior
     concepts.json      the concepts and styles the language filter maps prompts to (vocabulary.json: the captions)
     train_log.txt      how the weights were made
 
@@ -23,6 +26,8 @@ MODEL_INDEX = "model_index.json"
 UNET_DIR, VAE_DIR, EVALUATOR_DIR, JUDGE_DIR, UPSCALER_DIR = "unet", "vae", "evaluator", "judge", "upscaler"
 PREDICTION_TYPES = ("epsilon", "v_prediction", "flow")
 CONTROL_DIR, CONTROL_SETTINGS = "control", "control.json"  # control/<kind>/: a ControlNet and what it was trained for
+# image_prompt/: the image-prompt adapter (its settings name the UNet and evaluator it was trained for); prior/ inside it
+IMAGE_PROMPT_DIR, IMAGE_PROMPT_SETTINGS, PRIOR_DIR = "image_prompt", "image_prompt.json", "prior"
 MAX_INDEX_BYTES = 1 << 20  # model_index.json is a few KB
 
 # Models shipped inside the package, by name (`Pipeline.from_pretrained("reference")`, `--model reference`).

@@ -91,13 +91,18 @@ class Attention(nn.Module):
         self.to_kv = nn.Linear(context_dim or dim, 2 * dim, bias=False)
         self.to_out = zero_init(nn.Linear(dim, dim))
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+                extra: list | None = None):
+        """extra: (k, v, weight) per further set of keys and values (image prompts' tokens, models/image_adapter.py),
+        each attended by the same queries and added, times weight, before the output projection (decoupled attention)."""
         B, T, C = x.shape
         context = x if context is None else context
         q = self.to_q(x).view(B, T, self.heads, -1).transpose(1, 2)  # (B, h, T, d)
         k, v = self.to_kv(context).view(B, context.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)
-        out = attention(q, k, v, mask).transpose(1, 2).reshape(B, T, C)
-        return self.to_out(out)
+        out = attention(q, k, v, mask)
+        for k2, v2, weight in extra or ():
+            out = out + weight.to(out.dtype) * attention(q, k2.to(q.dtype), v2.to(q.dtype))
+        return self.to_out(out.transpose(1, 2).reshape(B, T, C))
 
 
 class FeedForward(nn.Module):
@@ -130,7 +135,8 @@ class TransformerBlock(nn.Module):
         B, C, H, W = x.shape
         h = self.proj_in(self.norm_in(x).flatten(2).transpose(1, 2))  # (B, HW, C)
         h = h + self.attn1(self.norm1(h))
-        h = h + self.attn2(self.norm2(h), cond["context"], cond["mask"])
+        image = cond.get("image")  # an image prompt's keys and values for this block (models/image_adapter.py)
+        h = h + self.attn2(self.norm2(h), cond["context"], cond["mask"], None if image is None else image.kv.get(self))
         h = h + self.ff(self.norm3(h), cond["emb"], cond.get("moe_stats"))
         h = self.proj_out(h).transpose(1, 2).reshape(B, C, H, W)
         return x + h

@@ -140,12 +140,18 @@ class MoEUNet(nn.Module, PretrainedMixin):
         return skips, self.mid_res2(self.mid_attn(self.mid_res1(h, emb), cond), emb)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, mask: torch.Tensor, pooled: torch.Tensor,
-                moe_stats: list | None = None, control: tuple[list[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+                moe_stats: list | None = None, control: tuple[list[torch.Tensor], torch.Tensor] | None = None,
+                image=None) -> torch.Tensor:
         """x (B,C,H,W) noisy latents; t (B,) timesteps in [0,1000); context (B,T,D); mask (B,T) bool; pooled (B,D).
         moe_stats: a list that receives one `MoEStats` per MoE layer (the training loss's balance terms and the
         expert usage it logs); None, as at inference, measures nothing.
-        control: a ControlNet's residuals (one per skip, one for the mid block), added to them (models/controlnet.py)."""
+        control: a ControlNet's residuals (one per skip, one for the mid block), added to them (models/controlnet.py).
+        image: an image prompt's ImageCondition (models/image_adapter.py): added to the conditioning vector, and
+        attended by every transformer block beside the text."""
         cond = self.conditioning(x, t, context, mask, pooled, moe_stats)
+        if image is not None:
+            cond["emb"] = cond["emb"] + image.emb.to(cond["emb"].dtype)
+            cond["image"] = image
         skips, h = self.encode(x, cond)
         if control is not None:
             residuals, mid = control

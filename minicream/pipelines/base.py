@@ -253,7 +253,7 @@ class Pipeline(AdapterMixin):  # load_adapter, set_adapters, unload_adapter (ada
                 steps: int, batch_size: int = 8, progress: bool = False, callback=None, init: torch.Tensor | None = None,
                 strength: float = 1.0, keep: torch.Tensor | None = None, canvas: tuple[int, int] | None = None,
                 noise: torch.Tensor | None = None, step_callback=None, guidance_max_noise: float = 1.0,
-                cads: float = 0.0, control=None) -> torch.Tensor:
+                cads: float = 0.0, control=None, image=None) -> torch.Tensor:
         """Latents for `seeds`, denoised in fixed-size chunks (padding keeps every chunk the same shape).
 
         Every sampling setting is an argument (a mode passes its SamplingSettings' `denoise_args`); the ones left
@@ -261,7 +261,8 @@ class Pipeline(AdapterMixin):  # load_adapter, set_adapters, unload_adapter (ada
         cond/uncond: one row for all images, or one per image. init/strength: start from latents (img2img);
         keep: 1 where latents are kept from `init` (inpainting, outpainting); canvas: the latent size (H, W)
         (default: the model's); noise: the starting noise per image instead of drawing it from the seeds;
-        control: the call's ControlNets and hints (control/use.py's build_control), the same for every image.
+        control: the call's ControlNets and hints (control/use.py's build_control), the same for every image;
+        image: the call's image prompts (image_prompt/use.py's ImagePrompt), the same for every image.
         callback(step, total): progress after every step. step_callback(step, t, x) -> x or None: after every step
         of every chunk, the chunk's latents x (its images in order, unit variance, clean after the last step) and
         the timestep t the step started at; a tensor it returns replaces them (diffusers' callback_on_step_end)."""
@@ -281,7 +282,7 @@ class Pipeline(AdapterMixin):  # load_adapter, set_adapters, unload_adapter (ada
             start_from = None if init is None else init[padded if len(init) > 1 else [0] * chunk].to(self.device)
             known = None if keep is None else (start_from, keep.expand(chunk, *keep.shape[1:]).to(self.device))
             model_fn = canvas_model_fn(self, c, u, guidance, canvas, cads_generators([seeds[r] for r in padded], cads),
-                                       guidance_max_noise, cads, control)
+                                       guidance_max_noise, cads, control, image)
             out = sample(model_fn, x.to(self.device), sampler, steps, self.index["objective"], gens, progress=progress,
                          init=start_from, strength=strength, known=known,
                          callback=chunk_callback(callback, step_callback, total, len(rows)))
@@ -316,8 +317,14 @@ class Pipeline(AdapterMixin):  # load_adapter, set_adapters, unload_adapter (ada
             self._evaluator = Evaluator.from_pretrained(self.model.evaluator, text_encoder=self.text_encoder)
         return self._evaluator
 
-    def rerank(self, images: list[Image.Image], prompt: str, n: int, keep: int) -> list[Image.Image]:
-        scores = self.evaluator.score(images, prompt)
+    def rerank(self, images: list[Image.Image], prompt: str | None, n: int, keep: int,
+               target: torch.Tensor | None = None) -> list[Image.Image]:
+        """The best `keep` of every `n` candidates by the evaluator: their cosine with the prompt, or with `target`, an
+        image embedding (an image prompt's)."""
+        if target is None:
+            scores = self.evaluator.score(images, prompt)
+        else:
+            scores = self.evaluator.image_features(images) @ target.float()
         best = best_indices(scores, n, keep)
         for i in best:
             images[i].info[PARAMS_KEY].update(score=round(float(scores[i]), 5), num_candidates=n)
@@ -329,6 +336,13 @@ class Pipeline(AdapterMixin):  # load_adapter, set_adapters, unload_adapter (ada
         from ..control.use import kinds
 
         return kinds(self)
+
+    @property
+    def has_image_prompt(self) -> bool:
+        """Whether this model has an image-prompt adapter (its folder's image_prompt/; image_prompt/use.py)."""
+        from ..image_prompt.use import has_image_prompt
+
+        return has_image_prompt(self)
 
     # -- upscale --------------------------------------------------------------------------------------
     @cached_property

@@ -5,6 +5,7 @@ from ..control.use import MAX_SCALE, build_control
 from ..errors import MinicreamError
 from ..evaluator.rerank import MAX_CANDIDATES, candidate_seeds, check_candidates
 from ..filter.variety import record_designs, varied_cond
+from ..image_prompt.use import MAX_SCALE as MAX_IMAGE_SCALE, build_image_prompt
 from .metadata import PARAMS_KEY
 from .modes import FILTER, PROMPT, SAMPLING, Mode, Option
 from .scene import CANVAS, HARMONIZE, render
@@ -12,27 +13,36 @@ from .upscale import UPSCALE, check_size
 
 
 def text2img(pipe, settings, prompt, filter, style, llm, size, upscale_steps, upscale_noise, num_candidates, keep_top,
-             layout, canvas, harmonize, control=None, control_kind=None, control_scale=1.0, control_preprocess="none"):
-    pipe.check_prompt(prompt)
+             layout, canvas, harmonize, control=None, control_kind=None, control_scale=1.0, control_preprocess="none",
+             image_prompt=None, image_scale=1.0):
+    image = build_image_prompt(pipe, image_prompt, image_scale)
+    if image is None or (prompt is not None and str(prompt).strip()):
+        pipe.check_prompt(prompt)
     control = build_control(pipe, control, control_kind, control_scale, control_preprocess)
-    if control is not None:  # the control image gives the structure: the prompt is drawn as one caption
-        if layout not in (None, "none"):
-            raise MinicreamError("a control image gives the picture's structure; it does not take a layout")
-        layout = "none"
-    filtered = pipe.filter_prompt(prompt, filter, style=style, llm=llm)  # what was typed -> the model's captions
+    for given, what in ((control, "a control image gives the picture's structure"), (image, "an image prompt draws one picture")):
+        if given is not None:  # the prompt is drawn as one caption
+            if layout not in (None, "none"):
+                raise MinicreamError(f"{what}; it does not take a layout")
+            layout = "none"
+    # what was typed -> the model's captions; with an image prompt the text is optional
+    filtered = pipe.filter_prompt(prompt, filter, style=style, llm=llm) if prompt and str(prompt).strip() else None
     size = check_size(pipe, size)
     if size != pipe.image_size:
         pipe.upscaler.settings(upscale_steps, upscale_noise)  # refuse bad settings before any work
     check_candidates(num_candidates, keep_top)
-    images = _draw(pipe, settings, prompt, filtered, style, num_candidates, keep_top, layout, canvas, harmonize, control)
+    images = _draw(pipe, settings, prompt or "", filtered, style, num_candidates, keep_top, layout, canvas, harmonize,
+                   control, image)
     # the evaluator ranks at the native size, before the upscaler: only the kept images are upscaled
     return pipe.upscale(images, size, upscale_steps, upscale_noise)
 
 
-def _draw(pipe, settings, prompt, filtered, style, num_candidates, keep_top, layout, canvas, harmonize, control=None):
+def _draw(pipe, settings, prompt, filtered, style, num_candidates, keep_top, layout, canvas, harmonize, control=None,
+          image=None):
     if num_candidates > 1:
         pipe.evaluator  # fail before any work if the model has no evaluator
     gen_seeds = candidate_seeds(list(settings.seeds), num_candidates)  # == the seeds when num_candidates == 1
+    if filtered is None:  # an image prompt alone: no text, the candidates ranked by their likeness to the image
+        return _draw_from_image(pipe, settings, gen_seeds, num_candidates, keep_top, control, image)
     if layout != "none" and (layout is not None or filtered.scene):  # several objects: a layout places them
         images = render(pipe, settings.with_seeds(gen_seeds), filtered, prompt, layout, harmonize, canvas)
         return pipe.rerank(images, filtered.rewritten, num_candidates, keep_top) if num_candidates > 1 else images
@@ -40,15 +50,32 @@ def _draw(pipe, settings, prompt, filtered, style, num_candidates, keep_top, lay
     # By the generation seed, best-of-N candidates too: a PNG's seed alone, re-run, gives the same image.
     cond, designs = varied_cond(pipe, filtered, style, gen_seeds)
     uncond = pipe.encode_prompt(settings.negative_prompt)
-    latents = pipe.denoise(gen_seeds, cond, uncond, **settings.denoise_args, control=control)
-    extra = None if control is None else {"control": control.records}
-    images = pipe.attach(pipe.decode(latents), gen_seeds, prompt, settings, filtered, extra)
+    latents = pipe.denoise(gen_seeds, cond, uncond, **settings.denoise_args, control=control, image=image)
+    images = pipe.attach(pipe.decode(latents), gen_seeds, prompt, settings, filtered, _records(control, image))
     record_designs(images, filtered, designs, PARAMS_KEY)
     return pipe.rerank(images, filtered.rewritten, num_candidates, keep_top) if num_candidates > 1 else images
 
 
+def _records(control, image) -> dict | None:
+    extra = {}
+    if control is not None:
+        extra["control"] = control.records
+    if image is not None:
+        extra["image_prompt"] = image.records
+    return extra or None
+
+
+def _draw_from_image(pipe, settings, gen_seeds, num_candidates, keep_top, control, image):
+    cond, uncond = pipe.encode_prompt(""), pipe.encode_prompt(settings.negative_prompt)
+    latents = pipe.denoise(gen_seeds, cond, uncond, **settings.denoise_args, control=control, image=image)
+    images = pipe.attach(pipe.decode(latents), gen_seeds, "", settings, None, _records(control, image))
+    if num_candidates == 1:
+        return images
+    return pipe.rerank(images, None, num_candidates, keep_top, target=image.embeds.mean(0))
+
+
 MODE = Mode("text2img", "draw images from a prompt", (
-    Option("prompt", "str", None, "what to draw", cli=False, required=True, limits=PROMPT),
+    Option("prompt", "str", None, "what to draw (optional with an image prompt)", cli=False, limits=PROMPT),
     *SAMPLING, *FILTER,
     *UPSCALE,
     Option("num_candidates", "int", 1, "best-of-N: draw N candidates per image, keep the one the evaluator scores highest",
@@ -67,4 +94,8 @@ MODE = Mode("text2img", "draw images from a prompt", (
            limits={"ge": 0.0, "le": MAX_SCALE}),
     Option("control_preprocess", "str", "none", "none: the control image is lines already; edges: take a picture's "
                                                 "edges (Canny) as the control", choices=("none", "edges")),
+    Option("image_prompt", "image", None, "an image as the prompt (the model's image-prompt adapter): draw more like it, "
+                                          "with or without text; several (a list) stack in the Python API"),
+    Option("image_scale", "float", 1.0, "how strongly the image prompt steers (0 = not at all)",
+           limits={"ge": 0.0, "le": MAX_IMAGE_SCALE}),
 ), text2img)

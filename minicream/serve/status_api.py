@@ -26,7 +26,7 @@ async def progress(client_id: str, request: Request):
 
 @router.get("/api/models", tags=["minicream"], summary="The loaded models (the first is the default), each with its "
             "modes and their declared options (name, field, kind, default, help, choices, required, limits) and its "
-            "loaded adapters (name, token, method, style, served scale, hash) and its ControlNets' kinds (controls)")
+            "loaded adapters (name, token, method, style, served scale, hash) its ControlNets' kinds (controls) and whether it takes image prompts (image_prompt)")
 async def models(request: Request):
     s = served(request)
     return {"models": [{"name": name, "image_size": s.size, "sizes": list(getattr(pl, "sizes", [s.size])),
@@ -36,6 +36,7 @@ async def models(request: Request):
                         "teacher": (getattr(pl, "provenance", None) or {}).get("teacher"),
                         "features": s.features_of(pl).as_dict(), "modes": describe_modes(pl),
                         "adapters": http_adapters.listed(pl), "controls": list(getattr(pl, "control_kinds", [])),
+                        "image_prompt": bool(getattr(pl, "has_image_prompt", False)),
                         "loaded": True}
                        for name, pl in s.pipes.items()]}
 

@@ -1,0 +1,147 @@
+"""`minicream train-image-prompt`: an image-prompt adapter (models/image_adapter.py) for a model's frozen UNet.
+
+Numbered stages (a finished stage is skipped on --resume; the trainer resumes from its last checkpoint):
+    1. data     the model's training images (single objects), their latents through the model's autoencoder, their
+                image embeddings through the model's evaluator (its image tower: the space best-of-N and the prior
+                share), their captions through its text encoder (cached)
+    2. train    the frozen UNet plus the adapter on the model's own objective, each image drawn from its own
+                embedding; half the captions dropped, so the image alone draws its concept (text is optional at use)
+    3. export   OUT/image_prompt: config.json + bf16 safetensors and image_prompt.json (the UNet's and the evaluator's
+                hashes, recipe); copy it into the model folder to use it (`minicream generate --image-prompt IMAGE`)
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import MinicreamError
+from ..io.atomic import write_text_atomic
+from ..io.model_dir import IMAGE_PROMPT_DIR, IMAGE_PROMPT_SETTINGS
+from ..models.image_adapter import ImagePromptAdapter
+from ..training.stages import mark_done, stage_done
+from ..training.tasks import caption_picker, text_batch
+from ..training.trainer import TrainConfig, train_logged
+
+
+@dataclass
+class ImagePromptRecipe:
+    model: str = "full"  # a shipped model's name or a model folder
+    data: str = ""  # the image-caption folder (default: the model's recipe's data)
+    caption_dropout: float = 0.5  # share of empty captions: the image alone must draw its concept
+    num_tokens: int = 4
+    limit: int = 0  # at most this many training images (0 = all)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        steps=8000, batch_size=32, lr=3e-4, warmup_steps=100, decay_to=0.1, ema_decay=0.998, checkpoint_every=250,
+        log_every=50, max_minutes=60.0, schedule_clock="time"))
+
+    def __post_init__(self):
+        if not 0 <= self.caption_dropout <= 1:
+            raise MinicreamError(f"caption_dropout must be in [0, 1], got {self.caption_dropout}")
+        if not 1 <= self.num_tokens <= 16:
+            raise MinicreamError(f"num_tokens must be 1 to 16, got {self.num_tokens}")
+
+
+def load_image_prompt_recipe(path: str | Path | None = "image_prompt", overrides=()) -> ImagePromptRecipe:
+    from ..config import build_dataclass, read_toml
+
+    return build_dataclass(ImagePromptRecipe, read_toml(path or None, overrides))
+
+
+# 1. ------------------------------------------------------------------------------------------------
+def prepare_data(pipe, cfg: ImagePromptRecipe, run: Path, log):
+    """(latents, image embeddings, caption choices, text table, empty-caption id), cached in run/cache."""
+    from ..control.train import training_examples
+    from ..data.folder import images_to_tensor
+
+    cache = run / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    examples = training_examples(pipe, cfg)
+    captions = [[e.text] + ([e.meta["concept"]] if e.meta.get("concept") and e.meta["concept"] != e.text else [])
+                for e in examples]
+    unique = sorted({c for cs in captions for c in cs} | {""})
+    index = {t: i for i, t in enumerate(unique)}
+    text = pipe.text_encoder.encode_cached(unique, cache / "text.safetensors")
+    lat_path, emb_path = cache / "latents.pt", cache / "embeds.pt"
+    if lat_path.is_file() and emb_path.is_file():
+        latents, embeds = torch.load(lat_path), torch.load(emb_path)
+    else:
+        images = images_to_tensor(examples)
+        with torch.no_grad():
+            latents = torch.cat([pipe.encode_image(images[i:i + 256]).cpu() for i in range(0, len(images), 256)])
+        embeds = pipe.evaluator.image_features(images)
+        torch.save(latents, lat_path)
+        torch.save(embeds, emb_path)
+    log(f"1. data: {len(examples)} images, latents {tuple(latents.shape)}, image embeddings {tuple(embeds.shape)}, "
+        f"{len(unique)} captions ({time.time() - t0:.0f}s)")
+    return latents, embeds, [[index[c] for c in cs] for cs in captions], text, index[""]
+
+
+# 2. ------------------------------------------------------------------------------------------------
+def image_prompt_loss(unet, objective, latents, embeds, caption_choices, text, empty_id, cfg: ImagePromptRecipe):
+    """loss_fn(adapter, idx, gen) of the Trainer: the frozen UNet's denoising loss, each image prompted by itself."""
+    pick = caption_picker(caption_choices, empty_id, cfg.caption_dropout)
+
+    def loss_fn(adapter, idx, gen):
+        device = next(adapter.parameters()).device
+        ctx, mask, pooled = text_batch(text, pick(idx, gen), device)
+        image = adapter.prepare(unet, embeds[idx].to(device), torch.ones(len(idx), device=device))
+        x0 = latents[idx].to(device).contiguous(memory_format=torch.channels_last)
+        return objective(lambda x_t, t: unet(x_t, t, ctx, mask, pooled, image=image), x0, gen).mean(), {}
+
+    return loss_fn
+
+
+def train_image_prompt(pipe, cfg: ImagePromptRecipe, run: Path, log, resume: bool) -> tuple[ImagePromptAdapter, dict]:
+    from ..adapters.train import objective_of
+
+    latents, embeds, choices, text, empty_id = prepare_data(pipe, cfg, run, log)
+    unet = pipe.unet.float().requires_grad_(False).eval()
+    adapter = ImagePromptAdapter.from_unet(unet, embeds.shape[1], cfg.num_tokens)
+    log(f"image-prompt adapter: {sum(p.numel() for p in adapter.parameters()) / 1e6:.2f} M parameters, "
+        f"{len(adapter.to_kv)} transformer blocks, from {pipe.model_dir.name}'s UNet")
+    loss = image_prompt_loss(unet, objective_of(pipe), latents, embeds, choices, text, empty_id, cfg)
+    return train_logged(adapter, loss, len(latents), cfg.train, run, "image_adapter", log, resume, label="image-prompt")
+
+
+# 3. ------------------------------------------------------------------------------------------------
+def export_image_prompt(adapter: ImagePromptAdapter, cfg: ImagePromptRecipe, pipe, folder: Path,
+                        steps: int | None = None, minutes: float | None = None) -> None:
+    from ..config import config_to_dict
+    from ..io.weights import short_hash
+    from ..models.base import WEIGHTS_NAME
+
+    adapter.save_pretrained(folder, dtype=torch.bfloat16)
+    settings = {"model": pipe.model_dir.name, "model_hash": pipe.model_hash,
+                "evaluator_hash": short_hash(pipe.model.evaluator / WEIGHTS_NAME), "steps": steps,
+                "train_minutes": minutes, "torch_threads": torch.get_num_threads(), "recipe": config_to_dict(cfg)}
+    write_text_atomic(folder / IMAGE_PROMPT_SETTINGS, json.dumps(settings, indent=1))
+
+
+def run_image_prompt(cfg: ImagePromptRecipe, run_dir: str | Path, resume: bool = False) -> Path:
+    from ..pipelines import Pipeline
+    from ..training.recipe import RunLog
+
+    run = Path(run_dir)
+    if run.exists() and any(run.iterdir()) and not resume:
+        raise MinicreamError(f"{run} is not empty; pass --resume to continue that run or choose another --out")
+    pipe = Pipeline.from_pretrained(cfg.model, dtype="fp32")  # refuses an unknown model before anything is written
+    pipe.evaluator  # the image embeddings come from the model's evaluator: refuse a model without one
+    run.mkdir(parents=True, exist_ok=True)
+    log = RunLog(run / "train_log.txt")
+    log(f"image-prompt start (resume={resume}), model {cfg.model}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    folder = run / IMAGE_PROMPT_DIR
+    if stage_done(run, "export") is None:
+        adapter, stats = train_image_prompt(pipe, cfg, run, log, resume)
+        export_image_prompt(adapter, cfg, pipe, folder, stats["steps"], round(stats["seconds"] / 60, 1))
+        mark_done(run, "export", {})
+        log(f"3. export: {folder} (copy it to {pipe.model_dir / IMAGE_PROMPT_DIR} to use it)")
+    return folder
+
+
+__all__ = ["ImagePromptRecipe", "export_image_prompt", "image_prompt_loss", "load_image_prompt_recipe",
+           "run_image_prompt", "train_image_prompt"]

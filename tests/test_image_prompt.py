@@ -1,0 +1,158 @@
+"""Images as prompts (issue 34): the image-prompt adapter starts as the identity, the recipe on the tiny model, sampling
+with an image alone, with text, stacked, at scale 0 (the plain model bit for bit), refusals, `--from` re-runs and HTTP."""
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from minicream.errors import MinicreamError
+
+
+@pytest.fixture(scope="module")
+def prompted_model(tmp_path_factory, tiny_evaluated_model):
+    """A copy of the tiny model (with its evaluator) and an image-prompt adapter from a few steps of the recipe."""
+    from minicream.image_prompt.train import load_image_prompt_recipe, run_image_prompt
+
+    model = tmp_path_factory.mktemp("prompted") / "model"
+    shutil.copytree(tiny_evaluated_model, model)
+    run = tmp_path_factory.mktemp("image_prompt_run") / "run"
+    cfg = load_image_prompt_recipe("image_prompt", [f"model={str(model)!r}", "train.steps=4", "train.batch_size=8",
+                                                    "train.warmup_steps=1", "train.lr=0.05", "train.ema_decay=0",
+                                                    "train.max_minutes=0", "train.log_every=2"])
+    folder = run_image_prompt(cfg, run)
+    settings = json.loads((folder / "image_prompt.json").read_text())
+    assert settings["steps"] == 4 and len(settings["evaluator_hash"]) == 10
+    assert "1. data: 11 images" in (run / "train_log.txt").read_text()
+    shutil.copytree(folder, model / "image_prompt")
+    return model
+
+
+@pytest.fixture(scope="module")
+def picture(tmp_path_factory):
+    path = tmp_path_factory.mktemp("picture") / "picture.png"
+    im = Image.new("RGBA", (120, 120), (0, 0, 0, 0))
+    ImageDraw.Draw(im).ellipse((20, 20, 100, 100), fill=(220, 30, 30, 255))
+    im.save(path)
+    return path
+
+
+def test_a_new_adapter_changes_nothing_and_rows_without_an_image_are_the_plain_unet(tiny_pipe):
+    from minicream.models.image_adapter import ImagePromptAdapter
+
+    unet = tiny_pipe.unet.float()
+    adapter = ImagePromptAdapter.from_unet(unet, image_dim=16)
+    cond = tiny_pipe.encode_prompt("red apple")
+    x = torch.randn(2, *tiny_pipe.latent_shape, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([300.0, 700.0])
+    hidden, mask, pooled = cond.hidden.expand(2, -1, -1), cond.mask.expand(2, -1), cond.pooled.expand(2, -1)
+    embeds = torch.nn.functional.normalize(torch.randn(2, 16), dim=-1)
+    with torch.no_grad():
+        plain = unet(x, t, hidden, mask, pooled)
+        fresh = unet(x, t, hidden, mask, pooled, image=adapter.prepare(unet, embeds, torch.ones(2)))
+        assert torch.equal(plain, fresh)  # gates and the conditioning MLP's last layer start at 0
+        adapter.gates.fill_(1.0)
+        torch.nn.init.normal_(adapter.to_emb[-1].weight, std=0.1)
+        steered = unet(x, t, hidden, mask, pooled, image=adapter.prepare(unet, embeds, torch.tensor([0.0, 1.0])))
+    assert torch.allclose(steered[0], plain[0], atol=1e-6)  # weight 0: the row is drawn without the image
+    assert (steered[1] - plain[1]).abs().max() > 1e-3
+
+
+def test_sampling_with_an_image_prompt(prompted_model, picture):
+    from minicream.pipelines import Pipeline
+
+    pipe = Pipeline.from_pretrained(prompted_model)
+    args = dict(num_images=2, steps=3, seed=5, filter="none")
+    plain = pipe("red apple", **args)
+    prompted = pipe("red apple", image_prompt=str(picture), **args)
+    zero = pipe("red apple", image_prompt=str(picture), image_scale=0.0, **args)
+    assert [a.tobytes() for a in zero] == [a.tobytes() for a in plain]  # scale 0 is the plain model, bit for bit
+    assert all(a.tobytes() != b.tobytes() for a, b in zip(prompted, plain))
+    again = pipe("red apple", image_prompt=Image.open(picture), **args)
+    assert [a.tobytes() for a in again] == [a.tobytes() for a in prompted]
+    rec = prompted[0].info["minicream"]["image_prompt"]
+    assert rec[0]["scale"] == 1.0 and len(rec[0]["sha256"]) == 16
+    alone = pipe(None, image_prompt=str(picture), num_images=2, steps=3, seed=5)  # text is optional
+    assert len(alone) == 2 and alone[0].info["minicream"]["prompt"] == ""
+    stacked = pipe("red apple", image_prompt=[str(picture), str(picture)], image_scale=[0.5, 0.5], **args)
+    assert len(stacked[0].info["minicream"]["image_prompt"]) == 2
+    best = pipe(None, image_prompt=str(picture), num_images=1, steps=2, seed=1, num_candidates=3)
+    assert best[0].info["minicream"]["num_candidates"] == 3 and "score" in best[0].info["minicream"]
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(image_scale=3.0), "image_scale"),
+    (dict(image_scale=[1.0, 1.0]), "one per image prompt"),
+    (dict(layout={"objects": [{"caption": "red apple", "box": [0, 0, 32, 32]}]}), "layout"),
+])
+def test_bad_image_prompt_options_are_one_line_errors(prompted_model, picture, options, message):
+    from minicream.pipelines import Pipeline
+
+    pipe = Pipeline.from_pretrained(prompted_model)
+    with pytest.raises(MinicreamError, match=message):
+        pipe("red apple", image_prompt=str(picture), num_images=1, steps=2, **options)
+
+
+def test_missing_or_foreign_adapters_and_bad_images_are_refused(tiny_evaluated_model, prompted_model, picture, tmp_path):
+    from minicream.pipelines import Pipeline
+
+    with pytest.raises(MinicreamError, match="no image-prompt adapter"):
+        Pipeline.from_pretrained(tiny_evaluated_model)("red apple", image_prompt=str(picture), num_images=1, steps=2)
+    model = tmp_path / "model"
+    shutil.copytree(prompted_model, model)
+    settings = model / "image_prompt" / "image_prompt.json"
+    settings.write_text(json.dumps({**json.loads(settings.read_text()), "evaluator_hash": "0123456789abcdef"}))
+    with pytest.raises(MinicreamError, match="trained for other weights"):
+        Pipeline.from_pretrained(model)("red apple", image_prompt=str(picture), num_images=1, steps=2)
+    pipe = Pipeline.from_pretrained(prompted_model)
+    with pytest.raises(MinicreamError, match="image"):
+        pipe("red apple", image_prompt=str(tmp_path / "missing.png"), num_images=1, steps=2)
+    with pytest.raises(MinicreamError, match="1 to 4 image prompts"):
+        pipe("red apple", image_prompt=[str(picture)] * 5, num_images=1, steps=2)
+    with pytest.raises(MinicreamError, match="prompt is empty"):
+        pipe("  ", num_images=1, steps=2)
+
+
+def test_cli_image_prompt_and_from(prompted_model, picture, tmp_path):
+    from minicream.io.pngmeta import read_png_params
+    from test_cli import run_cli
+
+    r = run_cli("generate", "--model", str(prompted_model), "--image-prompt", str(picture), "--image-scale", "0.8",
+                "-n", "1", "--steps", "2", "--seed", "3", "--out", str(tmp_path / "a"))
+    assert r.returncode == 0, r.stderr
+    first = next((tmp_path / "a").glob("*.png"))
+    assert read_png_params(first)["image_prompt"][0]["scale"] == 0.8
+    r = run_cli("generate", "--from", str(first), "--model", str(prompted_model), "--image-prompt", str(picture),
+                "-n", "1", "--out", str(tmp_path / "b"))
+    assert r.returncode == 0, r.stderr
+    assert Image.open(next((tmp_path / "b").glob("*.png"))).tobytes() == Image.open(first).tobytes()
+    other = tmp_path / "other.png"
+    Image.new("RGB", (64, 64), "white").save(other)
+    for extra, words in (([], "give it again with --image-prompt"), (["--image-prompt", str(other)], "not the one")):
+        r = run_cli("generate", "--from", str(first), "--model", str(prompted_model), *extra, "--out", str(tmp_path / "c"))
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and words in r.stderr, r.stderr
+
+
+def test_http_generate_with_an_image_prompt(prompted_model, picture, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from minicream.pipelines import Pipeline
+    from minicream.serve import ServeSettings, create_app
+
+    pipe = Pipeline.from_pretrained(prompted_model)
+    with TestClient(create_app(pipe, ServeSettings(output_dir=tmp_path, token=None, timeout=120)),
+                    raise_server_exceptions=False, base_url="http://127.0.0.1") as client:
+        assert client.get("/api/models").json()["models"][0]["image_prompt"] is True
+        data = base64.b64encode(picture.read_bytes()).decode()
+        r = client.post("/api/generate", json={"steps": 2, "num_images": 1, "seed": 1, "image_prompt": data,
+                                               "image_scale": 0.5})
+        assert r.status_code == 200, r.text
+        assert r.json()["images"][0]["parameters"]["image_prompt"][0]["scale"] == 0.5
+        for body, field in (({"image_prompt": "bm90IGFuIGltYWdl"}, "image_prompt"),
+                            ({"image_prompt": data, "image_scale": 5}, "image_scale"), ({}, "prompt")):
+            r = client.post("/api/generate", json={"steps": 2, **body})
+            assert 400 <= r.status_code < 500 and field in r.text, r.text
