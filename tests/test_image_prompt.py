@@ -156,3 +156,150 @@ def test_http_generate_with_an_image_prompt(prompted_model, picture, tmp_path):
                             ({"image_prompt": data, "image_scale": 5}, "image_scale"), ({}, "prompt")):
             r = client.post("/api/generate", json={"steps": 2, **body})
             assert 400 <= r.status_code < 500 and field in r.text, r.text
+
+
+# -- the prior ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def prior_model(tmp_path_factory, prompted_model):
+    """The prompted tiny model with a prior from a few steps of `minicream train-prior`."""
+    from minicream.image_prompt.prior import load_prior_recipe, run_prior
+
+    model = tmp_path_factory.mktemp("with_prior") / "model"
+    shutil.copytree(prompted_model, model)
+    run = tmp_path_factory.mktemp("prior_run") / "run"
+    folder = run_prior(load_prior_recipe("prior", [f"model={str(model)!r}", "net.width=32", "net.depth=2",
+                                                   "train.steps=4", "train.batch_size=8", "train.warmup_steps=1",
+                                                   "train.max_minutes=0", "train.log_every=2"]), run)
+    assert json.loads((folder / "prior.json").read_text())["steps"] == 4
+    shutil.copytree(folder, model / "image_prompt" / "prior")
+    return model
+
+
+def test_the_prior_sampler_lands_on_the_target_of_an_exact_velocity():
+    from torch import nn
+
+    from minicream.models.prior import PriorConfig, sample_prior, to_prior_space
+
+    target = torch.nn.functional.normalize(torch.randn(8), dim=0)
+
+    class Exact(nn.Module):  # the flow's velocity when every embedding is `target`: (x_t - x0) / t
+        config = PriorConfig(embed_dim=8, text_dim=4)
+
+        def forward(self, x, t, pooled):
+            return (x - to_prior_space(target[None])) / t[:, None]
+
+    gens = [torch.Generator().manual_seed(s) for s in (1, 2)]
+    out = sample_prior(Exact(), torch.randn(2, 4), torch.zeros(1, 4), gens, steps=5, guidance=3.0)
+    assert torch.allclose(out, target.expand(2, -1), atol=1e-5)
+
+
+def test_drawing_through_the_prior(prior_model):
+    from minicream.image_prompt.prior import prior_embeddings
+    from minicream.pipelines import Pipeline
+
+    pipe = Pipeline.from_pretrained(prior_model)
+    e = prior_embeddings(pipe, ["red apple", "red apple"], [1, 2])
+    assert e.shape[0] == 2 and torch.allclose(e.norm(dim=-1), torch.ones(2), atol=1e-5)
+    assert torch.equal(prior_embeddings(pipe, ["red apple"], [1]), e[:1])  # an image's draw depends on its seed only
+    args = dict(num_images=2, steps=2, seed=5, filter="none")
+    a = pipe("red apple", prior=True, **args)
+    assert a[0].info["minicream"]["image_prompt"][0]["prior"] is True
+    assert [x.tobytes() for x in pipe("red apple", prior=True, **args)] == [x.tobytes() for x in a]
+    with pytest.raises(MinicreamError, match="not both"):
+        pipe("red apple", prior=True, image_prompt=Image.new("RGB", (64, 64)), num_images=1, steps=2)
+
+
+def test_a_model_without_a_prior_refuses_it(prompted_model):
+    from minicream.pipelines import Pipeline
+
+    with pytest.raises(MinicreamError, match="no prior"):
+        Pipeline.from_pretrained(prompted_model)("red apple", prior=True, num_images=1, steps=2)
+
+
+# -- variations and fusion ------------------------------------------------------------------------------
+def test_variations_from_the_embedding_and_their_rerun(prompted_model, picture, tmp_path):
+    from minicream.io.pngmeta import read_png_params
+    from minicream.pipelines import Pipeline
+    from test_cli import run_cli
+
+    pipe = Pipeline.from_pretrained(prompted_model)
+    v = pipe.run("variation", image=str(picture), num_images=2, steps=2, seed=3)
+    p = v[0].info["minicream"]
+    assert p["mode"] == "variation" and p["method"] == "embedding" and p["image_prompt"][0]["scale"] == 1.0
+    old = pipe.run("variation", image=str(picture), num_images=1, steps=2, seed=3, method="renoise")
+    assert old[0].info["minicream"].get("method") is None
+    r = run_cli("vary", str(picture), "--model", str(prompted_model), "-n", "1", "--steps", "2", "--seed", "4",
+                "--out", str(tmp_path / "a"))
+    assert r.returncode == 0, r.stderr
+    first = next((tmp_path / "a").glob("*.png"))
+    assert read_png_params(first)["method"] == "embedding"
+    r = run_cli("vary", str(picture), "--from", str(first), "--model", str(prompted_model), "-n", "1",
+                "--out", str(tmp_path / "b"))
+    assert r.returncode == 0, r.stderr
+    assert Image.open(next((tmp_path / "b").glob("*.png"))).tobytes() == Image.open(first).tobytes()
+
+
+def test_fusion_mixes_embeddings_by_weight(prior_model, picture, tmp_path):
+    from minicream.image_prompt.use import image_embeddings, read_image
+    from minicream.pipelines import Pipeline
+    from minicream.pipelines.fuse import fused_prompt
+
+    pipe = Pipeline.from_pretrained(prior_model)
+    white = tmp_path / "white.png"
+    Image.new("RGB", (64, 64), "white").save(white)
+    ea = image_embeddings(pipe, read_image(str(picture), 64)[None])[0]
+    eb = image_embeddings(pipe, read_image(str(white), 64)[None])[0]
+    only_a = fused_prompt(pipe, [str(picture), str(white)], [1.0, 0.0], [1], 1.0).embeds[0, 0]
+    assert torch.allclose(only_a, ea, atol=1e-5)
+    half = fused_prompt(pipe, [str(picture), str(white)], [0.5, 0.5], [1], 1.0).embeds[0, 0]
+    assert torch.allclose(half, torch.nn.functional.normalize(ea + eb, dim=0), atol=1e-5)
+    out = pipe.fuse([str(picture), "red apple"], weights=[0.7, 0.3], num_images=2, steps=2, seed=1)
+    rec = out[0].info["minicream"]
+    assert rec["mode"] == "fuse" and [p.get("text") for p in rec["image_prompt"][0]["fused"]] == [None, "red apple"]
+    assert rec["image_prompt"][0]["fused"][1]["by"] == "prior"
+
+
+@pytest.mark.parametrize("parts, weights, message", [
+    (["a", "b"], [1.0, -1.0], "positive"),
+    (["a", "b"], [float("nan"), 1.0], "finite"),
+    (["a", "b"], [1.0], "one per part"),
+    (["a"] * 5, None, "1 to 4 parts"),
+    (["a", "  "], None, "empty text"),
+    (["a", "missing.png"], None, "looks like an image path"),
+    ([{"image": None, "text": "a"}], None, "one of image or text"),
+])
+def test_bad_fusions_are_one_line_errors(prompted_model, parts, weights, message):
+    from minicream.pipelines import Pipeline
+
+    with pytest.raises(MinicreamError, match=message):
+        Pipeline.from_pretrained(prompted_model).fuse(parts, weights=weights, num_images=1, steps=2)
+
+
+def test_cli_and_http_fuse(prompted_model, picture, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from minicream.pipelines import Pipeline
+    from minicream.serve import ServeSettings, create_app
+    from test_cli import run_cli
+
+    r = run_cli("fuse", str(picture), "red apple", "--weights", "0.6", "0.4", "--model", str(prompted_model), "-n", "1",
+                "--steps", "2", "--out", str(tmp_path / "a"))
+    assert r.returncode == 0, r.stderr
+    assert len(list((tmp_path / "a").glob("fuse_*.png"))) == 1
+    r = run_cli("fuse", str(picture), "red apple", "--weights", "1", "-1", "--model", str(prompted_model), "--out",
+                str(tmp_path / "b"))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "positive" in r.stderr, r.stderr
+    pipe = Pipeline.from_pretrained(prompted_model)
+    with TestClient(create_app(pipe, ServeSettings(output_dir=tmp_path, token=None, timeout=120)),
+                    raise_server_exceptions=False, base_url="http://127.0.0.1") as client:
+        data = base64.b64encode(picture.read_bytes()).decode()
+        body = {"parts": [{"image": data}, {"text": "red apple"}], "weights": [0.5, 0.5], "steps": 2, "num_images": 1}
+        r = client.post("/api/fuse", json=body)
+        assert r.status_code == 200, r.text
+        assert r.json()["images"][0]["parameters"]["mode"] == "fuse"
+        for bad, field in (({"parts": [{"image": data, "text": "x"}]}, "parts"), ({"parts": [{"text": "a"}] * 5}, "parts"),
+                           ({"parts": [{"image": "bm90IGFuIGltYWdl"}]}, "parts"),
+                           ({"parts": [{"text": "a"}, {"text": "b"}], "weights": [1, -1]}, "weights"),
+                           ({"parts": [{"text": "a"}], "weights": ["x"]}, "weights")):
+            r = client.post("/api/fuse", json={"steps": 2, **bad})
+            assert 400 <= r.status_code < 500 and field in r.text, (bad, r.text)

@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
     for add in (data.add_parsers, train.add_train_parser, train.add_train_decoder_parser, train.add_distill_parser,
                 train.add_train_upscaler_parser, train.add_train_control_parser, train.add_train_image_prompt_parser,
+                train.add_train_prior_parser,
                 generate.add_generate_parser,
                 prompt_filter.add_parsers, edit.add_edit_parser, edit.add_vary_parser, edit.add_outpaint_parser,
                 edit.add_blend_parser, generate.add_grid_parser, info.add_info_parser, serving.add_parsers,

@@ -15,9 +15,10 @@ from ..errors import MinicreamError
 from .finetune import add_adapter_argument, load_adapters
 from .output import save_images
 
-KIND_TYPES = {"str": str, "int": int, "float": float, "seed": int, "image": str, "json": str}
+KIND_TYPES = {"str": str, "int": int, "float": float, "seed": int, "image": str, "json": str, "floats": float, "parts": str}
+LISTS = ("floats", "parts")  # kinds given as several values (nargs="+")
 ALIASES = {"num_images": ("-n",), "negative_prompt": ("--negative",), "num_candidates": ("--candidates",)}
-METAVARS = {"image": "IMAGE", "json": "FILE.json"}
+METAVARS = {"image": "IMAGE", "json": "FILE.json", "parts": "IMAGE_OR_TEXT"}
 MAX_JSON_BYTES = 64 * 1024  # a JSON option on the command line (a layout of six boxes is a few hundred bytes)
 
 
@@ -52,6 +53,7 @@ def add_mode_arguments(parser: argparse.ArgumentParser, mode_names, defaults: di
         choices = [c for c in o.choices if o.kind != "json"] or None
         parser.add_argument(*ALIASES.get(o.name, ()), o.flag, dest=o.name, type=KIND_TYPES.get(o.kind, str),
                             choices=choices, default=defaults.get(o.name), metavar=METAVARS.get(o.kind, None),
+                            **({"nargs": "+"} if o.kind in LISTS else {}),
                             help=o.help + (f" (default {shown})" if shown not in (None, "") and
                                                    "default" not in o.help else ""))
     parser.add_argument("--model", help="model directory or a shipped model's name (default: the shipped model)")
@@ -107,7 +109,7 @@ def add_mode_command(sub, mode_name: str) -> None:
                                                                f"declared in minicream/pipelines)")
     for o in positionals(mode):
         p.add_argument(o.name, metavar=METAVARS.get(o.kind, o.name.upper()), type=KIND_TYPES.get(o.kind, str),
-                       choices=[c for c in o.choices if o.kind != "json"] or None,
+                       choices=[c for c in o.choices if o.kind != "json"] or None, **({"nargs": "+"} if o.kind in LISTS else {}),
                        help=o.help + (" (an image file)" if o.kind == "image" else ""))
     add_mode_arguments(p, [mode.name], rerun=False)
     p.set_defaults(func=cmd_mode, mode_command=mode.name)
@@ -118,5 +120,6 @@ def cmd_mode(args) -> None:
     inputs = {o.name: read_json_option(o, getattr(args, o.name)) for o in positionals(mode)}
     images = run_mode(args, mode.name, **inputs)
     # PNGs named after the first input: a text as typed, an image by its file's name
-    first = [Path(v).stem if o.kind == "image" else str(v) for o, v in zip(positionals(mode), inputs.values())][:1]
+    first = [Path(v).stem if o.kind == "image" else str(v[0] if isinstance(v, list) else v)
+             for o, v in zip(positionals(mode), inputs.values())][:1]
     save_images(images, Path(args.out), first[0] if first else mode.name, prefix=f"{mode.name}_")

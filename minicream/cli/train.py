@@ -232,3 +232,20 @@ def add_train_image_prompt_parser(sub) -> None:
     c.add_argument("--out", help="run directory (default runs/image-prompt); the adapter is written to OUT/image_prompt")
     recipe_flags(c, "image_prompt", "image-caption folder (default: the model's recipe's data)")
     c.set_defaults(func=cmd_train_image_prompt)
+
+
+PRIOR_FLAGS = {"model": "model", "data": "data", "steps": "train.steps", "minutes": "train.max_minutes"}
+
+
+def cmd_train_prior(args) -> None:
+    from ..image_prompt.prior import load_prior_recipe, run_prior
+
+    run_recipe_command(args, load_prior_recipe, PRIOR_FLAGS, run_prior, "prior", lambda cfg: "runs/prior")
+
+
+def add_train_prior_parser(sub) -> None:
+    c = sub.add_parser("train-prior", help="the prior: text -> image embedding, for --prior and fusion with texts")
+    c.add_argument("--model", help="a shipped model's name or a model folder (default: full)")
+    c.add_argument("--out", help="run directory (default runs/prior); the prior is written to OUT/prior")
+    recipe_flags(c, "prior", "image-caption folder (default: the model's recipe's data)")
+    c.set_defaults(func=cmd_train_prior)

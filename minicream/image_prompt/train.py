@@ -52,8 +52,19 @@ def load_image_prompt_recipe(path: str | Path | None = "image_prompt", overrides
 
 
 # 1. ------------------------------------------------------------------------------------------------
-def prepare_data(pipe, cfg: ImagePromptRecipe, run: Path, log):
-    """(latents, image embeddings, caption choices, text table, empty-caption id), cached in run/cache."""
+def caption_table(pipe, examples, cache: Path):
+    """(each example's caption choices, the cached text table, the empty caption's row): the example's caption and
+    its bare concept name."""
+    captions = [[e.text] + ([e.meta["concept"]] if e.meta.get("concept") and e.meta["concept"] != e.text else [])
+                for e in examples]
+    unique = sorted({c for cs in captions for c in cs} | {""})
+    index = {t: i for i, t in enumerate(unique)}
+    text = pipe.text_encoder.encode_cached(unique, cache / "text.safetensors")
+    return [[index[c] for c in cs] for cs in captions], text, index[""]
+
+
+def prepare_data(pipe, cfg, run: Path, log, latents: bool = True):
+    """(latents or None, image embeddings, caption choices, text table, empty-caption id), cached in run/cache."""
     from ..control.train import training_examples
     from ..data.folder import images_to_tensor
 
@@ -61,24 +72,21 @@ def prepare_data(pipe, cfg: ImagePromptRecipe, run: Path, log):
     cache.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     examples = training_examples(pipe, cfg)
-    captions = [[e.text] + ([e.meta["concept"]] if e.meta.get("concept") and e.meta["concept"] != e.text else [])
-                for e in examples]
-    unique = sorted({c for cs in captions for c in cs} | {""})
-    index = {t: i for i, t in enumerate(unique)}
-    text = pipe.text_encoder.encode_cached(unique, cache / "text.safetensors")
+    choices, text, empty_id = caption_table(pipe, examples, cache)
     lat_path, emb_path = cache / "latents.pt", cache / "embeds.pt"
-    if lat_path.is_file() and emb_path.is_file():
-        latents, embeds = torch.load(lat_path), torch.load(emb_path)
+    if emb_path.is_file() and (lat_path.is_file() or not latents):
+        lat, embeds = torch.load(lat_path) if latents else None, torch.load(emb_path)
     else:
         images = images_to_tensor(examples)
         with torch.no_grad():
-            latents = torch.cat([pipe.encode_image(images[i:i + 256]).cpu() for i in range(0, len(images), 256)])
+            lat = torch.cat([pipe.encode_image(images[i:i + 256]).cpu() for i in range(0, len(images), 256)]) if latents else None
         embeds = pipe.evaluator.image_features(images)
-        torch.save(latents, lat_path)
+        if latents:
+            torch.save(lat, lat_path)
         torch.save(embeds, emb_path)
-    log(f"1. data: {len(examples)} images, latents {tuple(latents.shape)}, image embeddings {tuple(embeds.shape)}, "
-        f"{len(unique)} captions ({time.time() - t0:.0f}s)")
-    return latents, embeds, [[index[c] for c in cs] for cs in captions], text, index[""]
+    log(f"1. data: {len(examples)} images, " + (f"latents {tuple(lat.shape)}, " if latents else "")
+        + f"image embeddings {tuple(embeds.shape)}, {len(text.pooled)} captions ({time.time() - t0:.0f}s)")
+    return lat, embeds, choices, text, empty_id
 
 
 # 2. ------------------------------------------------------------------------------------------------

@@ -75,9 +75,15 @@ class ImagePrompt:
     """The call's image prompts: one embedding and scale each, the same for every image drawn."""
 
     adapter: ImagePromptAdapter
-    embeds: torch.Tensor  # (K, E) unit norm
+    embeds: torch.Tensor  # (K, E) unit norm, the same for every image; or (K, N, E): one per image (the prior's)
     scales: list[float]
     records: list[dict]  # what the PNG records of each: its pixels' sha256 (or the fused parts), scale
+
+    def select(self, rows: list[int]) -> "ImagePrompt":
+        """The prompts of images `rows` (a chunk of a call's images; per-image embeddings only)."""
+        if self.embeds.ndim == 2:
+            return self
+        return ImagePrompt(self.adapter, self.embeds[:, rows], self.scales, self.records)
 
     def condition(self, unet, batch: int, skip: int = 0) -> ImageCondition:
         """The UNet's ImageCondition for a batch whose first `skip` rows are drawn without the image (classifier-free
@@ -87,7 +93,13 @@ class ImagePrompt:
         for e, s in zip(self.embeds, self.scales):
             w = torch.full((batch,), s, device=device)
             w[:skip] = 0
-            parts.append(self.adapter.prepare(unet, e.to(device).expand(batch, -1), w))
+            if e.ndim == 1:
+                e = e.expand(batch, -1)
+            else:  # one per image: the unconditional rows (weight 0) take the first image's
+                if batch - skip != len(e):
+                    raise MinicreamError("per-image image prompts need the model's own canvas size")
+                e = torch.cat([e[:1].expand(skip, -1), e])
+            parts.append(self.adapter.prepare(unet, e.to(device), w))
         emb = sum(p.emb for p in parts)
         kv = {block: [x for p in parts for x in p.kv[block]] for block in parts[0].kv}
         return ImageCondition(emb, kv)
@@ -102,8 +114,8 @@ def _check_scale(s) -> float:
 def build_image_prompt(pipe, images, scale=1.0) -> ImagePrompt | None:
     """The call's ImagePrompt from its image prompt(s) (a PIL image or path, or a list of them) and scale(s) (0-2);
     None when no image prompt is given."""
-    if images is None:
-        return None
+    if images is None or isinstance(images, ImagePrompt):  # an ImagePrompt made otherwise (a fusion's mix)
+        return images
     images = list(images) if isinstance(images, (list, tuple)) else [images]
     if not images or len(images) > MAX_IMAGES:
         raise MinicreamError(f"give 1 to {MAX_IMAGES} image prompts, got {len(images)}")

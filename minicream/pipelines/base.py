@@ -144,6 +144,11 @@ class Pipeline(AdapterMixin):  # load_adapter, set_adapters, unload_adapter (ada
 
         return self.run("story", scenes="\n".join(split_scenes(scenes)), **options)
 
+    def fuse(self, parts: Sequence, weights: Sequence[float] | None = None, **options) -> list[Image.Image]:
+        """Images and texts mixed by `weights` in the image-embedding space, drawn through the image-prompt adapter
+        (fuse.py)."""
+        return self.run("fuse", parts=list(parts), weights=None if weights is None else list(weights), **options)
+
     @cached_property
     def network_alphas(self) -> torch.Tensor:
         return network_alphas(self.index["objective"]["network"])
@@ -282,7 +287,7 @@ class Pipeline(AdapterMixin):  # load_adapter, set_adapters, unload_adapter (ada
             start_from = None if init is None else init[padded if len(init) > 1 else [0] * chunk].to(self.device)
             known = None if keep is None else (start_from, keep.expand(chunk, *keep.shape[1:]).to(self.device))
             model_fn = canvas_model_fn(self, c, u, guidance, canvas, cads_generators([seeds[r] for r in padded], cads),
-                                       guidance_max_noise, cads, control, image)
+                                       guidance_max_noise, cads, control, None if image is None else image.select(padded))
             out = sample(model_fn, x.to(self.device), sampler, steps, self.index["objective"], gens, progress=progress,
                          init=start_from, strength=strength, known=known,
                          callback=chunk_callback(callback, step_callback, total, len(rows)))

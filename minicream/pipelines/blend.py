@@ -54,7 +54,9 @@ def looks_like_path(text: str) -> bool:
         word.lower().endswith(IMAGE_SUFFIXES) or word.startswith(("/", "./", "../", "~")) or "\\" in word)
 
 
-def _is_image(end, name: str = "end") -> bool:
+def is_image(end, name: str = "blend end") -> bool:
+    """Whether a blend end or a fusion part is an image (a PIL image or an existing file) rather than a prompt; a
+    path-like word naming no file is refused."""
     if isinstance(end, Image.Image):
         return True
     if isinstance(end, Prompt):
@@ -66,10 +68,10 @@ def _is_image(end, name: str = "end") -> bool:
         except (OSError, ValueError):  # a long prompt is not a path
             return False
         if isinstance(end, Path) or looks_like_path(end):
-            raise MinicreamError(f"blend {name}: {str(end)[:200]!r} looks like an image path, but no such file exists; "
+            raise MinicreamError(f"{name}: {str(end)[:200]!r} looks like an image path, but no such file exists; "
                                  "give an existing image or a prompt")
         return False
-    raise MinicreamError(f"a blend end must be a prompt, an image or an image path, got {type(end).__name__}")
+    raise MinicreamError(f"{name}: must be a prompt, an image or an image path, got {type(end).__name__}")
 
 
 def check_frames(frames) -> None:
@@ -81,7 +83,7 @@ def sampling_defaults(pipe, own: dict) -> dict:
     """With an image end, inversion is exact for the deterministic sampler without guidance: the ends redraw the
     images. So the sampler and guidance not given are those, not the model's defaults."""
     check_frames(own["frames"])
-    if not (_is_image(own["a"], "a") or _is_image(own["b"], "b")):
+    if not (is_image(own["a"], "blend a") or is_image(own["b"], "blend b")):
         return {}
     return {"sampler": "euler" if pipe.index["objective"]["prediction_type"] == "flow" else "ddim", "guidance": 1.0}
 
@@ -90,7 +92,7 @@ def blend(pipe, settings, a, b, frames, prompt):
     check_frames(frames)
     if len(settings.seeds) != 1:
         raise MinicreamError("blend draws one row of frames; use frames=N for more pictures")
-    images = [_is_image(a, "a"), _is_image(b, "b")]
+    images = [is_image(a, "blend a"), is_image(b, "blend b")]
     [s] = settings.seeds
     steps = settings.steps
     uncond = pipe.encode_prompt(settings.negative_prompt)

@@ -21,8 +21,10 @@ from .settings import MAX_BATCH, MAX_GUIDANCE, MAX_IMAGES, MAX_STEPS
 NOT_MODES = ("base", "guidance", "layout", "metadata", "modes", "settings")  # the package's files that are no mode
 # "seed": an int or a list of ints (an int over HTTP); "image": a PIL image or a path (base64 over HTTP, a path on the
 # command line); "json": a structured value (a dict; a JSON file on the command line) or one of its `choices`;
-# "object": a Python value (callbacks, configs): API only, never a flag or an HTTP field.
-KINDS = ("str", "int", "float", "bool", "seed", "image", "json", "object")
+# "object": a Python value (callbacks, configs): API only, never a flag or an HTTP field; "floats": a list of numbers;
+# "parts": a list of images and texts (fusion: PIL images, paths or texts; over HTTP {"image": base64} / {"text": ...};
+# on the command line, positional: an existing image file is an image, anything else a text).
+KINDS = ("str", "int", "float", "bool", "seed", "image", "json", "object", "floats", "parts")
 LIMITS = ("ge", "gt", "le", "lt", "min_length", "max_length")  # pydantic's names for a value's bounds
 
 

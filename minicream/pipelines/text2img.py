@@ -5,6 +5,7 @@ from ..control.use import MAX_SCALE, build_control
 from ..errors import MinicreamError
 from ..evaluator.rerank import MAX_CANDIDATES, candidate_seeds, check_candidates
 from ..filter.variety import record_designs, varied_cond
+from ..image_prompt.prior import prior_prompt
 from ..image_prompt.use import MAX_SCALE as MAX_IMAGE_SCALE, build_image_prompt
 from .metadata import PARAMS_KEY
 from .modes import FILTER, PROMPT, SAMPLING, Mode, Option
@@ -14,8 +15,10 @@ from .upscale import UPSCALE, check_size
 
 def text2img(pipe, settings, prompt, filter, style, llm, size, upscale_steps, upscale_noise, num_candidates, keep_top,
              layout, canvas, harmonize, control=None, control_kind=None, control_scale=1.0, control_preprocess="none",
-             image_prompt=None, image_scale=1.0):
+             image_prompt=None, image_scale=1.0, prior=False):
     image = build_image_prompt(pipe, image_prompt, image_scale)
+    if prior and image is not None:
+        raise MinicreamError("prior draws the image embedding from the text; give it or an image prompt, not both")
     if image is None or (prompt is not None and str(prompt).strip()):
         pipe.check_prompt(prompt)
     control = build_control(pipe, control, control_kind, control_scale, control_preprocess)
@@ -30,6 +33,13 @@ def text2img(pipe, settings, prompt, filter, style, llm, size, upscale_steps, up
     if size != pipe.image_size:
         pipe.upscaler.settings(upscale_steps, upscale_noise)  # refuse bad settings before any work
     check_candidates(num_candidates, keep_top)
+    if prior:  # text -> the prior's image embedding (one per image, by its seed) -> the adapter, with the text too
+        if filtered is None:
+            pipe.check_prompt(prompt)
+        if layout not in (None, "none"):
+            raise MinicreamError("prior draws one picture from the text; it does not take a layout")
+        layout = "none"
+        image = prior_prompt(pipe, filtered.rewritten, candidate_seeds(list(settings.seeds), num_candidates), image_scale)
     images = _draw(pipe, settings, prompt or "", filtered, style, num_candidates, keep_top, layout, canvas, harmonize,
                    control, image)
     # the evaluator ranks at the native size, before the upscaler: only the kept images are upscaled
@@ -96,6 +106,8 @@ MODE = Mode("text2img", "draw images from a prompt", (
                                                 "edges (Canny) as the control", choices=("none", "edges")),
     Option("image_prompt", "image", None, "an image as the prompt (the model's image-prompt adapter): draw more like it, "
                                           "with or without text; several (a list) stack in the Python API"),
-    Option("image_scale", "float", 1.0, "how strongly the image prompt steers (0 = not at all)",
+    Option("image_scale", "float", 1.0, "how strongly the image prompt (or the prior's embedding) steers (0 = not at all)",
            limits={"ge": 0.0, "le": MAX_IMAGE_SCALE}),
+    Option("prior", "bool", False, "draw through the prior: the text -> an image embedding (the model's prior) -> the "
+                                   "image-prompt adapter, with the text too (Kandinsky's design)"),
 ), text2img)

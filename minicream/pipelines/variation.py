@@ -1,19 +1,38 @@
-"""Variations of an image: re-noised to `strength` and redrawn with new seeds.
+"""Variations of an image, by one of two methods:
 
-Without a prompt the evaluator names the image (the most likely of the model's concepts) and that name is the
-prompt, so the variations keep the concept, as Kandinsky's image-embedding variations do. Under style "vary" (the
-default) each variation is drawn in another of the concept's designs, chosen by its seed (filter/variety.py), so
-variations differ visibly (issue 28: at one design they were near copies) while the concept stays the named one."""
+"embedding" (the default for a model with an image-prompt adapter): drawn afresh from new noise, steered by the
+image's embedding through the adapter (Kandinsky's and unCLIP's variations): the concept and look are the image's, the
+layout and details new. With a prompt, the text steers too.
+
+"renoise": re-noised to `strength` and redrawn with new seeds. Without a prompt the evaluator names the image (the
+most likely of the model's concepts) and that name is the prompt. Under style "vary" (the default) each variation is
+drawn in another of the concept's designs, chosen by its seed (filter/variety.py), so variations differ visibly
+(issue 28: at one design they were near copies) while the concept stays the named one."""
 from __future__ import annotations
 
 from ..editing import load_image
+from ..errors import MinicreamError
+from ..image_prompt.use import MAX_SCALE, has_image_prompt
 from .img2img import img2img
+from .metadata import sha
 from .modes import PROMPT, SAMPLING, Mode, Option
 
 SAMPLING_LIMITS = {o.name: dict(o.limits) for o in SAMPLING}
+METHODS = ("auto", "embedding", "renoise")
 
 
-def variation(pipe, settings, image, prompt, strength, style):
+def variation(pipe, settings, image, prompt, strength, style, method="auto", image_scale=1.0):
+    if method not in METHODS:
+        raise MinicreamError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method == "embedding" or (method == "auto" and has_image_prompt(pipe)):
+        from .text2img import text2img
+
+        source = load_image(image, pipe.image_size)  # a bad image is refused as the image, before the adapter loads
+        images = text2img(pipe, settings, prompt, "offline", style, None, None, None, None, 1, 1, "none", "model", 0.0,
+                          image_prompt=image, image_scale=image_scale)
+        for im in images:
+            im.info["minicream"].update(mode="variation", method="embedding", init_image_sha256=sha(source))
+        return images
     if prompt is None:
         prompt = pipe.name_image(load_image(image, pipe.image_size))
     images = img2img(pipe, settings, image=image, prompt=prompt, strength=strength, filter="offline", style=style, llm=None)
@@ -33,4 +52,9 @@ MODE = Mode("variation", "variations of an image: the same concept, redrawn with
                                    "\"model\" or a design name: all in one design", limits={"max_length": 200}),
     *(o for o in SAMPLING if o.name != "num_images"),
     Option("num_images", "int", 4, "number of variations", limits=SAMPLING_LIMITS["num_images"]),
+    Option("method", "str", "auto", "embedding: drawn afresh from the image's embedding (the image-prompt adapter); "
+                                    "renoise: the image re-noised to strength and redrawn; auto: embedding where the "
+                                    "model has an adapter", choices=METHODS),
+    Option("image_scale", "float", 1.0, "with method embedding: how strongly the image steers",
+           limits={"ge": 0.0, "le": MAX_SCALE}),
 ), variation)

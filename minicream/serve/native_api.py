@@ -1,6 +1,7 @@
 """minicream's own API, one route per mode, generated from the served pipelines' declared modes (requests.py):
 
-    POST /api/modes/{mode}   any mode, with its declared options (base64 images); /api/story = /api/modes/story
+    POST /api/modes/{mode}   any mode, with its declared options (base64 images); /api/story and /api/fuse are
+                             /api/modes/story and /api/modes/fuse
     POST /api/generate       text2img, every option
     POST /api/edit           the modes that take an uploaded image (img2img, inpaint, outpaint, variation, blend, ...),
                              chosen by `mode`
@@ -68,6 +69,13 @@ def _options(target, mode_name: str, req) -> tuple[dict, dict]:
             raise Refused(422, f"{field}: unknown {field} {value!r}; choose one of: {', '.join(map(str, o.choices))}", field)
         if o.kind == "image":
             raw[o.name] = (field, value)
+        elif o.kind == "parts":  # texts stay text; images are decoded with the other uploads
+            options[o.name] = [Text(p.text) if p.text is not None else None for p in value]
+            for i, p in enumerate(value):
+                if (p.image is None) == (p.text is None):
+                    raise Refused(422, f"{field}[{i}]: give one of image or text", field)
+                if p.image is not None:
+                    raw[(o.name, i)] = (f"{field}[{i}]", p.image)
         else:  # a client's text is text, never the name of a file on this server
             options[o.name] = Text(value) if o.kind == "str" else value
     return options, raw
@@ -81,6 +89,19 @@ def _decode(raw: dict) -> dict:
         raise UploadError(f"mask: its size {mask.size[0]}x{mask.size[1]} differs from the image's "
                           f"{image.size[0]}x{image.size[1]}")
     return images
+
+
+def _with_uploads(options: dict, images: dict) -> dict:
+    """The options with the decoded uploads in place (a fusion's images go into their parts' slots)."""
+    out = dict(options)
+    for key, image in images.items():
+        if isinstance(key, tuple):
+            name, i = key
+            out[name] = list(out[name])
+            out[name][i] = image
+        else:
+            out[key] = image
+    return out
 
 
 async def run_mode(request: Request, req, mode_name: str):
@@ -99,7 +120,7 @@ async def run_mode(request: Request, req, mode_name: str):
     if raw:
         s.queue.check_room()  # 429 before the base64 is even decoded
         raw = {name: (field, b64(data, field)) for name, (field, data) in raw.items()}
-    images = await s.generate(lambda: (mode_name, {**options, **_decode(raw)}), req.client_id, target=target,
+    images = await s.generate(lambda: (mode_name, _with_uploads(options, _decode(raw))), req.client_id, target=target,
                               adapters=chosen)
     return images, target
 
@@ -165,7 +186,8 @@ def build_router(modes: dict) -> APIRouter:
     for mode in modes.values():
         router.post(f"/api/modes/{mode.name}", response_model=GenerateResponse,
                     summary=f"{mode.name}: {mode.help}")(_endpoint(mode_handler(mode.name), mode_request(mode)))
-    if "story" in modes:  # the story's own name (issue 33), the same route as /api/modes/story
-        router.post("/api/story", response_model=GenerateResponse, summary=f"story: {modes['story'].help}")(
-            _endpoint(mode_handler("story"), mode_request(modes["story"])))
+    for name in ("story", "fuse"):  # their own names (issues 33, 34), the same routes as /api/modes/story and .../fuse
+        if name in modes:
+            router.post(f"/api/{name}", response_model=GenerateResponse, summary=f"{name}: {modes[name].help}")(
+                _endpoint(mode_handler(name), mode_request(modes[name])))
     return router

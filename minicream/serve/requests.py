@@ -25,7 +25,16 @@ SERVER_CAPS = {"num_images": MAX_IMAGES, "num_candidates": MAX_CANDIDATES, "step
                "seed": MAX_SEED, "frames": MAX_FRAMES}
 SERVER_FIELDS = ("model", "client_id", "mode", "adapters")  # the server's own fields: no option may take these names over HTTP
 CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-KIND_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "seed": int, "image": str, "json": dict}
+class Part(BaseModel):
+    """One part of a fusion: a base64 image or a text."""
+    model_config = ConfigDict(extra="forbid")
+    image: Optional[str] = Field(None, min_length=1, description="base64 image (or a data: URL)")
+    text: Optional[str] = Field(None, min_length=1, max_length=500, description="a text")
+
+
+MAX_PARTS = 4
+KIND_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "seed": int, "image": str, "json": dict,
+              "floats": list[float], "parts": list[Part]}
 
 
 def _client_id(value: str | None) -> str | None:
@@ -54,6 +63,8 @@ def _limits(o) -> dict:
         limits["le"] = min(limits.get("le", cap), cap)
     if o.kind == "image":
         limits = {"min_length": 1}
+    if o.kind in ("parts", "floats"):
+        limits = {"min_length": 1, "max_length": MAX_PARTS}
     return limits
 
 
