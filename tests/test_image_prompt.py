@@ -148,7 +148,7 @@ def test_http_generate_with_an_image_prompt(prompted_model, picture, tmp_path):
                     raise_server_exceptions=False, base_url="http://127.0.0.1") as client:
         assert client.get("/api/models").json()["models"][0]["image_prompt"] is True
         data = base64.b64encode(picture.read_bytes()).decode()
-        r = client.post("/api/generate", json={"steps": 2, "num_images": 1, "seed": 1, "image_prompt": data,
+        r = client.post("/api/generate", json={"steps": 2, "num_images": 2, "seed": 1, "image_prompt": data,
                                                "image_scale": 0.5})
         assert r.status_code == 200, r.text
         assert r.json()["images"][0]["parameters"]["image_prompt"][0]["scale"] == 0.5
@@ -303,3 +303,46 @@ def test_cli_and_http_fuse(prompted_model, picture, tmp_path):
                            ({"parts": [{"text": "a"}], "weights": ["x"]}, "weights")):
             r = client.post("/api/fuse", json={"steps": 2, **bad})
             assert 400 <= r.status_code < 500 and field in r.text, (bad, r.text)
+
+
+def test_the_page_generates_from_an_image_prompt_and_fuses_in_the_editor(browser, prior_model, picture, tmp_path):
+    import io
+
+    from minicream.pipelines import Pipeline
+    from minicream.serve import ServeSettings, create_app
+    from minicream.serve.server import serve_in_thread
+    from test_serve_browser import open_page
+
+    def params_of_first_card(page):
+        raw = base64.b64decode(page.get_attribute("#results .card img", "src").split(",", 1)[1])
+        return json.loads(Image.open(io.BytesIO(raw)).info["minicream"])
+
+    app = create_app(Pipeline.from_pretrained(prior_model), ServeSettings(output_dir=tmp_path, token=None, timeout=120))
+    with serve_in_thread(app) as url:
+        page, errors = open_page(browser, url)
+        assert not page.locator("#prior-label").is_hidden()
+        page.click("#image-prompt-panel summary")
+        page.set_input_files("#image-prompt-file", str(picture))
+        page.wait_for_function("document.getElementById('image-prompt-state').textContent.includes('optional')")
+        page.fill("#prompt", "")  # the picture alone
+        page.fill("#steps", "2")
+        page.fill("#num_images", "1")
+        page.click("#generate")
+        page.wait_for_selector("#results .card img, #error:not([hidden])", timeout=120_000)
+        assert page.locator("#error").is_hidden(), page.inner_text("#error")
+        p = params_of_first_card(page)
+        assert p["prompt"] == "" and p["image_prompt"][0]["scale"] == 1.0
+        # the editor's fuse: the image mixed with the prompt's text
+        page.evaluate("document.getElementById('results').innerHTML = ''")
+        page.set_input_files("#edit-file", str(picture))
+        page.wait_for_selector("#editor:not([hidden])")
+        page.select_option("#edit-mode", "fuse")
+        page.fill("#opt-image-weight", "0.7")
+        page.fill("#prompt", "red apple")
+        page.click("#edit-run")
+        page.wait_for_selector("#results .card img, #error:not([hidden])", timeout=120_000)
+        assert page.locator("#error").is_hidden(), page.inner_text("#error")
+        p = params_of_first_card(page)
+        assert p["mode"] == "fuse" and [x["weight"] for x in p["image_prompt"][0]["fused"]] == [0.7, pytest.approx(0.3)]
+        assert not errors, errors
+        page.close()

@@ -349,6 +349,13 @@ class Pipeline(AdapterMixin):  # load_adapter, set_adapters, unload_adapter (ada
 
         return has_image_prompt(self)
 
+    @property
+    def has_prior(self) -> bool:
+        """Whether this model has a prior with its adapter (image_prompt/prior/; image_prompt/prior.py)."""
+        from ..image_prompt.prior import has_prior
+
+        return self.has_image_prompt and has_prior(self)
+
     # -- upscale --------------------------------------------------------------------------------------
     @cached_property
     def upscaler(self):

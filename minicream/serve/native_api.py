@@ -36,7 +36,7 @@ class Refused(Exception):
 async def _record(request: Request, prompt: str, run: dict, out) -> FeedbackSet | None:
     """The returned images as one candidate set for people's ratings (feedback_api.py). The prompt recorded is the
     one the images were drawn and ranked for (the filter's rewrite, when every image has the same one)."""
-    if len(out) < 2:
+    if len(out) < 2 or not prompt:  # ratings judge a picture against its prompt: an image prompt alone has none
         return None
     rewritten = {im.rewritten_prompt or prompt for im in out}
     ranked = rewritten.pop() if len(rewritten) == 1 else prompt

@@ -26,7 +26,7 @@ async def progress(client_id: str, request: Request):
 
 @router.get("/api/models", tags=["minicream"], summary="The loaded models (the first is the default), each with its "
             "modes and their declared options (name, field, kind, default, help, choices, required, limits) and its "
-            "loaded adapters (name, token, method, style, served scale, hash) its ControlNets' kinds (controls) and whether it takes image prompts (image_prompt)")
+            "loaded adapters (name, token, method, style, served scale, hash) its ControlNets' kinds (controls) whether it takes image prompts (image_prompt) and has a prior (prior)")
 async def models(request: Request):
     s = served(request)
     return {"models": [{"name": name, "image_size": s.size, "sizes": list(getattr(pl, "sizes", [s.size])),
@@ -37,6 +37,7 @@ async def models(request: Request):
                         "features": s.features_of(pl).as_dict(), "modes": describe_modes(pl),
                         "adapters": http_adapters.listed(pl), "controls": list(getattr(pl, "control_kinds", [])),
                         "image_prompt": bool(getattr(pl, "has_image_prompt", False)),
+                        "prior": bool(getattr(pl, "has_prior", False)),
                         "loaded": True}
                        for name, pl in s.pipes.items()]}
 

@@ -59,6 +59,7 @@ function applyModel(m) {
   adaptersModel(m);
   sketchModel(m);
   storyModel(m);
+  imagePromptModel(m);
   if (features.filter) {
     const f = $("filter"); f.innerHTML = "";
     const modes = features.filter_modes && features.filter_modes.length ? features.filter_modes : [features.filter_default || ""];
@@ -109,7 +110,8 @@ function readForm() {
   if (!$("cads").disabled && Number($("cads").value) !== cadsDefault) p.cads = Number($("cads").value);
   if (features.num_candidates) p.num_candidates = Number($("num_candidates").value);
   if (!$("size-label").hidden && Number($("size").value) !== imageSize) p.size = Number($("size").value);
-  Object.assign(p, feedbackForm(p), adaptersForm(), sketchForm());
+  Object.assign(p, feedbackForm(p), adaptersForm(), sketchForm(), imagePromptForm());
+  if (p.image_prompt && !p.prompt.trim()) delete p.prompt;  // the picture alone: no text at all
   if (features.filter && $("filter").value) p.filter = $("filter").value;
   if (features.style && $("style").value.trim()) p.style = $("style").value.trim();
   if (features.layout && layout.boxes.length) {
@@ -176,7 +178,7 @@ function renderHistory() {
   const ol = $("history"); ol.innerHTML = "";
   for (const h of history().slice().reverse()) {
     const li = document.createElement("li");
-    li.textContent = `${h.time} · "${h.params.prompt}" · seed ${h.seed} · ${h.params.sampler} · ${h.params.steps} steps · ${h.count} image(s)`;
+    li.textContent = `${h.time} · "${h.params.prompt || "(image prompt)"}" · seed ${h.seed} · ${h.params.sampler} · ${h.params.steps} steps · ${h.count} image(s)`;
     const b = document.createElement("button"); b.type = "button"; b.className = "small rerun"; b.textContent = "re-run";
     b.addEventListener("click", () => { fillForm({ ...h.params, seed: h.seed }); generate(); });
     li.appendChild(b); ol.appendChild(li);
@@ -199,7 +201,7 @@ async function pollProgress(id, stop) {
 async function generate() {
   showError("");
   const params = readForm();
-  if (!params.prompt.trim()) { showError("Enter a prompt first."); return; }
+  if (!(params.prompt || "").trim() && !params.image_prompt) { showError("Enter a prompt (or choose an image prompt) first."); return; }
   const clientId = "p" + Math.random().toString(36).slice(2) + Date.now().toString(36);
   $("generate").disabled = true; $("progress").hidden = false;
   $("progress-bar").removeAttribute("value"); $("progress-text").textContent = "starting…";
@@ -283,8 +285,10 @@ async function runEdit() {
   showError("");
   if (!editor.hasImage) { showError("Choose an image to edit first."); return; }
   const f = readForm(), mode = $("edit-mode").value;
-  const [body, problem] = MODES.body(mode, f, $("edit-image").toDataURL("image/png"), maskDataURL());
+  let [body, problem] = MODES.body(mode, f, $("edit-image").toDataURL("image/png"), maskDataURL());
   if (problem) { showError(problem); return; }
+  const route = mode === "fuse" ? "/api/fuse" : "/api/edit";
+  if (mode === "fuse") body = fuseRequest(body, f.prompt, $("edit-image").toDataURL("image/png"));
   body.model = f.model;
   if (f.adapters) body.adapters = f.adapters;
   const clientId = "e" + Math.random().toString(36).slice(2) + Date.now().toString(36);
@@ -293,7 +297,7 @@ async function runEdit() {
   $("progress-bar").removeAttribute("value"); $("progress-text").textContent = "starting…";
   const stop = { done: false }; pollProgress(clientId, stop);
   try {
-    const data = await api("/api/edit", body);
+    const data = await api(route, body);
     const grid = $("results"); grid.innerHTML = "";
     data.images.forEach((img, i) => grid.appendChild(card(img, i)));
     $("progress-text").textContent = `done in ${data.elapsed_s.toFixed(1)} s`;

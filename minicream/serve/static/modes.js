@@ -8,7 +8,8 @@
 const MODES = {
   byName: {},
   form: (field) => { const el = document.getElementById(field); return el && el.closest("#form") && !el.closest("#mode-options") ? el : null; },
-  isEditMode: (m) => m.options.some((o) => o.required && o.kind === "image"),
+  // a mode taking an image, or fusion (its parts: the editor's image and the prompt's text, imageprompt.js)
+  isEditMode: (m) => m.options.some((o) => o.required && (o.kind === "image" || o.kind === "parts")),
 
   build(model) {
     this.byName = (model && model.modes) || {};
@@ -33,9 +34,16 @@ const MODES = {
     document.getElementById("mode-help").textContent = m ? m.help : "";
     box.innerHTML = "";
     for (const o of this.options(name)) {
-      if (o.kind === "image" || this.form(o.field)) continue;  // the editor's images; the main form's inputs
-      box.appendChild(this.input(o));
+      if (o.kind === "image" || o.kind === "floats" || this.form(o.field)) continue;  // the editor's images; the main form's inputs
+      box.appendChild(o.kind === "parts" ? this.weight() : this.input(o));
     }
+  },
+
+  weight() {  // fusion: the edited image's weight against the prompt's text
+    const label = document.createElement("label"); label.title = "the image's weight in the mix; the prompt's text has the rest";
+    const el = document.createElement("input"); el.type = "number"; el.min = "0"; el.max = "1"; el.step = "0.05"; el.value = "0.5";
+    el.id = "opt-image-weight"; label.append("image weight ", el);
+    return label;
   },
 
   input(o) {
@@ -78,6 +86,7 @@ const MODES = {
     const firstImage = opts.find((o) => o.kind === "image");
     for (const o of opts) {
       let v;
+      if (o.kind === "parts" || o.kind === "floats") continue;  // fusion's parts and weights: imageprompt.js
       if (o.kind === "image") v = o === firstImage ? imageURL : maskURL;
       else if (this.form(o.field)) v = formValues[o.field];
       else v = this.value(o, document.getElementById("opt-" + o.field));

@@ -1,0 +1,237 @@
+"""Images as prompts (issue 34), measured: the image-prompt adapter, variations, fusion and the prior.
+
+    python bench/image_prompt.py --model full --sets prompt,variations,fusion,prior --grid docs/image_prompt_grid.png
+
+Sets (--sets):
+  prompt      --heldout held-out test images (never trained on; spread evenly over the split, no skin tones), image i
+              drawn from the image alone with seed i (`image_prompt=`, no text), and for reference from its caption alone
+              ("OK button, twemoji"). Graded: the nearest real image among the *training* split (so the held-out image
+              itself is never in the gallery: a copy does not win by being itself) names the image's concept, top-1 /
+              top-5 over every concept; SSIM to the prompt image (a copy would be near 1).
+  variations  --variations held-out images, 4 variations each (`vary`, seeds 4i..4i+3), by the embedding (the
+              default with an adapter) and by re-noising (the method before it): mean pairwise SSIM among an image's
+              variations, and how often the judge names the source's concept (top-5).
+  fusion      --pairs pairs of held-out images of different concepts, and pairs (image, another concept's name), mixed at
+              weights 0, 0.25, 0.5, 0.75, 1 for the first part (one seed per pair): the evaluator's cosine similarity of
+              the drawn picture to each source (an image's embedding; for a text, the embedding of the held-out image of
+              its concept that the pair was made from) against the weight; a grid of mixes.
+  prior       the coverage benchmark's prompts (eval/benchmarks.py: random vocabulary concepts, "name, design" and the
+              bare name) and bench/typed_prompts.jsonl, each drawn with and without `prior=True`, graded by the nearest
+              real image among every image of the dataset (as `minicream eval` grades coverage), top-1 / top-5.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def heldout(root: str, n: int, offset: int = 0) -> list:
+    from minicream.data.folder import load_caption_folder
+
+    ex = [e for e in load_caption_folder(root, size=64, split="test") if not e.meta.get("skin_tone") and e.meta.get("concept")]
+    return [ex[(i * len(ex) // n + offset) % len(ex)] for i in range(n)]
+
+
+def ssim(a: Image.Image, b: Image.Image) -> float:
+    from minicream.eval.metrics import _ssim
+    from minicream.evaluator.scorer import to_uint8
+
+    return float(_ssim(to_uint8([a.convert("RGB")]), to_uint8([b.convert("RGB").resize(a.size)]))[0])
+
+
+def pil(e) -> Image.Image:
+    return Image.fromarray(np.array(e.image.convert("RGB")))
+
+
+def run_prompt(pipe, grader, args, out, grid) -> None:
+    examples = heldout(args.data, args.heldout)
+    rows = {"image": [], "text": []}
+    secs = {"image": 0.0, "text": 0.0}
+    for i, e in enumerate(examples):
+        for arm, kw in (("image", {"image_prompt": pil(e)}), ("text", {"prompt": e.text, "filter": "none"})):
+            t = time.time()
+            [im] = pipe.run("text2img", **{"prompt": None, **kw}, num_images=1, seed=i, steps=args.steps)
+            secs[arm] += time.time() - t
+            [g] = grader.grade([im], e.meta["concept"])
+            rows[arm].append({"top1": g["top1"], "top5": g["top5"], "ssim": ssim(im, pil(e)), "image": im})
+        if i < args.grid_rows:
+            grid.append([pil(e), rows["image"][-1]["image"], rows["text"][-1]["image"]])
+    res = {"n": len(examples), "gallery": "training split (the held-out image is not in it)"}
+    for arm, rs in rows.items():
+        res[arm] = {k: round(float(np.mean([r[k] for r in rs])), 4) for k in ("top1", "top5", "ssim")}
+        res[arm]["seconds_per_image"] = round(secs[arm] / len(examples), 3)
+    res["image"]["ssim_over_0.8"] = sum(r["ssim"] > 0.8 for r in rows["image"])
+    out["prompt"] = res
+    print("prompt", json.dumps(res))
+
+
+def run_variations(pipe, grader, args, out, grid) -> None:
+    from minicream.eval.metrics import pairwise_ssim
+    from minicream.evaluator.scorer import to_uint8
+
+    examples = heldout(args.data, args.variations, offset=7)
+    res = {"n_sources": len(examples), "per_source": 4}
+    for method in ("embedding", "renoise"):
+        ss, kept, t = [], [], time.time()
+        for i, e in enumerate(examples):
+            ims = pipe.run("variation", image=pil(e), num_images=4, seed=[4 * i + k for k in range(4)], method=method,
+                           steps=args.steps)
+            ss.append(pairwise_ssim(to_uint8([im.convert("RGB") for im in ims])))
+            kept += [g["top5"] for g in grader.grade(ims, e.meta["concept"])]
+            if i < args.grid_rows and method == "embedding":
+                grid.append([pil(e), *ims])
+        res[method] = {"pairwise_ssim": round(float(np.mean(ss)), 4), "concept_kept_top5": round(float(np.mean(kept)), 4),
+                       "seconds_per_image": round((time.time() - t) / (4 * len(examples)), 3)}
+    out["variations"] = res
+    print("variations", json.dumps(res))
+
+
+def run_fusion(pipe, args, out, grid) -> None:
+    from minicream.image_prompt.use import image_embeddings, read_image
+
+    ev = pipe.evaluator
+    examples = heldout(args.data, 2 * args.pairs, offset=3)
+    pairs = [(examples[2 * k], examples[2 * k + 1]) for k in range(args.pairs)
+             if examples[2 * k].meta["concept"] != examples[2 * k + 1].meta["concept"]]
+
+    def emb(img):
+        return image_embeddings(pipe, read_image(img, pipe.image_size)[None])[0]
+
+    res = {}
+    for kind in ("image+image", "image+text"):
+        sims = {w: {"a": [], "b": []} for w in WEIGHTS}
+        for k, (a, b) in enumerate(pairs):
+            part_b = pil(b) if kind == "image+image" else b.meta["concept"]
+            ea, eb = emb(pil(a)), emb(pil(b))  # a text's target: the embedding of a held-out image of its concept
+            row = [pil(a)]
+            for w in WEIGHTS:
+                [im] = pipe.fuse([pil(a), part_b], weights=[w, 1 - w], num_images=1, seed=k, steps=args.steps)
+                f = ev.image_features([im.convert("RGB")])[0]
+                sims[w]["a"].append(float(f @ ea))
+                sims[w]["b"].append(float(f @ eb))
+                row.append(im)
+            row.append(pil(b) if kind == "image+image" else _label(b.meta["concept"]))
+            if k < args.grid_rows // 2:
+                grid.append(row)
+        res[kind] = {str(w): {"sim_to_a": round(float(np.mean(s["a"])), 4), "sim_to_b": round(float(np.mean(s["b"])), 4)}
+                     for w, s in sims.items()}
+        a_curve = [res[kind][str(w)]["sim_to_a"] for w in WEIGHTS]
+        b_curve = [res[kind][str(w)]["sim_to_b"] for w in WEIGHTS]
+        res[kind]["a_rises_with_its_weight"] = all(x < y for x, y in zip(a_curve, a_curve[1:]))
+        res[kind]["b_falls_with_a_weight"] = all(x > y for x, y in zip(b_curve, b_curve[1:]))
+    res["pairs"] = len(pairs)
+    out["fusion"] = res
+    print("fusion", json.dumps(res))
+
+
+def _label(text: str) -> Image.Image:
+    from PIL import ImageDraw
+
+    im = Image.new("RGB", (64, 64), "white")
+    words, lines = text.split(), [""]
+    for w in words:
+        lines[-1:] = [lines[-1] + " " + w] if len(lines[-1]) + len(w) < 11 else [lines[-1], w]
+    ImageDraw.Draw(im).multiline_text((2, 4), "\n".join(line.strip() for line in lines[:5]), fill="black")
+    return im
+
+
+class Prior:
+    """The pipeline drawing every prompt through the prior (for default_model.image_table)."""
+
+    def __init__(self, pipe):
+        self.pipe, self.image_size = pipe, pipe.image_size
+
+    def __call__(self, prompt, **kw):
+        return self.pipe(prompt, prior=True, **kw)
+
+
+def run_prior(pipe, args, out) -> None:
+    from default_model import image_table, typed_vocab_prompts
+
+    from minicream.eval.benchmarks import get_benchmark
+    from minicream.eval.nearest import NearestJudge
+    from minicream.eval.runner import _dataset_concepts, _dataset_rows, _load_examples
+
+    judge = NearestJudge.from_dataset(args.data, size=pipe.image_size)
+    pool = sorted(_dataset_concepts(Path(args.data)))
+    bench = get_benchmark("coverage", 1, _load_examples(Path(args.data), "test"), 0, args.coverage,
+                          concepts=sorted(pipe.vocabulary.by_name), dataset_rows=_dataset_rows(Path(args.data)),
+                          styles=pipe.vocabulary.styles)
+    coverage = [{"set": "coverage", "category": p.get("group", "coverage"), "prompt": p["prompt"], "accept": p["reference"]}
+                for p in bench.prompts]
+    typed = [p for p in typed_vocab_prompts() if not p["unread"]][:: max(1, 360 // args.typed)][: args.typed]
+    res = {}
+    for name, prompts in (("coverage", coverage), ("typed-vocab", typed)):
+        for arm, target in (("text", pipe), ("prior", Prior(pipe))):
+            t = time.time()
+            table = image_table(target, judge, prompts, args.samples, pool)
+            res[f"{name}, {arm}"] = {"all": table["accuracy"].get("all") or table["accuracy"].get(name),
+                                     "seconds": round(time.time() - t, 1), "by_group": table["accuracy"]}
+            print(name, arm, json.dumps(res[f"{name}, {arm}"]["all"]))
+    out["prior"] = res
+
+
+def save_grid(rows: list[list[Image.Image]], path: str, scale: int = 2) -> None:
+    width = max(len(r) for r in rows)
+    tiles = [np.concatenate([np.array(im.convert("RGB").resize((64, 64))) for im in r]
+                            + [np.full((64, 64 * (width - len(r)), 3), 255, np.uint8)] * (len(r) < width), 1) for r in rows]
+    g = Image.fromarray(np.concatenate(tiles, 0))
+    g.resize((g.width * scale, g.height * scale), Image.NEAREST).save(path)
+    print(path)
+
+
+def main() -> None:
+    from adapters import Grader
+
+    from minicream.pipelines import Pipeline
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="full")
+    ap.add_argument("--data", default="data/emoji")
+    ap.add_argument("--sets", default="prompt,variations,fusion,prior")
+    ap.add_argument("--heldout", type=int, default=120, help="held-out images of the prompt set")
+    ap.add_argument("--variations", type=int, default=40, help="held-out sources of the variations set")
+    ap.add_argument("--pairs", type=int, default=16, help="pairs of the fusion set")
+    ap.add_argument("--coverage", type=int, default=200, help="coverage prompts of the prior set")
+    ap.add_argument("--typed", type=int, default=120, help="typed-vocab prompts of the prior set")
+    ap.add_argument("--samples", type=int, default=2, help="images per prompt in the prior set")
+    ap.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+    ap.add_argument("--grid", help="write a grid PNG per set here (NAME_SET.png)")
+    ap.add_argument("--grid-rows", type=int, default=6)
+    ap.add_argument("--json", default="bench/last_image_prompt.json")
+    args = ap.parse_args()
+    pipe = Pipeline.from_pretrained(args.model)
+    grader = Grader([args.data])
+    out = {"model": args.model, "steps": args.steps or pipe.defaults.get("steps"), "threads": torch.get_num_threads()}
+    for name in args.sets.split(","):
+        grid: list = []
+        t = time.time()
+        if name == "prompt":
+            run_prompt(pipe, grader, args, out, grid)
+        elif name == "variations":
+            run_variations(pipe, grader, args, out, grid)
+        elif name == "fusion":
+            run_fusion(pipe, args, out, grid)
+        elif name == "prior":
+            run_prior(pipe, args, out)
+        else:
+            raise SystemExit(f"unknown set {name!r}")
+        out.setdefault("seconds", {})[name] = round(time.time() - t, 1)
+        if args.grid and grid:
+            save_grid(grid, str(Path(args.grid).with_name(f"{Path(args.grid).stem}_{name}.png")))
+    Path(args.json).write_text(json.dumps(out, indent=1))
+    print(args.json)
+
+
+if __name__ == "__main__":
+    main()
