@@ -44,8 +44,10 @@ class FakePipe:
         self.gate, self.step_seconds, self.fail = gate, step_seconds, fail
         self.calls: list[dict] = []
 
-    def __call__(self, prompt, negative_prompt="", num_images=1, steps=None, guidance=None, sampler=None, seed=None,
+    def __call__(self, prompt=None, negative_prompt="", num_images=1, steps=None, guidance=None, sampler=None, seed=None,
                  size=None, callback=None):
+        if not isinstance(prompt, str) or not prompt.strip():  # as Pipeline.check_prompt (text is optional only
+            raise MinicreamError("prompt is empty; describe what to draw")  # beside an image prompt, which fakes lack)
         steps = steps or self.defaults["steps"]
         sampler = sampler or self.defaults["sampler"]
         guidance = self.defaults["guidance"] if guidance is None else guidance

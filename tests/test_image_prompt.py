@@ -162,7 +162,7 @@ def test_http_generate_with_an_image_prompt(prompted_model, picture, tmp_path):
 @pytest.fixture(scope="module")
 def prior_model(tmp_path_factory, prompted_model):
     """The prompted tiny model with a prior from a few steps of `minicream train-prior`."""
-    from minicream.image_prompt.prior import load_prior_recipe, run_prior
+    from minicream.image_prompt.train_prior import load_prior_recipe, run_prior
 
     model = tmp_path_factory.mktemp("with_prior") / "model"
     shutil.copytree(prompted_model, model)

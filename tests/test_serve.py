@@ -126,7 +126,7 @@ def test_openai_route_shape(client):
 
 
 BAD_NATIVE = [
-    ({}, "prompt: Field required"),
+    ({}, "prompt is empty"),  # text is optional beside an image prompt: without one, the pipeline refuses
     ({"prompt": ""}, "prompt"),
     ({"prompt": "   "}, "prompt is empty"),
     ({"prompt": "x" * 1001}, "at most 1000 characters"),

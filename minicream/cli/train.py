@@ -238,7 +238,7 @@ PRIOR_FLAGS = {"model": "model", "data": "data", "steps": "train.steps", "minute
 
 
 def cmd_train_prior(args) -> None:
-    from ..image_prompt.prior import load_prior_recipe, run_prior
+    from ..image_prompt.train_prior import load_prior_recipe, run_prior
 
     run_recipe_command(args, load_prior_recipe, PRIOR_FLAGS, run_prior, "prior", lambda cfg: "runs/prior")
 

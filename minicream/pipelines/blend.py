@@ -97,8 +97,8 @@ def blend(pipe, settings, a, b, frames, prompt):
     steps = settings.steps
     uncond = pipe.encode_prompt(settings.negative_prompt)
     ends, record = [], {}
-    for key, end, is_image in (("a", a, images[0]), ("b", b, images[1])):
-        if is_image:
+    for key, end, an_image in (("a", a, images[0]), ("b", b, images[1])):
+        if an_image:
             source = load_image(end, pipe.image_size)
             name = prompt or pipe.name_image(source)
             cond = pipe.encode_prompt(pipe.filter_prompt(name).rewritten)
