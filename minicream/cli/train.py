@@ -216,36 +216,34 @@ def add_train_control_parser(sub) -> None:
     c.set_defaults(func=cmd_train_control)
 
 
-IMAGE_PROMPT_FLAGS = {"model": "model", "data": "data", "steps": "train.steps", "minutes": "train.max_minutes"}
+ON_MODEL_FLAGS = {"model": "model", "data": "data", "steps": "train.steps", "minutes": "train.max_minutes"}
 
 
-def cmd_train_image_prompt(args) -> None:
-    from ..image_prompt.train import load_image_prompt_recipe, run_image_prompt
+def add_on_model_parser(sub, name: str, help: str, recipe: tuple[str, str, str], preset: str, what: str,
+                        written_to: str) -> None:
+    """A stand-alone recipe that trains a part on top of a model: `recipe` = (module under minicream, its load
+    function, its run function); the part is written to OUT/`written_to`."""
+    def command(args) -> None:
+        from importlib import import_module
 
-    run_recipe_command(args, load_image_prompt_recipe, IMAGE_PROMPT_FLAGS, run_image_prompt, "image-prompt adapter",
-                       lambda cfg: "runs/image-prompt")
+        module = import_module(f"minicream.{recipe[0]}")
+        run_recipe_command(args, getattr(module, recipe[1]), ON_MODEL_FLAGS, getattr(module, recipe[2]), what,
+                           lambda cfg: f"runs/{name.removeprefix('train-')}")
+
+    c = sub.add_parser(name, help=help)
+    c.add_argument("--model", help="a shipped model's name or a model folder (default: full)")
+    c.add_argument("--out", help=f"run directory (default runs/{name.removeprefix('train-')}); the {what} is written to "
+                                 f"OUT/{written_to}")
+    recipe_flags(c, preset, "image-caption folder (default: the model's recipe's data)")
+    c.set_defaults(func=command)
 
 
 def add_train_image_prompt_parser(sub) -> None:
-    c = sub.add_parser("train-image-prompt", help="an image-prompt adapter (images as prompts, IP-Adapter) for a model's UNet")
-    c.add_argument("--model", help="a shipped model's name or a model folder (default: full)")
-    c.add_argument("--out", help="run directory (default runs/image-prompt); the adapter is written to OUT/image_prompt")
-    recipe_flags(c, "image_prompt", "image-caption folder (default: the model's recipe's data)")
-    c.set_defaults(func=cmd_train_image_prompt)
-
-
-PRIOR_FLAGS = {"model": "model", "data": "data", "steps": "train.steps", "minutes": "train.max_minutes"}
-
-
-def cmd_train_prior(args) -> None:
-    from ..image_prompt.train_prior import load_prior_recipe, run_prior
-
-    run_recipe_command(args, load_prior_recipe, PRIOR_FLAGS, run_prior, "prior", lambda cfg: "runs/prior")
+    add_on_model_parser(sub, "train-image-prompt", "an image-prompt adapter (images as prompts, IP-Adapter) for a "
+                        "model's UNet", ("image_prompt.train", "load_image_prompt_recipe", "run_image_prompt"),
+                        "image_prompt", "image-prompt adapter", "image_prompt")
 
 
 def add_train_prior_parser(sub) -> None:
-    c = sub.add_parser("train-prior", help="the prior: text -> image embedding, for --prior and fusion with texts")
-    c.add_argument("--model", help="a shipped model's name or a model folder (default: full)")
-    c.add_argument("--out", help="run directory (default runs/prior); the prior is written to OUT/prior")
-    recipe_flags(c, "prior", "image-caption folder (default: the model's recipe's data)")
-    c.set_defaults(func=cmd_train_prior)
+    add_on_model_parser(sub, "train-prior", "the prior: text -> image embedding, for --prior and fusion with texts",
+                        ("image_prompt.train_prior", "load_prior_recipe", "run_prior"), "prior", "prior", "prior")

@@ -11,7 +11,6 @@ Numbered stages (a finished stage is skipped on --resume; the trainer resumes fr
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +18,9 @@ from pathlib import Path
 import torch
 
 from ..errors import MinicreamError
-from ..io.atomic import write_text_atomic
 from ..io.model_dir import CONTROL_DIR, CONTROL_SETTINGS
 from ..models.controlnet import KINDS, ControlNet
+from ..training.on_model import export_part, open_run
 from ..training.stages import mark_done, stage_done
 from ..training.tasks import caption_picker, text_batch
 from ..training.trainer import TrainConfig, train_logged
@@ -151,36 +150,16 @@ def train_control(pipe, cfg: ControlRecipe, run: Path, log, resume: bool) -> tup
 
 
 # 3. ------------------------------------------------------------------------------------------------
-def export_control(net: ControlNet, cfg: ControlRecipe, pipe, folder: Path, steps: int | None = None,
-                   minutes: float | None = None) -> None:
-    from ..config import config_to_dict
-
-    net.save_pretrained(folder, dtype=torch.bfloat16)
-    settings = {"kind": cfg.kind, "model": pipe.model_dir.name, "model_hash": pipe.model_hash, "steps": steps,
-                "train_minutes": minutes, "torch_threads": torch.get_num_threads(),
-                "recipe": config_to_dict(cfg)}
-    write_text_atomic(folder / CONTROL_SETTINGS, json.dumps(settings, indent=1))
-
-
 def run_control(cfg: ControlRecipe, run_dir: str | Path, resume: bool = False) -> Path:
-    from ..pipelines import Pipeline
-    from ..training.recipe import RunLog
-
-    run = Path(run_dir)
-    if run.exists() and any(run.iterdir()) and not resume:
-        raise MinicreamError(f"{run} is not empty; pass --resume to continue that run or choose another --out")
-    pipe = Pipeline.from_pretrained(cfg.model, dtype="fp32")  # refuses an unknown model before anything is written
-    run.mkdir(parents=True, exist_ok=True)
-    log = RunLog(run / "train_log.txt")
-    log(f"control start (resume={resume}), kind {cfg.kind}, model {cfg.model}, torch {torch.__version__}, "
-        f"threads {torch.get_num_threads()}")
+    pipe, run, log = open_run(cfg.model, run_dir, resume, "control", f"kind {cfg.kind}, ")
     folder = run / CONTROL_DIR / cfg.kind
     if stage_done(run, "export") is None:
         net, stats = train_control(pipe, cfg, run, log, resume)
-        export_control(net, cfg, pipe, folder, stats["steps"], round(stats["seconds"] / 60, 1))
+        export_part(net, folder, CONTROL_SETTINGS, {"kind": cfg.kind, "model": pipe.model_dir.name,
+                                                    "model_hash": pipe.model_hash}, cfg, stats)
         mark_done(run, "export", {})
         log(f"3. export: {folder} (copy it to {pipe.model_dir / CONTROL_DIR / cfg.kind} to use it)")
     return folder
 
 
-__all__ = ["CONTROL_DIR", "ControlRecipe", "control_loss", "export_control", "load_control_recipe", "run_control", "train_control"]
+__all__ = ["CONTROL_DIR", "ControlRecipe", "control_loss", "load_control_recipe", "run_control", "train_control"]

@@ -11,7 +11,6 @@ Numbered stages (a finished stage is skipped on --resume; the trainer resumes fr
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +18,9 @@ from pathlib import Path
 import torch
 
 from ..errors import MinicreamError
-from ..io.atomic import write_text_atomic
 from ..io.model_dir import IMAGE_PROMPT_DIR, IMAGE_PROMPT_SETTINGS
 from ..models.image_adapter import ImagePromptAdapter
+from ..training.on_model import export_part, open_run
 from ..training.stages import mark_done, stage_done
 from ..training.tasks import caption_picker, text_batch
 from ..training.trainer import TrainConfig, train_logged
@@ -117,39 +116,20 @@ def train_image_prompt(pipe, cfg: ImagePromptRecipe, run: Path, log, resume: boo
 
 
 # 3. ------------------------------------------------------------------------------------------------
-def export_image_prompt(adapter: ImagePromptAdapter, cfg: ImagePromptRecipe, pipe, folder: Path,
-                        steps: int | None = None, minutes: float | None = None) -> None:
-    from ..config import config_to_dict
-    from ..io.weights import short_hash
-    from ..models.base import WEIGHTS_NAME
-
-    adapter.save_pretrained(folder, dtype=torch.bfloat16)
-    settings = {"model": pipe.model_dir.name, "model_hash": pipe.model_hash,
-                "evaluator_hash": short_hash(pipe.model.evaluator / WEIGHTS_NAME), "steps": steps,
-                "train_minutes": minutes, "torch_threads": torch.get_num_threads(), "recipe": config_to_dict(cfg)}
-    write_text_atomic(folder / IMAGE_PROMPT_SETTINGS, json.dumps(settings, indent=1))
-
-
 def run_image_prompt(cfg: ImagePromptRecipe, run_dir: str | Path, resume: bool = False) -> Path:
-    from ..pipelines import Pipeline
-    from ..training.recipe import RunLog
+    from .use import evaluator_hash
 
-    run = Path(run_dir)
-    if run.exists() and any(run.iterdir()) and not resume:
-        raise MinicreamError(f"{run} is not empty; pass --resume to continue that run or choose another --out")
-    pipe = Pipeline.from_pretrained(cfg.model, dtype="fp32")  # refuses an unknown model before anything is written
-    pipe.evaluator  # the image embeddings come from the model's evaluator: refuse a model without one
-    run.mkdir(parents=True, exist_ok=True)
-    log = RunLog(run / "train_log.txt")
-    log(f"image-prompt start (resume={resume}), model {cfg.model}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    # the image embeddings come from the model's evaluator: a model without one is refused
+    pipe, run, log = open_run(cfg.model, run_dir, resume, "image-prompt", evaluator=True)
     folder = run / IMAGE_PROMPT_DIR
     if stage_done(run, "export") is None:
         adapter, stats = train_image_prompt(pipe, cfg, run, log, resume)
-        export_image_prompt(adapter, cfg, pipe, folder, stats["steps"], round(stats["seconds"] / 60, 1))
+        export_part(adapter, folder, IMAGE_PROMPT_SETTINGS, {"model": pipe.model_dir.name, "model_hash": pipe.model_hash,
+                                                             "evaluator_hash": evaluator_hash(pipe)}, cfg, stats)
         mark_done(run, "export", {})
         log(f"3. export: {folder} (copy it to {pipe.model_dir / IMAGE_PROMPT_DIR} to use it)")
     return folder
 
 
-__all__ = ["ImagePromptRecipe", "export_image_prompt", "image_prompt_loss", "load_image_prompt_recipe",
+__all__ = ["ImagePromptRecipe", "caption_table", "image_prompt_loss", "load_image_prompt_recipe", "prepare_data",
            "run_image_prompt", "train_image_prompt"]

@@ -10,16 +10,15 @@ Numbered stages (a finished stage is skipped on --resume; the trainer resumes fr
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from ..errors import MinicreamError
-from ..io.atomic import write_text_atomic
 from ..io.model_dir import IMAGE_PROMPT_DIR, PRIOR_DIR
 from ..models.prior import EmbeddingPrior, PriorConfig, flow_loss
+from ..training.on_model import export_part, open_run
 from ..training.stages import mark_done, stage_done
 from ..training.tasks import caption_picker
 from ..training.trainer import TrainConfig, train_logged
@@ -61,19 +60,11 @@ def prior_loss(embeds, caption_choices, text, empty_id, dropout: float):
 
 def run_prior(cfg: PriorRecipe, run_dir: str | Path, resume: bool = False) -> Path:
     from ..config import config_to_dict
-    from ..pipelines import Pipeline
-    from ..training.recipe import RunLog
     from .train import prepare_data
     from .use import evaluator_hash
 
-    run = Path(run_dir)
-    if run.exists() and any(run.iterdir()) and not resume:
-        raise MinicreamError(f"{run} is not empty; pass --resume to continue that run or choose another --out")
-    pipe = Pipeline.from_pretrained(cfg.model, dtype="fp32")
-    pipe.evaluator  # the embedding space: refuse a model without an evaluator before anything is written
-    run.mkdir(parents=True, exist_ok=True)
-    log = RunLog(run / "train_log.txt")
-    log(f"prior start (resume={resume}), model {cfg.model}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    # the embedding space is the model's evaluator's: a model without one is refused
+    pipe, run, log = open_run(cfg.model, run_dir, resume, "prior", evaluator=True)
     folder = run / PRIOR_DIR
     if stage_done(run, "export") is None:
         _, embeds, choices, text, empty_id = prepare_data(pipe, cfg, run, log, latents=False)
@@ -82,11 +73,8 @@ def run_prior(cfg: PriorRecipe, run_dir: str | Path, resume: bool = False) -> Pa
         log(f"prior: {sum(p.numel() for p in net.parameters()) / 1e6:.2f} M parameters")
         net, stats = train_logged(net, prior_loss(embeds, choices, text, empty_id, cfg.caption_dropout), len(embeds),
                                   cfg.train, run, "prior", log, resume)
-        net.save_pretrained(folder, dtype=torch.bfloat16)
-        settings = {"model": pipe.model_dir.name, "evaluator_hash": evaluator_hash(pipe),
-                    "text_encoder": pipe.index.get("text_encoder"), "steps": stats["steps"],
-                    "train_minutes": round(stats["seconds"] / 60, 1), "recipe": config_to_dict(cfg)}
-        write_text_atomic(folder / PRIOR_SETTINGS, json.dumps(settings, indent=1))
+        export_part(net, folder, PRIOR_SETTINGS, {"model": pipe.model_dir.name, "evaluator_hash": evaluator_hash(pipe),
+                                                  "text_encoder": pipe.index.get("text_encoder")}, cfg, stats)
         mark_done(run, "export", {})
         log(f"3. export: {folder} (copy it to {pipe.model_dir / IMAGE_PROMPT_DIR / PRIOR_DIR} to use it)")
     return folder
