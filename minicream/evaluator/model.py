@@ -86,6 +86,10 @@ class ImageTower(nn.Module):
         h = h.mean(dim=(2, 3))  # global average pool -> (B, C)
         return self.proj(self.head_norm(h))
 
+    def grid(self, x):
+        """The last stage's map before pooling, each cell normalised as the pooled vector is: (B, cells, C)."""
+        return self.head_norm(self.stages(F.silu(self.stem(x))).flatten(2).transpose(1, 2))
+
 
 class MiniCLIP(nn.Module, PretrainedMixin):
     config_class = EvaluatorConfig

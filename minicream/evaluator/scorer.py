@@ -55,6 +55,14 @@ class Evaluator:
         return torch.cat([m.encode_image(m.preprocess(x[i:i + batch_size])) for i in range(0, len(x), batch_size)])
 
     @torch.no_grad()
+    def image_grid(self, images, batch_size: int = 256) -> torch.Tensor:
+        """The image tower's last feature map per image, (N, cells, C) float32 (4x4 cells at 64 px): where things are,
+        which the pooled embedding averages away (the image-prompt adapter's detail tokens)."""
+        x = to_uint8(images)
+        m = self.model
+        return torch.cat([m.image_tower.grid(m.preprocess(x[i:i + batch_size])).float() for i in range(0, len(x), batch_size)])
+
+    @torch.no_grad()
     def text_features(self, texts: Sequence[str]) -> torch.Tensor:
         """L2-normalised text embeddings (N, E); each distinct text is encoded once per Evaluator."""
         missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]

@@ -32,6 +32,8 @@ class ImagePromptRecipe:
     data: str = ""  # the image-caption folder (default: the model's recipe's data)
     caption_dropout: float = 0.5  # share of empty captions: the image alone must draw its concept
     num_tokens: int = 4
+    grid: bool = True  # detail tokens from the image tower's feature map (models/image_adapter.py)
+    grid_dropout: float = 0.3  # share of images drawn from the pooled embedding alone (as the prior's and fusions')
     limit: int = 0  # at most this many training images (0 = all)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=8000, batch_size=32, lr=3e-4, warmup_steps=100, decay_to=0.1, ema_decay=0.998, checkpoint_every=250,
@@ -42,6 +44,8 @@ class ImagePromptRecipe:
             raise MinicreamError(f"caption_dropout must be in [0, 1], got {self.caption_dropout}")
         if not 1 <= self.num_tokens <= 16:
             raise MinicreamError(f"num_tokens must be 1 to 16, got {self.num_tokens}")
+        if not 0 <= self.grid_dropout <= 1:
+            raise MinicreamError(f"grid_dropout must be in [0, 1], got {self.grid_dropout}")
 
 
 def load_image_prompt_recipe(path: str | Path | None = "image_prompt", overrides=()) -> ImagePromptRecipe:
@@ -63,7 +67,8 @@ def caption_table(pipe, examples, cache: Path):
 
 
 def prepare_data(pipe, cfg, run: Path, log, latents: bool = True):
-    """(latents or None, image embeddings, caption choices, text table, empty-caption id), cached in run/cache."""
+    """(latents or None, image embeddings, caption choices, text table, empty-caption id), cached in run/cache; with
+    `latents` also the image tower's feature maps (bf16) in run/cache/grids.pt (train_image_prompt reads them)."""
     from ..control.train import training_examples
     from ..data.folder import images_to_tensor
 
@@ -72,31 +77,43 @@ def prepare_data(pipe, cfg, run: Path, log, latents: bool = True):
     t0 = time.time()
     examples = training_examples(pipe, cfg)
     choices, text, empty_id = caption_table(pipe, examples, cache)
-    lat_path, emb_path = cache / "latents.pt", cache / "embeds.pt"
-    if emb_path.is_file() and (lat_path.is_file() or not latents):
-        lat, embeds = torch.load(lat_path) if latents else None, torch.load(emb_path)
-    else:
-        images = images_to_tensor(examples)
+    images = None
+
+    def cached(path: Path, make):  # each array computed once, from the images read once
+        nonlocal images
+        if path.is_file():
+            return torch.load(path)
+        if images is None:
+            images = images_to_tensor(examples)
         with torch.no_grad():
-            lat = torch.cat([pipe.encode_image(images[i:i + 256]).cpu() for i in range(0, len(images), 256)]) if latents else None
-        embeds = pipe.evaluator.image_features(images)
-        if latents:
-            torch.save(lat, lat_path)
-        torch.save(embeds, emb_path)
+            value = make(images)
+        torch.save(value, path)
+        return value
+
+    embeds = cached(cache / "embeds.pt", pipe.evaluator.image_features)
+    lat = None
+    if latents:
+        lat = cached(cache / "latents.pt", lambda x: torch.cat([pipe.encode_image(x[i:i + 256]).cpu()
+                                                                  for i in range(0, len(x), 256)]))
+        cached(cache / "grids.pt", lambda x: pipe.evaluator.image_grid(x).to(torch.bfloat16))
     log(f"1. data: {len(examples)} images, " + (f"latents {tuple(lat.shape)}, " if latents else "")
         + f"image embeddings {tuple(embeds.shape)}, {len(text.pooled)} captions ({time.time() - t0:.0f}s)")
     return lat, embeds, choices, text, empty_id
 
 
 # 2. ------------------------------------------------------------------------------------------------
-def image_prompt_loss(unet, objective, latents, embeds, caption_choices, text, empty_id, cfg: ImagePromptRecipe):
-    """loss_fn(adapter, idx, gen) of the Trainer: the frozen UNet's denoising loss, each image prompted by itself."""
+def image_prompt_loss(unet, objective, latents, embeds, grids, caption_choices, text, empty_id, cfg: ImagePromptRecipe):
+    """loss_fn(adapter, idx, gen) of the Trainer: the frozen UNet's denoising loss, each image prompted by itself
+    (its feature map dropped for a share of the images)."""
     pick = caption_picker(caption_choices, empty_id, cfg.caption_dropout)
 
     def loss_fn(adapter, idx, gen):
         device = next(adapter.parameters()).device
         ctx, mask, pooled = text_batch(text, pick(idx, gen), device)
-        image = adapter.prepare(unet, embeds[idx].to(device), torch.ones(len(idx), device=device))
+        grid = keep = None
+        if grids is not None:
+            grid, keep = grids[idx].to(device), torch.rand(len(idx), generator=gen) >= cfg.grid_dropout
+        image = adapter.prepare(unet, embeds[idx].to(device), torch.ones(len(idx), device=device), grid, keep)
         x0 = latents[idx].to(device).contiguous(memory_format=torch.channels_last)
         return objective(lambda x_t, t: unet(x_t, t, ctx, mask, pooled, image=image), x0, gen).mean(), {}
 
@@ -107,11 +124,13 @@ def train_image_prompt(pipe, cfg: ImagePromptRecipe, run: Path, log, resume: boo
     from ..adapters.train import objective_of
 
     latents, embeds, choices, text, empty_id = prepare_data(pipe, cfg, run, log)
+    grids = torch.load(run / "cache" / "grids.pt") if cfg.grid else None
     unet = pipe.unet.float().requires_grad_(False).eval()
-    adapter = ImagePromptAdapter.from_unet(unet, embeds.shape[1], cfg.num_tokens)
+    grid_dim, grid_cells = (grids.shape[2], grids.shape[1]) if cfg.grid else (0, 16)
+    adapter = ImagePromptAdapter.from_unet(unet, embeds.shape[1], cfg.num_tokens, grid_dim, grid_cells)
     log(f"image-prompt adapter: {sum(p.numel() for p in adapter.parameters()) / 1e6:.2f} M parameters, "
         f"{len(adapter.to_kv)} transformer blocks, from {pipe.model_dir.name}'s UNet")
-    loss = image_prompt_loss(unet, objective_of(pipe), latents, embeds, choices, text, empty_id, cfg)
+    loss = image_prompt_loss(unet, objective_of(pipe), latents, embeds, grids, choices, text, empty_id, cfg)
     return train_logged(adapter, loss, len(latents), cfg.train, run, "image_adapter", log, resume, label="image-prompt")
 
 

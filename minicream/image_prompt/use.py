@@ -78,19 +78,21 @@ class ImagePrompt:
     embeds: torch.Tensor  # (K, E) unit norm, the same for every image; or (K, N, E): one per image (the prior's)
     scales: list[float]
     records: list[dict]  # what the PNG records of each: its pixels' sha256 (or the fused parts), scale
+    grids: torch.Tensor | None = None  # (K, cells, C): the images' feature maps (detail tokens), or None
 
     def select(self, rows: list[int]) -> "ImagePrompt":
         """The prompts of images `rows` (a chunk of a call's images; per-image embeddings only)."""
         if self.embeds.ndim == 2:
             return self
-        return ImagePrompt(self.adapter, self.embeds[:, rows], self.scales, self.records)
+        return ImagePrompt(self.adapter, self.embeds[:, rows], self.scales, self.records, self.grids)
 
     def condition(self, unet, batch: int, skip: int = 0) -> ImageCondition:
         """The UNet's ImageCondition for a batch whose first `skip` rows are drawn without the image (classifier-free
         guidance's unconditional half)."""
         device = next(self.adapter.parameters()).device
         parts = []
-        for e, s in zip(self.embeds, self.scales):
+        grids = [None] * len(self.scales) if self.grids is None else list(self.grids)
+        for e, s, g in zip(self.embeds, self.scales, grids):
             w = torch.full((batch,), s, device=device)
             w[:skip] = 0
             if e.ndim == 1:
@@ -99,7 +101,7 @@ class ImagePrompt:
                 if batch - skip != len(e):
                     raise MinicreamError("per-image image prompts need the model's own canvas size")
                 e = torch.cat([e[:1].expand(skip, -1), e])
-            parts.append(self.adapter.prepare(unet, e.to(device), w))
+            parts.append(self.adapter.prepare(unet, e.to(device), w, None if g is None else g.to(device).expand(batch, -1, -1)))
         emb = sum(p.emb for p in parts)
         kv = {block: [x for p in parts for x in p.kv[block]] for block in parts[0].kv}
         return ImageCondition(emb, kv)
@@ -126,7 +128,8 @@ def build_image_prompt(pipe, images, scale=1.0) -> ImagePrompt | None:
     adapter = load_adapter(pipe)
     pixels = torch.stack([read_image(im, pipe.image_size) for im in images])
     records = [{"sha256": pixels_sha(p), "scale": s} for p, s in zip(pixels, scales)]
-    return ImagePrompt(adapter, image_embeddings(pipe, pixels), scales, records)
+    grids = pipe.evaluator.image_grid(pixels) if adapter.config.grid_dim else None
+    return ImagePrompt(adapter, image_embeddings(pipe, pixels), scales, records, grids)
 
 
 def embedding_prompt(pipe, embed: torch.Tensor, scale: float, record: dict) -> ImagePrompt:

@@ -93,15 +93,15 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None,
                 extra: list | None = None):
-        """extra: (k, v, weight) per further set of keys and values (image prompts' tokens, models/image_adapter.py),
+        """extra: (k, v, weight, mask) per further set of keys and values (image prompts' tokens, models/image_adapter.py),
         each attended by the same queries and added, times weight, before the output projection (decoupled attention)."""
         B, T, C = x.shape
         context = x if context is None else context
         q = self.to_q(x).view(B, T, self.heads, -1).transpose(1, 2)  # (B, h, T, d)
         k, v = self.to_kv(context).view(B, context.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)
         out = attention(q, k, v, mask)
-        for k2, v2, weight in extra or ():
-            out = out + weight.to(out.dtype) * attention(q, k2.to(q.dtype), v2.to(q.dtype))
+        for k2, v2, weight, mask2 in extra or ():
+            out = out + weight.to(out.dtype) * attention(q, k2.to(q.dtype), v2.to(q.dtype), mask2)
         return self.to_out(out.transpose(1, 2).reshape(B, T, C))
 
 
