@@ -209,6 +209,23 @@ def test_drawing_through_the_prior(prior_model):
         pipe("red apple", prior=True, image_prompt=Image.new("RGB", (64, 64)), num_images=1, steps=2)
 
 
+def test_cli_prior_flag_and_rerun(prior_model, tmp_path):
+    from minicream.io.pngmeta import read_png_params
+    from test_cli import run_cli
+
+    r = run_cli("generate", "red apple", "--prior", "--model", str(prior_model), "-n", "1", "--steps", "2", "--seed", "2",
+                "--filter", "none", "--out", str(tmp_path / "a"))
+    assert r.returncode == 0, r.stderr
+    first = next((tmp_path / "a").glob("*.png"))
+    assert read_png_params(first)["image_prompt"][0]["prior"] is True
+    r = run_cli("generate", "--from", str(first), "--model", str(prior_model), "-n", "1", "--out", str(tmp_path / "b"))
+    assert r.returncode == 0, r.stderr
+    assert Image.open(next((tmp_path / "b").glob("*.png"))).tobytes() == Image.open(first).tobytes()
+    r = run_cli("generate", "red apple", "--no-prior", "--model", str(prior_model), "-n", "1", "--steps", "2",
+                "--seed", "2", "--filter", "none", "--out", str(tmp_path / "c"))
+    assert r.returncode == 0 and "image_prompt" not in read_png_params(next((tmp_path / "c").glob("*.png")))
+
+
 def test_a_model_without_a_prior_refuses_it(prompted_model):
     from minicream.pipelines import Pipeline
 

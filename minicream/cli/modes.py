@@ -51,6 +51,10 @@ def add_mode_arguments(parser: argparse.ArgumentParser, mode_names, defaults: di
             continue
         shown = defaults.get(o.name, o.default)
         choices = [c for c in o.choices if o.kind != "json"] or None
+        if o.kind == "bool":  # --prior / --no-prior; not given: the mode's default
+            parser.add_argument(o.flag, dest=o.name, action=argparse.BooleanOptionalAction, default=defaults.get(o.name),
+                                help=o.help + (f" (default {'on' if shown else 'off'})" if "default" not in o.help else ""))
+            continue
         parser.add_argument(*ALIASES.get(o.name, ()), o.flag, dest=o.name, type=KIND_TYPES.get(o.kind, str),
                             choices=choices, default=defaults.get(o.name), metavar=METAVARS.get(o.kind, None),
                             **({"nargs": "+"} if o.kind in LISTS else {}),

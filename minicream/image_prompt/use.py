@@ -113,9 +113,10 @@ def _check_scale(s) -> float:
     return float(s)
 
 
-def build_image_prompt(pipe, images, scale=1.0) -> ImagePrompt | None:
+def build_image_prompt(pipe, images, scale=1.0, detail: bool = True) -> ImagePrompt | None:
     """The call's ImagePrompt from its image prompt(s) (a PIL image or path, or a list of them) and scale(s) (0-2);
-    None when no image prompt is given."""
+    None when no image prompt is given. `detail`: with the images' feature maps (where the adapter reads them: the
+    look and layout kept closer), else the pooled embeddings alone (freer: what the picture shows)."""
     if images is None or isinstance(images, ImagePrompt):  # an ImagePrompt made otherwise (a fusion's mix)
         return images
     images = list(images) if isinstance(images, (list, tuple)) else [images]
@@ -127,8 +128,9 @@ def build_image_prompt(pipe, images, scale=1.0) -> ImagePrompt | None:
     scales = [_check_scale(s) for s in scales]
     adapter = load_adapter(pipe)
     pixels = torch.stack([read_image(im, pipe.image_size) for im in images])
-    records = [{"sha256": pixels_sha(p), "scale": s} for p, s in zip(pixels, scales)]
-    grids = pipe.evaluator.image_grid(pixels) if adapter.config.grid_dim else None
+    detail = bool(detail) and bool(adapter.config.grid_dim)
+    records = [{"sha256": pixels_sha(p), "scale": s, "detail": detail} for p, s in zip(pixels, scales)]
+    grids = pipe.evaluator.image_grid(pixels) if detail else None
     return ImagePrompt(adapter, image_embeddings(pipe, pixels), scales, records, grids)
 
 

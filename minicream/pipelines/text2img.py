@@ -15,8 +15,8 @@ from .upscale import UPSCALE, check_size
 
 def text2img(pipe, settings, prompt, filter, style, llm, size, upscale_steps, upscale_noise, num_candidates, keep_top,
              layout, canvas, harmonize, control=None, control_kind=None, control_scale=1.0, control_preprocess="none",
-             image_prompt=None, image_scale=1.0, prior=False):
-    image = build_image_prompt(pipe, image_prompt, image_scale)
+             image_prompt=None, image_scale=1.0, prior=False, image_detail=True):
+    image = build_image_prompt(pipe, image_prompt, image_scale, image_detail)
     if prior and image is not None:
         raise MinicreamError("prior draws the image embedding from the text; give it or an image prompt, not both")
     if image is None or (prompt is not None and str(prompt).strip()):
@@ -108,6 +108,8 @@ MODE = Mode("text2img", "draw images from a prompt", (
                                           "with or without text; several (a list) stack in the Python API"),
     Option("image_scale", "float", 1.0, "how strongly the image prompt (or the prior's embedding) steers (0 = not at all)",
            limits={"ge": 0.0, "le": MAX_IMAGE_SCALE}),
+    Option("image_detail", "bool", True, "with an image prompt: also read where things are in it (its feature map; "
+                                         "closer to the picture) rather than only what it shows"),
     Option("prior", "bool", False, "draw through the prior: the text -> an image embedding (the model's prior) -> the "
                                    "image-prompt adapter, with the text too (Kandinsky's design)"),
 ), text2img)

@@ -21,7 +21,7 @@ SAMPLING_LIMITS = {o.name: dict(o.limits) for o in SAMPLING}
 METHODS = ("auto", "embedding", "renoise")
 
 
-def variation(pipe, settings, image, prompt, strength, style, method="auto", image_scale=1.0):
+def variation(pipe, settings, image, prompt, strength, style, method="auto", image_scale=1.0, image_detail=False):
     if method not in METHODS:
         raise MinicreamError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if method == "embedding" or (method == "auto" and has_image_prompt(pipe)):
@@ -29,7 +29,7 @@ def variation(pipe, settings, image, prompt, strength, style, method="auto", ima
 
         source = load_image(image, pipe.image_size)  # a bad image is refused as the image, before the adapter loads
         images = text2img(pipe, settings, prompt, "offline", style, None, None, None, None, 1, 1, "none", "model", 0.0,
-                          image_prompt=image, image_scale=image_scale)
+                          image_prompt=image, image_scale=image_scale, image_detail=image_detail)
         for im in images:
             im.info["minicream"].update(mode="variation", method="embedding", init_image_sha256=sha(source))
         return images
@@ -57,4 +57,6 @@ MODE = Mode("variation", "variations of an image: the same concept, redrawn with
                                     "model has an adapter", choices=METHODS),
     Option("image_scale", "float", 1.0, "with method embedding: how strongly the image steers",
            limits={"ge": 0.0, "le": MAX_SCALE}),
+    Option("image_detail", "bool", False, "with method embedding: also keep where things are in the image (its feature "
+                                          "map); closer to it, less varied"),
 ), variation)
