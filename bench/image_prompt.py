@@ -4,19 +4,22 @@
 
 Sets (--sets):
   prompt      --heldout held-out test images (never trained on; spread evenly over the split, no skin tones), image i
-              drawn from the image alone with seed i (`image_prompt=`, no text), and for reference from its caption alone
-              ("OK button, twemoji"). Graded: the nearest real image among the *training* split (so the held-out image
+              drawn from the image alone with seed i (`image_prompt=`, no text; from pure noise, and from the image's
+              latents noised to 0.6), and for reference from its caption alone ("OK button, twemoji"). Graded: the nearest real image among the *training* split (so the held-out image
               itself is never in the gallery: a copy does not win by being itself) names the image's concept, top-1 /
               top-5 over every concept; beside it top-5 by the nearest among every image of the dataset (train and
               test, the coverage benchmark's judge); SSIM to the prompt image (a copy would be near 1).
-  variations  --variations held-out images, 4 variations each (`vary`, seeds 4i..4i+3), by the embedding (the
-              default with an adapter) and by re-noising (the method before it): mean pairwise SSIM among an image's
-              variations, and how often the judge names the source's concept (top-5).
+  variations  --variations held-out images, 4 variations each (`vary`, seeds 4i..4i+3): by the embedding (the
+              default with an adapter: from the image's latents noised to 0.6), by the embedding from pure noise, and
+              by re-noising (the method before it): mean pairwise SSIM among an image's variations, and how often the
+              judges name the source's concept (top-5).
   fusion      --pairs pairs of held-out images of different concepts, and pairs (image, another concept's name), mixed at
               weights 0, 0.25, 0.5, 0.75, 1 for the first part (one seed per pair): the evaluator's cosine similarity of
               the drawn picture to each source (an image's embedding; for a text, the embedding of the held-out image of
               its concept that the pair was made from) against the weight; a grid of mixes.
-  prior       the coverage benchmark's prompts (eval/benchmarks.py: random vocabulary concepts, "name, design" and the
+  prior       retrieval: a held-out concept's name through the prior (and through the evaluator's text tower): do the
+              nearest held-out image embeddings show that concept (top-1 / top-5 among distinct concepts)? Then
+              the coverage benchmark's prompts (eval/benchmarks.py: random vocabulary concepts, "name, design" and the
               bare name) and bench/typed_prompts.jsonl, each drawn with and without `prior=True`, graded by the nearest
               real image among every image of the dataset (as `minicream eval` grades coverage), top-1 / top-5.
 """
@@ -73,10 +76,12 @@ class EveryImage:
 
 def run_prompt(pipe, grader, args, out, grid) -> None:
     examples = heldout(args.data, args.heldout)
-    rows = {"image": [], "text": []}
-    secs = {"image": 0.0, "text": 0.0}
+    rows = {"image": [], "image, from the image at 0.6": [], "text": []}
+    secs = {k: 0.0 for k in rows}
     for i, e in enumerate(examples):
-        for arm, kw in (("image", {"image_prompt": pil(e)}), ("text", {"prompt": e.text, "filter": "none"})):
+        for arm, kw in (("image", {"image_prompt": pil(e)}),
+                        ("image, from the image at 0.6", {"image_prompt": pil(e), "image_strength": 0.6}),
+                        ("text", {"prompt": e.text, "filter": "none"})):
             t = time.time()
             [im] = pipe.run("text2img", **{"prompt": None, **kw}, num_images=1, seed=i, steps=args.steps)
             secs[arm] += time.time() - t
@@ -85,7 +90,7 @@ def run_prompt(pipe, grader, args, out, grid) -> None:
             rows[arm].append({"top1": g["top1"], "top5": g["top5"], "top5_every_image": every, "ssim": ssim(im, pil(e)),
                               "image": im})
         if i < args.grid_rows:
-            grid.append([pil(e), rows["image"][-1]["image"], rows["text"][-1]["image"]])
+            grid.append([pil(e)] + [rows[k][-1]["image"] for k in rows])
     res = {"n": len(examples), "gallery": "training split (the held-out image is not in it)"}
     for arm, rs in rows.items():
         res[arm] = {k: round(float(np.mean([r[k] for r in rs])), 4) for k in ("top1", "top5", "top5_every_image", "ssim")}
@@ -101,11 +106,13 @@ def run_variations(pipe, grader, args, out, grid) -> None:
 
     examples = heldout(args.data, args.variations, offset=7)
     res = {"n_sources": len(examples), "per_source": 4}
-    for method in ("embedding", "renoise"):
+    arms = {"embedding": {"method": "embedding"}, "embedding, from noise": {"method": "embedding", "image_strength": 1.0},
+            "renoise": {"method": "renoise"}}
+    for method, kw in arms.items():
         ss, kept, every, t = [], [], [], time.time()
         for i, e in enumerate(examples):
-            ims = pipe.run("variation", image=pil(e), num_images=4, seed=[4 * i + k for k in range(4)], method=method,
-                           steps=args.steps)
+            ims = pipe.run("variation", image=pil(e), num_images=4, seed=[4 * i + k for k in range(4)], steps=args.steps,
+                           **kw)
             ss.append(pairwise_ssim(to_uint8([im.convert("RGB") for im in ims])))
             kept += [g["top5"] for g in grader.grade(ims, e.meta["concept"])]
             every += args.every.top5(ims, e.meta["concept"])
@@ -167,6 +174,30 @@ def _label(text: str) -> Image.Image:
     return im
 
 
+def prior_retrieval(pipe, args) -> dict:
+    """Does the prior's embedding of a concept's name lie near that concept's images? For the concepts of --heldout
+    held-out images: the name through the prior (seed i) and through the evaluator's text tower; the concepts of the
+    5 nearest held-out image embeddings (every test image of the split), top-1 / top-5."""
+    from minicream.data.folder import images_to_tensor, load_caption_folder
+    from minicream.image_prompt.prior import prior_embeddings
+
+    test = [e for e in load_caption_folder(args.data, size=64, split="test") if not e.meta.get("skin_tone") and e.meta.get("concept")]
+    gallery = pipe.evaluator.image_features(images_to_tensor(test))
+    concepts = [e.meta["concept"] for e in test]
+    names = [e.meta["concept"] for e in heldout(args.data, args.heldout)]
+    out = {"n": len(names), "gallery_images": len(test)}
+    for arm, e in (("prior", prior_embeddings(pipe, names, list(range(len(names))))),
+                   ("evaluator text tower", pipe.evaluator.text_features(names))):
+        ranked = (e @ gallery.t()).argsort(dim=1, descending=True)
+        hits = {1: 0, 5: 0}
+        for name, row in zip(names, ranked.tolist()):
+            seen = list(dict.fromkeys(concepts[j] for j in row[:50]))
+            hits[1] += name in seen[:1]
+            hits[5] += name in seen[:5]
+        out[arm] = {"top1": round(hits[1] / len(names), 4), "top5": round(hits[5] / len(names), 4)}
+    return out
+
+
 class Prior:
     """The pipeline drawing every prompt through the prior (for default_model.image_table)."""
 
@@ -192,7 +223,8 @@ def run_prior(pipe, args, out) -> None:
     coverage = [{"set": "coverage", "category": p.get("group", "coverage"), "prompt": p["prompt"], "accept": p["reference"]}
                 for p in bench.prompts]
     typed = [p for p in typed_vocab_prompts() if not p["unread"]][:: max(1, 360 // args.typed)][: args.typed]
-    res = {}
+    res = {"retrieval": prior_retrieval(pipe, args)}
+    print("retrieval", json.dumps(res["retrieval"]))
     for name, prompts in (("coverage", coverage), ("typed-vocab", typed)):
         for arm, target in (("text", pipe), ("prior", Prior(pipe))):
             t = time.time()

@@ -80,6 +80,8 @@ def test_sampling_with_an_image_prompt(prompted_model, picture):
     assert len(alone) == 2 and alone[0].info["minicream"]["prompt"] == ""
     stacked = pipe("red apple", image_prompt=[str(picture), str(picture)], image_scale=[0.5, 0.5], **args)
     assert len(stacked[0].info["minicream"]["image_prompt"]) == 2
+    kept = pipe(None, image_prompt=str(picture), image_strength=0.5, num_images=1, steps=4, seed=1)
+    assert kept[0].info["minicream"]["image_prompt"][0]["strength"] == 0.5  # from the picture's own noised latents
     best = pipe(None, image_prompt=str(picture), num_images=1, steps=2, seed=1, num_candidates=3)
     assert best[0].info["minicream"]["num_candidates"] == 3 and "score" in best[0].info["minicream"]
 
@@ -87,6 +89,7 @@ def test_sampling_with_an_image_prompt(prompted_model, picture):
 @pytest.mark.parametrize("options, message", [
     (dict(image_scale=3.0), "image_scale"),
     (dict(image_scale=[1.0, 1.0]), "one per image prompt"),
+    (dict(image_strength=0.0), "image_strength"),
     (dict(layout={"objects": [{"caption": "red apple", "box": [0, 0, 32, 32]}]}), "layout"),
 ])
 def test_bad_image_prompt_options_are_one_line_errors(prompted_model, picture, options, message):
@@ -243,6 +246,7 @@ def test_variations_from_the_embedding_and_their_rerun(prompted_model, picture, 
     v = pipe.run("variation", image=str(picture), num_images=2, steps=2, seed=3)
     p = v[0].info["minicream"]
     assert p["mode"] == "variation" and p["method"] == "embedding" and p["image_prompt"][0]["scale"] == 1.0
+    assert p["image_prompt"][0]["strength"] == 0.6 and p["image_prompt"][0]["detail"] is False
     old = pipe.run("variation", image=str(picture), num_images=1, steps=2, seed=3, method="renoise")
     assert old[0].info["minicream"].get("method") is None
     r = run_cli("vary", str(picture), "--model", str(prompted_model), "-n", "1", "--steps", "2", "--seed", "4",

@@ -27,7 +27,7 @@ def from_png(path, allowed: tuple[str, ...]) -> dict:
         out["style"] = "model"  # variations from before style "vary" were drawn in one design
     if p["mode"] == "variation":  # variations from before the image-prompt adapter were re-noised
         out["method"] = p.get("method", "renoise")
-        out.update({k: v for k, v in image_prompt_options(p).items() if k in ("image_scale", "image_detail")})
+        out.update({k: v for k, v in image_prompt_options(p).items() if k in ("image_scale", "image_detail", "image_strength")})
     out["hashes"] = {k: p[k] for k in ("init_image_sha256", "mask_sha256") if k in p}
     out["mode"] = p["mode"]
     out["adapters"] = p.get("adapters")  # re-run with the same adapters, or refuse (cli/finetune.py)
@@ -80,7 +80,7 @@ def image_prompt_options(p: dict) -> dict:
     if records[0].get("prior"):  # drawn through the prior: its embeddings come again from the text and the seeds
         return {"image_scale": scales[0], "prior": True}
     return {"image_scale": scales[0] if len(scales) == 1 else scales, "image_detail": bool(records[0].get("detail", False)),
-            "image_prompt_sha256": [r.get("sha256") for r in records]}
+            "image_strength": records[0].get("strength", 1.0), "image_prompt_sha256": [r.get("sha256") for r in records]}
 
 
 def check_image_prompt(pipe, stored_hashes: list | None, images) -> None:

@@ -79,12 +79,20 @@ class ImagePrompt:
     scales: list[float]
     records: list[dict]  # what the PNG records of each: its pixels' sha256 (or the fused parts), scale
     grids: torch.Tensor | None = None  # (K, cells, C): the images' feature maps (detail tokens), or None
+    init: torch.Tensor | None = None  # (1, C, h, w): the first image's latents, to start from at `strength` (< 1)
+    strength: float = 1.0
+
+    @property
+    def start(self) -> dict:
+        """pipe.denoise's init/strength: from the first image's noised latents, or (strength 1) from pure noise."""
+        return {} if self.init is None else {"init": self.init, "strength": self.strength}
 
     def select(self, rows: list[int]) -> "ImagePrompt":
         """The prompts of images `rows` (a chunk of a call's images; per-image embeddings only)."""
         if self.embeds.ndim == 2:
             return self
-        return ImagePrompt(self.adapter, self.embeds[:, rows], self.scales, self.records, self.grids)
+        return ImagePrompt(self.adapter, self.embeds[:, rows], self.scales, self.records, self.grids, self.init,
+                           self.strength)
 
     def condition(self, unet, batch: int, skip: int = 0) -> ImageCondition:
         """The UNet's ImageCondition for a batch whose first `skip` rows are drawn without the image (classifier-free
@@ -113,10 +121,12 @@ def _check_scale(s) -> float:
     return float(s)
 
 
-def build_image_prompt(pipe, images, scale=1.0, detail: bool = True) -> ImagePrompt | None:
+def build_image_prompt(pipe, images, scale=1.0, detail: bool = True, strength: float = 1.0) -> ImagePrompt | None:
     """The call's ImagePrompt from its image prompt(s) (a PIL image or path, or a list of them) and scale(s) (0-2);
     None when no image prompt is given. `detail`: with the images' feature maps (where the adapter reads them: the
-    look and layout kept closer), else the pooled embeddings alone (freer: what the picture shows)."""
+    look and layout kept closer), else the pooled embeddings alone (freer: what the picture shows). `strength` < 1:
+    start from the first image's latents noised to that share of the schedule (its layout and colours kept, as
+    img2img), 1: from pure noise (only the embedding carries the image)."""
     if images is None or isinstance(images, ImagePrompt):  # an ImagePrompt made otherwise (a fusion's mix)
         return images
     images = list(images) if isinstance(images, (list, tuple)) else [images]
@@ -126,12 +136,16 @@ def build_image_prompt(pipe, images, scale=1.0, detail: bool = True) -> ImagePro
     if len(scales) != len(images):
         raise MinicreamError(f"image_scale: give one value, or one per image prompt ({len(images)}), got {len(scales)}")
     scales = [_check_scale(s) for s in scales]
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 < float(strength) <= 1:
+        raise MinicreamError(f"image_strength must be a number in (0, 1], got {strength!r}")
     adapter = load_adapter(pipe)
     pixels = torch.stack([read_image(im, pipe.image_size) for im in images])
     detail = bool(detail) and bool(adapter.config.grid_dim)
-    records = [{"sha256": pixels_sha(p), "scale": s, "detail": detail} for p, s in zip(pixels, scales)]
+    records = [{"sha256": pixels_sha(p), "scale": s, "detail": detail, "strength": float(strength)}
+               for p, s in zip(pixels, scales)]
     grids = pipe.evaluator.image_grid(pixels) if detail else None
-    return ImagePrompt(adapter, image_embeddings(pipe, pixels), scales, records, grids)
+    init = pipe.encode_image(pixels[:1]) if strength < 1 else None
+    return ImagePrompt(adapter, image_embeddings(pipe, pixels), scales, records, grids, init, float(strength))
 
 
 def embedding_prompt(pipe, embed: torch.Tensor, scale: float, record: dict) -> ImagePrompt:

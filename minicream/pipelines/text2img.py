@@ -15,8 +15,8 @@ from .upscale import UPSCALE, check_size
 
 def text2img(pipe, settings, prompt, filter, style, llm, size, upscale_steps, upscale_noise, num_candidates, keep_top,
              layout, canvas, harmonize, control=None, control_kind=None, control_scale=1.0, control_preprocess="none",
-             image_prompt=None, image_scale=1.0, prior=False, image_detail=True):
-    image = build_image_prompt(pipe, image_prompt, image_scale, image_detail)
+             image_prompt=None, image_scale=1.0, prior=False, image_detail=True, image_strength=1.0):
+    image = build_image_prompt(pipe, image_prompt, image_scale, image_detail, image_strength)
     if prior and image is not None:
         raise MinicreamError("prior draws the image embedding from the text; give it or an image prompt, not both")
     if image is None or (prompt is not None and str(prompt).strip()):
@@ -60,7 +60,8 @@ def _draw(pipe, settings, prompt, filtered, style, num_candidates, keep_top, lay
     # By the generation seed, best-of-N candidates too: a PNG's seed alone, re-run, gives the same image.
     cond, designs = varied_cond(pipe, filtered, style, gen_seeds)
     uncond = pipe.encode_prompt(settings.negative_prompt)
-    latents = pipe.denoise(gen_seeds, cond, uncond, **settings.denoise_args, control=control, image=image)
+    latents = pipe.denoise(gen_seeds, cond, uncond, **settings.denoise_args, control=control, image=image,
+                           **(image.start if image is not None else {}))
     images = pipe.attach(pipe.decode(latents), gen_seeds, prompt, settings, filtered, _records(control, image))
     record_designs(images, filtered, designs, PARAMS_KEY)
     return pipe.rerank(images, filtered.rewritten, num_candidates, keep_top) if num_candidates > 1 else images
@@ -77,7 +78,7 @@ def _records(control, image) -> dict | None:
 
 def _draw_from_image(pipe, settings, gen_seeds, num_candidates, keep_top, control, image):
     cond, uncond = pipe.encode_prompt(""), pipe.encode_prompt(settings.negative_prompt)
-    latents = pipe.denoise(gen_seeds, cond, uncond, **settings.denoise_args, control=control, image=image)
+    latents = pipe.denoise(gen_seeds, cond, uncond, **settings.denoise_args, control=control, image=image, **image.start)
     images = pipe.attach(pipe.decode(latents), gen_seeds, "", settings, None, _records(control, image))
     if num_candidates == 1:
         return images
@@ -110,6 +111,9 @@ MODE = Mode("text2img", "draw images from a prompt", (
            limits={"ge": 0.0, "le": MAX_IMAGE_SCALE}),
     Option("image_detail", "bool", True, "with an image prompt: also read where things are in it (its feature map; "
                                          "closer to the picture) rather than only what it shows"),
+    Option("image_strength", "float", 1.0, "with an image prompt: 1 draws from pure noise (a new picture like it); "
+                                           "less starts from the image itself noised to that share of the schedule "
+                                           "(its layout kept, as img2img)", limits={"gt": 0.0, "le": 1.0}),
     Option("prior", "bool", False, "draw through the prior: the text -> an image embedding (the model's prior) -> the "
                                    "image-prompt adapter, with the text too (Kandinsky's design)"),
 ), text2img)

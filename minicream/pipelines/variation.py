@@ -1,8 +1,9 @@
 """Variations of an image, by one of two methods:
 
-"embedding" (the default for a model with an image-prompt adapter): drawn afresh from new noise, steered by the
-image's embedding through the adapter (Kandinsky's and unCLIP's variations): the concept and look are the image's, the
-layout and details new. With a prompt, the text steers too.
+"embedding" (the default for a model with an image-prompt adapter): steered by the image's embedding through the
+adapter (Kandinsky's and unCLIP's variations), from the image's latents noised to `image_strength` (0.6: its layout
+and colours are a starting point; 1: from pure noise, the embedding alone) with new seeds. With a prompt, the text
+steers too.
 
 "renoise": re-noised to `strength` and redrawn with new seeds. Without a prompt the evaluator names the image (the
 most likely of the model's concepts) and that name is the prompt. Under style "vary" (the default) each variation is
@@ -21,7 +22,8 @@ SAMPLING_LIMITS = {o.name: dict(o.limits) for o in SAMPLING}
 METHODS = ("auto", "embedding", "renoise")
 
 
-def variation(pipe, settings, image, prompt, strength, style, method="auto", image_scale=1.0, image_detail=False):
+def variation(pipe, settings, image, prompt, strength, style, method="auto", image_scale=1.0, image_detail=False,
+              image_strength=0.6):
     if method not in METHODS:
         raise MinicreamError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if method == "embedding" or (method == "auto" and has_image_prompt(pipe)):
@@ -29,7 +31,8 @@ def variation(pipe, settings, image, prompt, strength, style, method="auto", ima
 
         source = load_image(image, pipe.image_size)  # a bad image is refused as the image, before the adapter loads
         images = text2img(pipe, settings, prompt, "offline", style, None, None, None, None, 1, 1, "none", "model", 0.0,
-                          image_prompt=image, image_scale=image_scale, image_detail=image_detail)
+                          image_prompt=image, image_scale=image_scale, image_detail=image_detail,
+                          image_strength=image_strength)
         for im in images:
             im.info["minicream"].update(mode="variation", method="embedding", init_image_sha256=sha(source))
         return images
@@ -57,6 +60,9 @@ MODE = Mode("variation", "variations of an image: the same concept, redrawn with
                                     "model has an adapter", choices=METHODS),
     Option("image_scale", "float", 1.0, "with method embedding: how strongly the image steers",
            limits={"ge": 0.0, "le": MAX_SCALE}),
+    Option("image_strength", "float", 0.6, "with method embedding: share of the schedule that runs from the image's "
+                                           "noised latents (1: from pure noise, only the embedding carries the image)",
+           limits={"gt": 0.0, "le": 1.0}),
     Option("image_detail", "bool", False, "with method embedding: also keep where things are in the image (its feature "
                                           "map); closer to it, less varied"),
 ), variation)
