@@ -106,7 +106,8 @@ def run_variations(pipe, grader, args, out, grid) -> None:
 
     examples = heldout(args.data, args.variations, offset=7)
     res = {"n_sources": len(examples), "per_source": 4}
-    arms = {"embedding": {"method": "embedding"}, "embedding, from noise": {"method": "embedding", "image_strength": 1.0},
+    arms = {"embedding": {"method": "embedding"}, "embedding, with detail": {"method": "embedding", "image_detail": True},
+            "embedding, from noise": {"method": "embedding", "image_strength": 1.0},
             "renoise": {"method": "renoise"}}
     for method, kw in arms.items():
         ss, kept, every, t = [], [], [], time.time()

@@ -36,9 +36,14 @@ def test_every_mode_runs_with_the_models_defaults(shipped, name):
     cases = {"img2img": dict(image=source, prompt="rocket"), "inpaint": dict(image=source, prompt="rocket", mask=right),
              "outpaint": dict(image=source, prompt="red apple", right=32), "variation": dict(image=source, num_images=1),
              "blend": dict(a=source, b="rocket", frames=2), "scene": dict(prompt="a dog face to the left of a red apple"),
-             "story": dict(scenes="a dog face to the left of a red apple | a red apple")}
+             "story": dict(scenes="a dog face to the left of a red apple | a red apple"),
+             "fuse": dict(parts=[source, "rocket"], num_images=1)}
     assert set(cases) | {"text2img"} == set(pipe.modes)
     for mode, options in cases.items():
+        if mode == "fuse" and not pipe.has_image_prompt:  # fusion draws through the image-prompt adapter
+            with pytest.raises(MinicreamError, match="no image-prompt adapter"):
+                pipe.run(mode, seed=2, **options)
+            continue
         images = pipe.run(mode, seed=2, **options)
         p = images[0].info["minicream"]
         assert len(images) == {"blend": 2, "story": 2}.get(mode, 1) and p["steps"] >= 1, mode
@@ -76,3 +81,15 @@ def test_the_full_model_follows_a_sketch_with_its_shipped_controlnet(shipped):
     ImageDraw.Draw(sketch).ellipse((40, 40, 216, 216), outline="black", width=10)  # made for this UNet: not refused
     [im] = pipe("cat face", control=sketch, steps=4, seed=0)
     assert im.info["minicream"]["control"][0]["kind"] == "scribble"
+
+
+def test_the_full_model_takes_image_prompts_with_its_shipped_adapter_and_prior(shipped):
+    pipe = shipped["full"]
+    assert pipe.has_image_prompt and pipe.has_prior  # made for this UNet and evaluator: not refused
+    [source] = pipe("red apple", seed=1, steps=4)
+    [im] = pipe(None, image_prompt=source, steps=4, seed=0)
+    assert im.info["minicream"]["image_prompt"][0]["detail"] is True
+    [im] = pipe("red apple", prior=True, steps=4, seed=0)
+    assert im.info["minicream"]["image_prompt"][0]["prior"] is True
+    [v] = pipe.run("variation", image=source, num_images=1, steps=4, seed=0)
+    assert v.info["minicream"]["method"] == "embedding"

@@ -72,7 +72,7 @@ def run_prior(cfg: PriorRecipe, run_dir: str | Path, resume: bool = False) -> Pa
                                             "text_dim": text.pooled.shape[1]}))
         log(f"prior: {sum(p.numel() for p in net.parameters()) / 1e6:.2f} M parameters")
         net, stats = train_logged(net, prior_loss(embeds, choices, text, empty_id, cfg.caption_dropout), len(embeds),
-                                  cfg.train, run, "prior", log, resume)
+                                  cfg.train, run, "prior_train", log, resume, label="prior")
         export_part(net, folder, PRIOR_SETTINGS, {"model": pipe.model_dir.name, "evaluator_hash": evaluator_hash(pipe),
                                                   "text_encoder": pipe.index.get("text_encoder")}, cfg, stats)
         mark_done(run, "export", {})

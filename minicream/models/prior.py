@@ -25,7 +25,7 @@ from .layers import timestep_embedding, zero_init
 class PriorConfig:
     embed_dim: int = 192  # the image embedding (the evaluator's joint space)
     text_dim: int = 384  # the text encoder's pooled vector
-    width: int = 768
+    width: int = 256
     depth: int = 4
 
     def __post_init__(self):
