@@ -4,8 +4,8 @@
 
 Sets (--sets):
   prompt      --heldout held-out test images (never trained on; spread evenly over the split, no skin tones), image i
-              drawn from the image alone with seed i (`image_prompt=`, no text; from pure noise, and from the image's
-              latents noised to 0.6), and for reference from its caption alone ("OK button, twemoji"). Graded: the nearest real image among the *training* split (so the held-out image
+              drawn from the image alone with seed i (`image_prompt=`, no text) in the arms of ARMS below, and for
+              reference from its caption alone ("OK button, twemoji"). Graded: the nearest real image among the *training* split (so the held-out image
               itself is never in the gallery: a copy does not win by being itself) names the image's concept, top-1 /
               top-5 over every concept; beside it top-5 by the nearest among every image of the dataset (train and
               test, the coverage benchmark's judge); SSIM to the prompt image (a copy would be near 1).
@@ -74,14 +74,21 @@ class EveryImage:
         return [concept in [self.pool[k] for k in r] for r in ranked.tolist()]
 
 
+def ARMS(image, caption) -> dict:
+    """The prompt set's arms: the image prompt at its defaults (from the image's latents noised to 0.6), from pure
+    noise, the same start without the adapter (image_scale 0: what img2img alone keeps), and the caption alone."""
+    return {"image (default: from the image at 0.6)": {"image_prompt": image},
+            "image, from pure noise": {"image_prompt": image, "image_strength": 1.0},
+            "the image at 0.6 without the adapter": {"image_prompt": image, "image_scale": 0.0},
+            "caption alone": {"prompt": caption, "filter": "none"}}
+
+
 def run_prompt(pipe, grader, args, out, grid) -> None:
     examples = heldout(args.data, args.heldout)
-    rows = {"image": [], "image, from the image at 0.6": [], "text": []}
+    rows = {k: [] for k in ARMS(None, None)}
     secs = {k: 0.0 for k in rows}
     for i, e in enumerate(examples):
-        for arm, kw in (("image", {"image_prompt": pil(e)}),
-                        ("image, from the image at 0.6", {"image_prompt": pil(e), "image_strength": 0.6}),
-                        ("text", {"prompt": e.text, "filter": "none"})):
+        for arm, kw in ARMS(pil(e), e.text).items():
             t = time.time()
             [im] = pipe.run("text2img", **{"prompt": None, **kw}, num_images=1, seed=i, steps=args.steps)
             secs[arm] += time.time() - t
@@ -95,7 +102,8 @@ def run_prompt(pipe, grader, args, out, grid) -> None:
     for arm, rs in rows.items():
         res[arm] = {k: round(float(np.mean([r[k] for r in rs])), 4) for k in ("top1", "top5", "top5_every_image", "ssim")}
         res[arm]["seconds_per_image"] = round(secs[arm] / len(examples), 3)
-    res["image"]["ssim_over_0.8"] = sum(r["ssim"] > 0.8 for r in rows["image"])
+    for arm in ARMS(None, None):
+        res[arm]["ssim_over_0.8"] = sum(r["ssim"] > 0.8 for r in rows[arm])
     out["prompt"] = res
     print("prompt", json.dumps(res))
 
@@ -106,8 +114,9 @@ def run_variations(pipe, grader, args, out, grid) -> None:
 
     examples = heldout(args.data, args.variations, offset=7)
     res = {"n_sources": len(examples), "per_source": 4}
-    arms = {"embedding": {"method": "embedding"}, "embedding, with detail": {"method": "embedding", "image_detail": True},
-            "embedding, from noise": {"method": "embedding", "image_strength": 1.0},
+    arms = {"embedding (default: with detail, from the image at 0.6)": {"method": "embedding"},
+            "embedding, without detail": {"method": "embedding", "image_detail": False},
+            "embedding, from pure noise": {"method": "embedding", "image_strength": 1.0},
             "renoise": {"method": "renoise"}}
     for method, kw in arms.items():
         ss, kept, every, t = [], [], [], time.time()
@@ -117,7 +126,7 @@ def run_variations(pipe, grader, args, out, grid) -> None:
             ss.append(pairwise_ssim(to_uint8([im.convert("RGB") for im in ims])))
             kept += [g["top5"] for g in grader.grade(ims, e.meta["concept"])]
             every += args.every.top5(ims, e.meta["concept"])
-            if i < args.grid_rows and method == "embedding":
+            if i < args.grid_rows and method.startswith("embedding (default"):
                 grid.append([pil(e), *ims])
         res[method] = {"pairwise_ssim": round(float(np.mean(ss)), 4), "concept_kept_top5": round(float(np.mean(kept)), 4),
                        "concept_kept_top5_every_image": round(float(np.mean(every)), 4),

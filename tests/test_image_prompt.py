@@ -69,7 +69,7 @@ def test_sampling_with_an_image_prompt(prompted_model, picture):
     args = dict(num_images=2, steps=3, seed=5, filter="none")
     plain = pipe("red apple", **args)
     prompted = pipe("red apple", image_prompt=str(picture), **args)
-    zero = pipe("red apple", image_prompt=str(picture), image_scale=0.0, **args)
+    zero = pipe("red apple", image_prompt=str(picture), image_scale=0.0, image_strength=1.0, **args)
     assert [a.tobytes() for a in zero] == [a.tobytes() for a in plain]  # scale 0 is the plain model, bit for bit
     assert all(a.tobytes() != b.tobytes() for a, b in zip(prompted, plain))
     again = pipe("red apple", image_prompt=Image.open(picture), **args)
@@ -246,7 +246,7 @@ def test_variations_from_the_embedding_and_their_rerun(prompted_model, picture, 
     v = pipe.run("variation", image=str(picture), num_images=2, steps=2, seed=3)
     p = v[0].info["minicream"]
     assert p["mode"] == "variation" and p["method"] == "embedding" and p["image_prompt"][0]["scale"] == 1.0
-    assert p["image_prompt"][0]["strength"] == 0.6 and p["image_prompt"][0]["detail"] is False
+    assert p["image_prompt"][0]["strength"] == 0.6 and p["image_prompt"][0]["detail"] is True
     old = pipe.run("variation", image=str(picture), num_images=1, steps=2, seed=3, method="renoise")
     assert old[0].info["minicream"].get("method") is None
     r = run_cli("vary", str(picture), "--model", str(prompted_model), "-n", "1", "--steps", "2", "--seed", "4",

@@ -15,7 +15,7 @@ from .upscale import UPSCALE, check_size
 
 def text2img(pipe, settings, prompt, filter, style, llm, size, upscale_steps, upscale_noise, num_candidates, keep_top,
              layout, canvas, harmonize, control=None, control_kind=None, control_scale=1.0, control_preprocess="none",
-             image_prompt=None, image_scale=1.0, prior=False, image_detail=True, image_strength=1.0):
+             image_prompt=None, image_scale=1.0, prior=False, image_detail=True, image_strength=0.6):
     image = build_image_prompt(pipe, image_prompt, image_scale, image_detail, image_strength)
     if prior and image is not None:
         raise MinicreamError("prior draws the image embedding from the text; give it or an image prompt, not both")
@@ -111,9 +111,10 @@ MODE = Mode("text2img", "draw images from a prompt", (
            limits={"ge": 0.0, "le": MAX_IMAGE_SCALE}),
     Option("image_detail", "bool", True, "with an image prompt: also read where things are in it (its feature map; "
                                          "closer to the picture) rather than only what it shows"),
-    Option("image_strength", "float", 1.0, "with an image prompt: 1 draws from pure noise (a new picture like it); "
-                                           "less starts from the image itself noised to that share of the schedule "
-                                           "(its layout kept, as img2img)", limits={"gt": 0.0, "le": 1.0}),
+    Option("image_strength", "float", 0.6, "with an image prompt: the share of the schedule that runs from the image's "
+                                           "own noised latents (its layout and colours a starting point, as img2img); "
+                                           "1 draws from pure noise (only the embedding carries the image)",
+           limits={"gt": 0.0, "le": 1.0}),
     Option("prior", "bool", False, "draw through the prior: the text -> an image embedding (the model's prior) -> the "
                                    "image-prompt adapter, with the text too (Kandinsky's design)"),
 ), text2img)

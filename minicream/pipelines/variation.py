@@ -22,7 +22,7 @@ SAMPLING_LIMITS = {o.name: dict(o.limits) for o in SAMPLING}
 METHODS = ("auto", "embedding", "renoise")
 
 
-def variation(pipe, settings, image, prompt, strength, style, method="auto", image_scale=1.0, image_detail=False,
+def variation(pipe, settings, image, prompt, strength, style, method="auto", image_scale=1.0, image_detail=True,
               image_strength=0.6):
     if method not in METHODS:
         raise MinicreamError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -63,6 +63,6 @@ MODE = Mode("variation", "variations of an image: the same concept, redrawn with
     Option("image_strength", "float", 0.6, "with method embedding: share of the schedule that runs from the image's "
                                            "noised latents (1: from pure noise, only the embedding carries the image)",
            limits={"gt": 0.0, "le": 1.0}),
-    Option("image_detail", "bool", False, "with method embedding: also keep where things are in the image (its feature "
-                                          "map); closer to it, less varied"),
+    Option("image_detail", "bool", True, "with method embedding: also read where things are in the image (its feature "
+                                         "map), not only what it shows"),
 ), variation)
