@@ -44,7 +44,9 @@ def picture(tmp_path_factory):
 def test_a_new_adapter_changes_nothing_and_rows_without_an_image_are_the_plain_unet(tiny_pipe):
     from minicream.models.image_adapter import ImagePromptAdapter
 
-    unet = tiny_pipe.unet.float()
+    import copy
+
+    unet = copy.deepcopy(tiny_pipe.unet).float()  # the session's pipeline keeps its own dtype
     adapter = ImagePromptAdapter.from_unet(unet, image_dim=16)
     cond = tiny_pipe.encode_prompt("red apple")
     x = torch.randn(2, *tiny_pipe.latent_shape, generator=torch.Generator().manual_seed(0))
