@@ -245,12 +245,13 @@ def run_prior(pipe, args, out) -> None:
     out["prior"] = res
 
 
-def save_grid(rows: list[list[Image.Image]], path: str, scale: int = 2) -> None:
+def save_grid(rows: list[list[Image.Image]], path: str) -> None:
+    """One row per example (64 px tiles, enlarged 2x), shorter rows padded with white."""
+    from minicream.io.grid import image_grid
+
     width = max(len(r) for r in rows)
-    tiles = [np.concatenate([np.array(im.convert("RGB").resize((64, 64))) for im in r]
-                            + [np.full((64, 64 * (width - len(r)), 3), 255, np.uint8)] * (len(r) < width), 1) for r in rows]
-    g = Image.fromarray(np.concatenate(tiles, 0))
-    g.resize((g.width * scale, g.height * scale), Image.NEAREST).save(path)
+    white = Image.new("RGB", (64, 64), "white")
+    image_grid([im.convert("RGB").resize((64, 64)) for r in rows for im in r + [white] * (width - len(r))], width).save(path)
     print(path)
 
 
