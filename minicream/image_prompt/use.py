@@ -148,11 +148,5 @@ def build_image_prompt(pipe, images, scale=1.0, detail: bool = True, strength: f
     return ImagePrompt(adapter, image_embeddings(pipe, pixels), scales, records, grids, init, float(strength))
 
 
-def embedding_prompt(pipe, embed: torch.Tensor, scale: float, record: dict) -> ImagePrompt:
-    """An ImagePrompt from an embedding made otherwise (the prior's, or a fusion of images and texts)."""
-    return ImagePrompt(load_adapter(pipe), torch.nn.functional.normalize(embed.float().reshape(1, -1), dim=-1),
-                       [_check_scale(scale)], [dict(record, scale=float(scale))])
-
-
-__all__ = ["MAX_IMAGES", "MAX_SCALE", "ImagePrompt", "build_image_prompt", "embedding_prompt", "has_image_prompt",
+__all__ = ["MAX_IMAGES", "MAX_SCALE", "ImagePrompt", "build_image_prompt", "has_image_prompt",
            "image_embeddings", "load_adapter", "pixels_sha", "read_image"]
