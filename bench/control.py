@@ -28,8 +28,9 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-def heldout(root: str, n: int, moved: bool) -> list:
-    """n held-out examples spread evenly over the test split; `moved`: each one zoomed out and moved (seeded), as a
+def heldout(root: str, n: int, moved: bool, offset: float = 0.0) -> list:
+    """n held-out examples spread evenly over the test split, from `offset` (0: the test set reported; 0.5: the ones
+    halfway between, a disjoint dev set for choosing defaults); `moved`: each one zoomed out and moved (seeded), as a
     drawing may put the object anywhere and at any size (the model's own pictures are centred)."""
     import random
 
@@ -37,7 +38,7 @@ def heldout(root: str, n: int, moved: bool) -> list:
     from minicream.data.images import zoom_shift
 
     ex = [e for e in load_caption_folder(root, size=64, split="test") if not e.meta.get("skin_tone") and e.meta.get("concept")]
-    ex = [ex[i * len(ex) // n] for i in range(n)]
+    ex = [ex[int((i + offset) * len(ex) / n)] for i in range(n)]
     if not moved:
         return ex
     rng = random.Random(0)
@@ -63,35 +64,40 @@ def run(args) -> dict:
         net_kind = args.edges_kind if kind == "edges" else args.scribble_kind
         if n == 0:
             continue
-        examples = heldout(args.data, n, moved)
+        examples = heldout(args.data, n, moved, args.offset)
         real = images_to_tensor(examples)
         edges = edge_maps(real).float() / 255  # (n, 1, 64, 64)
         hints = edges if kind == "edges" else torch.cat(
             [scribbles(edges[i:i + 1], torch.Generator().manual_seed(1000 + i)) for i in range(n)])
-        rows = {"plain": [], "control": []}
-        t0 = {"plain": 0.0, "control": 0.0}
+        arms = {"plain": {}} | {label: {"control_kind": net_kind, "control_scale": sc, "control_end": end}
+                                for label, sc, end in args.arms}
+        rows = {arm: [] for arm in arms}
+        t0 = dict.fromkeys(arms, 0.0)
         for i, e in enumerate(examples):
             hint_img = Image.fromarray((hints[i, 0] * 255).byte().numpy(), "L")
-            for arm, extra in (("plain", {}), ("control", {"control": hint_img, "control_kind": net_kind,
-                                                             "control_scale": args.scale})):
+            for arm, extra in arms.items():
                 start = time.time()
-                [im] = pipe(e.text, num_images=1, seed=i, filter="none", steps=args.steps, **extra)
+                [im] = pipe(e.text, num_images=1, seed=i, filter="none", steps=args.steps,
+                            **({"control": hint_img} if extra else {}), **extra)
                 t0[arm] += time.time() - start
                 drawn = edge_maps(to_uint8([im]))[0, 0].numpy() > 0
                 s = edge_scores(drawn, edges[i, 0].numpy() > 0, tol)
                 [g] = grader.grade([im], e.meta["concept"])
                 rows[arm].append({**s, "top1": g["top1"], "top5": g["top5"], "concept": e.meta["concept"],
-                                   "image": im})
+                                  "image": im})
             if i < args.grid_rows and name in args.grid_sets.split(","):
-                grid_rows.append((real[i], hints[i, 0], rows["plain"][-1]["image"], rows["control"][-1]["image"]))
-        res = {"n": n, "kind": kind, "controlnet": net_kind, "moved": moved, "tolerance_px": tol, "scale": args.scale}
+                grid_rows.append((real[i], hints[i, 0], rows["plain"][-1]["image"], rows[args.arms[0][0]][-1]["image"]))
+        res = {"n": n, "kind": kind, "controlnet": net_kind, "moved": moved, "tolerance_px": tol, "offset": args.offset}
         for arm, rs in rows.items():
-            res[arm] = {k: round(float(np.mean([r[k] for r in rs])), 4) for k in ("precision", "recall", "f1", "top1", "top5")}
-            finite = [r["chamfer"] for r in rs if np.isfinite(r["chamfer"])]
-            res[arm]["chamfer_px"] = round(float(np.mean(finite)), 3) if finite else None
-            res[arm]["seconds_per_image"] = round(t0[arm] / n, 3)
-        res["f1_better"] = sum(c["f1"] > p["f1"] for c, p in zip(rows["control"], rows["plain"]))
-        res["concept_kept"] = round(res["control"]["top5"] / max(res["plain"]["top5"], 1e-9), 3)
+            r = res[arm] = {k: round(float(np.mean([r[k] for r in rs])), 4)
+                            for k in ("precision", "recall", "f1", "top1", "top5")}
+            finite = [x["chamfer"] for x in rs if np.isfinite(x["chamfer"])]
+            r["chamfer_px"] = round(float(np.mean(finite)), 3) if finite else None
+            r["seconds_per_image"] = round(t0[arm] / n, 3)
+            if arm != "plain":
+                r.update(arms[arm])
+                r["f1_better"] = sum(c["f1"] > p["f1"] for c, p in zip(rs, rows["plain"]))
+                r["concept_kept"] = round(r["top5"] / max(res["plain"]["top5"], 1e-9), 3)
         out["sets"][name] = res
         print(name, json.dumps(res))
     if args.grid:
@@ -129,11 +135,15 @@ def main() -> None:
     ap.add_argument("--edges-kind", default="edges", help="the ControlNet that reads the edge maps")
     ap.add_argument("--scribble-kind", default="scribble", help="the ControlNet that reads the scribbles")
     ap.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
-    ap.add_argument("--scale", type=float, default=1.0, help="control_scale")
+    ap.add_argument("--arms", default="1:1", help="the controlled arms, SCALE:END,... (control_scale, control_end: the "
+                                                  "share of the schedule the control steers); the grid shows the first")
+    ap.add_argument("--offset", type=float, default=0.0,
+                    help="0: the test images reported; 0.5: the ones between them (a disjoint dev set)")
     ap.add_argument("--grid", help="write a grid PNG here")
     ap.add_argument("--grid-rows", type=int, default=6, help="rows of each kind in the grid")
     ap.add_argument("--json", default="bench/last_control.json")
     args = ap.parse_args()
+    args.arms = [(f"scale {a} end {b}", float(a), float(b)) for a, b in (x.split(":") for x in args.arms.split(","))]
     res = run(args)
     Path(args.json).write_text(json.dumps(res, indent=1))
     print(args.json)

@@ -177,12 +177,39 @@ def test_sampling_with_controls(controlled_model, sketch):
     assert len(stacked[0].info["minicream"]["control"]) == 2
 
 
+def test_a_control_steers_only_inside_its_window(controlled_model, sketch):
+    from minicream.control.use import build_control
+    from minicream.pipelines import Pipeline
+
+    pipe = Pipeline.from_pretrained(controlled_model)
+    cond = pipe.encode_prompt("red apple")
+    cond.hidden, x = cond.hidden.to(pipe.unet_dtype), torch.zeros(1, *pipe.latent_shape, dtype=pipe.unet_dtype)
+    late = build_control(pipe, str(sketch), "edges", 1.0, start=0.0, end=0.4)  # steers while t/T >= 0.6
+    residual = lambda c, t: c.residuals(x, torch.tensor([t]), cond.hidden, cond.mask, cond.pooled)
+    assert residual(late, 900.0) is not None and residual(late, 600.0) is not None
+    assert residual(late, 599.0) is None and residual(late, 10.0) is None
+    early = build_control(pipe, str(sketch), "edges", 1.0, start=0.5, end=1.0)
+    assert residual(early, 900.0) is None and residual(early, 100.0) is not None
+    both = build_control(pipe, [str(sketch), str(sketch)], ["edges", "scribble"], 1.0, start=[0.0, 0.5], end=[0.4, 1.0])
+    assert residual(both, 900.0) is not None and residual(both, 550.0) is None and residual(both, 100.0) is not None
+
+    args = dict(num_images=1, steps=4, seed=2, filter="none", control=str(sketch))
+    full = pipe("red apple", **args)
+    assert pipe("red apple", control_start=0.0, control_end=1.0, **args)[0].tobytes() == full[0].tobytes()
+    plain = pipe("red apple", num_images=1, steps=4, seed=2, filter="none")
+    half = pipe("red apple", control_end=0.5, **args)
+    assert half[0].tobytes() not in (full[0].tobytes(), plain[0].tobytes())
+    assert half[0].info["minicream"]["control"][0]["end"] == 0.5
+
+
 @pytest.mark.parametrize("options, message", [
     (dict(control_scale=3.0), "control_scale"),
     (dict(control_kind="depth"), "control_kind"),
     (dict(control_preprocess="blur"), "control_preprocess"),
     (dict(layout={"objects": [{"caption": "red apple", "box": [0, 0, 32, 32]}]}), "layout"),
     (dict(control_kind=["edges", "edges"]), "one per control image"),
+    (dict(control_start=0.6, control_end=0.5), "control_start"),
+    (dict(control_end=1.5), "control_end"),
 ])
 def test_bad_control_options_are_one_line_errors(controlled_model, sketch, options, message):
     from minicream.pipelines import Pipeline
@@ -213,10 +240,10 @@ def test_cli_control_and_from(controlled_model, sketch, tmp_path):
     from test_cli import run_cli
 
     r = run_cli("generate", "red apple", "--model", str(controlled_model), "--control", str(sketch), "--control-scale",
-                "0.8", "-n", "1", "--steps", "2", "--seed", "3", "--out", str(tmp_path / "a"))
+                "0.8", "--control-end", "0.7", "-n", "1", "--steps", "2", "--seed", "3", "--out", str(tmp_path / "a"))
     assert r.returncode == 0, r.stderr
     first = next((tmp_path / "a").glob("*.png"))
-    assert read_png_params(first)["control"][0]["scale"] == 0.8
+    assert read_png_params(first)["control"][0]["scale"] == 0.8 and read_png_params(first)["control"][0]["end"] == 0.7
     r = run_cli("generate", "--from", str(first), "--model", str(controlled_model), "--control", str(sketch),
                 "-n", "1", "--out", str(tmp_path / "b"))
     assert r.returncode == 0, r.stderr
@@ -273,12 +300,13 @@ def test_the_page_sketch_pad_draws_a_circle_and_generates(browser, controlled_mo
         page.fill("#prompt", "red apple")
         page.fill("#steps", "2")
         page.fill("#num_images", "1")
+        page.fill("#sketch-end", "0.8")
         page.click("#generate")
         page.wait_for_selector("#results .card img", timeout=120_000)
         raw = base64.b64decode(page.get_attribute("#results .card img", "src").split(",", 1)[1])
         params = json.loads(Image.open(io.BytesIO(raw)).info["minicream"])
         [control] = params["control"]
-        assert control["kind"] == "scribble" and control["scale"] == 1.0
+        assert control["kind"] == "scribble" and control["scale"] == 1.0 and control["end"] == 0.8
         from minicream.control.use import hint_sha
 
         assert control["sha256"] != hint_sha(torch.zeros(1, 64, 64))  # the drawing, not an empty pad

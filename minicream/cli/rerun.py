@@ -43,13 +43,16 @@ def stored_options(p: dict) -> dict:
 
 
 def control_options(p: dict) -> dict:
-    """A PNG's control records -> the re-run's control_kind / control_scale / control_preprocess options (one
-    control: values; several: lists) and the hashes its control images must have."""
+    """A PNG's control records -> the re-run's control_kind / control_scale / control_preprocess / control_start /
+    control_end options (one control: values; several: lists; a record without a window steered at every step) and
+    the hashes its control images must have."""
     records = p.get("control")
     if not isinstance(records, list) or not records or not all(isinstance(r, dict) for r in records):
         return {}
+    records = [{"start": 0.0, "end": 1.0, **r} for r in records]  # drawn before the window existed: every step
     pick = (lambda key: records[0].get(key)) if len(records) == 1 else (lambda key: [r.get(key) for r in records])
     return {"control_kind": pick("kind"), "control_scale": pick("scale"), "control_preprocess": pick("preprocess"),
+            "control_start": pick("start"), "control_end": pick("end"),
             "control_sha256": [r.get("sha256") for r in records]}
 
 

@@ -7,7 +7,7 @@ model (or for an earlier sitting of this one) is refused in one line.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -48,17 +48,27 @@ def load_controlnet(pipe, kind: str) -> ControlNet:
 
 @dataclass
 class Control:
-    """The call's controls: one ControlNet, hint (1, 1, S, S) and scale each, the same for every image."""
+    """The call's controls: one ControlNet, hint (1, 1, S, S), scale and steering window each, the same for every
+    image. A control steers while the schedule's progress 1 - t/T lies in its [start, end] (diffusers'
+    control_guidance_start / _end, by noise level): the structure is set at high noise, and with end < 1 the text
+    alone draws the last details."""
 
     nets: list[ControlNet]
     hints: list[torch.Tensor]
     scales: list[float]
-    records: list[dict]  # what the PNG records of each: kind, scale, preprocess, the hint's sha256
+    records: list[dict]  # what the PNG records of each: kind, scale, preprocess, the hint's sha256, start, end
+    windows: list[tuple[float, float]] = field(default_factory=list)
+    num_train_timesteps: int = 1000
 
     def residuals(self, x, t, hidden, mask, pooled):
-        parts = [net(x, t, hidden, mask, pooled, hint.to(x.device).expand(len(x), -1, -1, -1))
-                 for net, hint in zip(self.nets, self.hints)]
-        return combine(parts, self.scales)
+        """The summed scaled residuals of the controls steering at t, or None when none does (the plain UNet)."""
+        progress = 1.0 - float(t.max()) / self.num_train_timesteps
+        on = [i for i, (a, b) in enumerate(self.windows or [(0.0, 1.0)] * len(self.nets)) if a <= progress <= b]
+        if not on:
+            return None
+        parts = [self.nets[i](x, t, hidden, mask, pooled, self.hints[i].to(x.device).expand(len(x), -1, -1, -1))
+                 for i in on]
+        return combine(parts, [self.scales[i] for i in on])
 
 
 def _as_list(value, n: int, name: str) -> list:
@@ -79,10 +89,11 @@ def hint_sha(hint: torch.Tensor) -> str:
     return hashlib.sha256((hint * 255).round().to(torch.uint8).contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
-def build_control(pipe, images, kind=None, scale=1.0, preprocess="none") -> Control | None:
+def build_control(pipe, images, kind=None, scale=1.0, preprocess="none", start=0.0, end=1.0) -> Control | None:
     """The call's Control from its control image(s) (a PIL image or path, or a list of them), each one's kind (default:
-    the model's first ControlNet), scale (0-2) and preprocessing ("none": a drawing or edge map as it is; "edges": a
-    picture whose edges are taken); None when no control image is given."""
+    the model's first ControlNet), scale (0-2), preprocessing ("none": a drawing or edge map as it is; "edges": a
+    picture whose edges are taken) and steering window (start < end, shares of the schedule from pure noise);
+    None when no control image is given."""
     if images is None:
         return None
     images = list(images) if isinstance(images, (list, tuple)) else [images]
@@ -93,22 +104,30 @@ def build_control(pipe, images, kind=None, scale=1.0, preprocess="none") -> Cont
         if not have:
             raise MinicreamError(f"{pipe.model_dir.name} has no ControlNet (train one with `minicream train-control`)")
         kind = have[0]
-    kinds_, scales, preps = (_as_list(v, len(images), n) for v, n in
-                             ((kind, "control_kind"), (scale, "control_scale"), (preprocess, "control_preprocess")))
-    out = Control([], [], [], [])
-    for image, k, s, p in zip(images, kinds_, scales, preps):
+    kinds_, scales, preps, starts, ends = (_as_list(v, len(images), n) for v, n in (
+        (kind, "control_kind"), (scale, "control_scale"), (preprocess, "control_preprocess"),
+        (start, "control_start"), (end, "control_end")))
+    out = Control([], [], [], [], [], pipe.index["objective"].get("num_train_timesteps", 1000))
+    for image, k, s, p, a, b in zip(images, kinds_, scales, preps, starts, ends):
         if k not in KINDS:
             raise MinicreamError(f"control_kind must be one of {', '.join(KINDS)}, got {k!r}")
         if p not in PREPROCESS:
             raise MinicreamError(f"control_preprocess must be one of {', '.join(PREPROCESS)}, got {p!r}")
         if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 <= float(s) <= MAX_SCALE:
             raise MinicreamError(f"control_scale must be a number from 0 to {MAX_SCALE:g}, got {s!r}")
+        for value, name in ((a, "control_start"), (b, "control_end")):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= float(value) <= 1:
+                raise MinicreamError(f"{name} must be a number from 0 to 1, got {value!r}")
+        if float(a) >= float(b):
+            raise MinicreamError(f"control_start ({a:g}) must be below control_end ({b:g})")
         net = load_controlnet(pipe, k)
         hint = read_hint(image, pipe.image_size, p)
         out.nets.append(net)
         out.hints.append(hint[None])
         out.scales.append(float(s))
-        out.records.append({"kind": k, "scale": float(s), "preprocess": p, "sha256": hint_sha(hint)})
+        out.windows.append((float(a), float(b)))
+        out.records.append({"kind": k, "scale": float(s), "preprocess": p, "sha256": hint_sha(hint),
+                            "start": float(a), "end": float(b)})
     return out
 
 

@@ -15,13 +15,14 @@ from .upscale import UPSCALE, check_size
 
 def text2img(pipe, settings, prompt, filter, style, llm, size, upscale_steps, upscale_noise, num_candidates, keep_top,
              layout, canvas, harmonize, control=None, control_kind=None, control_scale=1.0, control_preprocess="none",
-             image_prompt=None, image_scale=1.0, prior=False, image_detail=True, image_strength=0.6):
+             control_start=0.0, control_end=1.0, image_prompt=None, image_scale=1.0, prior=False, image_detail=True, image_strength=0.6):
     image = build_image_prompt(pipe, image_prompt, image_scale, image_detail, image_strength)
     if prior and image is not None:
         raise MinicreamError("prior draws the image embedding from the text; give it or an image prompt, not both")
     if image is None or (prompt is not None and str(prompt).strip()):
         pipe.check_prompt(prompt)
-    control = build_control(pipe, control, control_kind, control_scale, control_preprocess)
+    control = build_control(pipe, control, control_kind, control_scale, control_preprocess, control_start,
+                            control_end)
     for given, what in ((control, "a control image gives the picture's structure"), (image, "an image prompt draws one picture")):
         if given is not None:  # the prompt is drawn as one caption
             if layout not in (None, "none"):
@@ -105,6 +106,11 @@ MODE = Mode("text2img", "draw images from a prompt", (
            limits={"ge": 0.0, "le": MAX_SCALE}),
     Option("control_preprocess", "str", "none", "none: the control image is lines already; edges: take a picture's "
                                                 "edges (Canny) as the control", choices=("none", "edges")),
+    Option("control_start", "float", 0.0, "the share of the schedule (from pure noise, by noise level) before the "
+                                           "control starts to steer", limits={"ge": 0.0, "lt": 1.0}),
+    Option("control_end", "float", 1.0, "the share of the schedule (from pure noise, by noise level) after which the "
+                                        "control stops steering and the text alone draws the details",
+           limits={"gt": 0.0, "le": 1.0}),
     Option("image_prompt", "image", None, "an image as the prompt (the model's image-prompt adapter): draw more like it, "
                                           "with or without text; several (a list) stack in the Python API"),
     Option("image_scale", "float", 1.0, "how strongly the image prompt (or the prior's embedding) steers (0 = not at all)",

@@ -1,7 +1,7 @@
 // The sketch pad (issue 33): draw with the mouse (or a pen or a finger) and generate from the drawing through the
 // model's ControlNet. Shown when the chosen model has one (GET /api/models "controls": its kinds); a drawing with
-// at least one stroke is sent with /api/generate as `control` (a PNG data URL), with `control_kind` and
-// `control_scale`. Hooks in app.js: sketchModel(m) in applyModel(), sketchForm() in readForm().
+// at least one stroke is sent with /api/generate as `control` (a PNG data URL), with `control_kind`,
+// `control_scale` and `control_end`. Hooks in app.js: sketchModel(m) in applyModel(), sketchForm() in readForm().
 "use strict";
 
 const sketch = { strokes: 0, drawing: false, last: null };
@@ -62,7 +62,7 @@ function sketchModel(m) {
 function sketchForm() {  // the control fields of /api/generate
   if ($("sketch-panel").hidden || !sketch.strokes) return {};
   return { control: $("sketch-canvas").toDataURL("image/png"), control_kind: $("sketch-kind").value,
-           control_scale: Number($("sketch-scale").value) };
+           control_scale: Number($("sketch-scale").value), control_end: Number($("sketch-end").value) };
 }
 
 document.addEventListener("DOMContentLoaded", sketchSetup);
