@@ -8,7 +8,8 @@ Sets (--sets):
               reference from its caption alone ("OK button, twemoji"). Graded: the nearest real image among the *training* split (so the held-out image
               itself is never in the gallery: a copy does not win by being itself) names the image's concept, top-1 /
               top-5 over every concept; beside it top-5 by the nearest among every image of the dataset (train and
-              test, the coverage benchmark's judge); SSIM to the prompt image (a copy would be near 1).
+              test, the coverage benchmark's judge), and by the nearest among every image but the prompt image itself
+              (leave-one-out: the prompt's own copy cannot name it); SSIM to the prompt image (a copy would be near 1).
   variations  --variations held-out images, 4 variations each (`vary`, seeds 4i..4i+3): by the embedding (the
               default with an adapter: from the image's latents noised to 0.6), by the embedding from pure noise, and
               by re-noising (the method before it): mean pairwise SSIM among an image's variations, and how often the
@@ -66,11 +67,23 @@ class EveryImage:
 
         self.judge = NearestJudge.from_dataset(root)
         self.pool = sorted(set(self.judge.concepts))
+        index = {c: i for i, c in enumerate(self.pool)}
+        self.cols = torch.tensor([index[c] for c in self.judge.concepts])
 
-    def top5(self, images, concept: str) -> list[bool]:
+    def top5(self, images, concept: str, leave_out=None) -> list[bool]:
+        """Does the judge name `concept` in its top 5? `leave_out`: an image (the prompt or source) whose own copy in
+        the gallery is left out, so a picture close to it must be named by the *other* images of its concept."""
+        from minicream.eval.nearest import features
         from minicream.evaluator.scorer import to_uint8
 
-        ranked = self.judge.class_probs(to_uint8([im.convert("RGB") for im in images]), self.pool).topk(5, dim=1).indices
+        judge, px = self.judge, to_uint8([im.convert("RGB") for im in images])
+        keep = torch.ones(len(judge.concepts), dtype=torch.bool)
+        if leave_out is not None:
+            keep &= judge.db @ features(to_uint8([leave_out.convert("RGB")]))[0] < 0.9999
+        cols = self.cols[keep]
+        sim = features(px) @ judge.db[keep].t()
+        best = torch.full((len(px), len(self.pool)), -1.0).scatter_reduce(1, cols[None].expand(len(px), -1), sim, "amax")
+        ranked = best.topk(5, dim=1).indices
         return [concept in [self.pool[k] for k in r] for r in ranked.tolist()]
 
 
@@ -94,13 +107,16 @@ def run_prompt(pipe, grader, args, out, grid) -> None:
             secs[arm] += time.time() - t
             [g] = grader.grade([im], e.meta["concept"])
             [every] = args.every.top5([im], e.meta["concept"])
-            rows[arm].append({"top1": g["top1"], "top5": g["top5"], "top5_every_image": every, "ssim": ssim(im, pil(e)),
+            [others] = args.every.top5([im], e.meta["concept"], leave_out=pil(e))
+            rows[arm].append({"top1": g["top1"], "top5": g["top5"], "top5_every_image": every,
+                              "top5_every_other_image": others, "ssim": ssim(im, pil(e)),
                               "image": im})
         if i < args.grid_rows:
             grid.append([pil(e)] + [rows[k][-1]["image"] for k in rows])
     res = {"n": len(examples), "gallery": "training split (the held-out image is not in it)"}
     for arm, rs in rows.items():
-        res[arm] = {k: round(float(np.mean([r[k] for r in rs])), 4) for k in ("top1", "top5", "top5_every_image", "ssim")}
+        res[arm] = {k: round(float(np.mean([r[k] for r in rs])), 4) for k in ("top1", "top5", "top5_every_image",
+                                                                                  "top5_every_other_image", "ssim")}
         res[arm]["seconds_per_image"] = round(secs[arm] / len(examples), 3)
     for arm in ARMS(None, None):
         res[arm]["ssim_over_0.8"] = sum(r["ssim"] > 0.8 for r in rows[arm])
@@ -119,17 +135,19 @@ def run_variations(pipe, grader, args, out, grid) -> None:
             "embedding, from pure noise": {"method": "embedding", "image_strength": 1.0},
             "renoise": {"method": "renoise"}}
     for method, kw in arms.items():
-        ss, kept, every, t = [], [], [], time.time()
+        ss, kept, every, others, t = [], [], [], [], time.time()
         for i, e in enumerate(examples):
             ims = pipe.run("variation", image=pil(e), num_images=4, seed=[4 * i + k for k in range(4)], steps=args.steps,
                            **kw)
             ss.append(pairwise_ssim(to_uint8([im.convert("RGB") for im in ims])))
             kept += [g["top5"] for g in grader.grade(ims, e.meta["concept"])]
             every += args.every.top5(ims, e.meta["concept"])
+            others += args.every.top5(ims, e.meta["concept"], leave_out=pil(e))
             if i < args.grid_rows and method.startswith("embedding (default"):
                 grid.append([pil(e), *ims])
         res[method] = {"pairwise_ssim": round(float(np.mean(ss)), 4), "concept_kept_top5": round(float(np.mean(kept)), 4),
                        "concept_kept_top5_every_image": round(float(np.mean(every)), 4),
+                       "concept_kept_top5_every_other_image": round(float(np.mean(others)), 4),
                        "seconds_per_image": round((time.time() - t) / (4 * len(examples)), 3)}
     out["variations"] = res
     print("variations", json.dumps(res))

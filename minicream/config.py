@@ -117,6 +117,17 @@ class DecoderSection:
 
 
 @dataclass
+class UpscalerSection:
+    """Stage 8: the diffusion upscaler (training/upscaler.py) on the dataset rendered at the model's size times the
+    upscaler's scale, written to the model's upscaler/ folder (`generate --size 256`)."""
+    preset: str = ""  # upscaler preset name or TOML file ("upscaler"); empty skips the stage
+    data: str = ""  # the high-resolution dataset (empty: the preset's, data/emoji256)
+    steps: int = 0  # optimizer steps (0: the preset's)
+    max_minutes: float = 0.0  # time cap (0: the preset's)
+    overrides: tuple[str, ...] = ()  # any other upscaler-recipe settings, as `--set` takes them ("blur_max=1.6")
+
+
+@dataclass
 class RecipeConfig:
     # Warm start: an exported model folder whose autoencoder is reused (stage 3 is skipped, so the latents match)
     # and whose UNet weights start stage 5 with a fresh optimizer and schedule. Spreads a long recipe over
@@ -129,6 +140,7 @@ class RecipeConfig:
     sample: SampleConfig = field(default_factory=SampleConfig)
     evaluator: EvaluatorSection = field(default_factory=EvaluatorSection)
     decoder: DecoderSection = field(default_factory=DecoderSection)
+    upscaler: UpscalerSection = field(default_factory=UpscalerSection)
 
 
 def _build(cls, data: dict, where: str):

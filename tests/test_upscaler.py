@@ -329,3 +329,37 @@ def test_roundtrip_inputs_and_init_from(tiny_model, tmp_path):
     wrong = load_upscaler_recipe("upscaler", [*base, f"init_from={str(first)!r}", "model.channels=[8, 24]"])
     with pytest.raises(MinicreamError, match="init_from"):
         run_upscaler(wrong, tmp_path / "c")
+
+
+def test_the_recipe_trains_the_upscaler_as_stage_8(tiny_run, emoji_root, tmp_path):
+    """[upscaler] preset set: stage 8 trains it on the dataset at the model's size x its scale and puts it in the
+    model folder (without checkpoints), once; a dataset of another size is refused before any training."""
+    import shutil
+
+    from conftest import TEST_CONCEPTS, tiny_config
+    from minicream.data.emoji import build_emoji_dataset
+    from minicream.pipelines import Pipeline
+    from minicream.training.recipe import run_recipe
+
+    data128 = tmp_path / "emoji128"
+    build_emoji_dataset(data128, size=128, styles=("twemoji", "openmoji"), limit=30, concepts=TEST_CONCEPTS, skin_tones=False,
+                        heldout_fraction=0.3, progress=False)
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    stage = [f"upscaler.preset='upscaler'", f"upscaler.data={str(data128)!r}", "upscaler.steps=4",
+             "upscaler.overrides=['model.scale=2', 'model.channels=[8, 16]', 'crop=32', 'heldout=2', "
+             "'report_steps=[1]', 'train.batch_size=4', 'train.warmup_steps=1', 'train.max_minutes=0']"]
+    with pytest.raises(MinicreamError, match="128-px"):
+        run_recipe(tiny_config(emoji_root, *stage[:1], "upscaler.overrides=['model.scale=4']", *stage[1:3]), run,
+                   resume=True, cpu=True)
+    model = run_recipe(tiny_config(emoji_root, *stage), run, resume=True, cpu=True)
+    folder = model / "upscaler"
+    assert (folder / "model.safetensors").is_file() and not (folder / "checkpoints").exists()
+    log = (run / "train_log.txt").read_text()
+    assert "8. upscaler" in log and "5. unet" not in log.split("recipe start (resume=True)")[-1]
+    report = json.loads((run / "stages" / "upscaler.json").read_text())["report"]
+    assert set(report["methods"]) == {"bicubic", "lanczos", "upscaler_1"}
+    [im] = Pipeline.from_pretrained(model)("red apple", num_images=1, steps=2, size=128, upscale_steps=1)
+    assert im.size == (128, 128)
+    run_recipe(tiny_config(emoji_root, *stage), run, resume=True, cpu=True)  # done: not trained again
+    assert (run / "train_log.txt").read_text().count("8. upscaler:") == 1

@@ -9,6 +9,7 @@ stopped run resumes at the stage (and, for training, the step) where it stopped.
     5. unet         train the MoE UNet on cached latents and text embeddings
     6. export       write the model directory (config.json + safetensors, bf16) loadable by Pipeline
     7. evaluator    train the image evaluator (best-of-N) and the judge (eval), focused on the model's concepts
+    8. upscaler     ([upscaler] preset set) train the diffusion upscaler on the dataset rendered at 4x (training/upscaler.py)
 """
 from __future__ import annotations
 
@@ -168,6 +169,8 @@ def run_recipe(cfg: RecipeConfig, run_dir: str | Path, resume: bool = False, cpu
 
         cfg = dataclasses.replace(cfg, init_from=str(resolve_model(cfg.init_from)))
         _check_init_from(cfg)
+    if cfg.upscaler.preset:
+        upscaler_recipe(cfg)  # its dataset and settings, checked before hours of training
     run.mkdir(parents=True, exist_ok=True)
     (run / "cache").mkdir(parents=True, exist_ok=True)
     (run / "config.toml").write_text(to_toml(cfg))
@@ -283,7 +286,53 @@ def run_recipe(cfg: RecipeConfig, run_dir: str | Path, resume: bool = False, cpu
         res = train_model_evaluator(cfg, model_dir, run / "evaluator", log, resume, encoder)
         _mark_done(run, "evaluator", {k: res[k] for k in ("evaluator", "judge") if k in res} | {"seconds": round(time.time() - t0, 1)})
         log(f"7. evaluator: {model_dir / 'evaluator'} ({time.time() - t0:.0f}s); total {(time.time() - t_total) / 60:.1f} min")
+
+    # 8. Upscaler (one process, like the evaluator)
+    if cfg.upscaler.preset and state.num_processes > 1:
+        if state.is_main_process:
+            log(f"8. upscaler: skipped in a {state.num_processes}-process launch; run `minicream train-upscaler` and "
+                f"copy its upscaler/ folder into {model_dir}")
+    elif cfg.upscaler.preset and _stage_done(run, "upscaler") is None:
+        t0 = time.time()
+        report = train_model_upscaler(cfg, model_dir, run / "upscaler", log, resume)
+        _mark_done(run, "upscaler", {"report": report, "seconds": round(time.time() - t0, 1)})
+        log(f"8. upscaler: {model_dir / 'upscaler'} ({time.time() - t0:.0f}s); total {(time.time() - t_total) / 60:.1f} min")
     return model_dir
+
+
+def upscaler_recipe(cfg: RecipeConfig):
+    """Stage 8's upscaler recipe ([upscaler] preset, data, steps, minutes and overrides), refused in one line before
+    any training when its dataset's images are not the model's size times the upscaler's scale."""
+    from .upscaler import data_size, load_upscaler_recipe
+
+    u = cfg.upscaler
+    overrides = [f"data={u.data!r}"] if u.data else []
+    overrides += [f"{key}={value}" for key, value in (("train.steps", u.steps), ("train.max_minutes", u.max_minutes))
+                  if value]
+    recipe = load_upscaler_recipe(u.preset, [*overrides, *u.overrides])
+    want, have = cfg.data.size * recipe.model.scale, data_size(recipe)
+    if have != want:
+        raise MinicreamError(f"[upscaler] {recipe.data} has {have}-px images; this model draws {cfg.data.size} px, so "
+                             f"its x{recipe.model.scale} upscaler trains on {want}-px ones (`minicream data emoji "
+                             f"--size {want} --no-skin-tones DIR`)")
+    return recipe
+
+
+def train_model_upscaler(cfg: RecipeConfig, model_dir: Path, run_dir: Path, log, resume: bool) -> dict:
+    """Stage 8: the upscaler recipe run in `run_dir` (resumed where it stopped), copied without its checkpoints to
+    `model_dir/upscaler`; returns its held-out report."""
+    import shutil
+
+    from ..io.model_dir import UPSCALER_DIR
+    from .upscaler import run_upscaler
+
+    recipe = upscaler_recipe(cfg)
+    folder = run_upscaler(recipe, run_dir, resume=resume or run_dir.exists())
+    target = model_dir / UPSCALER_DIR
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(folder, target, ignore=shutil.ignore_patterns("checkpoints"))
+    return read_json(target / "upscaler.json").get("report", {})
 
 
 # 3b. -----------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from ..errors import MinicreamError
 MAY_CHANGE = ("autoencoder.train.steps", "autoencoder.train.max_minutes", "autoencoder.train.checkpoint_every",
               "autoencoder.train.log_every", "unet.train.steps", "unet.train.max_minutes",
               "unet.train.checkpoint_every", "unet.train.log_every", "decoder.train.steps", "decoder.train.max_minutes",
-              "decoder.train.checkpoint_every", "decoder.train.log_every", "evaluator.", "sample.")
+              "decoder.train.checkpoint_every", "decoder.train.log_every", "evaluator.", "sample.", "upscaler.")
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

@@ -67,7 +67,7 @@ def load_images(cfg: UpscalerRecipe, split: str, limit: int = 0) -> tuple[torch.
     """(N, 3, S, S) uint8 images of one split at the data's own size, and each one's design."""
     from ..data.folder import images_to_tensor, load_caption_folder
 
-    size = _data_size(cfg)
+    size = data_size(cfg)
     examples = load_caption_folder(cfg.data, size=size, split=split)
     if not cfg.skin_tones:
         examples = [e for e in examples if not e.meta.get("skin_tone")]
@@ -78,7 +78,7 @@ def load_images(cfg: UpscalerRecipe, split: str, limit: int = 0) -> tuple[torch.
     return images_to_tensor(examples), [str(e.meta.get("style") or "-") for e in examples]
 
 
-def _data_size(cfg: UpscalerRecipe) -> int:
+def data_size(cfg: UpscalerRecipe) -> int:
     info = Path(cfg.data) / "dataset_info.json"
     size = json.loads(info.read_text()).get("size") if info.is_file() else None
     if not isinstance(size, int):
