@@ -308,7 +308,8 @@ def test_cli_and_http_fuse(prompted_model, picture, tmp_path):
     r = run_cli("fuse", str(picture), "red apple", "--weights", "0.6", "0.4", "--model", str(prompted_model), "-n", "1",
                 "--steps", "2", "--out", str(tmp_path / "a"))
     assert r.returncode == 0, r.stderr
-    assert len(list((tmp_path / "a").glob("fuse_*.png"))) == 1
+    [png] = (tmp_path / "a").glob("fuse_*.png")
+    assert png.name.startswith(f"fuse_{picture.stem}_")  # named after the first part's file, not its whole path
     r = run_cli("fuse", str(picture), "red apple", "--weights", "1", "-1", "--model", str(prompted_model), "--out",
                 str(tmp_path / "b"))
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "positive" in r.stderr, r.stderr

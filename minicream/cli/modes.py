@@ -123,7 +123,15 @@ def cmd_mode(args) -> None:
     [mode] = modes_of([args.mode_command])
     inputs = {o.name: read_json_option(o, getattr(args, o.name)) for o in positionals(mode)}
     images = run_mode(args, mode.name, **inputs)
-    # PNGs named after the first input: a text as typed, an image by its file's name
-    first = [Path(v).stem if o.kind == "image" else str(v[0] if isinstance(v, list) else v)
-             for o, v in zip(positionals(mode), inputs.values())][:1]
+    # PNGs named after the first input: a text as typed, an image (or a list's first part that is one) by its file's name
+    first = [_input_name(o, v) for o, v in zip(positionals(mode), inputs.values())][:1]
     save_images(images, Path(args.out), first[0] if first else mode.name, prefix=f"{mode.name}_")
+
+
+def _input_name(option, value) -> str:
+    from ..pipelines.blend import is_image
+
+    value = value[0] if isinstance(value, list) and value else value
+    if option.kind == "image" or (isinstance(value, str) and is_image(value, option.name)):
+        return Path(value).stem
+    return str(value)

@@ -92,7 +92,8 @@ def check_image_prompt(pipe, stored_hashes: list | None, images) -> None:
         return
     if images is None:
         raise MinicreamError("the --from PNG was drawn with an image prompt; give it again with --image-prompt IMAGE")
-    from ..image_prompt.use import pixels_sha, read_image
+    from ..image_prompt.use import read_image
+    from ..io.imagefile import pixels_sha
 
     images = images if isinstance(images, (list, tuple)) else [images]
     if len(images) != len(stored_hashes):

@@ -60,35 +60,16 @@ def load_control_recipe(path: str | Path | None = "control", overrides=()) -> Co
 
 
 # 1. ------------------------------------------------------------------------------------------------
-def training_examples(pipe, cfg: ControlRecipe) -> list:
-    """The model's training images (single objects, no skin tones unless its recipe trained on them)."""
-    from ..data.folder import load_caption_folder
-
-    recipe = pipe.index.get("recipe") or {}
-    data = recipe.get("data") or {}
-    root = cfg.data or (data.get("root") if data.get("source", "emoji") == "emoji" else data.get("source"))
-    if not root or not (Path(root) / "train" / "metadata.jsonl").is_file():
-        raise MinicreamError(f"{root or 'the model'}: no training images (build them with `minicream data emoji "
-                             f"{root or 'data/emoji'}`, or pass --data FOLDER)")
-    examples = load_caption_folder(root, size=pipe.image_size, split="train")
-    if not data.get("skin_tones", False):
-        examples = [e for e in examples if not e.meta.get("skin_tone")]
-    if cfg.limit:
-        examples = examples[:: max(1, len(examples) // cfg.limit)][: cfg.limit]
-    if not examples:
-        raise MinicreamError(f"{root}: no training images")
-    return examples
-
-
 def prepare_data(pipe, cfg: ControlRecipe, run: Path, log):
     """(latents, edge maps uint8, caption choices, text table, empty-caption id), cached in run/cache."""
     from ..data.folder import images_to_tensor
+    from ..training.on_model import training_examples
     from .hints import edge_maps
 
     cache = run / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    examples = training_examples(pipe, cfg)
+    examples = training_examples(pipe, cfg.data, cfg.limit)
     if cfg.augment:
         from ..training.recipe import augmented_copies
 

@@ -6,7 +6,6 @@ model (or for an earlier sitting of this one) is refused in one line.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import torch
 
 from ..errors import MinicreamError
 from ..io.atomic import read_json
+from ..io.imagefile import pixels_sha
 from ..models.controlnet import KINDS, ControlNet, combine
 from ..io.model_dir import CONTROL_DIR, CONTROL_SETTINGS
 from .hints import PREPROCESS, to_hint
@@ -86,7 +86,7 @@ def read_hint(image, size: int, preprocess: str) -> torch.Tensor:
 
 
 def hint_sha(hint: torch.Tensor) -> str:
-    return hashlib.sha256((hint * 255).round().to(torch.uint8).contiguous().numpy().tobytes()).hexdigest()[:16]
+    return pixels_sha((hint * 255).round().to(torch.uint8))
 
 
 def build_control(pipe, images, kind=None, scale=1.0, preprocess="none", start=0.0, end=1.0) -> Control | None:

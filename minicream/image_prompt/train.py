@@ -69,13 +69,13 @@ def caption_table(pipe, examples, cache: Path):
 def prepare_data(pipe, cfg, run: Path, log, latents: bool = True):
     """(latents or None, image embeddings, caption choices, text table, empty-caption id), cached in run/cache; with
     `latents` also the image tower's feature maps (bf16) in run/cache/grids.pt (train_image_prompt reads them)."""
-    from ..control.train import training_examples
+    from ..training.on_model import training_examples
     from ..data.folder import images_to_tensor
 
     cache = run / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    examples = training_examples(pipe, cfg)
+    examples = training_examples(pipe, cfg.data, cfg.limit)
     choices, text, empty_id = caption_table(pipe, examples, cache)
     images = None
 

@@ -6,13 +6,13 @@ records both hashes, and an adapter made for other weights is refused in one lin
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import torch
 
 from ..errors import MinicreamError
 from ..io.atomic import read_json
+from ..io.imagefile import pixels_sha
 from ..io.model_dir import IMAGE_PROMPT_DIR, IMAGE_PROMPT_SETTINGS
 from ..models.image_adapter import ImageCondition, ImagePromptAdapter
 
@@ -59,10 +59,6 @@ def read_image(image, size: int) -> torch.Tensor:
     from ..editing import load_image
 
     return load_image(image, size)
-
-
-def pixels_sha(pixels: torch.Tensor) -> str:
-    return hashlib.sha256(pixels.contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
 def image_embeddings(pipe, pixels: torch.Tensor) -> torch.Tensor:
@@ -149,4 +145,4 @@ def build_image_prompt(pipe, images, scale=1.0, detail: bool = True, strength: f
 
 
 __all__ = ["MAX_IMAGES", "MAX_SCALE", "ImagePrompt", "build_image_prompt", "has_image_prompt",
-           "image_embeddings", "load_adapter", "pixels_sha", "read_image"]
+           "image_embeddings", "load_adapter", "read_image"]

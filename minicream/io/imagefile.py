@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import struct
 
 import numpy as np
@@ -25,3 +26,9 @@ def as_displayed(im: Image.Image) -> Image.Image:
         grey = np.asarray(im).astype(np.float64)
         im = Image.fromarray(np.clip(np.rint(grey / 257.0), 0, 255).astype(np.uint8), "L")
     return im
+
+
+def pixels_sha(t) -> str:
+    """A short hash of an image's pixels (a tensor: an input image, a mask, an image prompt), as PNGs record them
+    (init_image_sha256, mask_sha256, an image prompt's sha256) and `--from` checks them."""
+    return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()[:16]

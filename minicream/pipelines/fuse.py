@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from ..errors import MinicreamError
-from ..image_prompt.use import MAX_SCALE, ImagePrompt, image_embeddings, load_adapter, pixels_sha, read_image
+from ..image_prompt.use import MAX_SCALE, ImagePrompt, image_embeddings, load_adapter, read_image
+from ..io.imagefile import pixels_sha
 from .blend import is_image
 from .modes import PROMPT, SAMPLING, Mode, Option, Text
 

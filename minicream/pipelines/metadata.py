@@ -3,12 +3,12 @@ model and its provenance), kept in `image.info[PARAMS_KEY]` and written into the
 so that `minicream generate --from image.png` redraws the image."""
 from __future__ import annotations
 
-import hashlib
 
 import torch
 from PIL import Image
 
 from ..filter import FilterResult
+from ..io.imagefile import pixels_sha as sha  # noqa: F401 (the modes' name for it)
 from .settings import SamplingSettings
 
 PARAMS_KEY = "minicream"  # PIL image.info key holding the generation parameters
@@ -46,6 +46,3 @@ def attach(pipe, pixels: torch.Tensor, seeds, prompt: str, settings: SamplingSet
     return images
 
 
-def sha(t: torch.Tensor) -> str:
-    """A short hash of an input image or mask, for the PNG (init_image_sha256, mask_sha256)."""
-    return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()[:16]

@@ -1,5 +1,6 @@
 """What the stand-alone recipes that train a part on top of a frozen model share (`train-control`, `train-image-prompt`,
-`train-prior`): opening the run beside the model, and exporting the part with a JSON of what it was trained for."""
+`train-prior`): the model's training images, opening the run beside the model, and exporting the part with a JSON of
+what it was trained for."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,27 @@ import torch
 
 from ..errors import MinicreamError
 from ..io.atomic import write_text_atomic
+
+
+def training_examples(pipe, folder: str = "", limit: int = 0) -> list:
+    """The model's training images (single objects, no skin tones unless its recipe trained on them), from `folder`
+    (default: the model's recipe's data), at most `limit` of them spread over the split (0 = all)."""
+    from ..data.folder import load_caption_folder
+
+    recipe = pipe.index.get("recipe") or {}
+    data = recipe.get("data") or {}
+    root = folder or (data.get("root") if data.get("source", "emoji") == "emoji" else data.get("source"))
+    if not root or not (Path(root) / "train" / "metadata.jsonl").is_file():
+        raise MinicreamError(f"{root or 'the model'}: no training images (build them with `minicream data emoji "
+                             f"{root or 'data/emoji'}`, or pass --data FOLDER)")
+    examples = load_caption_folder(root, size=pipe.image_size, split="train")
+    if not data.get("skin_tones", False):
+        examples = [e for e in examples if not e.meta.get("skin_tone")]
+    if limit:
+        examples = examples[:: max(1, len(examples) // limit)][:limit]
+    if not examples:
+        raise MinicreamError(f"{root}: no training images")
+    return examples
 
 
 def open_run(model: str, run_dir: str | Path, resume: bool, what: str, detail: str = "", evaluator: bool = False):
