@@ -345,3 +345,22 @@ def _save(model: MiniCLIP, dest: Path) -> None:
     for f in tmp.iterdir():
         f.replace(dest / f.name)
     tmp.rmdir()
+
+
+def train_model_evaluator(cfg, model_dir: Path, run_dir: Path, log, resume: bool, encoder) -> dict:
+    """`minicream train` stage 7 (a RecipeConfig's [evaluator]): the evaluator preset, focused on the generator's
+    selection, saved to `model_dir/evaluator`."""
+    from .scorer import EVALUATOR_DIR
+
+    e = cfg.evaluator
+    overrides = [f"{key}={value}" for key, value in (("train.steps", e.steps), ("judge_train.steps", e.judge_steps),
+                                                     ("train.max_minutes", e.max_minutes),
+                                                     ("judge_train.max_minutes", e.judge_max_minutes)) if value]
+    recipe = dataclasses.replace(load_recipe(e.preset, overrides), concepts=tuple(cfg.data.concepts), groups=tuple(cfg.data.groups))
+    root = cfg.data.folder()
+    if cfg.init_from:  # a warm-started sitting: the evaluator depends only on its recipe and the data
+        reused = reuse_evaluator(Path(cfg.init_from) / EVALUATOR_DIR, recipe, root, model_dir / EVALUATOR_DIR)
+        if reused is not None:
+            log(f"evaluator: {cfg.init_from}'s evaluator and judge come from this same recipe and data: copied, not retrained")
+            return reused
+    return train_evaluator(recipe, root, model_dir / EVALUATOR_DIR, log=log, run_dir=run_dir, resume=resume, encoder=encoder)

@@ -39,6 +39,8 @@ from .stages import stage_done as _stage_done
 from .resume_check import check_data, check_resume, data_fingerprint
 from .tasks import autoencoder_loss, unet_loss
 from .trainer import Trainer
+from .upscaler import stage_recipe, train_stage
+from ..evaluator.train import train_model_evaluator  # stage 7
 
 
 class RunLog:
@@ -170,7 +172,7 @@ def run_recipe(cfg: RecipeConfig, run_dir: str | Path, resume: bool = False, cpu
         cfg = dataclasses.replace(cfg, init_from=str(resolve_model(cfg.init_from)))
         _check_init_from(cfg)
     if cfg.upscaler.preset:
-        upscaler_recipe(cfg)  # its dataset and settings, checked before hours of training
+        stage_recipe(cfg)  # stage 8's dataset and settings, checked before hours of training
     run.mkdir(parents=True, exist_ok=True)
     (run / "cache").mkdir(parents=True, exist_ok=True)
     (run / "config.toml").write_text(to_toml(cfg))
@@ -287,52 +289,9 @@ def run_recipe(cfg: RecipeConfig, run_dir: str | Path, resume: bool = False, cpu
         _mark_done(run, "evaluator", {k: res[k] for k in ("evaluator", "judge") if k in res} | {"seconds": round(time.time() - t0, 1)})
         log(f"7. evaluator: {model_dir / 'evaluator'} ({time.time() - t0:.0f}s); total {(time.time() - t_total) / 60:.1f} min")
 
-    # 8. Upscaler (one process, like the evaluator)
-    if cfg.upscaler.preset and state.num_processes > 1:
-        if state.is_main_process:
-            log(f"8. upscaler: skipped in a {state.num_processes}-process launch; run `minicream train-upscaler` and "
-                f"copy its upscaler/ folder into {model_dir}")
-    elif cfg.upscaler.preset and _stage_done(run, "upscaler") is None:
-        t0 = time.time()
-        report = train_model_upscaler(cfg, model_dir, run / "upscaler", log, resume)
-        _mark_done(run, "upscaler", {"report": report, "seconds": round(time.time() - t0, 1)})
-        log(f"8. upscaler: {model_dir / 'upscaler'} ({time.time() - t0:.0f}s); total {(time.time() - t_total) / 60:.1f} min")
+    if cfg.upscaler.preset:  # 8. Upscaler (one process, like the evaluator)
+        train_stage(cfg, run, model_dir, log, resume, state)
     return model_dir
-
-
-def upscaler_recipe(cfg: RecipeConfig):
-    """Stage 8's upscaler recipe ([upscaler] preset, data, steps, minutes and overrides), refused in one line before
-    any training when its dataset's images are not the model's size times the upscaler's scale."""
-    from .upscaler import data_size, load_upscaler_recipe
-
-    u = cfg.upscaler
-    overrides = [f"data={u.data!r}"] if u.data else []
-    overrides += [f"{key}={value}" for key, value in (("train.steps", u.steps), ("train.max_minutes", u.max_minutes))
-                  if value]
-    recipe = load_upscaler_recipe(u.preset, [*overrides, *u.overrides])
-    want, have = cfg.data.size * recipe.model.scale, data_size(recipe)
-    if have != want:
-        raise MinicreamError(f"[upscaler] {recipe.data} has {have}-px images; this model draws {cfg.data.size} px, so "
-                             f"its x{recipe.model.scale} upscaler trains on {want}-px ones (`minicream data emoji "
-                             f"--size {want} --no-skin-tones DIR`)")
-    return recipe
-
-
-def train_model_upscaler(cfg: RecipeConfig, model_dir: Path, run_dir: Path, log, resume: bool) -> dict:
-    """Stage 8: the upscaler recipe run in `run_dir` (resumed where it stopped), copied without its checkpoints to
-    `model_dir/upscaler`; returns its held-out report."""
-    import shutil
-
-    from ..io.model_dir import UPSCALER_DIR
-    from .upscaler import run_upscaler
-
-    recipe = upscaler_recipe(cfg)
-    folder = run_upscaler(recipe, run_dir, resume=resume or run_dir.exists())
-    target = model_dir / UPSCALER_DIR
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.copytree(folder, target, ignore=shutil.ignore_patterns("checkpoints"))
-    return read_json(target / "upscaler.json").get("report", {})
 
 
 # 3b. -----------------------------------------------------------------------------------------------
@@ -352,25 +311,6 @@ def _decoder_stage(cfg: RecipeConfig, run: Path, ae_dir: Path, images: torch.Ten
         log(f"3b. decoder: held-out PSNR {before['psnr_db']} -> {after['psnr_db']} dB, green kept "
             f"{before['green_kept']} -> {after['green_kept']}, sharpness {before['sharpness']} -> {after['sharpness']}")
     state.wait_for_everyone()
-
-
-def train_model_evaluator(cfg: RecipeConfig, model_dir: Path, run_dir: Path, log, resume: bool, encoder) -> dict:
-    """Stage 7: the evaluator preset, focused on the generator's selection, saved to `model_dir/evaluator`."""
-    from ..evaluator.scorer import EVALUATOR_DIR
-    from ..evaluator.train import load_recipe, reuse_evaluator, train_evaluator
-
-    e = cfg.evaluator
-    overrides = [f"{key}={value}" for key, value in (("train.steps", e.steps), ("judge_train.steps", e.judge_steps),
-                                                     ("train.max_minutes", e.max_minutes),
-                                                     ("judge_train.max_minutes", e.judge_max_minutes)) if value]
-    recipe = dataclasses.replace(load_recipe(e.preset, overrides), concepts=tuple(cfg.data.concepts), groups=tuple(cfg.data.groups))
-    root = cfg.data.folder()
-    if cfg.init_from:  # a warm-started sitting: the evaluator depends only on its recipe and the data
-        reused = reuse_evaluator(Path(cfg.init_from) / EVALUATOR_DIR, recipe, root, model_dir / EVALUATOR_DIR)
-        if reused is not None:
-            log(f"evaluator: {cfg.init_from}'s evaluator and judge come from this same recipe and data: copied, not retrained")
-            return reused
-    return train_evaluator(recipe, root, model_dir / EVALUATOR_DIR, log=log, run_dir=run_dir, resume=resume, encoder=encoder)
 
 
 def _check_init_from(cfg: RecipeConfig) -> None:

@@ -250,5 +250,48 @@ def run_upscaler(cfg: UpscalerRecipe, run_dir: str | Path, resume: bool = False)
     return folder
 
 
+# `minicream train` stage 8 ------------------------------------------------------------------------
+def stage_recipe(cfg) -> UpscalerRecipe:
+    """`minicream train` stage 8's upscaler recipe (a RecipeConfig's [upscaler] preset, data, steps, minutes and
+    overrides), refused in one line before any training when its dataset's images are not the model's size times the
+    upscaler's scale."""
+    u = cfg.upscaler
+    overrides = [f"data={u.data!r}"] if u.data else []
+    overrides += [f"{key}={value}" for key, value in (("train.steps", u.steps), ("train.max_minutes", u.max_minutes))
+                  if value]
+    recipe = load_upscaler_recipe(u.preset, [*overrides, *u.overrides])
+    want, have = cfg.data.size * recipe.model.scale, data_size(recipe)
+    if have != want:
+        raise MinicreamError(f"[upscaler] {recipe.data} has {have}-px images; this model draws {cfg.data.size} px, so "
+                             f"its x{recipe.model.scale} upscaler trains on {want}-px ones (`minicream data emoji "
+                             f"--size {want} --no-skin-tones DIR`)")
+    return recipe
+
+
+def train_stage(cfg, run: Path, model_dir: Path, log, resume: bool, state) -> None:
+    """`minicream train` stage 8: the upscaler recipe run in `run/upscaler` (resumed where it stopped), copied without
+    its checkpoints to `model_dir/upscaler`, its held-out report in the run's stages; once per run, in one process
+    (`state`: Accelerate's; a multi-process launch says how to train it after)."""
+    import shutil
+
+    if state.num_processes > 1:
+        if state.is_main_process:
+            log(f"8. upscaler: skipped in a {state.num_processes}-process launch; run `minicream train-upscaler` and "
+                f"copy its upscaler/ folder into {model_dir}")
+        return
+    if stage_done(run, "upscaler") is not None:
+        return
+    t0 = time.time()
+    recipe, run_dir = stage_recipe(cfg), run / "upscaler"
+    folder = run_upscaler(recipe, run_dir, resume=resume or run_dir.exists())
+    target = model_dir / UPSCALER_DIR
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(folder, target, ignore=shutil.ignore_patterns("checkpoints"))
+    report = json.loads((target / "upscaler.json").read_text()).get("report", {})
+    mark_done(run, "upscaler", {"report": report, "seconds": round(time.time() - t0, 1)})
+    log(f"8. upscaler: {target} ({time.time() - t0:.0f}s)")
+
+
 __all__ = ["UPSCALER_DIR", "UpscalerRecipe", "export_upscaler", "lanczos", "load_images", "load_upscaler_recipe",
-           "run_upscaler", "upscale_uint8", "upscaler_report", "upscaler_task"]
+           "run_upscaler", "stage_recipe", "train_stage", "upscale_uint8", "upscaler_report", "upscaler_task"]
