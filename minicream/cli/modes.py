@@ -132,6 +132,6 @@ def _input_name(option, value) -> str:
     from ..pipelines.blend import is_image
 
     value = value[0] if isinstance(value, list) and value else value
-    if option.kind == "image" or (isinstance(value, str) and is_image(value, option.name)):
-        return Path(value).stem
-    return str(value)
+    # a fusion's part is an image or a text (the mode has checked which); other texts are named as typed
+    named_file = option.kind == "image" or (option.kind == "parts" and is_image(value, option.name))
+    return Path(value).stem if named_file else str(value)

@@ -6,7 +6,7 @@ model (or for an earlier sitting of this one) is refused in one line.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -57,13 +57,13 @@ class Control:
     hints: list[torch.Tensor]
     scales: list[float]
     records: list[dict]  # what the PNG records of each: kind, scale, preprocess, the hint's sha256, start, end
-    windows: list[tuple[float, float]] = field(default_factory=list)
-    num_train_timesteps: int = 1000
+    windows: list[tuple[float, float]]  # (start, end) of each
+    num_train_timesteps: int
 
     def residuals(self, x, t, hidden, mask, pooled):
         """The summed scaled residuals of the controls steering at t, or None when none does (the plain UNet)."""
         progress = 1.0 - float(t.max()) / self.num_train_timesteps
-        on = [i for i, (a, b) in enumerate(self.windows or [(0.0, 1.0)] * len(self.nets)) if a <= progress <= b]
+        on = [i for i, (a, b) in enumerate(self.windows) if a <= progress <= b]
         if not on:
             return None
         parts = [self.nets[i](x, t, hidden, mask, pooled, self.hints[i].to(x.device).expand(len(x), -1, -1, -1))
@@ -113,11 +113,9 @@ def build_control(pipe, images, kind=None, scale=1.0, preprocess="none", start=0
             raise MinicreamError(f"control_kind must be one of {', '.join(KINDS)}, got {k!r}")
         if p not in PREPROCESS:
             raise MinicreamError(f"control_preprocess must be one of {', '.join(PREPROCESS)}, got {p!r}")
-        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 <= float(s) <= MAX_SCALE:
-            raise MinicreamError(f"control_scale must be a number from 0 to {MAX_SCALE:g}, got {s!r}")
-        for value, name in ((a, "control_start"), (b, "control_end")):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= float(value) <= 1:
-                raise MinicreamError(f"{name} must be a number from 0 to 1, got {value!r}")
+        for value, name, top in ((s, "control_scale", MAX_SCALE), (a, "control_start", 1.0), (b, "control_end", 1.0)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= float(value) <= top:
+                raise MinicreamError(f"{name} must be a number from 0 to {top:g}, got {value!r}")
         if float(a) >= float(b):
             raise MinicreamError(f"control_start ({a:g}) must be below control_end ({b:g})")
         net = load_controlnet(pipe, k)

@@ -3,7 +3,6 @@ model and its provenance), kept in `image.info[PARAMS_KEY]` and written into the
 so that `minicream generate --from image.png` redraws the image."""
 from __future__ import annotations
 
-
 import torch
 from PIL import Image
 
@@ -44,5 +43,3 @@ def attach(pipe, pixels: torch.Tensor, seeds, prompt: str, settings: SamplingSet
         }
         images.append(im)
     return images
-
-

@@ -28,6 +28,7 @@ from ..data.folder import Example, images_to_tensor, load_caption_folder
 from ..data.selection import select_examples
 from ..diffusion.objectives import make_objective
 from ..errors import MinicreamError
+from ..evaluator.train import train_model_evaluator  # stage 7
 from ..filter.vocabulary import write_model_concepts
 from ..models.autoencoder import build_autoencoder, decode, encode, psnr, save_autoencoder
 from ..io.atomic import read_json
@@ -40,7 +41,6 @@ from .resume_check import check_data, check_resume, data_fingerprint
 from .tasks import autoencoder_loss, unet_loss
 from .trainer import Trainer
 from .upscaler import stage_recipe, train_stage
-from ..evaluator.train import train_model_evaluator  # stage 7
 
 
 class RunLog:
