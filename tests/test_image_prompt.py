@@ -205,7 +205,10 @@ def test_drawing_through_the_prior(prior_model):
     pipe = Pipeline.from_pretrained(prior_model)
     e = prior_embeddings(pipe, ["red apple", "red apple"], [1, 2])
     assert e.shape[0] == 2 and torch.allclose(e.norm(dim=-1), torch.ones(2), atol=1e-5)
-    assert torch.equal(prior_embeddings(pipe, ["red apple"], [1]), e[:1])  # an image's draw depends on its seed only
+    # an image's draw depends on its seed only: not on the other images of the batch (up to the last bits, which
+    # oneDNN's batch-size-dependent kernels move on some CPUs, as the README says of images)
+    one = prior_embeddings(pipe, ["red apple"], [1])
+    assert torch.allclose(one, e[:1], atol=1e-5) and not torch.allclose(e[1:], e[:1], atol=1e-2)
     args = dict(num_images=2, steps=2, seed=5, filter="none")
     a = pipe("red apple", prior=True, **args)
     assert a[0].info["minicream"]["image_prompt"][0]["prior"] is True
