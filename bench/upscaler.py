@@ -2,15 +2,19 @@
 
   held-out   the 256-px dataset's test images (never trained on), downsampled to 64 px (8-bit): PSNR / SSIM against
              the real 256-px render, sharpness (Laplacian variance over the real images'), seconds per image, for
-             bicubic, Lanczos and the upscaler at each step count
-  generated  the model draws bare concept names (drawn at random from its vocabulary, seed 0) at 64 px; the
-             nearest-real-image judge grades the 64-px image and the 256-px one downsampled back to 64 (top-1 /
-             top-5 among every concept: the upscaler must not change what the picture shows), and sharpness of the
-             256-px images (bicubic, upscaler) over the real 256-px renders'
+             bicubic, Lanczos and the upscaler at each setting (steps and sampler)
+  generated  the model draws bare concept names (drawn at random from the concepts the 256-px dataset renders;
+             prompt i with seed i, so style "vary" cycles the designs) at 64 px; the nearest-real-image judge grades
+             the 64-px image and the 256-px one downsampled back to 64 (top-1 / top-5 among every concept: the
+             upscaler must not change what the picture shows); sharpness of the 256-px images (bicubic, upscaler)
+             over the real 256-px renders of the same concepts in the same designs (overall and per design), and of
+             the 64-px pictures over those renders downsampled to 64. Designs differ threefold in Laplacian variance
+             (OpenMoji's outlines against Fluent's gradients), so a reference of other designs misreads them; the
+             held-out mix is reported beside it for comparison with earlier runs ("sharpness_vs_heldout_mix").
   grid       (--grid) the first prompts at 64 px (shown enlarged, nearest), bicubic 256 and the upscaler's 256
 
-    .venv/bin/python bench/upscaler.py [--model full] [--steps 1,2,4,8] [--concepts 100] [--grid docs/upscaler_grid.png]
-        [--out bench/last_upscaler.json]
+    .venv/bin/python bench/upscaler.py [--model full] [--settings 8:euler,32:euler_a] [--concepts 100]
+        [--prompt-seed 0] [--grid docs/upscaler_grid.png] [--out bench/last_upscaler.json]
 """
 from __future__ import annotations
 
@@ -41,45 +45,53 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default="data/emoji256", help="the 256-px dataset (held-out split)")
     ap.add_argument("--judge-data", default="data/emoji", help="the 64-px dataset the nearest judge compares with")
     ap.add_argument("--heldout", type=int, default=200)
-    ap.add_argument("--steps", default="1,2,4,8", help="upscaler step counts on the held-out images")
+    ap.add_argument("--settings", help="the upscaler's STEPS:SAMPLER settings compared, e.g. 8:euler,32:euler_a "
+                                       "(default: the upscaler's own)")
     ap.add_argument("--noise", type=float, default=None, help="the condition's noise level (default: the upscaler's)")
-    ap.add_argument("--concepts", type=int, default=100, help="generated: concepts drawn from the vocabulary")
-    ap.add_argument("--grid", help="write the side-by-side grid here (PNG)")
+    ap.add_argument("--concepts", type=int, default=100, help="generated: concepts drawn from the 256-px dataset's")
+    ap.add_argument("--prompt-seed", type=int, default=0, help="generated: the seed of the concepts' draw")
+    ap.add_argument("--grid", help="write the side-by-side grid here (PNG): the last setting's pictures")
     ap.add_argument("--grid-rows", type=int, default=8)
     ap.add_argument("--out", default=str(HERE / "last_upscaler.json"))
     args = ap.parse_args(argv)
 
     pipe = Pipeline.from_pretrained(args.model)
     up = pipe.upscaler
-    steps = [int(k) for k in args.steps.split(",")]
+    settings = [(int(k), sampler) for k, sampler in (x.split(":") for x in
+                                                      (args.settings or f"{up.steps}:{up.sampler}").split(","))]
     cfg = load_upscaler_recipe("upscaler", [f"data={args.data!r}", f"heldout={args.heldout}"])
     cfg.model = up.net.config
     noise = up.noise_level if args.noise is None else args.noise
     t0 = time.time()
-    heldout = upscaler_report(up.net, cfg, steps, noise)
+    heldout = None
+    for k, sampler in settings:
+        report = upscaler_report(up.net, cfg, [k], noise, sampler)
+        if heldout is None:
+            heldout = {**report, "methods": {m: v for m, v in report["methods"].items() if m in ("bicubic", "lanczos")}}
+        heldout["methods"][f"upscaler_{k}_{sampler}"] = report["methods"][f"upscaler_{k}"]
+    heldout.pop("sampler")
     print(f"held-out ({heldout['n']} images, {time.time() - t0:.0f}s):")
     for name, m in heldout["methods"].items():
-        print(f"  {name:12s} PSNR {m['psnr_db']:6.2f} dB  SSIM {m['ssim']:.4f}  sharpness {m['sharpness']:.3f}  "
+        print(f"  {name:18s} PSNR {m['psnr_db']:6.2f} dB  SSIM {m['ssim']:.4f}  sharpness {m['sharpness']:.3f}  "
               f"{m['seconds_per_image']:.3f} s/image  {m['psnr_by_design']}")
 
     # generated: the model's own pictures
     real, _ = load_images(cfg, "test", args.heldout)
     real_sharp = laplacian_variance(real)
-    names = sorted(pipe.vocabulary.by_name)
-    prompts = random.Random(0).sample(names, min(args.concepts, len(names)))
+    names = sorted(set(pipe.vocabulary.by_name) & rendered_concepts(args.data))
+    prompts = random.Random(args.prompt_seed).sample(names, min(args.concepts, len(names)))
     judge = NearestJudge.from_dataset(args.judge_data)
     pool = sorted(set(judge.concepts))
     index = {c: i for i, c in enumerate(pool)}
     small = []
     t0 = time.time()
-    for p in prompts:
-        small += pipe(p, num_images=1, seed=0)
+    for i, p in enumerate(prompts):
+        small += pipe(p, num_images=1, seed=i)
     t_draw = (time.time() - t0) / len(prompts)
+    designs = [design_of(im, pipe) for im in small]
+    reference = matched_renders(args.data, list(zip(prompts, designs)))
     big_size = up.scale * pipe.image_size
-    t0 = time.time()
-    big = pipe.upscale(small, big_size)
-    t_up = (time.time() - t0) / len(prompts)
-    px_small, px_big = to_uint8(small), to_uint8(big)
+    px_small = to_uint8(small)
     px_bicubic = float_to_uint8(upsample(to_unit_range(px_small).float(), up.scale))
 
     def grade(px: torch.Tensor) -> dict:
@@ -87,18 +99,22 @@ def main(argv=None) -> int:
         hits = [[index.get(p, -1) in ranked[:k] for ranked, p in zip(top, prompts)] for k in (1, 5)]
         return {"top1": round(sum(hits[0]) / len(prompts), 3), "top5": round(sum(hits[1]) / len(prompts), 3)}
 
-    generated = {
-        "n": len(prompts), "seconds_per_image_base": round(t_draw, 3), "seconds_per_image_upscale": round(t_up, 3),
-        "upscale_steps": up.steps, "noise_level": up.noise_level,
-        "judge_64": grade(px_small),
-        "judge_upscaled_then_64": grade(resize(px_big, pipe.image_size, pipe.image_size)),
-        "judge_bicubic_then_64": grade(resize(px_bicubic, pipe.image_size, pipe.image_size)),
-        "sharpness_upscaler": round(laplacian_variance(px_big) / real_sharp, 3),
-        "sharpness_bicubic": round(laplacian_variance(px_bicubic) / real_sharp, 3),
-    }
-    print(f"generated ({len(prompts)} bare names, seed 0): {json.dumps(generated)}")
+    generated = {"n": len(prompts), "prompt_seed": args.prompt_seed, "seconds_per_image_base": round(t_draw, 3),
+                 "noise_level": noise, "judge_64": grade(px_small),
+                 "judge_bicubic_then_64": grade(resize(px_bicubic, pipe.image_size, pipe.image_size)), "upscalers": {}}
+    for k, sampler in settings:
+        t0 = time.time()
+        big = pipe.upscale(small, big_size, k, noise, sampler)
+        t_up = (time.time() - t0) / len(prompts)
+        px_big = to_uint8(big)
+        generated["upscalers"][f"{k}_{sampler}"] = {
+            "seconds_per_image": round(t_up, 3),
+            "judge_upscaled_then_64": grade(resize(px_big, pipe.image_size, pipe.image_size)),
+            **matched_sharpness(px_small, px_big, px_bicubic, designs, reference),
+            "sharpness_vs_heldout_mix": round(laplacian_variance(px_big) / real_sharp, 3)}
+    print(f"generated ({len(prompts)} bare names, prompt i with seed i): {json.dumps(generated)}")
     result = {"model": args.model, "upscaler_hash": up.hash, "heldout": heldout, "generated": generated,
-              "prompts": prompts}
+              "prompts": prompts, "designs": designs}
     Path(args.out).write_text(json.dumps(result, indent=1))
     print(f"raw numbers in {args.out}")
 
@@ -110,10 +126,70 @@ def main(argv=None) -> int:
         for i in range(rows):
             tiles += [small[i].resize((big_size, big_size), Image.NEAREST),
                       Image.fromarray(px_bicubic[i].permute(1, 2, 0).numpy(), "RGB"), big[i]]
-            labels += [f"{prompts[i]}, 64 px", "bicubic 256", "upscaler 256"]
+            labels += [f"{prompts[i]}, 64 px", "bicubic 256", f"upscaler 256 ({k} {sampler})"]
         image_grid(tiles, cols=3, labels=labels, scale=1).save(args.grid)
         print(f"grid: {args.grid}")
     return 0
+
+
+def train_metadata(data: str) -> list[dict]:
+    """The 256-px dataset's training split, one record per image (metadata.jsonl)."""
+    path = Path(data) / "train" / "metadata.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def rendered_concepts(data: str) -> set[str]:
+    """The concepts the 256-px dataset's training split renders."""
+    return {r.get("concept") for r in train_metadata(data)} - {None}
+
+
+def design_of(image: Image.Image, pipe) -> str:
+    """The design a picture was drawn in: its rewritten prompt's last part (style "vary" adds one per seed)."""
+    from minicream.pipelines.metadata import PARAMS_KEY
+
+    last = image.info[PARAMS_KEY].get("rewritten_prompt", "").rsplit(",", 1)[-1].strip().lower()
+    return next((s for s in pipe.vocabulary.styles if s.lower() == last), "-")
+
+
+def matched_renders(data: str, wanted: list[tuple[str, str]]) -> list[torch.Tensor | None]:
+    """The real 256-px training render of each (concept, design), uint8 (3, S, S), or None where there is none."""
+    from minicream.data.images import to_square_rgb
+    from minicream.evaluator.scorer import to_uint8
+
+    size = json.loads((Path(data) / "dataset_info.json").read_text())["size"]
+    files = {}
+    for r in train_metadata(data):
+        files.setdefault((r.get("concept"), r.get("style")), r["file_name"])
+    out = []
+    for key in wanted:
+        if key not in files:
+            out.append(None)
+            continue
+        with Image.open(Path(data) / "train" / files[key]) as im:
+            out.append(to_uint8([to_square_rgb(im, size)])[0])
+    return out
+
+
+def matched_sharpness(px_small, px_big, px_bicubic, designs: list[str], reference: list) -> dict:
+    """Laplacian variance of the generated pictures over the real renders of the same concept and design (pictures
+    without one left out; ratio of the means): at 256 px for the upscaler and bicubic, at 64 px (the renders
+    downsampled as the held-out condition is) for the model's own pictures; overall and per design."""
+    from minicream.pipelines.upscale import resize
+    from minicream.training.decoder import laplacian_variance
+
+    rows = [i for i, r in enumerate(reference) if r is not None]
+    real = torch.stack([reference[i] for i in rows])
+    real_small = resize(real, *px_small.shape[-2:])
+
+    def ratios(sel: list[int]) -> dict:
+        pos = [rows.index(i) for i in sel]
+        big_real, small_real = laplacian_variance(real[pos]), laplacian_variance(real_small[pos])
+        return {"n": len(sel), "upscaler": round(laplacian_variance(px_big[sel]) / big_real, 3),
+                "bicubic": round(laplacian_variance(px_bicubic[sel]) / big_real, 3),
+                "model_64": round(laplacian_variance(px_small[sel]) / small_real, 3)}
+
+    by_design = {d: ratios([i for i in rows if designs[i] == d]) for d in sorted({designs[i] for i in rows})}
+    return {"sharpness": ratios(rows), "sharpness_by_design": by_design}
 
 
 if __name__ == "__main__":

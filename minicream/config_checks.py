@@ -148,6 +148,10 @@ def validate_upscaler(cfg) -> None:
     _num("model.residual_scale", m.residual_scale, 0.0)
     _num("model.max_noise_level", m.max_noise_level, 0.0, 1.0)
     _num("noise_level", cfg.noise_level, 0.0, m.max_noise_level)
+    from .diffusion.upscale import SAMPLERS
+
+    if cfg.sampler not in SAMPLERS:
+        _fail("sampler", cfg.sampler, f"must be one of {', '.join(SAMPLERS)}")
     _train("train", cfg.train)
 
 

@@ -63,6 +63,45 @@ def test_a_network_that_predicts_no_residual_returns_bicubic():
         sample_upscale(model, low, torch.zeros(2, 3, 32, 32), steps=0)
 
 
+class _KnowsTheResidual(torch.nn.Module):
+    """A perfect network for one known residual r0: at x_t = (1 - t) r0 + t eps the velocity eps - r0 is
+    (x_t - r0) / t."""
+
+    def __init__(self, r0):
+        from minicream.models.upscaler import UpscalerConfig
+
+        super().__init__()
+        self.r0, self.config = r0, UpscalerConfig(channels=(8, 16), layers_per_block=1)
+
+    def forward(self, x, t, cond, levels):
+        return (x - self.r0) / t.view(-1, 1, 1, 1)
+
+
+def test_both_samplers_known_answers():
+    from minicream.diffusion.upscale import sample_upscale, upsample
+
+    low = torch.rand(2, 3, 8, 8) * 2 - 1
+    r0 = torch.randn(2, 3, 32, 32)
+    model = _KnowsTheResidual(r0)
+    want = (upsample(low, 4) + r0 / model.config.residual_scale).clamp(-1, 1)
+    noise = torch.randn(2, 3, 32, 32)
+    for sampler in ("euler", "euler_a"):  # a perfect velocity lands on the residual whatever the path
+        out = sample_upscale(model, low, noise, steps=5, sampler=sampler, generator=torch.Generator().manual_seed(1))
+        assert torch.allclose(out, want, atol=1e-5), sampler
+    # one step: both move straight from the noise by the velocity, and draw no fresh noise
+    tiny = _tiny_model()
+    one = [sample_upscale(tiny, low, noise, steps=1, sampler=s, generator=torch.Generator().manual_seed(1))
+           for s in ("euler", "euler_a")]
+    assert torch.equal(one[0], one[1])
+    # several steps: euler_a's fresh noise comes from the generator alone (same seed, same picture), and moves it
+    runs = [sample_upscale(tiny, low, noise, steps=3, sampler="euler_a", generator=torch.Generator().manual_seed(s))
+            for s in (1, 1, 2)]
+    assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
+    assert not torch.equal(runs[0], sample_upscale(tiny, low, noise, steps=3))
+    with pytest.raises(ValueError, match="sampler"):
+        sample_upscale(tiny, low, noise, sampler="heun")
+
+
 def test_the_flow_loss_has_the_velocity_target():
     """A network that returns the exact velocity eps - r0 has zero loss: check through a stub with the same
     interface, which recovers eps and r0 from what it is given."""
@@ -101,6 +140,7 @@ def test_recipe_trains_exports_and_reports(data32, tmp_path):
     model = Upscaler.from_pretrained(folder)
     settings = json.loads((folder / "upscaler.json").read_text())
     assert settings["steps"] == cfg.steps and settings["recipe"]["model"]["channels"] == [8, 16]
+    assert settings["sampler"] == cfg.sampler == "euler_a"  # the preset's measured default, written with the model
     report = settings["report"]
     assert set(report["methods"]) == {"bicubic", "lanczos", "upscaler_1", "upscaler_2"}
     assert report["size"] == 32 and 1 <= report["n"] <= 4
@@ -120,7 +160,7 @@ def test_recipe_trains_exports_and_reports(data32, tmp_path):
 
 @pytest.mark.parametrize("override, message", [
     ("crop=18", "crop"), ("model.channels=[12, 16]", "channels"), ("noise_level=0.5", "noise_level"),
-    ("report_steps=[]", "report_steps"), ("blur_prob=2", "blur_prob"), ("model.scale=1", "scale"),
+    ("report_steps=[]", "report_steps"), ("sampler='heun'", "sampler"), ("blur_prob=2", "blur_prob"), ("model.scale=1", "scale"),
 ])
 def test_bad_settings_are_one_line_errors(override, message):
     from minicream.training.upscaler import load_upscaler_recipe
@@ -175,6 +215,9 @@ def test_size_runs_the_upscaler_after_the_base_model(up_pipe):
     assert big[1].tobytes() == again[0].tobytes()  # an image depends on its own seed only
     p = big[0].info[PARAMS_KEY]
     assert (p["size"], p["width"], p["upscale_steps"], p["upscale_noise"]) == (4 * n, 4 * n, 2, 0.05)
+    assert p["upscale_sampler"] == "euler"  # the upscaler's own (its upscaler.json names none: the ODE)
+    crisp = up_pipe("red apple", num_images=1, seed=3, steps=2, size=4 * n, upscale_sampler="euler_a")
+    assert crisp[0].info[PARAMS_KEY]["upscale_sampler"] == "euler_a" and crisp[0].tobytes() != big[0].tobytes()
     assert p["seed"] == base[0].info[PARAMS_KEY]["seed"] and len(p["upscaler_hash"]) == 10
     # downsampled back, the upscaled image is close to what the base model drew (the condition is kept)
     small = big[0].resize((n, n), resample=3)
@@ -183,7 +226,8 @@ def test_size_runs_the_upscaler_after_the_base_model(up_pipe):
     half = up_pipe("red apple", num_images=1, seed=3, steps=2, size=2 * n, upscale_steps=1, upscale_noise=0.0)
     assert half[0].size == (2 * n, 2 * n) and half[0].info[PARAMS_KEY]["upscale_steps"] == 1
     for bad, message in ((dict(size=3 * n), "not supported"), (dict(size=4 * n, upscale_noise=0.9), "upscale_noise"),
-                         (dict(size=4 * n, upscale_steps=0), "upscale_steps")):
+                         (dict(size=4 * n, upscale_steps=0), "upscale_steps"),
+                         (dict(size=4 * n, upscale_sampler="heun"), "upscale_sampler")):
         with pytest.raises(MinicreamError, match=message):
             up_pipe("red apple", num_images=1, steps=2, **bad)
 
@@ -204,6 +248,19 @@ def test_cli_size_from_and_upscale(tiny_upscaled_model, tmp_path):
     assert r.returncode == 0, r.stderr
     second = next((tmp_path / "b").glob("*.png"))
     assert Image.open(second).tobytes() == Image.open(first).tobytes()  # bit-identical re-run, upscaler included
+    # a PNG from before the upscaler had samplers (no upscale_sampler recorded) re-runs with its ODE, whatever the
+    # upscaler's default; one that records euler_a re-runs with euler_a
+    from minicream.cli.rerun import stored_options
+
+    params = {k: v for k, v in read_png_params(first).items() if k != "upscale_sampler"}
+    assert stored_options(params)["upscale_sampler"] == "euler"
+    assert stored_options({**params, "upscale_sampler": "euler_a"})["upscale_sampler"] == "euler_a"
+    assert "upscale_sampler" not in stored_options({"prompt": "red apple", "seed": 1})  # not upscaled
+    r = run_cli("generate", "--from", str(first), "--model", str(tiny_upscaled_model), "-n", "1", "--out",
+                str(tmp_path / "b2"), "--upscale-sampler", "euler_a")
+    assert r.returncode == 0, r.stderr
+    third = next((tmp_path / "b2").glob("*.png"))
+    assert read_png_params(third)["upscale_sampler"] == "euler_a"
     r = run_cli("upscale", str(first.parent / first.name), "--model", str(tiny_upscaled_model), "--out",
                 str(tmp_path / "c"), "--steps", "1")
     assert r.returncode == 0, r.stderr
@@ -214,7 +271,8 @@ def test_cli_size_from_and_upscale(tiny_upscaled_model, tmp_path):
     (tmp_path / "junk.png").write_bytes(b"not an image")
     for args, words in ((["upscale", str(tmp_path / "wide.png")], "up to 256"),
                         (["upscale", str(tmp_path / "junk.png")], "not a readable image"),
-                        (["upscale", str(first), "--noise", "5"], "upscale_noise")):
+                        (["upscale", str(first), "--noise", "5"], "upscale_noise"),
+                        (["upscale", str(first), "--sampler", "heun"], "upscale_sampler")):
         r = run_cli(*args, "--model", str(tiny_upscaled_model), "--out", str(tmp_path / "d"))
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and words in r.stderr, r.stderr
     r = run_cli("upscale", str(first), "--out", str(tmp_path / "e"), "--model", str(tmp_path))

@@ -14,7 +14,8 @@ def cmd_upscale(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for path in args.images:
-        image = upscale_any(upscaler, path, seed=args.seed, steps=args.steps, noise_level=args.noise)
+        image = upscale_any(upscaler, path, seed=args.seed, steps=args.steps, noise_level=args.noise,
+                            sampler=args.sampler)
         target = out / f"{Path(path).stem}_x{upscaler.scale}.png"
         save_png(image, target, image.info[PARAMS_KEY])
         print(target)
@@ -27,6 +28,8 @@ def add_upscale_parser(sub) -> None:
     u.add_argument("--steps", type=int, help="sampling steps (default: the upscaler's own)")
     u.add_argument("--noise", type=float, help="noise added to the input first (more invents more detail; default: the "
                                                "upscaler's own)")
+    u.add_argument("--sampler", help="euler (the flow's ODE) or euler_a (ancestral: fresh noise every step, "
+                                      "crisper); default: the upscaler's own")
     u.add_argument("--seed", type=int, default=0, help="seed of the upscaler's noise")
     u.add_argument("--out", default="outputs", help="output folder (IMAGE_x4.png)")
     u.set_defaults(func=cmd_upscale)

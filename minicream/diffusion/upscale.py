@@ -3,7 +3,10 @@
 The target is r0 = residual_scale * (high - bicubic(low)); training noises it along the straight path
 x_t = (1 - t) r0 + t eps and regresses the velocity eps - r0 (minRF), with the low-resolution condition noise-augmented
 at a random level that the network is told (SD x4 upscaler, Imagen SR). Sampling integrates from pure noise with a few
-Euler steps and adds the result back to bicubic. Images are float tensors in [-1, 1], (N, 3, H, W).
+steps and adds the result back to bicubic: "euler" follows the flow's ODE; "euler_a" (ancestral, as diffusers'
+FlowMatchEulerDiscreteScheduler with stochastic_sampling) moves each step to the predicted clean residual and noises it
+afresh to the next level, which keeps more fine detail over a soft input. Images are float tensors in [-1, 1],
+(N, 3, H, W).
 """
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+SAMPLERS = ("euler", "euler_a")
 
 
 def downsample(high: torch.Tensor, scale: int) -> torch.Tensor:
@@ -62,14 +67,19 @@ def flow_loss(model, high: torch.Tensor, low: torch.Tensor, levels: torch.Tensor
 
 @torch.no_grad()
 def sample_upscale(model, low: torch.Tensor, noise: torch.Tensor, steps: int = 4, noise_level: float = 0.0,
-                   level_noise: torch.Tensor | None = None, bf16: bool = False) -> torch.Tensor:
-    """Upscale `low` (N, 3, h, w) in [-1, 1] to (N, 3, h*scale, w*scale): `steps` Euler steps of the flow from `noise`
+                   level_noise: torch.Tensor | None = None, bf16: bool = False, sampler: str = "euler",
+                   generator: torch.Generator | list[torch.Generator] | None = None) -> torch.Tensor:
+    """Upscale `low` (N, 3, h, w) in [-1, 1] to (N, 3, h*scale, w*scale): `steps` steps of the flow from `noise`
     (the residual's starting noise, that shape). `noise_level`: the condition's augmentation at sampling time (SD's
     noise_level; more lets the network invent more detail over a soft input), drawn from `level_noise` (low's shape).
+    `sampler`: one of SAMPLERS; "euler_a" draws each step's fresh noise from `generator` (or image i's from
+    generator[i], so an image does not depend on its batch).
     `bf16`: run the fp32 network under bf16 autocast (twice as fast where the CPU has bf16 units)."""
     cfg = model.config
     if steps < 1:
         raise ValueError("upscaler steps must be >= 1")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"upscaler sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
     if noise_level < 0 or noise_level > cfg.max_noise_level:
         raise ValueError(f"upscaler noise level must be in [0, {cfg.max_noise_level}], got {noise_level}")
     low = low.float()
@@ -85,8 +95,20 @@ def sample_upscale(model, low: torch.Tensor, noise: torch.Tensor, steps: int = 4
         t, t_next = ts[i], ts[i + 1]
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
             v = model(x.contiguous(memory_format=torch.channels_last), t.expand(len(x)), cond, levels).float()
-        x = x + (t_next - t) * v
+        if sampler == "euler":
+            x = x + (t_next - t) * v
+        else:  # x_t = (1 - t) r0 + t eps and v = eps - r0: the clean residual, noised afresh to t_next
+            fresh = _fresh_noise(x, generator) if t_next > 0 else 0
+            x = (1 - t_next) * (x - t * v) + t_next * fresh
     return (base + x / cfg.residual_scale).clamp(-1, 1)
 
 
-__all__ = ["downsample", "flow_loss", "gaussian_blur", "sample_upscale", "upsample"]
+def _fresh_noise(x: torch.Tensor, generator) -> torch.Tensor:
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != len(x):
+            raise ValueError(f"{len(generator)} generators for {len(x)} images")
+        return torch.stack([torch.randn(x.shape[1:], generator=g) for g in generator]).to(x.device)
+    return torch.randn(x.shape, generator=generator).to(x.device)
+
+
+__all__ = ["SAMPLERS", "downsample", "flow_loss", "gaussian_blur", "sample_upscale", "upsample"]

@@ -372,11 +372,11 @@ class Pipeline(AdapterMixin):  # load_adapter, set_adapters, unload_adapter (ada
         return sizes(self)
 
     def upscale(self, images: list[Image.Image], size: int, steps: int | None = None,
-                noise_level: float | None = None) -> list[Image.Image]:
+                noise_level: float | None = None, sampler: str | None = None) -> list[Image.Image]:
         """Generated images (native size, with their parameters) at `size` (one of `sizes`) by the upscaler."""
         from .upscale import check_size, upscale_images
 
-        return upscale_images(self, images, check_size(self, size), steps, noise_level)
+        return upscale_images(self, images, check_size(self, size), steps, noise_level, sampler)
 
     def name_image(self, pixels: torch.Tensor) -> str:
         """The most likely of the model's concepts for a uint8 (3, H, W) image, by the evaluator."""
