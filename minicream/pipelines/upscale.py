@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..diffusion.upscale import SAMPLERS
 from ..errors import MinicreamError
 from ..evaluator.scorer import to_uint8
 from ..io.model_dir import UPSCALER_DIR
 from ..io.weights import short_hash
-from ..diffusion.upscale import SAMPLERS
 from ..models.base import WEIGHTS_NAME
 from .metadata import PARAMS_KEY
 from .modes import Option
