@@ -78,7 +78,8 @@ def main(argv=None) -> int:
     # generated: the model's own pictures
     real, _ = load_images(cfg, "test", args.heldout)
     real_sharp = laplacian_variance(real)
-    names = sorted(set(pipe.vocabulary.by_name) & rendered_concepts(args.data))
+    renders = render_files(args.data)
+    names = sorted(set(pipe.vocabulary.by_name) & {concept for concept, _ in renders})
     prompts = random.Random(args.prompt_seed).sample(names, min(args.concepts, len(names)))
     judge = NearestJudge.from_dataset(args.judge_data)
     pool = sorted(set(judge.concepts))
@@ -89,7 +90,7 @@ def main(argv=None) -> int:
         small += pipe(p, num_images=1, seed=i)
     t_draw = (time.time() - t0) / len(prompts)
     designs = [design_of(im, pipe) for im in small]
-    reference = matched_renders(args.data, list(zip(prompts, designs)))
+    reference = matched_renders(args.data, renders, list(zip(prompts, designs)))
     big_size = up.scale * pipe.image_size
     px_small = to_uint8(small)
     px_bicubic = float_to_uint8(upsample(to_unit_range(px_small).float(), up.scale))
@@ -132,15 +133,15 @@ def main(argv=None) -> int:
     return 0
 
 
-def train_metadata(data: str) -> list[dict]:
-    """The 256-px dataset's training split, one record per image (metadata.jsonl)."""
-    path = Path(data) / "train" / "metadata.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def rendered_concepts(data: str) -> set[str]:
-    """The concepts the 256-px dataset's training split renders."""
-    return {r.get("concept") for r in train_metadata(data)} - {None}
+def render_files(data: str) -> dict[tuple[str, str], str]:
+    """The 256-px dataset's training renders: (concept, design) -> the first image file of it (metadata.jsonl)."""
+    files = {}
+    for line in (Path(data) / "train" / "metadata.jsonl").read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            if r.get("concept"):
+                files.setdefault((r["concept"], r.get("style")), r["file_name"])
+    return files
 
 
 def design_of(image: Image.Image, pipe) -> str:
@@ -151,15 +152,12 @@ def design_of(image: Image.Image, pipe) -> str:
     return next((s for s in pipe.vocabulary.styles if s.lower() == last), "-")
 
 
-def matched_renders(data: str, wanted: list[tuple[str, str]]) -> list[torch.Tensor | None]:
+def matched_renders(data: str, files: dict, wanted: list[tuple[str, str]]) -> list[torch.Tensor | None]:
     """The real 256-px training render of each (concept, design), uint8 (3, S, S), or None where there is none."""
     from minicream.data.images import to_square_rgb
     from minicream.evaluator.scorer import to_uint8
 
     size = json.loads((Path(data) / "dataset_info.json").read_text())["size"]
-    files = {}
-    for r in train_metadata(data):
-        files.setdefault((r.get("concept"), r.get("style")), r["file_name"])
     out = []
     for key in wanted:
         if key not in files:
@@ -180,9 +178,10 @@ def matched_sharpness(px_small, px_big, px_bicubic, designs: list[str], referenc
     rows = [i for i, r in enumerate(reference) if r is not None]
     real = torch.stack([reference[i] for i in rows])
     real_small = resize(real, *px_small.shape[-2:])
+    at = {i: k for k, i in enumerate(rows)}  # picture index -> its render's row in `real`
 
     def ratios(sel: list[int]) -> dict:
-        pos = [rows.index(i) for i in sel]
+        pos = [at[i] for i in sel]
         big_real, small_real = laplacian_variance(real[pos]), laplacian_variance(real_small[pos])
         return {"n": len(sel), "upscaler": round(laplacian_variance(px_big[sel]) / big_real, 3),
                 "bicubic": round(laplacian_variance(px_bicubic[sel]) / big_real, 3),
