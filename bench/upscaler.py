@@ -2,7 +2,8 @@
 
   held-out   the 256-px dataset's test images (never trained on), downsampled to 64 px (8-bit): PSNR / SSIM against
              the real 256-px render, sharpness (Laplacian variance over the real images'), seconds per image, for
-             bicubic, Lanczos and the upscaler at each setting (steps and sampler)
+             bicubic, Lanczos and the upscaler at each setting (steps, sampler, and with ":consistent" back-projected
+             onto the input)
   generated  the model draws bare concept names (drawn at random from the concepts the 256-px dataset renders;
              prompt i with seed i, so style "vary" cycles the designs) at 64 px; the nearest-real-image judge grades
              the 64-px image and the 256-px one downsampled back to 64 (top-1 / top-5 among every concept: the
@@ -13,7 +14,7 @@
              held-out mix is reported beside it for comparison with earlier runs ("sharpness_vs_heldout_mix").
   grid       (--grid) the first prompts at 64 px (shown enlarged, nearest), bicubic 256 and the upscaler's 256
 
-    .venv/bin/python bench/upscaler.py [--model full] [--settings 8:euler,32:euler_a] [--concepts 100]
+    .venv/bin/python bench/upscaler.py [--model full] [--settings 32:euler_a,32:euler_a:consistent] [--concepts 100]
         [--prompt-seed 0] [--grid docs/upscaler_grid.png] [--out bench/last_upscaler.json]
 """
 from __future__ import annotations
@@ -45,8 +46,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default="data/emoji256", help="the 256-px dataset (held-out split)")
     ap.add_argument("--judge-data", default="data/emoji", help="the 64-px dataset the nearest judge compares with")
     ap.add_argument("--heldout", type=int, default=200)
-    ap.add_argument("--settings", help="the upscaler's STEPS:SAMPLER settings compared, e.g. 8:euler,32:euler_a "
-                                       "(default: the upscaler's own)")
+    ap.add_argument("--settings", help="the upscaler's settings compared, STEPS:SAMPLER[:consistent], e.g. "
+                                       "32:euler_a,32:euler_a:consistent (default: the upscaler's own)")
     ap.add_argument("--noise", type=float, default=None, help="the condition's noise level (default: the upscaler's)")
     ap.add_argument("--concepts", type=int, default=100, help="generated: concepts drawn from the 256-px dataset's")
     ap.add_argument("--prompt-seed", type=int, default=0, help="generated: the seed of the concepts' draw")
@@ -57,22 +58,22 @@ def main(argv=None) -> int:
 
     pipe = Pipeline.from_pretrained(args.model)
     up = pipe.upscaler
-    settings = [(int(k), sampler) for k, sampler in (x.split(":") for x in
-                                                      (args.settings or f"{up.steps}:{up.sampler}").split(","))]
+    own = f"{up.steps}:{up.sampler}" + (":consistent" if up.consistent else "")
+    settings = dict(parse_setting(x) for x in (args.settings or own).split(","))
     cfg = load_upscaler_recipe("upscaler", [f"data={args.data!r}", f"heldout={args.heldout}"])
     cfg.model = up.net.config
     noise = up.noise_level if args.noise is None else args.noise
     t0 = time.time()
     heldout = None
-    for k, sampler in settings:
-        report = upscaler_report(up.net, cfg, [k], noise, sampler)
+    for name, s in settings.items():
+        report = upscaler_report(up.net, cfg, [s.steps], noise, s.sampler, s.consistent)
         if heldout is None:
             heldout = {**report, "methods": {m: v for m, v in report["methods"].items() if m in ("bicubic", "lanczos")}}
-        heldout["methods"][f"upscaler_{k}_{sampler}"] = report["methods"][f"upscaler_{k}"]
-    heldout.pop("sampler")
+        heldout["methods"][f"upscaler_{name}"] = report["methods"][f"upscaler_{s.steps}"]
+    heldout.pop("sampler"), heldout.pop("consistent")
     print(f"held-out ({heldout['n']} images, {time.time() - t0:.0f}s):")
     for name, m in heldout["methods"].items():
-        print(f"  {name:18s} PSNR {m['psnr_db']:6.2f} dB  SSIM {m['ssim']:.4f}  sharpness {m['sharpness']:.3f}  "
+        print(f"  {name:30s} PSNR {m['psnr_db']:6.2f} dB  SSIM {m['ssim']:.4f}  sharpness {m['sharpness']:.3f}  "
               f"{m['seconds_per_image']:.3f} s/image  {m['psnr_by_design']}")
 
     # generated: the model's own pictures
@@ -103,14 +104,18 @@ def main(argv=None) -> int:
     generated = {"n": len(prompts), "prompt_seed": args.prompt_seed, "seconds_per_image_base": round(t_draw, 3),
                  "noise_level": noise, "judge_64": grade(px_small),
                  "judge_bicubic_then_64": grade(resize(px_bicubic, pipe.image_size, pipe.image_size)), "upscalers": {}}
-    for k, sampler in settings:
+    for name, s in settings.items():
         t0 = time.time()
-        big = pipe.upscale(small, big_size, k, noise, sampler)
+        big = pipe.upscale(small, big_size, upscale_steps=s.steps, upscale_noise=noise, upscale_sampler=s.sampler,
+                           upscale_consistent=s.consistent)
         t_up = (time.time() - t0) / len(prompts)
         px_big = to_uint8(big)
-        generated["upscalers"][f"{k}_{sampler}"] = {
+        back = resize(px_big, pipe.image_size, pipe.image_size)
+        generated["upscalers"][name] = {
             "seconds_per_image": round(t_up, 3),
-            "judge_upscaled_then_64": grade(resize(px_big, pipe.image_size, pipe.image_size)),
+            "judge_upscaled_then_64": grade(back),
+            # how far the upscaled picture, downsampled, is from the one it was made from (8-bit levels)
+            "mean_abs_change_at_64": round((back.float() - px_small.float()).abs().mean().item(), 3),
             **matched_sharpness(px_small, px_big, px_bicubic, designs, reference),
             "sharpness_vs_heldout_mix": round(laplacian_variance(px_big) / real_sharp, 3)}
     print(f"generated ({len(prompts)} bare names, prompt i with seed i): {json.dumps(generated)}")
@@ -127,10 +132,20 @@ def main(argv=None) -> int:
         for i in range(rows):
             tiles += [small[i].resize((big_size, big_size), Image.NEAREST),
                       Image.fromarray(px_bicubic[i].permute(1, 2, 0).numpy(), "RGB"), big[i]]
-            labels += [f"{prompts[i]}, 64 px", "bicubic 256", f"upscaler 256 ({k} {sampler})"]
+            labels += [f"{prompts[i]}, 64 px", "bicubic 256", f"upscaler 256 ({name})"]
         image_grid(tiles, cols=3, labels=labels, scale=1).save(args.grid)
         print(f"grid: {args.grid}")
     return 0
+
+
+def parse_setting(text: str):
+    """"STEPS:SAMPLER[:consistent]" -> (its name in the report, UpscaleSettings; the noise level is --noise's)."""
+    from minicream.pipelines.upscale import UpscaleSettings
+
+    parts = text.strip().split(":")
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "consistent") or not parts[0].isdigit():
+        raise SystemExit(f"--settings: {text!r} is not STEPS:SAMPLER or STEPS:SAMPLER:consistent")
+    return "_".join(parts), UpscaleSettings(int(parts[0]), 0.0, parts[1], len(parts) == 3)
 
 
 def render_files(data: str) -> dict[tuple[str, str], str]:

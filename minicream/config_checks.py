@@ -152,6 +152,8 @@ def validate_upscaler(cfg) -> None:
 
     if cfg.sampler not in SAMPLERS:
         _fail("sampler", cfg.sampler, f"must be one of {', '.join(SAMPLERS)}")
+    if not isinstance(cfg.consistent, bool):
+        _fail("consistent", cfg.consistent, "must be true or false")
     _train("train", cfg.train)
 
 

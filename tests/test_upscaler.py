@@ -102,6 +102,45 @@ def test_both_samplers_known_answers():
         sample_upscale(tiny, low, noise, sampler="heun")
 
 
+def test_back_projection_fits_the_input_and_keeps_detail_above_its_grid():
+    from minicream.diffusion.upscale import back_project, downsample, gaussian_blur, upsample
+
+    gen = torch.Generator().manual_seed(0)
+    high = gaussian_blur(torch.rand(2, 3, 64, 64, generator=gen) * 2 - 1, 2.0)
+    low = downsample(gaussian_blur(torch.rand(2, 3, 64, 64, generator=gen) * 2 - 1, 2.0), 4)
+    miss = [(downsample(back_project(high, low, 4, k), 4) - low).abs().mean().item() for k in (0, 1, 2, 4)]
+    assert miss[0] > 0.05 and all(b < a / 2 for a, b in zip(miss, miss[1:])), miss  # each round halves the miss
+    assert torch.equal(back_project(high, low, 4, 0), high)
+    # a checkerboard of single pixels is above the 16-px grid's Nyquist frequency: its downsample is (nearly) zero,
+    # and back-projection, which is affine in the image, passes it through untouched
+    checker = ((torch.arange(64).view(-1, 1) + torch.arange(64).view(1, -1)) % 2 * 2 - 1).float().expand(2, 3, 64, 64)
+    assert downsample(checker, 4).abs().max() < 1e-2  # (the borders, where the kernel is cut, leave a trace)
+    base = upsample(low, 4)
+    assert torch.allclose(back_project(base + 0.1 * checker, low, 4) - back_project(base, low, 4), 0.1 * checker,
+                          atol=2e-3)
+
+
+def test_a_consistent_upscale_downsamples_to_its_input():
+    from minicream.diffusion.upscale import downsample, gaussian_blur, sample_upscale
+
+    gen = torch.Generator().manual_seed(3)
+    low = gaussian_blur(torch.rand(2, 3, 8, 8, generator=gen) * 1.6 - 0.8, 0.7)
+    r0 = torch.randn(2, 3, 32, 32, generator=gen)  # a residual that also moves what the picture shows at 8 px
+    model, noise = _KnowsTheResidual(r0), torch.randn(2, 3, 32, 32, generator=gen)
+    miss = {}
+    for consistent in (False, True):
+        for sampler in ("euler", "euler_a"):
+            out = sample_upscale(model, low, noise, steps=4, sampler=sampler, consistent=consistent,
+                                 generator=torch.Generator().manual_seed(1))
+            miss[consistent, sampler] = (downsample(out, 4) - low).abs().mean().item()
+    for sampler in ("euler", "euler_a"):
+        assert miss[True, sampler] < miss[False, sampler] / 4, miss
+    tiny = _tiny_model()  # a network's own residual: both samplers, run twice, give the same picture
+    runs = [sample_upscale(tiny, low, noise, steps=3, sampler="euler_a", consistent=True,
+                           generator=torch.Generator().manual_seed(1)) for _ in range(2)]
+    assert torch.equal(runs[0], runs[1])
+
+
 def test_the_flow_loss_has_the_velocity_target():
     """A network that returns the exact velocity eps - r0 has zero loss: check through a stub with the same
     interface, which recovers eps and r0 from what it is given."""
@@ -141,6 +180,7 @@ def test_recipe_trains_exports_and_reports(data32, tmp_path):
     settings = json.loads((folder / "upscaler.json").read_text())
     assert settings["steps"] == cfg.steps and settings["recipe"]["model"]["channels"] == [8, 16]
     assert settings["sampler"] == cfg.sampler == "euler_a"  # the preset's measured default, written with the model
+    assert settings["consistent"] is cfg.consistent and settings["report"]["consistent"] is cfg.consistent
     report = settings["report"]
     assert set(report["methods"]) == {"bicubic", "lanczos", "upscaler_1", "upscaler_2"}
     assert report["size"] == 32 and 1 <= report["n"] <= 4
@@ -160,7 +200,7 @@ def test_recipe_trains_exports_and_reports(data32, tmp_path):
 
 @pytest.mark.parametrize("override, message", [
     ("crop=18", "crop"), ("model.channels=[12, 16]", "channels"), ("noise_level=0.5", "noise_level"),
-    ("report_steps=[]", "report_steps"), ("sampler='heun'", "sampler"), ("blur_prob=2", "blur_prob"), ("model.scale=1", "scale"),
+    ("report_steps=[]", "report_steps"), ("sampler='heun'", "sampler"), ("consistent='yes'", "consistent"), ("blur_prob=2", "blur_prob"), ("model.scale=1", "scale"),
 ])
 def test_bad_settings_are_one_line_errors(override, message):
     from minicream.training.upscaler import load_upscaler_recipe
@@ -218,6 +258,9 @@ def test_size_runs_the_upscaler_after_the_base_model(up_pipe):
     assert p["upscale_sampler"] == "euler"  # the upscaler's own (its upscaler.json names none: the ODE)
     crisp = up_pipe("red apple", num_images=1, seed=3, steps=2, size=4 * n, upscale_sampler="euler_a")
     assert crisp[0].info[PARAMS_KEY]["upscale_sampler"] == "euler_a" and crisp[0].tobytes() != big[0].tobytes()
+    assert p["upscale_consistent"] is False  # the upscaler's own (its upscaler.json says nothing: not back-projected)
+    fitted = up_pipe("red apple", num_images=1, seed=3, steps=2, size=4 * n, upscale_consistent=True)
+    assert fitted[0].info[PARAMS_KEY]["upscale_consistent"] is True and fitted[0].tobytes() != big[0].tobytes()
     assert p["seed"] == base[0].info[PARAMS_KEY]["seed"] and len(p["upscaler_hash"]) == 10
     # downsampled back, the upscaled image is close to what the base model drew (the condition is kept)
     small = big[0].resize((n, n), resample=3)
@@ -227,7 +270,8 @@ def test_size_runs_the_upscaler_after_the_base_model(up_pipe):
     assert half[0].size == (2 * n, 2 * n) and half[0].info[PARAMS_KEY]["upscale_steps"] == 1
     for bad, message in ((dict(size=3 * n), "not supported"), (dict(size=4 * n, upscale_noise=0.9), "upscale_noise"),
                          (dict(size=4 * n, upscale_steps=0), "upscale_steps"),
-                         (dict(size=4 * n, upscale_sampler="heun"), "upscale_sampler")):
+                         (dict(size=4 * n, upscale_sampler="heun"), "upscale_sampler"),
+                         (dict(size=4 * n, upscale_consistent="yes"), "upscale_consistent")):
         with pytest.raises(MinicreamError, match=message):
             up_pipe("red apple", num_images=1, steps=2, **bad)
 
@@ -252,21 +296,23 @@ def test_cli_size_from_and_upscale(tiny_upscaled_model, tmp_path):
     # upscaler's default; one that records euler_a re-runs with euler_a
     from minicream.cli.rerun import stored_options
 
-    params = {k: v for k, v in read_png_params(first).items() if k != "upscale_sampler"}
+    params = {k: v for k, v in read_png_params(first).items() if k not in ("upscale_sampler", "upscale_consistent")}
     assert stored_options(params)["upscale_sampler"] == "euler"
+    assert stored_options(params)["upscale_consistent"] is False  # and before back-projection: without it
     assert stored_options({**params, "upscale_sampler": "euler_a"})["upscale_sampler"] == "euler_a"
+    assert stored_options({**params, "upscale_consistent": True})["upscale_consistent"] is True
     assert "upscale_sampler" not in stored_options({"prompt": "red apple", "seed": 1})  # not upscaled
     r = run_cli("generate", "--from", str(first), "--model", str(tiny_upscaled_model), "-n", "1", "--out",
-                str(tmp_path / "b2"), "--upscale-sampler", "euler_a")
+                str(tmp_path / "b2"), "--upscale-sampler", "euler_a", "--upscale-consistent")
     assert r.returncode == 0, r.stderr
     third = next((tmp_path / "b2").glob("*.png"))
-    assert read_png_params(third)["upscale_sampler"] == "euler_a"
+    assert read_png_params(third)["upscale_sampler"] == "euler_a" and read_png_params(third)["upscale_consistent"]
     r = run_cli("upscale", str(first.parent / first.name), "--model", str(tiny_upscaled_model), "--out",
-                str(tmp_path / "c"), "--steps", "1")
+                str(tmp_path / "c"), "--steps", "1", "--consistent")
     assert r.returncode == 0, r.stderr
     out = tmp_path / "c" / f"{first.stem}_x4.png"
     assert Image.open(out).size == (512, 512)
-    assert read_png_params(out)["mode"] == "upscale"
+    assert read_png_params(out)["mode"] == "upscale" and read_png_params(out)["upscale_consistent"] is True
     Image.new("RGB", (300, 20)).save(tmp_path / "wide.png")
     (tmp_path / "junk.png").write_bytes(b"not an image")
     for args, words in ((["upscale", str(tmp_path / "wide.png")], "up to 256"),

@@ -10,7 +10,7 @@ EDIT_COMMANDS = {"img2img": "edit", "inpaint": "edit", "outpaint": "outpaint", "
 STORED = {"prompt": "prompt", "negative_prompt": "negative_prompt", "steps": "steps", "guidance": "cfg_scale",
           "sampler": "sampler", "seed": "seed", "strength": "strength", "style": "style", "size": "size",
           "upscale_steps": "upscale_steps", "upscale_noise": "upscale_noise",
-          "upscale_sampler": "upscale_sampler"}  # option -> key in the PNG's parameters
+          "upscale_sampler": "upscale_sampler", "upscale_consistent": "upscale_consistent"}  # option -> PNG key
 
 
 def from_png(path, allowed: tuple[str, ...]) -> dict:
@@ -40,8 +40,9 @@ def stored_options(p: dict) -> dict:
     out = {k: p[v] for k, v in STORED.items() if v in p}
     out["guidance_max_noise"] = p.get("guidance_max_noise", 1.0)  # not stored = guidance at every step
     out["cads"] = p.get("cads", 0.0)  # not stored = no condition annealing
-    if "upscale_steps" in p:  # upscaled before the upscaler had a choice of samplers: its ODE
+    if "upscale_steps" in p:  # upscaled before the upscaler had a choice of samplers (its ODE) or back-projected
         out["upscale_sampler"] = p.get("upscale_sampler", "euler")
+        out["upscale_consistent"] = p.get("upscale_consistent", False)
     return out
 
 

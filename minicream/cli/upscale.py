@@ -1,6 +1,7 @@
 """`minicream upscale IMAGE...`: any picture at 4x its size by a model's diffusion upscaler."""
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 
@@ -14,8 +15,8 @@ def cmd_upscale(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for path in args.images:
-        image = upscale_any(upscaler, path, seed=args.seed, steps=args.steps, noise_level=args.noise,
-                            sampler=args.sampler)
+        image = upscale_any(upscaler, path, seed=args.seed, upscale_steps=args.steps, upscale_noise=args.noise,
+                            upscale_sampler=args.sampler, upscale_consistent=args.consistent)
         target = out / f"{Path(path).stem}_x{upscaler.scale}.png"
         save_png(image, target, image.info[PARAMS_KEY])
         print(target)
@@ -30,6 +31,9 @@ def add_upscale_parser(sub) -> None:
                                                "upscaler's own)")
     u.add_argument("--sampler", help="euler (the flow's ODE) or euler_a (ancestral: fresh noise every step, "
                                       "crisper); default: the upscaler's own")
+    u.add_argument("--consistent", action=argparse.BooleanOptionalAction, default=None,
+                   help="back-project every step onto the input, so the result downsampled is the input (default: the "
+                        "upscaler's own)")
     u.add_argument("--seed", type=int, default=0, help="seed of the upscaler's noise")
     u.add_argument("--out", default="outputs", help="output folder (IMAGE_x4.png)")
     u.set_defaults(func=cmd_upscale)

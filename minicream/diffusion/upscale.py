@@ -28,6 +28,16 @@ def upsample(low: torch.Tensor, scale: int) -> torch.Tensor:
     return F.interpolate(low.float(), scale_factor=scale, mode="bicubic", align_corners=False).clamp(-1, 1)
 
 
+def back_project(high: torch.Tensor, low: torch.Tensor, scale: int, iterations: int = 2) -> torch.Tensor:
+    """Iterative back-projection (Irani & Peleg): push `high` towards the images whose downsample is `low`, by adding
+    the bicubic upsampling of what its own downsample misses. Only the low frequencies move: detail above the
+    low-resolution grid's Nyquist frequency is kept, and what the picture shows at the input's size stays the input's."""
+    for _ in range(iterations):
+        miss = low - downsample(high, scale)
+        high = high + F.interpolate(miss, scale_factor=scale, mode="bicubic", align_corners=False)
+    return high
+
+
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of every channel (sigma in pixels; 0 = unchanged)."""
     if sigma <= 0:
@@ -68,12 +78,15 @@ def flow_loss(model, high: torch.Tensor, low: torch.Tensor, levels: torch.Tensor
 @torch.no_grad()
 def sample_upscale(model, low: torch.Tensor, noise: torch.Tensor, steps: int = 4, noise_level: float = 0.0,
                    level_noise: torch.Tensor | None = None, bf16: bool = False, sampler: str = "euler",
-                   generator: torch.Generator | list[torch.Generator] | None = None) -> torch.Tensor:
+                   generator: torch.Generator | list[torch.Generator] | None = None,
+                   consistent: bool = False) -> torch.Tensor:
     """Upscale `low` (N, 3, h, w) in [-1, 1] to (N, 3, h*scale, w*scale): `steps` steps of the flow from `noise`
     (the residual's starting noise, that shape). `noise_level`: the condition's augmentation at sampling time (SD's
     noise_level; more lets the network invent more detail over a soft input), drawn from `level_noise` (low's shape).
     `sampler`: one of SAMPLERS; "euler_a" draws each step's fresh noise from `generator` (or image i's from
     generator[i], so an image does not depend on its batch).
+    `consistent`: each step's predicted clean image is back-projected onto the input (its downsample is `low`), so
+    the upscaler adds detail without changing what the picture shows at its own size.
     `bf16`: run the fp32 network under bf16 autocast (twice as fast where the CPU has bf16 units)."""
     cfg = model.config
     if steps < 1:
@@ -82,11 +95,13 @@ def sample_upscale(model, low: torch.Tensor, noise: torch.Tensor, steps: int = 4
         raise ValueError(f"upscaler sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
     if noise_level < 0 or noise_level > cfg.max_noise_level:
         raise ValueError(f"upscaler noise level must be in [0, {cfg.max_noise_level}], got {noise_level}")
-    low = low.float()
-    base = upsample(low, cfg.scale)
+    clean = low.float()
+    base = upsample(clean, cfg.scale)
+    low = clean
     if noise_level > 0:
         low = low + noise_level * (level_noise if level_noise is not None else torch.randn_like(low))
     cond = upsample(low, cfg.scale)
+    rs = cfg.residual_scale
     levels = torch.full((len(low),), float(noise_level))
     cond = cond.contiguous(memory_format=torch.channels_last)
     x = noise.float()
@@ -95,12 +110,24 @@ def sample_upscale(model, low: torch.Tensor, noise: torch.Tensor, steps: int = 4
         t, t_next = ts[i], ts[i + 1]
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
             v = model(x.contiguous(memory_format=torch.channels_last), t.expand(len(x)), cond, levels).float()
-        if sampler == "euler":
+        if sampler == "euler" and not consistent:
             x = x + (t_next - t) * v
-        else:  # x_t = (1 - t) r0 + t eps and v = eps - r0: the clean residual, noised afresh to t_next
-            fresh = _fresh_noise(x, generator) if t_next > 0 else 0
-            x = (1 - t_next) * (x - t * v) + t_next * fresh
-    return (base + x / cfg.residual_scale).clamp(-1, 1)
+            continue
+        # x_t = (1 - t) r0 + t eps and v = eps - r0: the predicted clean residual and noise
+        r0, eps = x - t * v, x + (1 - t) * v
+        if consistent:
+            r0 = (back_project(base + r0 / rs, clean, cfg.scale) - base) * rs
+        if sampler == "euler_a":  # the clean residual, noised afresh to t_next
+            eps = _fresh_noise(x, generator) if t_next > 0 else 0
+        x = (1 - t_next) * r0 + t_next * eps
+    return (base + x / rs).clamp(-1, 1)
+
+
+def start_noise(generator: torch.Generator, low_shape, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One image's noise for sample_upscale, drawn in this order from its own generator: the residual's starting
+    noise (3, h*scale, w*scale) and the condition's augmentation noise (3, h, w), for a low image of `low_shape`."""
+    c, h, w = low_shape[-3:]
+    return torch.randn((c, h * scale, w * scale), generator=generator), torch.randn((c, h, w), generator=generator)
 
 
 def _fresh_noise(x: torch.Tensor, generator) -> torch.Tensor:
@@ -111,4 +138,4 @@ def _fresh_noise(x: torch.Tensor, generator) -> torch.Tensor:
     return torch.randn(x.shape, generator=generator).to(x.device)
 
 
-__all__ = ["SAMPLERS", "downsample", "flow_loss", "gaussian_blur", "sample_upscale", "upsample"]
+__all__ = ["SAMPLERS", "back_project", "downsample", "flow_loss", "gaussian_blur", "sample_upscale", "start_noise", "upsample"]

@@ -371,12 +371,13 @@ class Pipeline(AdapterMixin):  # load_adapter, set_adapters, unload_adapter (ada
 
         return sizes(self)
 
-    def upscale(self, images: list[Image.Image], size: int, steps: int | None = None,
-                noise_level: float | None = None, sampler: str | None = None) -> list[Image.Image]:
-        """Generated images (native size, with their parameters) at `size` (one of `sizes`) by the upscaler."""
+    def upscale(self, images: list[Image.Image], size: int, **upscale) -> list[Image.Image]:
+        """Generated images (native size, with their parameters) at `size` (one of `sizes`) by the upscaler;
+        `upscale`: its options (upscale_steps, upscale_noise, upscale_sampler, upscale_consistent; None or left
+        out: the upscaler's own)."""
         from .upscale import check_size, upscale_images
 
-        return upscale_images(self, images, check_size(self, size), steps, noise_level, sampler)
+        return upscale_images(self, images, check_size(self, size), **upscale)
 
     def name_image(self, pixels: torch.Tensor) -> str:
         """The most likely of the model's concepts for a uint8 (3, H, W) image, by the evaluator."""

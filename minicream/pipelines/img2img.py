@@ -8,9 +8,8 @@ from .modes import FILTER, PROMPT, SAMPLING, Mode, Option
 from .upscale import UPSCALE, check_size, upscale_edit
 
 
-def img2img(pipe, settings, image, prompt, strength, filter, style, llm, size=None, upscale_steps=None,
-            upscale_noise=None, upscale_sampler=None):
-    """`strength` was checked with the settings (SamplingSettings.build)."""
+def img2img(pipe, settings, image, prompt, strength, filter, style, llm, size=None, **upscale):
+    """`strength` was checked with the settings (SamplingSettings.build); `upscale`: the UPSCALE options."""
     pipe.check_prompt(prompt)
     size = check_size(pipe, size)
     source = load_image(image, pipe.image_size)
@@ -26,7 +25,7 @@ def img2img(pipe, settings, image, prompt, strength, filter, style, llm, size=No
              **({"style": style} if style is not None else {})}
     images = pipe.attach(pipe.decode(latents), seeds, prompt, settings, filtered, extra)
     record_designs(images, filtered, designs)
-    return upscale_edit(pipe, images, None, None, size, upscale_steps, upscale_noise, upscale_sampler)
+    return upscale_edit(pipe, images, None, None, size, **upscale)
 
 
 MODE = Mode("img2img", "redraw an image after a prompt, keeping its layout (SDEdit)", (

@@ -21,8 +21,7 @@ def keep_latents(repaint: torch.Tensor, factor: int) -> torch.Tensor:
     return 1.0 - torch.nn.functional.max_pool2d(repaint[None, None].float(), factor)
 
 
-def inpaint(pipe, settings, image, mask, prompt, strength, filter, style, llm, size=None, upscale_steps=None,
-            upscale_noise=None, upscale_sampler=None):
+def inpaint(pipe, settings, image, mask, prompt, strength, filter, style, llm, size=None, **upscale):
     pipe.check_prompt(prompt)
     size = check_size(pipe, size)
     picture = open_image(image, "image")
@@ -38,8 +37,7 @@ def inpaint(pipe, settings, image, mask, prompt, strength, filter, style, llm, s
     extra = {"mode": "inpaint", "strength": strength, "init_image_sha256": sha(source), "mask_sha256": sha(repaint)}
     images = pipe.attach(pixels, seeds, prompt, settings, filtered, extra)
     # at a larger size: drawn at the model's, upscaled, the input's own pixels pasted back outside the mask
-    return upscale_edit(pipe, images, picture, open_image(mask, "mask"), size, upscale_steps, upscale_noise,
-                        upscale_sampler)
+    return upscale_edit(pipe, images, picture, open_image(mask, "mask"), size, **upscale)
 
 
 MODE = Mode("inpaint", "repaint the masked part of an image (white or transparent = repaint)", (

@@ -13,10 +13,11 @@ from .scene import CANVAS, HARMONIZE, render
 from .upscale import UPSCALE, check_size
 
 
-def text2img(pipe, settings, prompt, filter, style, llm, size, upscale_steps, upscale_noise, num_candidates, keep_top,
-             layout, canvas, harmonize, control=None, control_kind=None, control_scale=1.0, control_preprocess="none",
-             control_start=0.0, control_end=1.0, image_prompt=None, image_scale=1.0, prior=False, image_detail=True,
-             image_strength=0.6, upscale_sampler=None):
+def text2img(pipe, settings, prompt, filter, style, llm, size, num_candidates, keep_top, layout, canvas, harmonize,
+             control=None, control_kind=None, control_scale=1.0, control_preprocess="none", control_start=0.0,
+             control_end=1.0, image_prompt=None, image_scale=1.0, prior=False, image_detail=True, image_strength=0.6,
+             **upscale):
+    """`upscale`: the UPSCALE options (pipelines/upscale.py)."""
     image = build_image_prompt(pipe, image_prompt, image_scale, image_detail, image_strength)
     if prior and image is not None:
         raise MinicreamError("prior draws the image embedding from the text; give it or an image prompt, not both")
@@ -33,7 +34,7 @@ def text2img(pipe, settings, prompt, filter, style, llm, size, upscale_steps, up
     filtered = pipe.filter_prompt(prompt, filter, style=style, llm=llm) if prompt and str(prompt).strip() else None
     size = check_size(pipe, size)
     if size != pipe.image_size:
-        pipe.upscaler.settings(upscale_steps, upscale_noise, upscale_sampler)  # refuse bad settings before any work
+        pipe.upscaler.settings(**upscale)  # refuse bad settings before any work
     check_candidates(num_candidates, keep_top)
     if prior:  # text -> the prior's image embedding (one per image, by its seed) -> the adapter, with the text too
         if filtered is None:
@@ -45,7 +46,7 @@ def text2img(pipe, settings, prompt, filter, style, llm, size, upscale_steps, up
     images = _draw(pipe, settings, prompt or "", filtered, style, num_candidates, keep_top, layout, canvas, harmonize,
                    control, image)
     # the evaluator ranks at the native size, before the upscaler: only the kept images are upscaled
-    return pipe.upscale(images, size, upscale_steps, upscale_noise, upscale_sampler)
+    return pipe.upscale(images, size, **upscale)
 
 
 def _draw(pipe, settings, prompt, filtered, style, num_candidates, keep_top, layout, canvas, harmonize, control=None,

@@ -2,20 +2,22 @@
 
 A model with an upscaler draws at its native size and then at `scale` x (256 px for the 64-px models), or at any size
 in between (128 px: the 256-px result, downsampled with antialiasing). The upscaler's noise comes from each image's
-own seed (offset, so it is not the base model's noise), so `--from` re-runs it bit-identically; its settings go into
-the PNG ("size", "upscale_steps", "upscale_noise", "upscale_sampler", "upscaler_hash"; a record without a sampler was
-drawn by "euler", the only one before).
+own seed (offset, so it is not the base model's noise), so `--from` re-runs it bit-identically; its settings
+(UpscaleSettings: the options in UPSCALE, each None for the upscaler's own) go into the PNG ("size", "upscale_steps",
+"upscale_noise", "upscale_sampler", "upscale_consistent", "upscaler_hash"; a record without a sampler was drawn by
+"euler", the only one before, and one without `upscale_consistent` without back-projection).
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..diffusion.upscale import SAMPLERS
+from ..diffusion.upscale import SAMPLERS, start_noise
 from ..errors import MinicreamError
 from ..evaluator.scorer import to_uint8
 from ..io.model_dir import UPSCALER_DIR
@@ -38,7 +40,24 @@ UPSCALE = (  # the options of a mode that can draw larger than the model's nativ
     Option("upscale_sampler", "str", None, "the upscaler's sampler: euler (the flow's ODE) or euler_a (ancestral: "
                                            "fresh noise every step, crisper); default: the upscaler's own",
            choices=SAMPLERS),
+    Option("upscale_consistent", "bool", None, "back-project every step onto the low-resolution picture, so the "
+                                               "result downsampled is that picture: detail is added, nothing it "
+                                               "shows changes (default: the upscaler's own)"),
 )
+
+
+@dataclass(frozen=True)
+class UpscaleSettings:
+    """How one call upscales (LoadedUpscaler.settings fills in the upscaler's own for what a call leaves at None)."""
+    steps: int
+    noise_level: float
+    sampler: str
+    consistent: bool
+
+    def record(self) -> dict:
+        """The PNG's parameters for these settings (the options' names)."""
+        return {"upscale_steps": self.steps, "upscale_noise": self.noise_level, "upscale_sampler": self.sampler,
+                "upscale_consistent": self.consistent}
 
 
 class LoadedUpscaler:
@@ -54,16 +73,18 @@ class LoadedUpscaler:
         self.steps = int(settings.get("steps", 4))
         self.noise_level = float(settings.get("noise_level", 0.0))
         self.sampler = str(settings.get("sampler", "euler"))
+        self.consistent = bool(settings.get("consistent", False))
         self.scale = self.net.config.scale
         self.hash = short_hash(folder / WEIGHTS_NAME)
         self.bf16 = fast_bf16(device)
 
-    def settings(self, steps: int | None, noise_level: float | None,
-                 sampler: str | None = None) -> tuple[int, float, str]:
-        """The sampling settings of a call (None: the upscaler's own), checked."""
-        steps = self.steps if steps is None else steps
-        noise_level = self.noise_level if noise_level is None else noise_level
-        sampler = self.sampler if sampler is None else sampler
+    def settings(self, upscale_steps: int | None = None, upscale_noise: float | None = None,
+                 upscale_sampler: str | None = None, upscale_consistent: bool | None = None) -> UpscaleSettings:
+        """The sampling settings of a call (the UPSCALE options; None: the upscaler's own), checked."""
+        steps = self.steps if upscale_steps is None else upscale_steps
+        noise_level = self.noise_level if upscale_noise is None else upscale_noise
+        sampler = self.sampler if upscale_sampler is None else upscale_sampler
+        consistent = self.consistent if upscale_consistent is None else upscale_consistent
         if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 50:
             raise MinicreamError(f"upscale_steps must be an integer from 1 to 50, got {steps!r}")
         top = self.net.config.max_noise_level
@@ -71,11 +92,12 @@ class LoadedUpscaler:
             raise MinicreamError(f"upscale_noise must be a number from 0 to {top}, got {noise_level!r}")
         if sampler not in SAMPLERS:
             raise MinicreamError(f"upscale_sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
-        return steps, float(noise_level), sampler
+        if not isinstance(consistent, bool):
+            raise MinicreamError(f"upscale_consistent must be true or false, got {consistent!r}")
+        return UpscaleSettings(steps, float(noise_level), sampler, consistent)
 
     @torch.no_grad()
-    def __call__(self, pixels: torch.Tensor, seeds: list[int], steps: int, noise_level: float,
-                 sampler: str = "euler") -> torch.Tensor:
+    def __call__(self, pixels: torch.Tensor, seeds: list[int], settings: UpscaleSettings) -> torch.Tensor:
         """uint8 (N, 3, h, w) -> uint8 (N, 3, h*scale, w*scale); image k's noise from seeds[k] (the starting noise,
         the condition's, then euler_a's fresh noise per step)."""
         from ..diffusion.upscale import sample_upscale
@@ -84,12 +106,11 @@ class LoadedUpscaler:
         out = []
         for img, seed in zip(pixels, seeds):  # one at a time: an image never depends on its batch
             g = torch.Generator().manual_seed(int(seed) + SEED_OFFSET)
-            h, w = img.shape[-2:]
-            noise = torch.randn((1, 3, h * self.scale, w * self.scale), generator=g)
-            level_noise = torch.randn((1, 3, h, w), generator=g)
+            noise, level_noise = start_noise(g, img.shape, self.scale)
             low = to_unit_range(img[None]).float()
-            out.append(to_uint8(sample_upscale(self.net, low, noise, steps, noise_level, level_noise, self.bf16,
-                                               sampler, g)))
+            out.append(to_uint8(sample_upscale(self.net, low, noise[None], settings.steps, settings.noise_level,
+                                               level_noise[None], self.bf16, settings.sampler, g,
+                                               settings.consistent)))
         return torch.cat(out)
 
 
@@ -145,51 +166,48 @@ def _with_params(pixels: torch.Tensor, params: dict) -> Image.Image:
     return im
 
 
-def upscale_images(pipe, images: list[Image.Image], size: int, steps: int | None = None,
-                   noise_level: float | None = None, sampler: str | None = None) -> list[Image.Image]:
-    """Generated images (each with its PARAMS_KEY record and seed) at `size`, their records updated."""
+def upscale_images(pipe, images: list[Image.Image], size: int, **upscale) -> list[Image.Image]:
+    """Generated images (each with its PARAMS_KEY record and seed) at `size` (`upscale`: the UPSCALE options), their
+    records updated."""
     if size == pipe.image_size:
         return images
     up = pipe.upscaler
-    steps, noise_level, sampler = up.settings(steps, noise_level, sampler)
+    settings = up.settings(**upscale)
     pixels = to_uint8(images)
     seeds = [int(im.info[PARAMS_KEY]["seed"]) for im in images]
     h, w = pixels.shape[-2:]  # a scene's canvas may be wider than the model's square: the same factor
-    big = resize(up(pixels, seeds, steps, noise_level, sampler), h * size // pipe.image_size,
-                 w * size // pipe.image_size)
-    settings = {"size": size, "upscale_steps": steps, "upscale_noise": noise_level, "upscale_sampler": sampler,
-                "upscaler_hash": up.hash}
-    return [_with_params(px, {**im.info[PARAMS_KEY], **settings}) for im, px in zip(images, big)]
+    big = resize(up(pixels, seeds, settings), h * size // pipe.image_size, w * size // pipe.image_size)
+    record = {"size": size, **settings.record(), "upscaler_hash": up.hash}
+    return [_with_params(px, {**im.info[PARAMS_KEY], **record}) for im, px in zip(images, big)]
 
 
-def upscale_any(upscaler: LoadedUpscaler, image, seed: int = 0, steps: int | None = None,
-                noise_level: float | None = None, sampler: str | None = None) -> Image.Image:
+def upscale_any(upscaler: LoadedUpscaler, image, seed: int = 0, **upscale) -> Image.Image:
     """`minicream upscale`: any picture (a PIL image or a path; transparency on white) at `scale` x its size, with
-    its settings in the image's parameters (mode "upscale")."""
+    its settings (`upscale`: the UPSCALE options) in the image's parameters (mode "upscale")."""
     from ..data.images import on_white
     from ..editing import open_image
     from .metadata import sha
 
-    steps, noise_level, sampler = upscaler.settings(steps, noise_level, sampler)
+    settings = upscaler.settings(**upscale)
     rgb = on_white(open_image(image))
     if max(rgb.size) > MAX_UPSCALE_INPUT:
         raise MinicreamError(f"image {rgb.width}x{rgb.height}: the upscaler takes images up to {MAX_UPSCALE_INPUT} px "
                              f"a side (it is for the models' {MAX_UPSCALE_INPUT // 4}-px pictures)")
     pixels = to_uint8([rgb])
-    return _with_params(upscaler(pixels, [seed], steps, noise_level, sampler)[0], {
-        "mode": "upscale", "seed": int(seed), "upscale_steps": steps, "upscale_noise": noise_level,
-        "upscale_sampler": sampler, "upscaler_hash": upscaler.hash, "init_image_sha256": sha(pixels[0])})
+    return _with_params(upscaler(pixels, [seed], settings)[0], {
+        "mode": "upscale", "seed": int(seed), **settings.record(), "upscaler_hash": upscaler.hash,
+        "init_image_sha256": sha(pixels[0])})
 
 
-def upscale_edit(pipe, images: list[Image.Image], picture: Image.Image, repaint_mask, size: int, steps: int | None,
-                 noise_level: float | None, sampler: str | None = None) -> list[Image.Image]:
+def upscale_edit(pipe, images: list[Image.Image], picture: Image.Image, repaint_mask, size: int,
+                 **upscale) -> list[Image.Image]:
     """An edit's results at `size`: upscaled, then, with a mask (inpainting), the input's own pixels at that size
     pasted back outside it, so what the user kept stays as sharp as it was given."""
     from ..editing import load_image, load_mask, paste_back
 
     if size == pipe.image_size:
         return images
-    big = pipe.upscale(images, size, steps, noise_level, sampler)
+    big = pipe.upscale(images, size, **upscale)
     if repaint_mask is None:
         return big
     source = load_image(picture, size)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..diffusion.upscale import downsample, flow_loss, gaussian_blur, sample_upscale, upsample
+from ..diffusion.upscale import downsample, flow_loss, gaussian_blur, sample_upscale, start_noise, upsample
 from ..errors import MinicreamError
 from ..io.atomic import write_text_atomic
 from ..io.model_dir import UPSCALER_DIR
@@ -51,6 +51,7 @@ class UpscalerRecipe:
     steps: int = 32
     sampler: str = "euler_a"
     noise_level: float = 0.0
+    consistent: bool = False  # back-project every step onto the low-resolution input (sample_upscale)
     model: UpscalerConfig = field(default_factory=UpscalerConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=8000, batch_size=32, lr=4e-4, warmup_steps=200, decay_to=0.05, ema_decay=0.999, checkpoint_every=500,
@@ -173,7 +174,7 @@ def lanczos(low_uint8: torch.Tensor, scale: int) -> torch.Tensor:
 
 @torch.no_grad()
 def upscale_uint8(model: Upscaler, low_uint8: torch.Tensor, steps: int, noise_level: float, seed: int = 0,
-                  batch_size: int = 16, sampler: str = "euler") -> torch.Tensor:
+                  batch_size: int = 16, sampler: str = "euler", consistent: bool = False) -> torch.Tensor:
     """Upscale uint8 images (N, 3, h, w) with seeded noise (image i: seed + i, euler_a's step noise too); bf16 where
     the CPU is fast at it."""
     from ..precision import fast_bf16
@@ -182,20 +183,15 @@ def upscale_uint8(model: Upscaler, low_uint8: torch.Tensor, steps: int, noise_le
     out = []
     for lo in range(0, len(low_uint8), batch_size):
         chunk = to_unit_range(low_uint8[lo:lo + batch_size]).float()
-        noise, level_noise, gens = [], [], []
-        for i in range(len(chunk)):
-            g = torch.Generator().manual_seed(seed + lo + i)
-            noise.append(torch.randn((3, chunk.shape[-2] * s, chunk.shape[-1] * s), generator=g))
-            level_noise.append(torch.randn(chunk.shape[1:], generator=g))
-            gens.append(g)
-        up = sample_upscale(model, chunk, torch.stack(noise), steps, noise_level, torch.stack(level_noise), bf16,
-                            sampler, gens)
+        gens = [torch.Generator().manual_seed(seed + lo + i) for i in range(len(chunk))]
+        noise, level_noise = (torch.stack(x) for x in zip(*(start_noise(g, chunk.shape, s) for g in gens)))
+        up = sample_upscale(model, chunk, noise, steps, noise_level, level_noise, bf16, sampler, gens, consistent)
         out.append(to_uint8(up))
     return torch.cat(out)
 
 
 def upscaler_report(model: Upscaler, cfg: UpscalerRecipe, steps_list=None, noise_level: float | None = None,
-                    sampler: str | None = None) -> dict:
+                    sampler: str | None = None, consistent: bool | None = None) -> dict:
     """Held-out figures: each method's PSNR / SSIM against the real high-resolution render, sharpness (Laplacian
     variance over the real images'), and seconds per image; the input is the real render's 8-bit downsample."""
     from .decoder import laplacian_variance
@@ -206,10 +202,13 @@ def upscaler_report(model: Upscaler, cfg: UpscalerRecipe, steps_list=None, noise
     real_sharp = laplacian_variance(high)
     level = cfg.noise_level if noise_level is None else noise_level
     sampler = cfg.sampler if sampler is None else sampler
+    consistent = cfg.consistent if consistent is None else consistent
     methods = {"bicubic": lambda: to_uint8(upsample(to_unit_range(low).float(), s)), "lanczos": lambda: lanczos(low, s)}
     for k in steps_list or cfg.report_steps:
-        methods[f"upscaler_{k}"] = lambda k=k: upscale_uint8(model, low, k, level, sampler=sampler)
-    out = {"n": len(high), "size": int(high.shape[-1]), "noise_level": level, "sampler": sampler, "methods": {}}
+        methods[f"upscaler_{k}"] = lambda k=k: upscale_uint8(model, low, k, level, sampler=sampler,
+                                                             consistent=consistent)
+    out = {"n": len(high), "size": int(high.shape[-1]), "noise_level": level, "sampler": sampler,
+           "consistent": consistent, "methods": {}}
     for name, fn in methods.items():
         t0 = time.time()
         up = fn()
@@ -229,7 +228,7 @@ def export_upscaler(model: Upscaler, cfg: UpscalerRecipe, folder: Path, report: 
     from ..config import config_to_dict
 
     model.save_pretrained(folder, dtype=torch.bfloat16)
-    settings = {"steps": cfg.steps, "sampler": cfg.sampler, "noise_level": cfg.noise_level,
+    settings = {"steps": cfg.steps, "sampler": cfg.sampler, "noise_level": cfg.noise_level, "consistent": cfg.consistent,
                 "recipe": config_to_dict(cfg)}
     if report is not None:
         settings["report"] = report

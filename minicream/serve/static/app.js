@@ -152,7 +152,7 @@ function card(img, index) {
   if (p.filter) rows.push(["filter", p.filter]);
   if (img.score !== null && img.score !== undefined) rows.push(["score", img.score.toFixed(3)]);
   if (p.num_candidates) rows.push(["candidates", p.num_candidates]);
-  if (p.upscale_steps) rows.push(["upscaler", `${p.upscale_steps} steps ${p.upscale_sampler || "euler"}, noise ${p.upscale_noise}`]);
+  if (p.upscale_steps) rows.push(["upscaler", `${p.upscale_steps} steps ${p.upscale_sampler || "euler"}${p.upscale_consistent ? ", back-projected" : ""}, noise ${p.upscale_noise}`]);
   for (const [k, v] of rows) {
     const dt = document.createElement("dt"); dt.textContent = k;
     const dd = document.createElement("dd"); dd.textContent = v;
