@@ -86,8 +86,8 @@ def fuse(pipe, settings, parts, weights, prompt, image_scale):
     from .text2img import text2img
 
     image = fused_prompt(pipe, parts, weights, list(settings.seeds), image_scale)
-    images = text2img(pipe, settings, prompt, "offline", None, None, None, None, None, 1, 1, "none", "model", 0.0,
-                      image_prompt=image)
+    images = text2img(pipe, settings, prompt, "offline", None, None, None, num_candidates=1, keep_top=1, layout="none",
+                      canvas="model", harmonize=0.0, image_prompt=image)
     for im in images:
         im.info["minicream"]["mode"] = "fuse"
     return images

@@ -30,8 +30,8 @@ def variation(pipe, settings, image, prompt, strength, style, method="auto", ima
         from .text2img import text2img
 
         source = load_image(image, pipe.image_size)  # a bad image is refused as the image, before the adapter loads
-        images = text2img(pipe, settings, prompt, "offline", style, None, None, None, None, 1, 1, "none", "model", 0.0,
-                          image_prompt=image, image_scale=image_scale, image_detail=image_detail,
+        images = text2img(pipe, settings, prompt, "offline", style, None, None, num_candidates=1, keep_top=1,
+                          layout="none", canvas="model", harmonize=0.0, image_prompt=image, image_scale=image_scale, image_detail=image_detail,
                           image_strength=image_strength)
         for im in images:
             im.info["minicream"].update(mode="variation", method="embedding", init_image_sha256=sha(source))
