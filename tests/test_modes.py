@@ -20,6 +20,7 @@ from minicream.io.model_dir import ModelDir
 from minicream.pipelines import PARAMS_KEY, Pipeline
 from minicream.pipelines.blend import mix, slerp
 from minicream.pipelines.modes import SAMPLING_NAMES
+from minicream.pipelines.upscale import LoadedUpscaler
 
 STEPS = 4
 
@@ -27,8 +28,13 @@ STEPS = 4
 def test_every_mode_declares_exactly_what_it_takes():
     assert {"text2img", "img2img", "inpaint", "outpaint", "variation", "blend"} <= set(Pipeline.modes)
     for mode in Pipeline.modes.values():
-        params = list(inspect.signature(mode.run).parameters)
-        # the shared sampling options reach the function as one SamplingSettings (built once by Pipeline.run)
+        signature = inspect.signature(mode.run).parameters
+        params = [n for n, p in signature.items() if p.kind != p.VAR_KEYWORD]
+        # the shared sampling options reach the function as one SamplingSettings (built once by Pipeline.run); the
+        # upscaler's as `**upscale`, handed whole to LoadedUpscaler.settings, which names each of them
+        if "upscale" in signature:
+            assert signature["upscale"].kind == inspect.Parameter.VAR_KEYWORD, mode.name
+            params += list(inspect.signature(LoadedUpscaler.settings).parameters)[1:]
         assert params[:2] == ["pipe", "settings"], mode.name
         assert sorted(params[2:]) == sorted(n for n in mode.names if n not in SAMPLING_NAMES), mode.name
         assert ("guidance" in mode.names) == ("guidance_max_noise" in mode.names), mode.name
