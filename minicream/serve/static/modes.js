@@ -50,7 +50,10 @@ const MODES = {
     const label = document.createElement("label"); label.title = o.help;
     label.append(o.field.replace(/_/g, " ") + " ");
     let el;
-    if (o.choices.length && o.kind !== "json") {
+    if (o.kind === "bool" && (o.default === null || o.default === undefined)) {  // unset: the model's own
+      el = document.createElement("select");
+      for (const [text, v] of [["(default)", ""], ["yes", "true"], ["no", "false"]]) el.appendChild(new Option(text, v));
+    } else if (o.choices.length && o.kind !== "json") {
       el = document.createElement("select");
       if (!o.required) el.appendChild(new Option("(default)", ""));
       for (const c of o.choices) el.appendChild(new Option(String(c), String(c)));
@@ -73,7 +76,7 @@ const MODES = {
   },
 
   value(o, el) {
-    if (o.kind === "bool") return el.checked;
+    if (o.kind === "bool") return el.tagName === "SELECT" ? (el.value === "" ? undefined : el.value === "true") : el.checked;
     if (el.value === "") return undefined;
     if (o.kind === "json") { try { return JSON.parse(el.value); } catch (e) { return el.value; } }
     if (["int", "float", "seed"].includes(o.kind) && !o.choices.length) return Number(el.value);
