@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+from tqdm import tqdm
 
 HERE = Path(__file__).parent
 
@@ -58,23 +59,24 @@ def main(argv=None) -> int:
 
     pipe = Pipeline.from_pretrained(args.model)
     up = pipe.upscaler
-    own = f"{up.steps}:{up.sampler}" + (":consistent" if up.consistent else "")
-    settings = dict(parse_setting(x) for x in (args.settings or own).split(","))
+    own = f"{up.defaults.steps}:{up.defaults.sampler}" + (":consistent" if up.defaults.consistent else "")
+    noise = up.defaults.noise_level if args.noise is None else args.noise
+    settings = dict(parse_setting(x, noise) for x in (args.settings or own).split(","))
     cfg = load_upscaler_recipe("upscaler", [f"data={args.data!r}", f"heldout={args.heldout}"])
     cfg.model = up.net.config
-    noise = up.noise_level if args.noise is None else args.noise
     t0 = time.time()
     heldout = None
     for name, s in settings.items():
-        report = upscaler_report(up.net, cfg, [s.steps], noise, s.sampler, s.consistent)
+        print(f"held-out: {name} ...", flush=True)
+        report = upscaler_report(up.net, cfg, [s.steps], s)
         if heldout is None:
             heldout = {**report, "methods": {m: v for m, v in report["methods"].items() if m in ("bicubic", "lanczos")}}
         heldout["methods"][f"upscaler_{name}"] = report["methods"][f"upscaler_{s.steps}"]
     heldout.pop("sampler"), heldout.pop("consistent")
-    print(f"held-out ({heldout['n']} images, {time.time() - t0:.0f}s):")
+    print(f"held-out ({heldout['n']} images, {time.time() - t0:.0f}s):", flush=True)
     for name, m in heldout["methods"].items():
         print(f"  {name:30s} PSNR {m['psnr_db']:6.2f} dB  SSIM {m['ssim']:.4f}  sharpness {m['sharpness']:.3f}  "
-              f"{m['seconds_per_image']:.3f} s/image  {m['psnr_by_design']}")
+              f"{m['seconds_per_image']:.3f} s/image  {m['psnr_by_design']}", flush=True)
 
     # generated: the model's own pictures
     real, _ = load_images(cfg, "test", args.heldout)
@@ -87,7 +89,7 @@ def main(argv=None) -> int:
     index = {c: i for i, c in enumerate(pool)}
     small = []
     t0 = time.time()
-    for i, p in enumerate(prompts):
+    for i, p in enumerate(tqdm(prompts, desc="generated: drawing at 64 px")):
         small += pipe(p, num_images=1, seed=i)
     t_draw = (time.time() - t0) / len(prompts)
     designs = [design_of(im, pipe) for im in small]
@@ -106,8 +108,9 @@ def main(argv=None) -> int:
                  "judge_bicubic_then_64": grade(resize(px_bicubic, pipe.image_size, pipe.image_size)), "upscalers": {}}
     for name, s in settings.items():
         t0 = time.time()
-        big = pipe.upscale(small, big_size, upscale_steps=s.steps, upscale_noise=noise, upscale_sampler=s.sampler,
-                           upscale_consistent=s.consistent)
+        big = []
+        for im in tqdm(small, desc=f"generated: upscaling ({name})"):
+            big += pipe.upscale([im], big_size, **s.record())
         t_up = (time.time() - t0) / len(prompts)
         px_big = to_uint8(big)
         back = resize(px_big, pipe.image_size, pipe.image_size)
@@ -138,14 +141,14 @@ def main(argv=None) -> int:
     return 0
 
 
-def parse_setting(text: str):
-    """"STEPS:SAMPLER[:consistent]" -> (its name in the report, UpscaleSettings; the noise level is --noise's)."""
-    from minicream.pipelines.upscale import UpscaleSettings
+def parse_setting(text: str, noise_level: float):
+    """"STEPS:SAMPLER[:consistent]" -> (its name in the report, UpscaleSettings at that condition noise level)."""
+    from minicream.diffusion.upscale import UpscaleSettings
 
     parts = text.strip().split(":")
     if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "consistent") or not parts[0].isdigit():
         raise SystemExit(f"--settings: {text!r} is not STEPS:SAMPLER or STEPS:SAMPLER:consistent")
-    return "_".join(parts), UpscaleSettings(int(parts[0]), 0.0, parts[1], len(parts) == 3)
+    return "_".join(parts), UpscaleSettings(int(parts[0]), noise_level, parts[1], len(parts) == 3)
 
 
 def render_files(data: str) -> dict[tuple[str, str], str]:

@@ -171,6 +171,7 @@ def test_the_flow_loss_has_the_velocity_target():
 
 
 def test_recipe_trains_exports_and_reports(data32, tmp_path):
+    from minicream.diffusion.upscale import UpscaleSettings
     from minicream.models.upscaler import Upscaler
     from minicream.training.upscaler import load_upscaler_recipe, run_upscaler, upscale_uint8
 
@@ -189,9 +190,10 @@ def test_recipe_trains_exports_and_reports(data32, tmp_path):
     log = (tmp_path / "run" / "train_log.txt").read_text()
     assert "2. train: 6 steps" in log and "4. report" in log
     low = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
-    a, b = upscale_uint8(model, low, 2, 0.1, seed=5), upscale_uint8(model, low, 2, 0.1, seed=5)
+    s = UpscaleSettings(2, 0.1)
+    a, b = upscale_uint8(model, low, s, seed=5), upscale_uint8(model, low, s, seed=5)
     assert a.shape == (2, 3, 32, 32) and a.dtype == torch.uint8 and torch.equal(a, b)  # seeded
-    assert not torch.equal(a, upscale_uint8(model, low, 2, 0.1, seed=6))
+    assert not torch.equal(a, upscale_uint8(model, low, s, seed=6))
     # a finished run is not redone; a non-empty folder without --resume is refused
     assert run_upscaler(cfg, tmp_path / "run", resume=True) == folder
     with pytest.raises(MinicreamError, match="not empty"):

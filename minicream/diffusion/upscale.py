@@ -11,11 +11,28 @@ afresh to the next level, which keeps more fine detail over a soft input. Images
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 SAMPLERS = ("euler", "euler_a")
+
+
+@dataclass(frozen=True)
+class UpscaleSettings:
+    """How one upscale samples (sample_upscale's steps, noise_level, sampler, consistent), as one value: an upscaler
+    folder's defaults (upscaler.json), a pipeline call's (pipelines/upscale.py fills in the folder's for what the call
+    leaves out) and the recipe's report."""
+    steps: int = 4
+    noise_level: float = 0.0
+    sampler: str = "euler"
+    consistent: bool = False
+
+    def record(self) -> dict:
+        """The PNG's parameters for these settings (the pipeline options' names)."""
+        return {"upscale_steps": self.steps, "upscale_noise": self.noise_level, "upscale_sampler": self.sampler,
+                "upscale_consistent": self.consistent}
 
 
 def downsample(high: torch.Tensor, scale: int) -> torch.Tensor:
@@ -138,4 +155,4 @@ def _fresh_noise(x: torch.Tensor, generator) -> torch.Tensor:
     return torch.randn(x.shape, generator=generator).to(x.device)
 
 
-__all__ = ["SAMPLERS", "back_project", "downsample", "flow_loss", "gaussian_blur", "sample_upscale", "start_noise", "upsample"]
+__all__ = ["SAMPLERS", "UpscaleSettings", "back_project", "downsample", "flow_loss", "gaussian_blur", "sample_upscale", "start_noise", "upsample"]

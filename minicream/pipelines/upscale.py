@@ -10,14 +10,13 @@ own seed (offset, so it is not the base model's noise), so `--from` re-runs it b
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..diffusion.upscale import SAMPLERS, start_noise
+from ..diffusion.upscale import SAMPLERS, UpscaleSettings, start_noise
 from ..errors import MinicreamError
 from ..evaluator.scorer import to_uint8
 from ..io.model_dir import UPSCALER_DIR
@@ -46,20 +45,6 @@ UPSCALE = (  # the options of a mode that can draw larger than the model's nativ
 )
 
 
-@dataclass(frozen=True)
-class UpscaleSettings:
-    """How one call upscales (LoadedUpscaler.settings fills in the upscaler's own for what a call leaves at None)."""
-    steps: int
-    noise_level: float
-    sampler: str
-    consistent: bool
-
-    def record(self) -> dict:
-        """The PNG's parameters for these settings (the options' names)."""
-        return {"upscale_steps": self.steps, "upscale_noise": self.noise_level, "upscale_sampler": self.sampler,
-                "upscale_consistent": self.consistent}
-
-
 class LoadedUpscaler:
     """An upscaler folder: the network (fp32, under bf16 autocast where bf16 is fast) and its sampling defaults."""
 
@@ -69,11 +54,12 @@ class LoadedUpscaler:
 
         self.folder = folder
         self.net = Upscaler.from_pretrained(folder).to(device, memory_format=torch.channels_last)
-        settings = json.loads((folder / SETTINGS_FILE).read_text()) if (folder / SETTINGS_FILE).is_file() else {}
-        self.steps = int(settings.get("steps", 4))
-        self.noise_level = float(settings.get("noise_level", 0.0))
-        self.sampler = str(settings.get("sampler", "euler"))
-        self.consistent = bool(settings.get("consistent", False))
+        own = json.loads((folder / SETTINGS_FILE).read_text()) if (folder / SETTINGS_FILE).is_file() else {}
+        first = UpscaleSettings()  # what an upscaler.json without a key was sampled with
+        self.defaults = UpscaleSettings(int(own.get("steps", first.steps)),
+                                        float(own.get("noise_level", first.noise_level)),
+                                        str(own.get("sampler", first.sampler)),
+                                        bool(own.get("consistent", first.consistent)))
         self.scale = self.net.config.scale
         self.hash = short_hash(folder / WEIGHTS_NAME)
         self.bf16 = fast_bf16(device)
@@ -81,10 +67,11 @@ class LoadedUpscaler:
     def settings(self, upscale_steps: int | None = None, upscale_noise: float | None = None,
                  upscale_sampler: str | None = None, upscale_consistent: bool | None = None) -> UpscaleSettings:
         """The sampling settings of a call (the UPSCALE options; None: the upscaler's own), checked."""
-        steps = self.steps if upscale_steps is None else upscale_steps
-        noise_level = self.noise_level if upscale_noise is None else upscale_noise
-        sampler = self.sampler if upscale_sampler is None else upscale_sampler
-        consistent = self.consistent if upscale_consistent is None else upscale_consistent
+        own = self.defaults
+        steps = own.steps if upscale_steps is None else upscale_steps
+        noise_level = own.noise_level if upscale_noise is None else upscale_noise
+        sampler = own.sampler if upscale_sampler is None else upscale_sampler
+        consistent = own.consistent if upscale_consistent is None else upscale_consistent
         if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 50:
             raise MinicreamError(f"upscale_steps must be an integer from 1 to 50, got {steps!r}")
         top = self.net.config.max_noise_level

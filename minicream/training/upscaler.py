@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ..diffusion.upscale import downsample, flow_loss, gaussian_blur, sample_upscale, start_noise, upsample
+from ..diffusion.upscale import (UpscaleSettings, downsample, flow_loss, gaussian_blur, sample_upscale, start_noise,
+                                 upsample)
 from ..errors import MinicreamError
 from ..io.atomic import write_text_atomic
 from ..io.model_dir import UPSCALER_DIR
@@ -56,6 +57,10 @@ class UpscalerRecipe:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=8000, batch_size=32, lr=4e-4, warmup_steps=200, decay_to=0.05, ema_decay=0.999, checkpoint_every=500,
         log_every=50, max_minutes=60.0, schedule_clock="time"))
+
+    def settings(self) -> UpscaleSettings:
+        """The sampling defaults written with the model (upscaler.json) and used by the held-out report."""
+        return UpscaleSettings(self.steps, self.noise_level, self.sampler, self.consistent)
 
 
 def load_upscaler_recipe(path: str | Path | None = "upscaler", overrides=()) -> UpscalerRecipe:
@@ -173,8 +178,8 @@ def lanczos(low_uint8: torch.Tensor, scale: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def upscale_uint8(model: Upscaler, low_uint8: torch.Tensor, steps: int, noise_level: float, seed: int = 0,
-                  batch_size: int = 16, sampler: str = "euler", consistent: bool = False) -> torch.Tensor:
+def upscale_uint8(model: Upscaler, low_uint8: torch.Tensor, settings: UpscaleSettings, seed: int = 0,
+                  batch_size: int = 16) -> torch.Tensor:
     """Upscale uint8 images (N, 3, h, w) with seeded noise (image i: seed + i, euler_a's step noise too); bf16 where
     the CPU is fast at it."""
     from ..precision import fast_bf16
@@ -185,30 +190,30 @@ def upscale_uint8(model: Upscaler, low_uint8: torch.Tensor, steps: int, noise_le
         chunk = to_unit_range(low_uint8[lo:lo + batch_size]).float()
         gens = [torch.Generator().manual_seed(seed + lo + i) for i in range(len(chunk))]
         noise, level_noise = (torch.stack(x) for x in zip(*(start_noise(g, chunk.shape, s) for g in gens)))
-        up = sample_upscale(model, chunk, noise, steps, noise_level, level_noise, bf16, sampler, gens, consistent)
+        up = sample_upscale(model, chunk, noise, settings.steps, settings.noise_level, level_noise, bf16,
+                            settings.sampler, gens, settings.consistent)
         out.append(to_uint8(up))
     return torch.cat(out)
 
 
-def upscaler_report(model: Upscaler, cfg: UpscalerRecipe, steps_list=None, noise_level: float | None = None,
-                    sampler: str | None = None, consistent: bool | None = None) -> dict:
+def upscaler_report(model: Upscaler, cfg: UpscalerRecipe, steps_list=None,
+                    settings: UpscaleSettings | None = None) -> dict:
     """Held-out figures: each method's PSNR / SSIM against the real high-resolution render, sharpness (Laplacian
-    variance over the real images'), and seconds per image; the input is the real render's 8-bit downsample."""
+    variance over the real images'), and seconds per image; the input is the real render's 8-bit downsample. The
+    upscaler samples with `settings` (default: the recipe's) at each of `steps_list`'s step counts (default: the
+    recipe's report_steps)."""
     from .decoder import laplacian_variance
 
     high, designs = load_images(cfg, "test", cfg.heldout)
     s = cfg.model.scale
     low = to_uint8(downsample(to_unit_range(high), s))
     real_sharp = laplacian_variance(high)
-    level = cfg.noise_level if noise_level is None else noise_level
-    sampler = cfg.sampler if sampler is None else sampler
-    consistent = cfg.consistent if consistent is None else consistent
+    settings = settings or cfg.settings()
     methods = {"bicubic": lambda: to_uint8(upsample(to_unit_range(low).float(), s)), "lanczos": lambda: lanczos(low, s)}
     for k in steps_list or cfg.report_steps:
-        methods[f"upscaler_{k}"] = lambda k=k: upscale_uint8(model, low, k, level, sampler=sampler,
-                                                             consistent=consistent)
-    out = {"n": len(high), "size": int(high.shape[-1]), "noise_level": level, "sampler": sampler,
-           "consistent": consistent, "methods": {}}
+        methods[f"upscaler_{k}"] = lambda k=k: upscale_uint8(model, low, replace(settings, steps=k))
+    out = {"n": len(high), "size": int(high.shape[-1]), "noise_level": settings.noise_level,
+           "sampler": settings.sampler, "consistent": settings.consistent, "methods": {}}
     for name, fn in methods.items():
         t0 = time.time()
         up = fn()
@@ -228,8 +233,7 @@ def export_upscaler(model: Upscaler, cfg: UpscalerRecipe, folder: Path, report: 
     from ..config import config_to_dict
 
     model.save_pretrained(folder, dtype=torch.bfloat16)
-    settings = {"steps": cfg.steps, "sampler": cfg.sampler, "noise_level": cfg.noise_level, "consistent": cfg.consistent,
-                "recipe": config_to_dict(cfg)}
+    settings = {**asdict(cfg.settings()), "recipe": config_to_dict(cfg)}
     if report is not None:
         settings["report"] = report
     write_text_atomic(folder / "upscaler.json", json.dumps(settings, indent=1))
